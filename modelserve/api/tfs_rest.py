@@ -1,0 +1,199 @@
+"""TF Serving's REST API (``/v1/...``): URL grammar, JSON codecs, HTTP status mapping.
+
+Thin by design: parse the URL, decode JSON to numpy, call the core, encode
+the answer, and map core errors to HTTP once (``HTTP_STATUS``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from ..codecs import tfs_json
+from ..core import ModelSpec, ServingCore, input_dtypes
+from ..errors import Code, InvalidArgument, ServingError
+from ..servable import DEFAULT_SIGNATURE, Signature
+from .http import JSON_HEADERS, BodyTooLarge, ClientGone, Headers, Receive, Scope, Send, header, read_body, respond
+
+log = logging.getLogger(__name__)
+
+# tensorflow/serving http_server.cc ToHTTPStatusCode
+HTTP_STATUS = {
+    Code.OK: 200,
+    Code.CANCELLED: 499,
+    Code.UNKNOWN: 500,
+    Code.INVALID_ARGUMENT: 400,
+    Code.DEADLINE_EXCEEDED: 504,
+    Code.NOT_FOUND: 404,
+    Code.ALREADY_EXISTS: 409,
+    Code.PERMISSION_DENIED: 403,
+    Code.RESOURCE_EXHAUSTED: 429,
+    Code.FAILED_PRECONDITION: 400,
+    Code.ABORTED: 409,
+    Code.OUT_OF_RANGE: 400,
+    Code.UNIMPLEMENTED: 501,
+    Code.INTERNAL: 500,
+    Code.UNAVAILABLE: 503,
+    Code.DATA_LOSS: 500,
+    Code.UNAUTHENTICATED: 401,
+}
+
+_POST = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)")
+_GET = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(/metadata)?")
+_CORS_HEADERS: Headers = [
+    (b"access-control-allow-origin", b"*"),
+    (b"access-control-allow-methods", b"POST, GET"),
+    (b"access-control-allow-headers", b"Content-Type"),
+]
+_INT64_MAX = 2**63 - 1
+# Bodies above this are decoded off the event loop so one big request cannot stall the others.
+_OFFLOAD_BYTES = 256 * 1024
+
+
+@dataclass(frozen=True)
+class RestOptions:
+    timeout_ms: int = 30000
+    enable_cors: bool = False
+    max_body_bytes: int = 256 * 1024 * 1024
+
+
+class TfsRestApp:
+    """ASGI app for everything under ``/v1/``."""
+
+    def __init__(self, core: ServingCore, options: RestOptions) -> None:
+        self._core = core
+        self._options = options
+        self._headers: Headers = JSON_HEADERS + (_CORS_HEADERS if options.enable_cors else [])
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        method: str = scope["method"]
+        path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
+        path = path.split("?", 1)[0]
+        if method == "OPTIONS":
+            await self._preflight(scope, send)
+            return
+        try:
+            body = await self._handle(method, path, scope, receive)
+            status = 200
+        except ServingError as exc:
+            status, body = HTTP_STATUS.get(exc.code, 500), tfs_json.encode_error(exc.message)
+        except BodyTooLarge as exc:
+            limit = self._options.max_body_bytes
+            status, body = 413, tfs_json.encode_error(f"Request body of {exc} bytes is over the limit of {limit} bytes")
+        except ClientGone:
+            return
+        except Exception as exc:  # a bug must cost one request, not the server
+            log.exception("Unhandled error serving %s %s", method, path)
+            status, body = 500, tfs_json.encode_error(f"Internal error: {type(exc).__name__}: {exc}")
+        await respond(send, status, body, self._headers)
+
+    async def _preflight(self, scope: Scope, send: Send) -> None:
+        origin = header(scope, b"origin") or b""
+        status = 200 if (b"http://" in origin or b"https://" in origin) else 400
+        await respond(send, status, b"", self._headers)
+
+    async def _handle(self, method: str, path: str, scope: Scope, receive: Receive) -> bytes:
+        if method == "POST" and (match := _POST.fullmatch(path)) and match.group(4).islower():
+            name, version, label, verb = match.groups()
+            spec = _spec(name, version, label)
+            body = await read_body(scope, receive, self._options.max_body_bytes)
+            return await self._post_handlers[verb](self, spec, body)
+        if method == "GET" and (match := _GET.fullmatch(path)):
+            name, version, label, metadata = match.groups()
+            if name is None:
+                raise InvalidArgument("Missing model name in request.")
+            spec = _spec(name, version, label)
+            return self._metadata(spec) if metadata else self._status(spec)
+        raise InvalidArgument(f"Malformed request: {method} {path}")
+
+    # ---- GET ------------------------------------------------------------------------------
+
+    def _status(self, spec: ModelSpec) -> bytes:
+        # TF Serving's status endpoint ignores a label and lists every version.
+        rows = self._core.status(spec.name, spec.version)
+        return tfs_json.encode_status(
+            [(s.version, s.state.name, s.error_code.name, s.error_message) for s in rows]
+        )
+
+    def _metadata(self, spec: ModelSpec) -> bytes:
+        with self._core.lease(spec) as lease:
+            return tfs_json.encode_metadata(spec.name, lease.version, lease.servable.signatures)
+
+    # ---- POST -----------------------------------------------------------------------------
+
+    async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
+        doc = await self._maybe_offload(body, tfs_json.loads, body)
+        signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
+        with self._core.lease(spec) as lease:
+            signature = _rest_signature(lease.servable.signatures, signature_name)
+            inputs, fmt = await self._maybe_offload(
+                body, tfs_json.decode_predict, doc, input_dtypes(signature), body=body
+            )
+            outputs = await self._core.predict(lease, signature_name, inputs, (), self._deadline())
+        return await self._maybe_offload(body, tfs_json.encode_predict, outputs, fmt)
+
+    async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
+        return await self._example_verb(spec, body, "classification")
+
+    async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
+        return await self._example_verb(spec, body, "regression")
+
+    async def _example_verb(self, spec: ModelSpec, body: bytes, kind: str) -> bytes:
+        doc = tfs_json.loads(body)
+        signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
+        tfs_json.decode_examples(doc)
+        with self._core.lease(spec) as lease:
+            signature = lease.servable.signatures.get(signature_name)
+            if signature is None:
+                raise InvalidArgument(f"No signature was found with the name: {signature_name}")
+            raise InvalidArgument(f"No {kind} inputs found in SignatureDef: {_describe(signature)}")
+
+    _post_handlers: dict[str, Callable[[TfsRestApp, ModelSpec, bytes], Awaitable[bytes]]] = {
+        "predict": _predict,
+        "classify": _classify,
+        "regress": _regress,
+    }
+
+    def _deadline(self) -> float | None:
+        timeout = self._options.timeout_ms
+        return time.monotonic() + timeout / 1000 if timeout > 0 else None
+
+    @staticmethod
+    async def _maybe_offload(body: bytes, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if len(body) < _OFFLOAD_BYTES:
+            return fn(*args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+
+def _spec(name: str, version: str | None, label: str | None) -> ModelSpec:
+    number = None
+    if version is not None:
+        number = int(version)
+        if number > _INT64_MAX:
+            raise InvalidArgument(f"Failed to convert version: {version} to numeric.")
+    return ModelSpec(
+        name=unquote(name),
+        version=number,
+        label=None if label is None else unquote(label),
+    )
+
+
+def _rest_signature(signatures: dict[str, Signature] | Any, name: str) -> Signature:
+    signature = signatures.get(name)
+    if signature is None:
+        raise InvalidArgument(f'Serving signature name: "{name}" not found in signature def')
+    if not signature.inputs:
+        raise InvalidArgument(f"Failed to get input map for signature: {name or 'DEFAULT'}")
+    return signature  # type: ignore[no-any-return]
+
+
+def _describe(signature: Signature) -> str:
+    inputs = ", ".join(f"{a} ({s.name}: {s.dtype.name})" for a, s in signature.inputs.items())
+    outputs = ", ".join(f"{a} ({s.name}: {s.dtype.name})" for a, s in signature.outputs.items())
+    return f"inputs {{{inputs}}} outputs {{{outputs}}} method_name: {signature.method_name}"

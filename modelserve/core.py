@@ -1,0 +1,136 @@
+"""The protocol-neutral core every front end calls: lookup, validation, inference.
+
+Front ends translate their wire format to ``dict[str, numpy.ndarray]`` and
+back, and map ``ServingError`` codes to their own status codes; everything
+else a request needs lives here, once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from .config import ModelConfig
+from .dtypes import DType, from_numpy, tf_name
+from .errors import FailedPrecondition, InvalidArgument
+from .manager import Lease, ModelManager, VersionStatus
+from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Which model, version and signature a request names (TF Serving's ModelSpec)."""
+
+    name: str
+    version: int | None = None
+    label: str | None = None
+    signature_name: str = ""
+
+    @property
+    def signature(self) -> str:
+        return self.signature_name or DEFAULT_SIGNATURE
+
+
+class ServingCore:
+    """Shared by all front ends. Thread-safe; ``predict`` is awaited on the event loop."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        self.manager = manager
+
+    def lease(self, spec: ModelSpec) -> Lease:
+        if not spec.name:
+            raise InvalidArgument("ModelSpec has no name specified.")
+        return self.manager.lease(spec.name, spec.version, spec.label)
+
+    def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
+        return self.manager.status(name, version)
+
+    async def predict(
+        self,
+        lease: Lease,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Validate a Predict request against its signature and run it (gRPC's rules and texts)."""
+        signature = find_signature(lease, signature_name)
+        check_inputs(signature, inputs)
+        check_output_filter(signature, output_filter)
+        outputs = await lease.runner.predict(signature_name, inputs, output_filter, deadline)
+        return outputs
+
+    def reload(self, models: Sequence[ModelConfig]) -> None:
+        self.manager.apply_config(models)
+
+
+def find_signature(lease: Lease, signature_name: str) -> Signature:
+    signature = lease.servable.signatures.get(signature_name)
+    if signature is None:
+        raise FailedPrecondition(f'Serving signature key "{signature_name}" not found.')
+    return signature
+
+
+def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """TF Serving's input-set checks, then dtype and shape checks against the signature."""
+    expected = set(signature.inputs)
+    sent = set(inputs)
+    if sent != expected and not (sent < expected and expected - sent <= set(signature.defaults)):
+        extra = sorted(sent - expected)
+        missing = sorted(expected - sent)
+        raise InvalidArgument(
+            f"input size does not match signature: {len(sent)}!={len(expected)} "
+            f"len({{{_join(sorted(sent))}}}) != len({{{_join(sorted(expected))}}}). "
+            f"Sent extra: {{{_join(extra)}}}. Missing but required: {{{_join(missing)}}}."
+        )
+    for index, (alias, array) in enumerate(sorted(inputs.items())):
+        spec = signature.inputs[alias]
+        check_dtype(index, spec, array)
+        check_shape(alias, spec, array)
+
+
+def check_dtype(index: int, spec: TensorSpec, array: np.ndarray) -> None:
+    got = from_numpy(array.dtype)
+    if got != spec.dtype:
+        raise InvalidArgument(
+            f"Expects arg[{index}] to be {tf_name(spec.dtype)} but {tf_name(got)} is provided"
+        )
+
+
+def check_shape(alias: str, spec: TensorSpec, array: np.ndarray) -> None:
+    if spec.shape is None:
+        return
+    ok = len(spec.shape) == array.ndim and all(
+        want in (-1, got) for want, got in zip(spec.shape, array.shape)
+    )
+    if not ok:
+        raise InvalidArgument(
+            f"Input '{alias}' has shape {_shape(array.shape)} but the signature expects {_shape(spec.shape)}"
+        )
+
+
+def check_output_filter(signature: Signature, output_filter: Collection[str]) -> None:
+    seen: set[str] = set()
+    for alias in output_filter:
+        if alias not in signature.outputs:
+            raise InvalidArgument(
+                f"output tensor alias not found in signature: {alias} "
+                f"Outputs expected to be in the set {{{_join(sorted(signature.outputs))}}}."
+            )
+        if alias in seen:
+            raise InvalidArgument(f"duplicate output tensor alias: {alias}")
+        seen.add(alias)
+
+
+def input_dtypes(signature: Signature) -> dict[str, DType]:
+    return {alias: spec.dtype for alias, spec in signature.inputs.items()}
+
+
+def _join(names: Collection[str]) -> str:
+    return ",".join(names)
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"

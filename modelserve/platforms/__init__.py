@@ -1,0 +1,103 @@
+"""Model platforms: which files a version folder holds decides how it loads.
+
+Each platform module offers ``load(version_dir, options) -> Servable`` and is
+imported only when a model of that platform loads, so TensorFlow and torch
+stay optional.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..servable import Servable
+
+# platform name -> "module:function"
+LOADERS = {
+    "onnx": "modelserve.platforms.onnx:load",
+    "tensorflow": "modelserve.platforms.tensorflow:load",
+    "pytorch": "modelserve.platforms.pytorch:load",
+}
+
+# Names a models.config may use for each platform. TF Serving's configs all say
+# "tensorflow", so that name never stops another platform's files from loading.
+ALIASES = {
+    "tensorflow": None,  # detect from the files
+    "": None,
+    "onnx": "onnx",
+    "onnxruntime": "onnx",
+    "onnxruntime_onnx": "onnx",
+    "pytorch": "pytorch",
+    "torch": "pytorch",
+    "pytorch_libtorch": "pytorch",
+}
+
+
+@dataclass(frozen=True)
+class LoadOptions:
+    """Platform-neutral knobs; each platform reads what applies to it.
+
+    ``intra_op_threads``/``inter_op_threads`` of 0 let the runtime choose.
+    ``device`` is ``cpu`` or ``cuda:N``; ``memory_limit_bytes`` of 0 means no cap.
+    """
+
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    saved_model_tags: tuple[str, ...] = ("serve",)
+    device: str = "cpu"
+    memory_limit_bytes: int = 0
+    gpu_memory_fraction: float = 0.0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class Loader(Protocol):
+    def __call__(self, version_dir: Path, options: LoadOptions) -> Servable: ...
+
+
+def check_platform_name(model: str, platform: str) -> None:
+    """TF Serving's error for a platform name nobody implements."""
+    if platform not in ALIASES:
+        raise InvalidArgument(f"Model {model} requests unsupported platform {platform}")
+
+
+def detect(version_dir: Path) -> str:
+    """The platform whose files ``version_dir`` holds."""
+    if not version_dir.is_dir():
+        raise NotFound(f"Could not find version directory {version_dir}")
+    names = {p.name for p in version_dir.iterdir()}
+    if "saved_model.pb" in names or "saved_model.pbtxt" in names:
+        return "tensorflow"
+    if any(n.endswith(".onnx") for n in names):
+        return "onnx"
+    if "model.pt2" in names or "model.pt" in names:
+        return "pytorch"
+    raise FailedPrecondition(
+        f"No model found in {version_dir}: expected model.onnx (or one *.onnx), "
+        "saved_model.pb, model.pt2 or model.pt"
+    )
+
+
+def resolve(model: str, configured: str, version_dir: Path) -> str:
+    """The platform to load ``version_dir`` with, given the config's ``model_platform``."""
+    check_platform_name(model, configured)
+    return ALIASES[configured] or detect(version_dir)
+
+
+def loader(platform: str) -> Loader:
+    module_name, func = LOADERS[platform].split(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        extra = {"tensorflow": "tensorflow", "pytorch": "torch"}.get(platform, platform)
+        raise FailedPrecondition(
+            f"The {platform} platform needs an extra: pip install 'modelserve[{extra}]' ({exc})"
+        ) from exc
+    found: Loader = getattr(module, func)
+    return found
+
+
+def load(model: str, configured: str, version_dir: Path, options: LoadOptions) -> Servable:
+    return loader(resolve(model, configured, version_dir))(version_dir, options)

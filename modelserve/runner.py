@@ -1,0 +1,52 @@
+"""How a loaded version runs requests: straight onto worker threads, or through a batcher.
+
+The choice is made once, when the server starts (a runner factory), so the
+request path never asks whether batching is on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Protocol
+
+import numpy as np
+
+from .servable import Servable
+from .workers import WorkerPool
+
+
+class Runner(Protocol):
+    async def predict(
+        self,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Collection[str] = (),
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Outputs for one request; ``deadline`` is on the ``time.monotonic()`` clock."""
+        ...
+
+    def close(self) -> None:
+        """No call is running or will run; free what the runner holds."""
+        ...
+
+
+class DirectRunner:
+    """Each request is one call of the servable on a shared worker pool."""
+
+    def __init__(self, servable: Servable, pool: WorkerPool) -> None:
+        self._servable = servable
+        self._pool = pool
+
+    async def predict(
+        self,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Collection[str] = (),
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        servable = self._servable
+        return await self._pool.run(lambda: servable.predict(signature, inputs, output_filter), deadline)
+
+    def close(self) -> None:
+        pass

@@ -1,0 +1,243 @@
+"""Wires the server: options → models → front ends, and the lifecycle around them.
+
+start-up → serve → drain → shut down. Models load before any port opens (as
+TF Serving), but a bad base path fails start-up at once with TF Serving's
+message instead of waiting forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import uvicorn
+
+from . import platforms
+from .api.http import Router
+from .api.tfs_rest import RestOptions, TfsRestApp
+from .config import ModelConfig
+from .config_files import read_model_config_file
+from .core import ServingCore
+from .errors import FailedPrecondition, InvalidArgument, ServingError
+from .manager import ManagerOptions, ModelManager, no_versions_error
+from .options import FLAGS, ServerOptions
+from .runner import DirectRunner, Runner
+from .servable import Servable
+from .sources import scan
+from .workers import WorkerPool
+
+log = logging.getLogger("modelserve")
+
+
+def check_options(options: ServerOptions) -> None:
+    """TF Serving's start-up validation (reference §1.3), with its messages."""
+    if options.port == 0 and not options.grpc_socket_path:
+        raise InvalidArgument(
+            "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."
+        )
+    if options.use_alts_credentials and options.ssl_config_file:
+        raise InvalidArgument("Either use_alts_credentials must be false or ssl_config_file must be empty.")
+    if not options.model_base_path and not options.model_config_file:
+        raise InvalidArgument("Both server_options.model_base_path and server_options.model_config_file are empty!")
+    if options.batching_parameters_file and not options.enable_batching:
+        raise InvalidArgument(
+            "server_options.batching_parameters_file is set without setting "
+            "server_options.enable_batching to true."
+        )
+    parallel = (
+        options.tensorflow_session_parallelism,
+        options.tensorflow_intra_op_parallelism,
+        options.tensorflow_inter_op_parallelism,
+    )
+    if all(p > 0 for p in parallel):
+        raise InvalidArgument(
+            "Either configure server_options.tensorflow_session_parallelism or "
+            "(server_options.tensorflow_intra_op_parallelism, server_options.tensorflow_inter_op_parallelism) "
+            "separately. You cannot configure all."
+        )
+
+
+def warn_ignored_flags(options: ServerOptions) -> None:
+    for flag in FLAGS:
+        if not flag.effect and flag.name in options.explicit:
+            log.warning("--%s is accepted for compatibility with TF Serving and has no effect yet", flag.name)
+
+
+def model_list(options: ServerOptions) -> list[ModelConfig]:
+    if options.model_config_file:
+        return read_model_config_file(options.model_config_file)
+    return [ModelConfig(name=options.model_name, base_path=str(Path(options.model_base_path).absolute()))]
+
+
+def load_options(options: ServerOptions) -> platforms.LoadOptions:
+    session = options.tensorflow_session_parallelism
+    return platforms.LoadOptions(
+        intra_op_threads=options.tensorflow_intra_op_parallelism or session,
+        inter_op_threads=options.tensorflow_inter_op_parallelism or session,
+        saved_model_tags=tuple(t for t in options.saved_model_tags.split(",") if t),
+        gpu_memory_fraction=options.per_process_gpu_memory_fraction,
+    )
+
+
+def manager_options(options: ServerOptions) -> ManagerOptions:
+    return ManagerOptions(
+        file_system_poll_wait_seconds=options.file_system_poll_wait_seconds,
+        max_num_load_retries=options.max_num_load_retries,
+        load_retry_interval_seconds=options.load_retry_interval_micros / 1e6,
+        num_load_threads=options.num_load_threads or 4 * (options.num_inference_threads or 1),
+        num_unload_threads=options.num_unload_threads or 1,
+    )
+
+
+class Server:
+    """One modelserve process: the models and the front ends around them.
+
+    The constructor does no I/O; ``start`` loads the models and binds the ports.
+    """
+
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self._pool = WorkerPool(options.num_inference_threads, "modelserve-infer")
+        opts = load_options(options)
+        self.manager = ModelManager(
+            manager_options(options),
+            loader=lambda config, path: platforms.load(config.name, config.platform, path, opts),
+            runner_factory=self._runner,
+        )
+        self.core = ServingCore(self.manager)
+        self.rest_port: int | None = None
+        self.grpc_port: int | None = None
+        self._http: _Uvicorn | None = None
+        self._http_task: asyncio.Task[None] | None = None
+
+    def _runner(self, config: ModelConfig, version: int, servable: Servable) -> Runner:
+        return DirectRunner(servable, self._pool)
+
+    async def start(self) -> None:
+        check_options(self.options)
+        warn_ignored_flags(self.options)
+        models = model_list(self.options)
+        await asyncio.to_thread(self._load_initial, models)
+        self.manager.start_polling()
+        await self._start_rest()
+
+    def _load_initial(self, models: Sequence[ModelConfig]) -> None:
+        for model in models:  # fail fast on a bad base path instead of waiting forever
+            if not scan(model.name, model.base_path).versions:
+                raise no_versions_error(model.name, model.base_path)
+        self.manager.apply_config(models)
+        failed = self.manager.wait_until_settled([m.name for m in models])
+        errors = [(name, s) for name, rows in failed.items() for s in rows]
+        if errors:
+            detail = ", ".join(
+                f"{{name: {name} version: {s.version}}} due to error: {s.error_message}" for name, s in errors
+            )
+            raise FailedPrecondition(f"{len(errors)} servable(s) did not become available: {{{detail}}}")
+
+    async def _start_rest(self) -> None:
+        port = self.options.rest_api_port
+        if port == 0:
+            return
+        if port == self.options.port and port > 0:
+            log.warning(
+                "server_options.http_port cannot be same as grpc_port. Please use a different port for "
+                "HTTP/REST API. Skipped exporting HTTP/REST API."
+            )
+            return
+        try:
+            sock = _bind(self.options.host, max(port, 0))
+        except OSError as exc:  # not fatal in TF Serving either
+            log.error("Failed to start HTTP Server at localhost:%d: %s", port, exc)
+            return
+        self.rest_port = sock.getsockname()[1]
+        rest = TfsRestApp(
+            self.core,
+            RestOptions(
+                timeout_ms=self.options.rest_api_timeout_in_ms,
+                enable_cors=self.options.rest_api_enable_cors_support,
+                max_body_bytes=self.options.rest_api_max_body_bytes,
+            ),
+        )
+        app = Router([("/v1/", rest)])
+        config = uvicorn.Config(
+            app, http="httptools", lifespan="off", access_log=False, log_level="warning",
+            timeout_graceful_shutdown=max(1, int(self.options.drain_grace_seconds)),
+        )
+        self._http = _Uvicorn(config)
+        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
+        while not self._http.started and not self._http_task.done():
+            await asyncio.sleep(0.01)
+        if self._http_task.done():
+            self._http_task.result()
+        log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish, unload every model."""
+        if self._http is not None and self._http_task is not None:
+            self._http.should_exit = True
+            await self._http_task
+        await asyncio.to_thread(self.manager.close)
+        self._pool.close()
+
+
+class _Uvicorn(uvicorn.Server):
+    """uvicorn without its own signal handling: the server's lifecycle owns signals."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.setblocking(False)
+    return sock
+
+
+async def serve(options: ServerOptions) -> None:
+    """Run until SIGTERM or SIGINT, then drain and stop."""
+    server = Server(options)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("Shutting down: draining in-flight requests")
+    await server.stop()
+
+
+def configure_logging() -> None:
+    logging.basicConfig(
+        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s] %(message)s"
+    )
+
+
+def run(options: ServerOptions) -> int:
+    """The process's life; returns its exit status (255 on a failed start, as TF Serving)."""
+    configure_logging()
+    try:
+        _event_loop_runner()(serve(options))
+    except ServingError as exc:
+        log.error("Failed to start server. Error: %s: %s", exc.code.name, exc)
+        return 255
+    return 0
+
+
+def _event_loop_runner():  # type: ignore[no-untyped-def]
+    try:
+        import uvloop  # noqa: PLC0415
+
+        return uvloop.run
+    except ImportError:
+        return asyncio.run

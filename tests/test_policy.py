@@ -1,0 +1,78 @@
+"""The version policy as tables: aspired versions, then availability-preserving steps."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelserve.policy import (
+    Action,
+    State,
+    VersionPolicy,
+    VersionView,
+    aspired_versions,
+    missing_specific_versions,
+    next_action,
+)
+
+A, S, L, U, E = State.AVAILABLE, State.START, State.LOADING, State.UNLOADING, State.END
+
+
+@pytest.mark.parametrize(
+    ("policy", "on_disk", "expected"),
+    [
+        (VersionPolicy(), [1, 2, 3], {3}),
+        (VersionPolicy("latest", num_versions=2), [1, 2, 3], {2, 3}),
+        (VersionPolicy("latest", num_versions=0), [1, 5, 3], {5}),  # 0 means 1
+        (VersionPolicy("latest", num_versions=9), [1, 2], {1, 2}),
+        (VersionPolicy("all"), [4, 1, 7], {1, 4, 7}),
+        (VersionPolicy("specific", versions=(1, 3)), [1, 2, 3], {1, 3}),
+        (VersionPolicy("specific", versions=(4,)), [1, 2], set()),
+        (VersionPolicy("specific"), [1, 2], set()),
+        (VersionPolicy(), [], set()),
+        (VersionPolicy(), [10, 9, 100], {100}),  # numeric, not lexical
+    ],
+)
+def test_aspired_versions(policy: VersionPolicy, on_disk: list[int], expected: set[int]) -> None:
+    assert aspired_versions(policy, on_disk) == expected
+
+
+def test_missing_specific_versions_are_reported() -> None:
+    assert missing_specific_versions(VersionPolicy("specific", versions=(1, 4)), [1, 2]) == [4]
+    assert missing_specific_versions(VersionPolicy(), [1]) == []
+
+
+def v(version: int, state: State, aspired: bool) -> VersionView:
+    return VersionView(version, state, aspired)
+
+
+@pytest.mark.parametrize(
+    ("versions", "expected"),
+    [
+        # first load
+        ([v(1, S, True)], Action("load", 1)),
+        # new version: load it while the old one serves
+        ([v(1, A, False), v(2, S, True)], Action("load", 2)),
+        # new version still loading: keep the old one
+        ([v(1, A, False), v(2, L, True)], None),
+        # new version ready: unload the old one
+        ([v(1, A, False), v(2, A, True)], Action("unload", 1)),
+        # new version failed: the old one keeps serving
+        ([v(1, A, False), v(2, E, True)], None),
+        # nothing aspired any more: unload
+        ([v(1, A, False)], Action("unload", 1)),
+        # two un-aspired ready versions: unload the lowest first
+        ([v(1, A, False), v(2, A, False), v(3, L, True)], Action("unload", 1)),
+        # several new aspired versions: highest first
+        ([v(1, S, True), v(3, S, True), v(2, S, True)], Action("load", 3)),
+        # unloads win over loads when an aspired version serves
+        ([v(1, A, False), v(2, A, True), v(3, S, True)], Action("unload", 1)),
+        # settled
+        ([v(1, A, True), v(2, A, True)], None),
+        ([v(1, E, False)], None),
+        ([], None),
+        # rollback: the newest folder was deleted, the older one is aspired again
+        ([v(1, S, True), v(2, A, False)], Action("load", 1)),
+    ],
+)
+def test_next_action(versions: list[VersionView], expected: Action | None) -> None:
+    assert next_action(versions) == expected
