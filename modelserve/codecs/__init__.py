@@ -1,0 +1,1 @@
+"""Pure wire-format codecs: numpy <-> protocol payloads, with no I/O."""
