@@ -164,6 +164,15 @@ def _strings_from_content(content: bytes, count: int) -> np.ndarray:
     return out
 
 
+def _field_array(field: Any, stored: np.dtype) -> np.ndarray:
+    """A repeated scalar field as an array."""
+    if hasattr(field, "__array__"):
+        # protobuf 7's upb containers: one C-level copy, ~100x faster.
+        return np.asarray(field, dtype=stored)
+    # protobuf 6: iterate, in C; fromiter beats asarray and list() there.
+    return np.fromiter(field, dtype=stored, count=len(field))
+
+
 def _typed_values(proto: Message, dtype: DType) -> np.ndarray:
     """The values of the dtype's typed field as a 1-D array of the dtype."""
     if dtype == DType.DT_STRING:
@@ -171,8 +180,7 @@ def _typed_values(proto: Message, dtype: DType) -> np.ndarray:
     if dtype in _FLOAT8:
         return np.frombuffer(proto.float8_val, dtype=np.uint8).view(to_numpy(dtype))
     name, stored = _FIELDS[dtype]
-    # upb's repeated fields implement __array__: one C-level copy, no Python loop.
-    values = np.asarray(getattr(proto, name), dtype=stored)
+    values = _field_array(getattr(proto, name), stored)
     if dtype in (DType.DT_COMPLEX64, DType.DT_COMPLEX128):
         # (re, im) pairs; a dangling last number is ignored, as TF does.
         return values[: len(values) // 2 * 2].view(to_numpy(dtype))

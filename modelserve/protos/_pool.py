@@ -40,7 +40,13 @@ def message_class(full_name: str) -> type[Message]:
 
     Raises KeyError if the pool has no such message.
     """
-    cls: type[Message] = message_factory.GetMessageClass(POOL.FindMessageTypeByName(full_name))
+    descriptor = POOL.FindMessageTypeByName(full_name)
+    cls: type[Message] = message_factory.GetMessageClass(descriptor)
+    # upb hangs nested classes off their parent; protobuf's pure-Python
+    # implementation (PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python) does not.
+    for nested in descriptor.nested_types:
+        if not hasattr(cls, nested.name):
+            setattr(cls, nested.name, message_class(nested.full_name))
     return cls
 
 
