@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Set up everything the test suite needs in ./.venv, then run the whole suite.
+# Works on a fresh machine with Python >= 3.10 and pip; safe to re-run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+. .venv/bin/activate
+pip install -q --upgrade pip
+# torch first, pinned: the CPU wheel; a bare "torch" would fetch a multi-GB CUDA build.
+pip install -q "torch==2.13.0"
+pip install -q -e ".[dev,test,tensorflow,torch,convert]"
+
+python -m pytest "$@"
+
+# The protos must also load under protobuf 6.x (tritonclient, MLServer and KServe cap protobuf < 7).
+if [ -z "${SKIP_PROTOBUF6:-}" ]; then
+  [ -x .venv-pb6/bin/python ] || "$PY" -m venv .venv-pb6
+  .venv-pb6/bin/pip install -q --upgrade pip
+  .venv-pb6/bin/pip install -q "protobuf>=6,<7" pytest pytest-timeout -e .
+  .venv-pb6/bin/python -m pytest -q tests/test_protos.py tests/test_tensor_proto.py -p no:cacheprovider
+fi
