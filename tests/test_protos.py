@@ -717,3 +717,22 @@ def test_grpc_interop_with_tensorflow_serving_stubs(tf_serving: ModuleType, sync
             ]
     finally:
         server.stop(None)
+
+
+def test_v2_messages_match_tritonclients_descriptors() -> None:
+    triton = pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc] is not installed")
+    theirs = triton.service_pb2.DESCRIPTOR  # Triton's grpc_service.proto, in protobuf's default pool
+    ours = POOL.FindFileByName("inference/grpc_predict_v2.proto")
+    problems: list[str] = []
+    for name, message in ours.message_types_by_name.items():
+        problems += _compare_message(message, theirs.message_types_by_name[name])
+    their_service = theirs.services_by_name["GRPCInferenceService"]
+    for method in ours.services_by_name["GRPCInferenceService"].methods:
+        other = their_service.methods_by_name[method.name]
+        assert (method.input_type.full_name, method.output_type.full_name) == (
+            other.input_type.full_name, other.output_type.full_name
+        )
+        assert (method.client_streaming, method.server_streaming) == (
+            other.client_streaming, other.server_streaming
+        )
+    assert problems == []
