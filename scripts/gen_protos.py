@@ -24,6 +24,7 @@ grpcio-tools is a build-time dependency only; nothing at run time imports it.
 from __future__ import annotations
 
 import argparse
+import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -44,21 +45,23 @@ def proto_files(src: Path = SRC) -> list[str]:
 
 
 def compile_descriptor_set(out: Path, src: Path = SRC) -> None:
-    """Run protoc (from grpcio-tools) over every file under ``src`` into ``out``."""
-    import grpc_tools
-    from grpc_tools import protoc
+    """Run protoc (from grpcio-tools) over every file under ``src`` into ``out``.
 
-    well_known = Path(grpc_tools.__file__).parent / "_proto"
+    In a child process: grpc_tools' protoc crashes (SIGSEGV) when run inside a
+    process that has imported TensorFlow, whose own protobuf runtime clashes
+    with it; a subprocess keeps this script safe to call from anywhere.
+    """
+    # grpc_tools' __main__ adds its bundled google/protobuf/*.proto include dir.
     args = [
-        "protoc",
+        sys.executable, "-m", "grpc_tools.protoc",
         f"-I{src}",
-        f"-I{well_known}",
         "--include_imports",
         f"--descriptor_set_out={out}",
         *proto_files(src),
     ]
-    if protoc.main(args) != 0:
-        raise SystemExit(f"protoc failed on {src}")
+    result = subprocess.run(args, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise SystemExit(f"protoc failed on {src}:\n{result.stderr}")
 
 
 def _top_level(fds: descriptor_pb2.FileDescriptorSet) -> Iterator[tuple[str, str, str, str]]:

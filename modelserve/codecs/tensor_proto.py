@@ -10,8 +10,9 @@ Pure functions, no I/O. On the gRPC hot path:
 * ``from_ndarray(array, tensor_content=...)`` encodes a response tensor: typed
   fields by default (TF Serving's default), ``tensor_content`` when asked
   (``--enable_serialization_as_tensor_content``); DT_STRING always uses
-  ``string_val``. Numeric fields are written from the array's buffer as packed
-  wire bytes, never element by element in Python.
+  ``string_val``. No Python loop per element: float, double and complex
+  fields are merged as packed wire bytes straight from the array's buffer,
+  varint fields go through protobuf's C encoder.
 
 TF-compatible helpers for clients and tests: ``make_tensor_proto`` and
 ``make_ndarray`` follow ``tf.make_tensor_proto`` / ``tf.make_ndarray`` for the
@@ -54,17 +55,22 @@ _FIELDS: dict[DType, tuple[str, np.dtype]] = {
     DType.DT_HALF: ("half_val", np.dtype(np.int32)),
     DType.DT_BFLOAT16: ("half_val", np.dtype(np.int32)),
 }
-for _dtype in (
-    DType.DT_INT32, DType.DT_INT16, DType.DT_INT8, DType.DT_UINT8, DType.DT_UINT16,
-    DType.DT_QINT8, DType.DT_QUINT8, DType.DT_QINT16, DType.DT_QUINT16, DType.DT_QINT32,
-    DType.DT_INT4, DType.DT_UINT4, DType.DT_INT2, DType.DT_UINT2,
-):
-    _FIELDS[_dtype] = ("int_val", np.dtype(np.int32))
+# Sub-32-bit integers share int_val (int4/int2 too, as tf.make_ndarray reads them;
+# their tensor_content is taken as one byte per value, numpy's layout).
+_FIELDS.update({
+    dtype: ("int_val", np.dtype(np.int32))
+    for dtype in (
+        DType.DT_INT32, DType.DT_INT16, DType.DT_INT8, DType.DT_UINT8, DType.DT_UINT16,
+        DType.DT_QINT8, DType.DT_QUINT8, DType.DT_QINT16, DType.DT_QUINT16, DType.DT_QINT32,
+        DType.DT_INT4, DType.DT_UINT4, DType.DT_INT2, DType.DT_UINT2,
+    )
+})
 # One byte per value in the `bytes float8_val` field.
 _FLOAT8 = frozenset({
     DType.DT_FLOAT8_E5M2, DType.DT_FLOAT8_E4M3FN, DType.DT_FLOAT8_E4M3FNUZ,
     DType.DT_FLOAT8_E4M3B11FNUZ, DType.DT_FLOAT8_E5M2FNUZ, DType.DT_FLOAT4_E2M1FN,
 })
+# Fields whose packed wire form is the little-endian buffer of their values.
 _PACKED_FIXED = frozenset({"float_val", "double_val", "scomplex_val", "dcomplex_val"})
 
 # The dtypes tf.make_tensor_proto writes as tensor_content (its _TENSOR_CONTENT_TYPES).
