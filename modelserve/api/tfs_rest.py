@@ -128,15 +128,17 @@ class TfsRestApp:
     # ---- POST -----------------------------------------------------------------------------
 
     async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
-        doc = await self._maybe_offload(body, tfs_json.loads, body)
+        doc = await self._maybe_offload(len(body), tfs_json.loads, body)
         signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
         with self._core.lease(spec) as lease:
             signature = _rest_signature(lease.servable.signatures, signature_name)
             inputs, fmt = await self._maybe_offload(
-                body, tfs_json.decode_predict, doc, input_dtypes(signature), body=body
+                len(body), tfs_json.decode_predict, doc, input_dtypes(signature), body=body
             )
             outputs = await self._core.predict(lease, signature_name, inputs, (), self._deadline())
-        return await self._maybe_offload(body, tfs_json.encode_predict, outputs, fmt)
+        return await self._maybe_offload(
+            sum(a.nbytes for a in outputs.values()), tfs_json.encode_predict, outputs, fmt
+        )
 
     async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
         return await self._example_verb(spec, body, "classification")
@@ -165,8 +167,8 @@ class TfsRestApp:
         return time.monotonic() + timeout / 1000 if timeout > 0 else None
 
     @staticmethod
-    async def _maybe_offload(body: bytes, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if len(body) < _OFFLOAD_BYTES:
+    async def _maybe_offload(size: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if size < _OFFLOAD_BYTES:
             return fn(*args, **kwargs)
         return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 

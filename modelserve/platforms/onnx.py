@@ -76,10 +76,31 @@ def _spec(arg: Any) -> TensorSpec:
     return TensorSpec(name=arg.name, dtype=dtype, shape=shape)
 
 
-def signature_of(session: ort.InferenceSession) -> Signature:
+def signature_of(session: ort.InferenceSession, model_path: Path | None = None) -> Signature:
     inputs = {a.name: _spec(a) for a in session.get_inputs()}
     outputs = {a.name: _spec(a) for a in session.get_outputs()}
+    ambiguous = [n for n, s in (inputs | outputs).items() if s.shape == ()]
+    if ambiguous and model_path is not None:
+        # onnxruntime reports both "scalar" and "no shape at all" as []; only the graph knows.
+        unranked = _unranked_values(model_path)
+        inputs = {n: _unrank(s) if n in unranked else s for n, s in inputs.items()}
+        outputs = {n: _unrank(s) if n in unranked else s for n, s in outputs.items()}
     return Signature(inputs=inputs, outputs=outputs)
+
+
+def _unranked_values(model_path: Path) -> set[str]:
+    import onnx  # noqa: PLC0415 - needed only for graphs with shapeless inputs or outputs
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    return {
+        v.name
+        for v in [*graph.input, *graph.output]
+        if v.type.HasField("tensor_type") and not v.type.tensor_type.HasField("shape")
+    }
+
+
+def _unrank(spec: TensorSpec) -> TensorSpec:
+    return TensorSpec(spec.name, spec.dtype, None)
 
 
 def session_options(options: LoadOptions) -> ort.SessionOptions:
@@ -113,9 +134,9 @@ def providers(options: LoadOptions) -> list[Any]:
 class OnnxServable:
     """One onnxruntime session; ``InferenceSession.run`` is thread-safe."""
 
-    def __init__(self, session: ort.InferenceSession) -> None:
+    def __init__(self, session: ort.InferenceSession, model_path: Path | None = None) -> None:
         self._session = session
-        self._signatures = {DEFAULT_SIGNATURE: signature_of(session)}
+        self._signatures = {DEFAULT_SIGNATURE: signature_of(session, model_path)}
 
     @property
     def signatures(self) -> Mapping[str, Signature]:
@@ -170,4 +191,4 @@ def load(version_dir: Path, options: LoadOptions) -> OnnxServable:
         )
     except Exception as exc:  # onnxruntime raises its own types for corrupt files
         raise FailedPrecondition(f"Failed to load ONNX model {path}: {exc}") from exc
-    return OnnxServable(session)
+    return OnnxServable(session, path)

@@ -1,0 +1,160 @@
+"""The command line, run as a real process: TF Serving's flags, syntax and start-up errors."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from modelserve.cli import UsageError, parse_flags, usage
+from modelserve.options import FLAGS
+
+from . import onnx_models as om
+
+CMD = [sys.executable, "-m", "modelserve"]
+
+
+def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CMD, *args], capture_output=True, text=True, timeout=timeout)
+
+
+# ---- parsing (in-process: pure) --------------------------------------------------------------
+
+
+def test_flag_syntax() -> None:
+    options = parse_flags(["--port=9000", "--rest_api_port", "9001", "--enable_batching", "--model_name=m"])
+    assert (options.port, options.rest_api_port, options.enable_batching, options.model_name) == (9000, 9001, True, "m")
+    assert parse_flags(["--enable_batching=false"]).enable_batching is False
+    defaults = parse_flags([])
+    assert (defaults.port, defaults.rest_api_port, defaults.file_system_poll_wait_seconds) == (8500, 8501, 1)
+    assert defaults.enable_model_warmup is True and defaults.rest_api_timeout_in_ms == 30000
+    assert defaults.model_name == "default" and defaults.max_num_load_retries == 5
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--no_such_flag=1"], "unknown flag: --no_such_flag"),
+        (["--port=abc"], "--port: expected an int, got 'abc'"),
+        (["--enable_batching=1"], "--enable_batching: expected true or false, got '1'"),
+        (["--port"], "--port needs a value"),
+        (["stray"], "unexpected argument: stray"),
+    ],
+)
+def test_bad_flags(argv: list[str], message: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(message)):
+        parse_flags(argv)
+
+
+def test_every_tf_serving_flag_is_known() -> None:
+    # reference §1.2 lists 48 flags
+    assert sum(1 for f in FLAGS if f.tf) == 48
+    text = usage()
+    for flag in FLAGS:
+        assert f"--{flag.name}=" in text
+
+
+# ---- the real process ------------------------------------------------------------------------
+
+
+def test_help_lists_flags_by_group() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    for group in ("Models:", "gRPC:", "REST:", "Batching:"):
+        assert group in result.stdout
+
+
+def test_version_prints_two_lines() -> None:
+    result = run("--version")
+    assert result.returncode == 0
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("TensorFlow ModelServer: ") and lines[1].startswith("TensorFlow Library: ")
+
+
+def test_unknown_flag_exits_2_naming_it() -> None:
+    result = run("--model_base_path=/x", "--bogus=1")
+    assert result.returncode == 2
+    assert "unknown flag: --bogus" in result.stderr
+
+
+def test_unknown_subcommand() -> None:
+    result = run("serve-please")
+    assert result.returncode == 2 and "unknown command: serve-please" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ([], "Both server_options.model_base_path and server_options.model_config_file are empty!"),
+        (["--model_base_path=/x", "--port=0"],
+         "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."),
+        (["--model_base_path=/x", "--batching_parameters_file=/b"],
+         "server_options.batching_parameters_file is set without setting server_options.enable_batching to true."),
+        (["--model_base_path=/x", "--tensorflow_session_parallelism=1", "--tensorflow_intra_op_parallelism=1",
+          "--tensorflow_inter_op_parallelism=1"], "You cannot configure all."),
+        (["--model_base_path=/x", "--use_alts_credentials", "--ssl_config_file=/s"],
+         "Either use_alts_credentials must be false or ssl_config_file must be empty."),
+    ],
+)
+def test_start_up_validation(args: list[str], message: str) -> None:
+    result = run(*args)
+    assert result.returncode == 255
+    assert "Failed to start server. Error:" in result.stderr and message in result.stderr
+
+
+def test_missing_base_path_fails_fast(tmp_path: Path) -> None:
+    result = run(f"--model_base_path={tmp_path / 'absent'}", "--port=-1", "--rest_api_port=-1")
+    assert result.returncode == 255
+    assert f"Could not find base path {tmp_path / 'absent'} for servable default" in result.stderr
+
+
+def test_empty_base_path_fails_fast(tmp_path: Path) -> None:
+    result = run(f"--model_base_path={tmp_path}", "--model_name=m", "--port=-1", "--rest_api_port=-1")
+    assert result.returncode == 255
+    assert f"No versions of servable m found under base path {tmp_path}" in result.stderr
+
+
+def test_corrupt_model_fails_start_up(tmp_path: Path) -> None:
+    om.write(tmp_path, 1, b"not an onnx model")
+    result = run(f"--model_base_path={tmp_path}", "--port=-1", "--rest_api_port=-1", "--max_num_load_retries=0")
+    assert result.returncode == 255
+    assert "1 servable(s) did not become available: {{name: default version: 1} due to error:" in result.stderr
+
+
+def test_serves_then_exits_0_on_sigterm(tmp_path: Path) -> None:
+    om.write(tmp_path / "half", 1, om.half_plus_two())
+    proc = subprocess.Popen(
+        [*CMD, "--model_name=half", f"--model_base_path={tmp_path / 'half'}", "--port=-1", "--rest_api_port=-1",
+         "--flush_filesystem_caches=false", "--host=127.0.0.1"],
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        port = None
+        seen = []
+        for line in proc.stderr:
+            seen.append(line)
+            if m := re.search(r"Exporting HTTP/REST API at:localhost:(\d+)", line):
+                port = int(m.group(1))
+                break
+        assert port, "".join(seen)
+        text = "".join(seen)
+        assert "Successfully loaded servable version {name: half version: 1}" in text
+        assert "--flush_filesystem_caches is accepted for compatibility with TF Serving and has no effect yet" in text
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}/v1/models/half:predict", data=b'{"instances": [1.0, 2.0, 5.0]}'
+        )
+        assert json.load(urllib.request.urlopen(req, timeout=10)) == {"predictions": [2.5, 3.0, 4.5]}
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+        if proc.stderr is not None:
+            proc.stderr.close()
