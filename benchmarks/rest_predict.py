@@ -1,0 +1,100 @@
+"""REST predict throughput on a small MLP (784→128→10): modelserve vs a Starlette baseline vs raw onnxruntime.
+
+    python benchmarks/rest_predict.py [--seconds=10] [--concurrency=1,8,64]
+
+Each server runs pinned to CPU 1 (onnxruntime intra-op threads 1); wrk runs pinned to CPU 0, so the
+figures are server-bound and comparable. Raw onnxruntime is measured in-process on CPU 1 in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_tools, free_port, pinned, python, wait_http, wrk  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from modelserve.demo import mlp  # noqa: E402
+
+
+def raw_onnxruntime(model: Path, x: np.ndarray, seconds: float) -> float:
+    """Calls per second of session.run at batch 1, on CPU 1 (the servers' core)."""
+    os.sched_setaffinity(0, {1})
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    feed = {"input": x}
+    for _ in range(1000):
+        session.run(None, feed)
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(500):
+            session.run(None, feed)
+        n += 500
+    os.sched_setaffinity(0, {0, 1})
+    return n / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--concurrency", default="1,8,64")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    ensure_tools("wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-rest-"))
+    (work / "mlp" / "1").mkdir(parents=True)
+    model = work / "mlp" / "1" / "model.onnx"
+    model.write_bytes(mlp([784, 128, 10], seed=0, softmax=True))
+    x = np.random.default_rng(0).random((1, 784), dtype=np.float32).round(4)
+    body = work / "body.json"
+    body.write_text(json.dumps({"instances": x.tolist()}))
+
+    raw = raw_onnxruntime(model, x, 3.0)
+    print(f"raw onnxruntime in-process, batch 1, 1 thread: {raw:,.0f} calls/s ({1e6 / raw:.1f} µs/call)")
+
+    servers = {
+        "starlette+uvicorn baseline": (
+            [python(), "-m", "uvicorn", "benchmarks.baseline_starlette:app", "--loop", "uvloop", "--http",
+             "httptools", "--no-access-log", "--log-level", "warning", "--port", "{port}"],
+            {"MODEL": str(model)},
+        ),
+        "modelserve": (
+            [python(), "-m", "modelserve", "--model_name=mlp", f"--model_base_path={work / 'mlp'}",
+             "--rest_api_port={port}", "--port=-1", "--tensorflow_intra_op_parallelism=1",
+             "--num_inference_threads=1", "--file_system_poll_wait_seconds=0"],
+            {},
+        ),
+    }
+    results: dict[str, dict[int, object]] = {}
+    for name, (cmd, env) in servers.items():
+        port = free_port()
+        with pinned([c.replace("{port}", str(port)) for c in cmd], "1", env):
+            url = f"http://127.0.0.1:{port}/v1/models/mlp:predict"
+            wait_http(f"http://127.0.0.1:{port}/v1/models/mlp")
+            wrk(url, body, 8, 2)  # warm-up
+            results[name] = {c: wrk(url, body, c, args.seconds) for c in levels}
+
+    base = results["starlette+uvicorn baseline"]
+    print("\n| server | c | req/s | p50 ms | p99 ms | errors | vs baseline | vs raw ORT |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, by_c in results.items():
+        for c, r in by_c.items():
+            print(
+                f"| {name} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "  # type: ignore[attr-defined]
+                f"| {r.rps / base[c].rps:.2f}x | {r.rps / raw:.3f}x |"  # type: ignore[attr-defined]
+            )
+
+
+if __name__ == "__main__":
+    main()
