@@ -1,0 +1,323 @@
+"""The PyTorch platform: ``model.pt2`` (torch.export) and ``model.pt`` (TorchScript).
+
+A version folder holds one of them, and optionally ``signature.json`` (see
+docs/platforms.md) naming the inputs and outputs. An ExportedProgram knows
+its input names, dtypes and shapes (a dimension exported as dynamic is -1)
+and names dict outputs; the file may rename them and must agree with it. A
+TorchScript program knows only its argument names, so it needs the file.
+
+One signature, ``serving_default``: inputs are passed positionally in the
+signature's order; outputs are a tensor, a tuple/list of tensors (named
+``output_0``, ``output_1``... unless the file names them) or a dict of tensors
+(named by its keys). Strings do not exist in torch: a DT_STRING anywhere fails
+the load. ``device`` is ``cpu`` or ``cuda:N``; inputs move there and outputs
+come back to the CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Callable, Collection, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+import torch
+
+from ..dtypes import DType, from_numpy, tf_name
+from ..errors import FailedPrecondition, InvalidArgument
+from ..servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from . import LoadOptions
+
+log = logging.getLogger(__name__)
+
+SIGNATURE_FILE = "signature.json"
+MODEL_FILES = ("model.pt2", "model.pt")
+
+TORCH_DTYPES: dict[torch.dtype, DType] = {
+    torch.float32: DType.DT_FLOAT,
+    torch.float64: DType.DT_DOUBLE,
+    torch.float16: DType.DT_HALF,
+    torch.bfloat16: DType.DT_BFLOAT16,
+    torch.int8: DType.DT_INT8,
+    torch.int16: DType.DT_INT16,
+    torch.int32: DType.DT_INT32,
+    torch.int64: DType.DT_INT64,
+    torch.uint8: DType.DT_UINT8,
+    torch.uint16: DType.DT_UINT16,
+    torch.uint32: DType.DT_UINT32,
+    torch.uint64: DType.DT_UINT64,
+    torch.bool: DType.DT_BOOL,
+    torch.complex64: DType.DT_COMPLEX64,
+    torch.complex128: DType.DT_COMPLEX128,
+}
+_BY_DTYPE = {v: k for k, v in TORCH_DTYPES.items()}
+
+Module = Callable[..., Any]
+Specs = dict[str, TensorSpec]
+
+
+# ---- signature.json ------------------------------------------------------------------------
+
+
+def parse_dtype(text: str) -> DType:
+    """``DT_FLOAT``, ``float`` (TF's name) or ``float32`` (numpy's name)."""
+    if text.upper() in DType.__members__:
+        return DType[text.upper()]
+    for dtype in DType:
+        if tf_name(dtype) == text:
+            return dtype
+    try:
+        return from_numpy(np.dtype(text))
+    except TypeError:
+        raise FailedPrecondition(f"Unknown dtype {text!r} in {SIGNATURE_FILE}") from None
+
+
+def _file_spec(entry: Any, where: str) -> tuple[str, TensorSpec]:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or "dtype" not in entry:
+        raise FailedPrecondition(f'{SIGNATURE_FILE}: each of {where} needs "name" and "dtype", got {entry!r}')
+    shape = entry.get("shape")
+    if shape is not None and not (isinstance(shape, list) and all(isinstance(d, int) for d in shape)):
+        raise FailedPrecondition(f"{SIGNATURE_FILE}: shape of {entry['name']!r} must be a list of ints")
+    name: str = entry["name"]
+    return name, TensorSpec(name, parse_dtype(str(entry["dtype"])), None if shape is None else tuple(shape))
+
+
+def read_signature_file(path: Path) -> tuple[Specs, Specs] | None:
+    """Inputs and outputs of ``signature.json`` in file order, or None when there is no file."""
+    if not path.is_file():
+        return None
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise FailedPrecondition(f"Cannot read {path}: {exc}") from exc
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not isinstance(
+        doc.get("outputs"), list
+    ):
+        raise FailedPrecondition(f'{path}: expected {{"inputs": [...], "outputs": [...]}}')
+    inputs = dict(_file_spec(e, "inputs") for e in doc["inputs"])
+    outputs = dict(_file_spec(e, "outputs") for e in doc["outputs"])
+    return inputs, outputs
+
+
+# ---- what the program itself says ----------------------------------------------------------
+
+
+def _meta_spec(name: str, value: Any) -> TensorSpec:
+    dtype = TORCH_DTYPES.get(value.dtype)
+    if dtype is None:
+        raise FailedPrecondition(f"Tensor {name!r} has dtype {value.dtype}, which cannot be served")
+    shape = tuple(d if isinstance(d, int) else -1 for d in value.shape)
+    return TensorSpec(name, dtype, shape)
+
+
+def exported_signature(program: torch.export.ExportedProgram) -> tuple[Specs, Specs]:
+    """Inputs (placeholder names = forward's argument names) and outputs of an ExportedProgram."""
+    nodes = {n.name: n for n in program.graph.nodes}
+    inputs = {name: _meta_spec(name, nodes[name].meta["val"]) for name in program.graph_signature.user_inputs}
+    output_node = next(n for n in program.graph.nodes if n.op == "output")
+    user_count = len(program.graph_signature.user_outputs)
+    values = [a.meta["val"] for a in output_node.args[0][-user_count:]] if user_count else []
+    spec = program.call_spec.out_spec
+    names = output_names(len(values), spec.context if spec is not None and spec.type is dict else None)
+    return inputs, {n: _meta_spec(n, v) for n, v in zip(names, values, strict=True)}
+
+
+def output_names(count: int, keys: Sequence[str] | None) -> list[str]:
+    if keys is not None and len(keys) == count:
+        return [str(k) for k in keys]
+    return [f"output_{i}" for i in range(count)]
+
+
+def merge(
+    program: tuple[Specs, Specs],
+    file: tuple[Specs, Specs] | None,
+) -> Signature:
+    """The program's signature renamed by the file, which must agree with it where both say something."""
+    if file is None:
+        return Signature(inputs=program[0], outputs=program[1])
+    for kind, found, declared in (("inputs", program[0], file[0]), ("outputs", program[1], file[1])):
+        if len(found) != len(declared):
+            raise FailedPrecondition(
+                f"{SIGNATURE_FILE} lists {len(declared)} {kind} but the program has {len(found)}: "
+                f"{', '.join(found)}"
+            )
+        for ours, theirs in zip(found.values(), declared.values(), strict=True):
+            if ours.dtype != theirs.dtype:
+                raise FailedPrecondition(
+                    f"{SIGNATURE_FILE} says {theirs.name!r} is {tf_name(theirs.dtype)} but the program "
+                    f"has {tf_name(ours.dtype)}"
+                )
+    return Signature(inputs=_renamed(program[0], file[0]), outputs=_renamed(program[1], file[1]))
+
+
+def _renamed(found: Mapping[str, TensorSpec], declared: Mapping[str, TensorSpec]) -> dict[str, TensorSpec]:
+    return {
+        alias: TensorSpec(ours.name, ours.dtype, theirs.shape if theirs.shape is not None else ours.shape)
+        for (alias, theirs), ours in zip(declared.items(), found.values(), strict=True)
+    }
+
+
+def check_no_strings(inputs: Mapping[str, TensorSpec], outputs: Mapping[str, TensorSpec]) -> None:
+    for kind, specs in (("input", inputs), ("output", outputs)):
+        for alias, spec in specs.items():
+            if spec.dtype == DType.DT_STRING:
+                raise FailedPrecondition(
+                    f"PyTorch has no string tensors: {kind} {alias!r} cannot be DT_STRING "
+                    "(serve string models as ONNX or TensorFlow)"
+                )
+            if spec.dtype not in _BY_DTYPE:
+                raise FailedPrecondition(f"{kind} {alias!r}: torch has no {tf_name(spec.dtype)} tensors")
+
+
+# ---- tensors in and out --------------------------------------------------------------------
+
+
+def to_torch(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    if array.dtype == object:
+        raise InvalidArgument("PyTorch models cannot take string tensors")
+    if array.dtype == ml_dtypes.bfloat16:  # torch cannot read ml_dtypes' bfloat16 directly
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16).to(device)
+    if not array.flags.writeable:  # torch warns about (and may write to) read-only buffers
+        array = array.copy()
+    return torch.from_numpy(array).to(device)
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    if not isinstance(value, torch.Tensor):
+        raise FailedPrecondition(f"The model returned {type(value).__name__} where a tensor was expected")
+    tensor = value.detach().cpu()
+    if tensor.dtype == torch.bfloat16:
+        return tensor.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return tensor.numpy()
+
+
+def flatten_outputs(result: Any, names: Sequence[str]) -> list[Any]:
+    """The model's outputs in ``names`` order, whether it returned a dict, a sequence or one tensor."""
+    if isinstance(result, Mapping):
+        missing = [n for n in names if n not in result]
+        if missing and len(result) == len(names):
+            return list(result.values())
+        if missing:
+            raise FailedPrecondition(f"The model's output dict has no {missing}; it has {list(result)}")
+        return [result[n] for n in names]
+    values = list(result) if isinstance(result, (tuple, list)) else [result]
+    if len(values) != len(names):
+        raise FailedPrecondition(f"The model returned {len(values)} outputs; its signature has {len(names)}")
+    return values
+
+
+class TorchServable:
+    """One torch program on one device. Calls from several threads are safe in inference mode."""
+
+    def __init__(self, module: Module, signature: Signature, device: torch.device) -> None:
+        self._module = module
+        self._signature = signature
+        self._signatures = {DEFAULT_SIGNATURE: signature}
+        self.device = device
+
+    @property
+    def signatures(self) -> Mapping[str, Signature]:
+        return self._signatures
+
+    def predict(
+        self,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Collection[str] = (),
+    ) -> dict[str, np.ndarray]:
+        sig = self._signatures[signature]
+        args = [to_torch(inputs[alias], self.device) for alias in sig.inputs]
+        try:
+            with torch.inference_mode():
+                result = self._module(*args)
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+            raise InvalidArgument(f"{type(exc).__name__}: {exc}") from None
+        values = dict(zip(sig.outputs, flatten_outputs(result, list(sig.outputs)), strict=True))
+        aliases = list(output_filter) or list(sig.outputs)
+        return {alias: to_numpy(values[alias]) for alias in aliases}
+
+    def close(self) -> None:
+        del self._module
+
+
+# ---- loading -------------------------------------------------------------------------------
+
+_threads_lock = threading.Lock()
+
+
+def configure_threads(options: LoadOptions) -> None:
+    """torch's thread pools are process-wide; the inter-op pool is fixed once work has run."""
+    with _threads_lock:
+        if options.intra_op_threads > 0 and torch.get_num_threads() != options.intra_op_threads:
+            torch.set_num_threads(options.intra_op_threads)
+        if options.inter_op_threads > 0 and torch.get_num_interop_threads() != options.inter_op_threads:
+            try:
+                torch.set_num_interop_threads(options.inter_op_threads)
+            except RuntimeError:
+                log.warning("torch's inter-op pool already has %d threads", torch.get_num_interop_threads())
+
+
+def device_for(options: LoadOptions) -> torch.device:
+    """``options.device``; CUDA falls back to the CPU with a log line when torch has none."""
+    device = torch.device(options.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        log.warning("device %s requested but torch has no CUDA here; running on CPU", options.device)
+        return torch.device("cpu")
+    return device
+
+
+def find_model_file(version_dir: Path) -> Path:
+    for name in MODEL_FILES:
+        if (version_dir / name).is_file():
+            return version_dir / name
+    raise FailedPrecondition(f"No {' or '.join(MODEL_FILES)} in {version_dir}")
+
+
+def load_exported(path: Path, device: torch.device) -> tuple[Module, tuple[Specs, Specs]]:
+    program = torch.export.load(str(path))
+    if device.type != "cpu":
+        program = torch.export.passes.move_to_device_pass(program, device)
+    return program.module(), exported_signature(program)
+
+
+def load_torchscript(path: Path, device: torch.device, file: Any) -> tuple[Module, tuple[Specs, Specs]]:
+    module = torch.jit.load(str(path), map_location=device)
+    module.eval()
+    arguments = [a.name for a in module.forward.schema.arguments[1:]]
+    if file is None:
+        raise FailedPrecondition(
+            f"A TorchScript model needs {SIGNATURE_FILE} beside it giving the dtypes of its inputs "
+            f"({', '.join(arguments)}) and the names and dtypes of its outputs; see docs/platforms.md"
+        )
+    if len(file[0]) != len(arguments):
+        raise FailedPrecondition(
+            f"{SIGNATURE_FILE} lists {len(file[0])} inputs but forward() takes {len(arguments)}: "
+            f"{', '.join(arguments)}"
+        )
+    return module, file
+
+
+def load(version_dir: Path, options: LoadOptions) -> TorchServable:
+    path = find_model_file(version_dir)
+    device = device_for(options)
+    configure_threads(options)
+    file = read_signature_file(version_dir / SIGNATURE_FILE)
+    if file is not None:
+        check_no_strings(*file)
+    try:
+        if path.suffix == ".pt2":
+            module, program = load_exported(path, device)
+            signature = merge(program, file)
+        else:
+            module, declared = load_torchscript(path, device, file)
+            signature = Signature(inputs=declared[0], outputs=declared[1])
+    except FailedPrecondition:
+        raise
+    except Exception as exc:  # torch raises many types for files it cannot read
+        raise FailedPrecondition(f"Failed to load PyTorch model {path}: {type(exc).__name__}: {exc}") from exc
+    check_no_strings(signature.inputs, signature.outputs)
+    return TorchServable(module, signature, device)
