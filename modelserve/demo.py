@@ -62,9 +62,8 @@ def mlp(sizes: Sequence[int], seed: int, softmax: bool = True) -> bytes:
 
 
 def _serialize(model: object) -> bytes:
-    from onnx import checker  # noqa: PLC0415
-
-    checker.check_model(model)  # type: ignore[arg-type]
+    # Not onnx.checker: it insists on a shape for every graph input, and half_plus_two's
+    # ``x`` deliberately has none (any shape works, as with TF Serving's model).
     return model.SerializeToString()  # type: ignore[attr-defined, no-any-return]
 
 
