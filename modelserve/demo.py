@@ -6,6 +6,7 @@ request always gets the same answer:
     half_plus_two/{1,2}/model.onnx   y = 0.5 * x + 2 (any shape), like TF Serving's test model
     mnist/{1,2}/model.onnx           an MNIST-shaped MLP 784 -> 128 -> 10 (softmax), different weights
     models.config                    TF Serving's text-format ModelServerConfig for both
+                                     (mnist serves both versions: ``model_version_policy { all {} }``)
 """
 
 from __future__ import annotations
@@ -79,9 +80,10 @@ def build_repository(root: Path) -> Path:
             folder.mkdir(parents=True, exist_ok=True)
             (folder / "model.onnx").write_bytes(blob)
     config = root / "models.config"
+    policies = {"mnist": "\n    model_version_policy { all {} }"}  # serve both versions side by side
     entries = "".join(
         f'  config {{\n    name: "{name}"\n    base_path: "{(root / name).absolute()}"\n'
-        f'    model_platform: "tensorflow"\n  }}\n'
+        f'    model_platform: "tensorflow"{policies.get(name, "")}\n  }}\n'
         for name in models
     )
     config.write_text(f"model_config_list {{\n{entries}}}\n")
@@ -95,7 +97,8 @@ modelserve demo: serving {root}
   curl localhost:{rest}/v1/models/half_plus_two
   curl -d '{{"instances": [1.0, 2.0, 5.0]}}' localhost:{rest}/v1/models/half_plus_two:predict
   curl -d '{{"inputs": {{"x": [[1.0], [2.0]]}}}}' localhost:{rest}/v1/models/half_plus_two/versions/1:predict
-  curl localhost:{rest}/v1/models/mnist/metadata
+  curl localhost:{rest}/v1/models/mnist                    # versions 1 and 2 are both served
+  curl localhost:{rest}/v1/models/mnist/versions/1/metadata
   python -c "import json; print(json.dumps({{'instances': [[0.5] * 784]}}))" | \\
       curl -d @- localhost:{rest}/v1/models/mnist:predict
 """
