@@ -12,11 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from . import examples
 from .config import ModelConfig
 from .dtypes import DType, from_numpy, tf_name
 from .errors import FailedPrecondition, InvalidArgument
-from .manager import Lease, ModelManager, VersionStatus
+from .manager import Lease, ModelManager, VersionStatus, no_versions_error
 from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from .sources import scan
 
 
 @dataclass(frozen=True)
@@ -56,14 +58,74 @@ class ServingCore:
         deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Validate a Predict request against its signature and run it (gRPC's rules and texts)."""
-        signature = find_signature(lease, signature_name)
-        check_inputs(signature, inputs)
-        check_output_filter(signature, output_filter)
+        check_predict(lease, signature_name, inputs, output_filter)
         outputs = await lease.runner.predict(signature_name, inputs, output_filter, deadline)
         return outputs
 
+    def predict_blocking(
+        self,
+        lease: Lease,
+        signature_name: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Sequence[str] = (),
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """``predict`` for callers on their own thread (never the event loop): same checks, inline run."""
+        check_predict(lease, signature_name, inputs, output_filter)
+        return lease.runner.predict_blocking(signature_name, inputs, output_filter, deadline)
+
+    async def run_plans(
+        self, lease: Lease, plans: Sequence[examples.Plan], deadline: float | None = None
+    ) -> list[examples.Result]:
+        """Run classify/regress plans (``modelserve.examples``) and read their outputs."""
+        results = []
+        for plan in plans:
+            outputs = await lease.runner.predict(
+                plan.signature_name, plan.inputs, plan.output_filter, deadline
+            )
+            results.append(plan.interpret(outputs))
+        return results
+
+    def run_plans_blocking(
+        self, lease: Lease, plans: Sequence[examples.Plan], deadline: float | None = None
+    ) -> list[examples.Result]:
+        run = lease.runner.predict_blocking
+        return [
+            plan.interpret(run(plan.signature_name, plan.inputs, plan.output_filter, deadline))
+            for plan in plans
+        ]
+
     def reload(self, models: Sequence[ModelConfig]) -> None:
         self.manager.apply_config(models)
+
+    def reload_and_wait(self, models: Sequence[ModelConfig], timeout: float | None = None) -> None:
+        """Serve exactly ``models``; block until the newly added ones are AVAILABLE (or failed).
+
+        A new model whose base path holds no version fails the whole reload
+        before anything changes. Blocking: call it from a thread.
+        """
+        known = set(self.manager.model_names())
+        added = [m for m in models if m.name not in known]
+        for model in added:
+            if not scan(model.name, model.base_path).versions:
+                raise no_versions_error(model.name, model.base_path)
+        self.manager.apply_config(models)
+        failed = self.manager.wait_until_settled([m.name for m in added], timeout)
+        errors = [(name, s) for name, rows in failed.items() for s in rows]
+        if errors:
+            detail = ", ".join(
+                f"{{name: {name} version: {s.version}}} due to error: {s.error_message}" for name, s in errors
+            )
+            raise FailedPrecondition(f"{len(errors)} servable(s) did not become available: {{{detail}}}")
+
+
+def check_predict(
+    lease: Lease, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Collection[str]
+) -> None:
+    """Every check a Predict request passes before it runs, in TF Serving's order."""
+    signature = find_signature(lease, signature_name)
+    check_inputs(signature, inputs)
+    check_output_filter(signature, output_filter)
 
 
 def find_signature(lease: Lease, signature_name: str) -> Signature:

@@ -6,11 +6,13 @@ request path never asks whether batching is on.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection, Mapping
 from typing import Protocol
 
 import numpy as np
 
+from .errors import DeadlineExceeded
 from .servable import Servable
 from .workers import WorkerPool
 
@@ -24,6 +26,16 @@ class Runner(Protocol):
         deadline: float | None = None,
     ) -> dict[str, np.ndarray]:
         """Outputs for one request; ``deadline`` is on the ``time.monotonic()`` clock."""
+        ...
+
+    def predict_blocking(
+        self,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Collection[str] = (),
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """The same, from a thread that is not the event loop's (the threaded gRPC server's handlers)."""
         ...
 
     def close(self) -> None:
@@ -47,6 +59,18 @@ class DirectRunner:
     ) -> dict[str, np.ndarray]:
         servable = self._servable
         return await self._pool.run(lambda: servable.predict(signature, inputs, output_filter), deadline)
+
+    def predict_blocking(
+        self,
+        signature: str,
+        inputs: Mapping[str, np.ndarray],
+        output_filter: Collection[str] = (),
+        deadline: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        # The caller's thread is already off the event loop: run inline, no hand-off.
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineExceeded("Deadline exceeded")
+        return self._servable.predict(signature, inputs, output_filter)
 
     def close(self) -> None:
         pass

@@ -20,6 +20,7 @@ import uvicorn
 
 from . import platforms
 from .api.http import Router
+from .api.tfs_grpc import GrpcOptions, GrpcServer
 from .api.tfs_rest import RestOptions, TfsRestApp
 from .config import ModelConfig
 from .config_files import read_model_config_file
@@ -115,6 +116,7 @@ class Server:
         self.grpc_port: int | None = None
         self._http: _Uvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
+        self._grpc: GrpcServer | None = None
 
     def _runner(self, config: ModelConfig, version: int, servable: Servable) -> Runner:
         return DirectRunner(servable, self._pool)
@@ -125,6 +127,7 @@ class Server:
         models = model_list(self.options)
         await asyncio.to_thread(self._load_initial, models)
         self.manager.start_polling()
+        await asyncio.to_thread(self._start_grpc)
         await self._start_rest()
 
     def _load_initial(self, models: Sequence[ModelConfig]) -> None:
@@ -139,6 +142,17 @@ class Server:
                 f"{{name: {name} version: {s.version}}} due to error: {s.error_message}" for name, s in errors
             )
             raise FailedPrecondition(f"{len(errors)} servable(s) did not become available: {{{detail}}}")
+
+    def _start_grpc(self) -> None:
+        o = self.options
+        self._grpc = GrpcServer(self.core, GrpcOptions(
+            host=o.host, port=o.port, socket_path=o.grpc_socket_path,
+            channel_arguments=o.grpc_channel_arguments, max_threads=o.grpc_max_threads,
+            health=o.enable_grpc_healthcheck_service,
+            tensor_content=o.enable_serialization_as_tensor_content, ssl_config_file=o.ssl_config_file,
+        ))
+        self._grpc.start()
+        self.grpc_port = self._grpc.port
 
     async def _start_rest(self) -> None:
         port = self.options.rest_api_port
@@ -179,6 +193,8 @@ class Server:
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish, unload every model."""
+        if self._grpc is not None:
+            await asyncio.to_thread(self._grpc.stop, self.options.drain_grace_seconds)
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
             await self._http_task
