@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -46,7 +47,8 @@ def _folder(base: Path, version: int) -> Path:
     return folder
 
 
-def write_signature(folder: Path, inputs: Sequence[dict[str, Any]], outputs: Sequence[dict[str, Any]]) -> None:
+def write_signature(folder: Path,
+                    inputs: Sequence[dict[str, Any]], outputs: Sequence[dict[str, Any]]) -> None:
     (folder / "signature.json").write_text(json.dumps({"inputs": list(inputs), "outputs": list(outputs)}))
 
 
@@ -63,7 +65,9 @@ def export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], base: Pat
 def script(module: torch.nn.Module, base: Path, version: int = 1) -> Path:
     """``model.pt`` (TorchScript, scripted); the caller writes signature.json."""
     folder = _folder(base, version)
-    torch.jit.save(torch.jit.script(module), str(folder / "model.pt"))
+    with warnings.catch_warnings():  # TorchScript is deprecated, and exactly what users still have
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.jit.save(torch.jit.script(module), str(folder / "model.pt"))
     return folder
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import warnings
 from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -285,7 +286,9 @@ def load_exported(path: Path, device: torch.device) -> tuple[Module, tuple[Specs
 
 
 def load_torchscript(path: Path, device: torch.device, file: Any) -> tuple[Module, tuple[Specs, Specs]]:
-    module = torch.jit.load(str(path), map_location=device)
+    with warnings.catch_warnings():  # deprecated in favour of torch.export, and still what many users have
+        warnings.simplefilter("ignore", DeprecationWarning)
+        module = torch.jit.load(str(path), map_location=device)
     module.eval()
     arguments = [a.name for a in module.forward.schema.arguments[1:]]
     if file is None:
