@@ -86,7 +86,8 @@ def example_bytes(features: Mapping[str, Any]) -> bytes:
         if feature.kind is None:
             continue  # TF keeps a Feature with no kind set
         getattr(entry, f"{feature.kind}_list").value.extend(feature.values)
-    return example.SerializeToString()
+    data: bytes = example.SerializeToString()
+    return data
 
 
 # --- planning -------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ def _abort(context: grpc.ServicerContext, exc: ServingError) -> None:
 
 
 def _deadline(context: grpc.ServicerContext) -> float | None:
-    remaining = context.time_remaining()
+    remaining: float | None = context.time_remaining()
     if remaining is None or not math.isfinite(remaining) or remaining > 1e8:
         return None
     return time.monotonic() + remaining
@@ -211,7 +211,7 @@ class PredictionServicer:
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Message:
         response = pb.ClassificationResponse()
         result, version = self._one_task("classify", request, context)
-        _classification_result(response.result, result)  # type: ignore[arg-type]
+        _classification_result(response.result, result)
         _answer_spec(response.model_spec, model_spec(request), version)
         return response
 
@@ -219,7 +219,7 @@ class PredictionServicer:
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Message:
         response = pb.RegressionResponse()
         result, version = self._one_task("regress", request, context)
-        _regression_result(response.result, result)  # type: ignore[arg-type]
+        _regression_result(response.result, result)
         _answer_spec(response.model_spec, model_spec(request), version)
         return response
 

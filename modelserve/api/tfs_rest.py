@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
+from .. import examples
 from ..codecs import tfs_json
 from ..core import ModelSpec, ServingCore, input_dtypes
 from ..errors import Code, InvalidArgument, ServingError
@@ -141,20 +142,25 @@ class TfsRestApp:
         )
 
     async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
-        return await self._example_verb(spec, body, "classification")
+        return await self._example_verb(spec, body, "classify")
 
     async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
-        return await self._example_verb(spec, body, "regression")
+        return await self._example_verb(spec, body, "regress")
 
-    async def _example_verb(self, spec: ModelSpec, body: bytes, kind: str) -> bytes:
+    async def _example_verb(self, spec: ModelSpec, body: bytes, kind: examples.Kind) -> bytes:
         doc = tfs_json.loads(body)
-        signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
-        tfs_json.decode_examples(doc)
+        signature_name = tfs_json.signature_name(doc)
+        features, context = tfs_json.decode_examples(doc)
+        serialized = examples.serialized_examples(
+            [examples.example_bytes(f) for f in features],
+            None if context is None else examples.example_bytes(context),
+        )
         with self._core.lease(spec) as lease:
-            signature = lease.servable.signatures.get(signature_name)
-            if signature is None:
-                raise InvalidArgument(f"No signature was found with the name: {signature_name}")
-            raise InvalidArgument(f"No {kind} inputs found in SignatureDef: {_describe(signature)}")
+            plan = examples.plan(kind, lease.servable.signatures, signature_name, serialized)
+            (result,) = await self._core.run_plans(lease, [plan], self._deadline())
+        if kind == "classify":
+            return tfs_json.encode_classify(result)  # type: ignore[arg-type]
+        return tfs_json.encode_regress(result)  # type: ignore[arg-type]
 
     _post_handlers: dict[str, Callable[[TfsRestApp, ModelSpec, bytes], Awaitable[bytes]]] = {
         "predict": _predict,
@@ -194,8 +200,3 @@ def _rest_signature(signatures: dict[str, Signature] | Any, name: str) -> Signat
         raise InvalidArgument(f"Failed to get input map for signature: {name or 'DEFAULT'}")
     return signature  # type: ignore[no-any-return]
 
-
-def _describe(signature: Signature) -> str:
-    inputs = ", ".join(f"{a} ({s.name}: {s.dtype.name})" for a, s in signature.inputs.items())
-    outputs = ", ".join(f"{a} ({s.name}: {s.dtype.name})" for a, s in signature.outputs.items())
-    return f"inputs {{{inputs}}} outputs {{{outputs}}} method_name: {signature.method_name}"
