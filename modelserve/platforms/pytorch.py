@@ -248,6 +248,8 @@ class TorchServable:
 # ---- loading -------------------------------------------------------------------------------
 
 _threads_lock = threading.Lock()
+# torch.export.load keeps its deserializer in a global: concurrent loads (several loader threads) collide.
+_export_load_lock = threading.Lock()
 
 
 def configure_threads(options: LoadOptions) -> None:
@@ -279,7 +281,8 @@ def find_model_file(version_dir: Path) -> Path:
 
 
 def load_exported(path: Path, device: torch.device) -> tuple[Module, tuple[Specs, Specs]]:
-    program = torch.export.load(str(path))
+    with _export_load_lock:
+        program = torch.export.load(str(path))
     if device.type != "cpu":
         program = torch.export.passes.move_to_device_pass(program, device)
     return program.module(), exported_signature(program)
