@@ -1434,11 +1434,12 @@ def _render_float64(array: Array, split: bool) -> list[bytes]:
 
 
 def _render_plain(array: Array, split: bool) -> list[bytes]:
-    # orjson writes integer and bool arrays natively (when C-contiguous).
+    # orjson writes integer and bool arrays natively, when C-contiguous and not 0-d.
+    if array.ndim == 0:
+        return [orjson.dumps(array.item())]
     array = np.ascontiguousarray(array)
     if not split:
-        value = array if array.ndim else array.item()
-        return [orjson.dumps(value, option=_NUMPY_OPTS)]
+        return [orjson.dumps(array, option=_NUMPY_OPTS)]
     if array.ndim == 1:
         return orjson.dumps(array, option=_NUMPY_OPTS)[1:-1].split(b",")
     return [orjson.dumps(row, option=_NUMPY_OPTS) for row in array]
