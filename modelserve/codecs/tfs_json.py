@@ -20,8 +20,6 @@ Deliberate differences from TF Serving (see the module's tests):
 * a repeated object key keeps its last value (orjson), not its first;
 * ``NaN``/``Infinity`` followed by ``.5`` or ``e5`` is a syntax error (rapidjson
   silently re-reads it as ``0.5``/``0``);
-* unsupported input dtypes raise ``Unimplemented`` in the row format too (TF
-  wraps that message into an INVALID_ARGUMENT there);
 * DT_HALF and DT_BFLOAT16 inputs are accepted like DT_FLOAT (TF issue #1639);
 * a tensor deeper than numpy's 64 dimensions is refused with a clear
   INVALID_ARGUMENT;
@@ -694,9 +692,11 @@ def _add_object_row(batch: _RowBatch, index: int, item: Any, inputs: Mapping[str
         )
 
 
-def _wrap(exc: ServingError, prefix: str) -> ServingError:
-    # absl's Status::ToString() puts the code name before the message.
-    return type(exc)(f"{prefix}{exc.code.name}: {exc}")
+def _wrap(exc: ServingError, prefix: str) -> InvalidArgument:
+    # TF re-raises every element error as INVALID_ARGUMENT (even UNIMPLEMENTED, so an
+    # unsupported dtype is a 400 here and a 501 in the columnar format); absl's
+    # Status::ToString() puts the inner code's name before its message.
+    return InvalidArgument(f"{prefix}{exc.code.name}: {exc}")
 
 
 class _RowBatch:
