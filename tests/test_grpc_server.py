@@ -1,0 +1,215 @@
+"""The gRPC server's flags: health checking, reflection, UNIX socket, TLS/mTLS, channel arguments, binding."""
+
+from __future__ import annotations
+
+import datetime
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
+
+from modelserve.api.tfs_grpc import parse_channel_arguments, server_channel_options, status_details
+from modelserve.client import ClientError, GrpcClient
+from modelserve.errors import Code, ServingError
+from modelserve.testing import running_server
+
+from . import onnx_models as om
+
+
+@pytest.fixture(scope="module")
+def half(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("half") / "half"
+    om.write(base, 1, om.half_plus_two())
+    return base
+
+
+def flags(half: Path, *more: str) -> tuple[str, ...]:
+    return (f"--model_base_path={half}", "--model_name=half", *more)
+
+
+def test_health_service_reports_tf_serving_names(half: Path) -> None:
+    with (
+        running_server(*flags(half, "--enable_grpc_healthcheck_service")) as s,
+        grpc.insecure_channel(s.grpc_target) as channel,
+    ):
+        health = health_pb2_grpc.HealthStub(channel)
+        for name in ("", "ModelService", "PredictionService", "tensorflow.serving.PredictionService"):
+            answer = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
+            assert answer.status == health_pb2.HealthCheckResponse.SERVING, name
+        with pytest.raises(grpc.RpcError) as info:
+            health.Check(health_pb2.HealthCheckRequest(service="Nope"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_no_health_service_unless_asked(half: Path) -> None:
+    with running_server(*flags(half)) as s, grpc.insecure_channel(s.grpc_target) as channel:
+        with pytest.raises(grpc.RpcError) as info:
+            health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_reflection_lists_and_describes_the_services(half: Path) -> None:
+    """What ``grpcurl list`` / ``grpcurl describe`` do, through grpcio-reflection's client."""
+    with (
+        running_server(*flags(half, "--enable_grpc_healthcheck_service")) as s,
+        grpc.insecure_channel(s.grpc_target) as channel,
+    ):
+        database = ProtoReflectionDescriptorDatabase(channel)
+        services = set(database.get_services())
+        assert {
+            "tensorflow.serving.PredictionService",
+            "tensorflow.serving.ModelService",
+            "grpc.health.v1.Health",
+            "grpc.reflection.v1alpha.ServerReflection",
+        } <= services
+        found = database.FindFileContainingSymbol("tensorflow.serving.PredictionService")
+        assert found.package == "tensorflow.serving"
+        assert "Predict" in [m.name for s in found.service for m in s.method]
+
+
+def test_unix_socket(half: Path, tmp_path: Path) -> None:
+    socket = tmp_path / "grpc.sock"
+    with running_server(*flags(half, f"--grpc_socket_path={socket}")) as s:
+        with GrpcClient(f"unix:{socket}") as client:
+            out = client.predict("half", {"x": np.array([2.0], np.float32)})
+        np.testing.assert_array_equal(out["y"], [3.0])
+        with GrpcClient(s.grpc_target) as client:  # TCP too
+            assert client.predict("half", {"x": np.array([0.0], np.float32)})["y"].tolist() == [2.0]
+
+
+def test_unix_socket_only(half: Path, tmp_path: Path) -> None:
+    socket = tmp_path / "only.sock"
+    with running_server(*flags(half, f"--grpc_socket_path={socket}", "--port=0")) as s:
+        assert s.server.grpc_port is None
+        with GrpcClient(f"unix:{socket}") as client:
+            assert client.status("half")[0].state == "AVAILABLE"
+
+
+def test_a_taken_port_fails_start_up(half: Path) -> None:
+    with running_server(*flags(half)) as s:
+        port = s.server.grpc_port
+        taken = pytest.raises(ServingError, match="Failed to BuildAndStart gRPC server")
+        with taken, running_server(*flags(half, f"--port={port}")):
+            pass
+
+
+def test_channel_arguments_parse_like_tf_serving() -> None:
+    assert parse_channel_arguments("") == []
+    parsed = parse_channel_arguments(
+        "grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x=y,grpc.a=99999999999"
+    )
+    assert parsed == [
+        ("grpc.max_connection_age_ms", 2000),
+        ("grpc.primary_user_agent", "x=y"),
+        ("grpc.a", "99999999999"),
+    ]
+    with pytest.raises(ServingError, match="key=value"):
+        parse_channel_arguments("novalue")
+    options = dict(server_channel_options("grpc.max_receive_message_length=1000"))
+    assert options["grpc.max_receive_message_length"] == 1000
+    assert options["grpc.max_send_message_length"] == 2**31 - 1
+
+
+def test_channel_arguments_reach_the_server(half: Path) -> None:
+    small = flags(half, "--grpc_channel_arguments=grpc.max_receive_message_length=100")
+    with running_server(*small) as s, GrpcClient(s.grpc_target) as client:
+        assert client.predict("half", {"x": np.zeros(1, np.float32)})["y"].tolist() == [2.0]
+        with pytest.raises(ClientError) as info:
+            client.predict("half", {"x": np.zeros(1000, np.float32)})
+        assert info.value.code == Code.RESOURCE_EXHAUSTED
+
+
+def test_status_details_are_cut_at_1024() -> None:
+    assert status_details("x" * 1024) == "x" * 1024
+    assert status_details("x" * 1025) == "x" * 1024 + "...TRUNCATED"
+
+
+# --- TLS -----------------------------------------------------------------------------------------
+
+
+def _certificate(
+    name: str, issuer: tuple | None = None, ca: bool = False
+) -> tuple[bytes, bytes, object, object]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    issuer_name, issuer_key = (issuer[0], issuer[1]) if issuer else (subject, key)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if not ca:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
+        )
+    cert = builder.sign(issuer_key, hashes.SHA256())
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    return cert.public_bytes(serialization.Encoding.PEM), key_pem, subject, key
+
+
+@pytest.fixture(scope="module")
+def pki() -> dict[str, bytes]:
+    pytest.importorskip("cryptography")
+    ca_cert, _, ca_subject, ca_key = _certificate("modelserve test CA", ca=True)
+    server_cert, server_key, _, _ = _certificate("localhost", (ca_subject, ca_key))
+    client_cert, client_key, _, _ = _certificate("client", (ca_subject, ca_key))
+    return {
+        "ca": ca_cert,
+        "server_cert": server_cert,
+        "server_key": server_key,
+        "client_cert": client_cert,
+        "client_key": client_key,
+    }
+
+
+def _ssl_config(tmp_path: Path, pki: dict[str, bytes], client_verify: bool) -> Path:
+    def quoted(pem: bytes) -> str:
+        return '"' + pem.decode().replace("\n", "\\n") + '"'
+
+    path = tmp_path / "ssl.config"
+    path.write_text(
+        f"server_key: {quoted(pki['server_key'])}\nserver_cert: {quoted(pki['server_cert'])}\n"
+        f"custom_ca: {quoted(pki['ca'])}\nclient_verify: {'true' if client_verify else 'false'}\n"
+    )
+    return path
+
+
+def test_tls(half: Path, tmp_path: Path, pki: dict[str, bytes]) -> None:
+    config = _ssl_config(tmp_path, pki, client_verify=False)
+    with running_server(*flags(half, f"--ssl_config_file={config}")) as s:
+        target = f"localhost:{s.server.grpc_port}"
+        credentials = grpc.ssl_channel_credentials(root_certificates=pki["ca"])
+        with GrpcClient(target, credentials=credentials) as client:
+            assert client.predict("half", {"x": np.array([4.0], np.float32)})["y"].tolist() == [4.0]
+        with GrpcClient(target, timeout=5) as plain, pytest.raises(ClientError) as info:
+            plain.status("half")
+        assert info.value.code == Code.UNAVAILABLE
+
+
+def test_mutual_tls(half: Path, tmp_path: Path, pki: dict[str, bytes]) -> None:
+    config = _ssl_config(tmp_path, pki, client_verify=True)
+    with running_server(*flags(half, f"--ssl_config_file={config}")) as s:
+        target = f"localhost:{s.server.grpc_port}"
+        with_cert = grpc.ssl_channel_credentials(pki["ca"], pki["client_key"], pki["client_cert"])
+        with GrpcClient(target, credentials=with_cert) as client:
+            assert client.status("half")[0].state == "AVAILABLE"
+        without = grpc.ssl_channel_credentials(root_certificates=pki["ca"])
+        with GrpcClient(target, credentials=without, timeout=5) as client, pytest.raises(ClientError) as info:
+            client.status("half")
+        assert info.value.code == Code.UNAVAILABLE
