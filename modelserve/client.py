@@ -634,6 +634,8 @@ class RestClient:
         self._prefix = parts.path.rstrip("/")
         self._timeout = timeout
         self._local = threading.local()
+        self._open: list[http.client.HTTPConnection] = []  # every thread's, for close()
+        self._lock = threading.Lock()
         self._metadata_cache: dict[tuple[str, int | None, str | None], ModelMetadata] = {}
 
     def _connection(self) -> http.client.HTTPConnection:
@@ -642,6 +644,8 @@ class RestClient:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             conn = cls(self._host, self._port, timeout=self._timeout)
             self._local.conn = conn
+            with self._lock:
+                self._open.append(conn)
         return conn
 
     def _request(self, method: str, path: str, doc: Any = None, timeout: float | None = None) -> Any:
@@ -661,6 +665,9 @@ class RestClient:
             except (ConnectionError, http.client.HTTPException, TimeoutError, OSError) as exc:
                 conn.close()
                 self._local.conn = None
+                with self._lock:
+                    if conn in self._open:
+                        self._open.remove(conn)
                 if attempt == 2 or isinstance(exc, TimeoutError):
                     code = Code.DEADLINE_EXCEEDED if isinstance(exc, TimeoutError) else Code.UNAVAILABLE
                     raise ClientError(code, f"{type(exc).__name__}: {exc}") from None
@@ -784,9 +791,11 @@ class RestClient:
         )
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
+        with self._lock:
+            connections, self._open = self._open, []
+        for conn in connections:
             conn.close()
+        self._local = threading.local()
 
     def __enter__(self) -> RestClient:
         return self
