@@ -598,9 +598,9 @@ def test_examples_in_a_response_small_and_vectorised() -> None:
     texts = [t for _, t in FLOAT32_EXAMPLES]
     small = tfs_json.encode_predict({"y": values}, Format.COLUMNAR)
     assert small == ('{"outputs":[' + ",".join(texts) + "]}").encode()
-    tiled = np.tile(values, 10)  # 100 values: the numpy path
-    large = tfs_json.encode_predict({"y": tiled.reshape(10, 10)}, Format.COLUMNAR)
-    rows = ",".join("[" + ",".join(texts) + "]" for _ in range(10))
+    copies = tfs_json._VECTOR_MIN // len(values) + 1  # enough values for the numpy path
+    large = tfs_json.encode_predict({"y": np.tile(values, (copies, 1))}, Format.COLUMNAR)
+    rows = ",".join("[" + ",".join(texts) + "]" for _ in range(copies))
     assert large == ('{"outputs":[' + rows + "]}").encode()
 
 
@@ -669,7 +669,7 @@ def test_multiple_outputs() -> None:
 
 def test_multiple_large_float_outputs_per_row() -> None:
     rng = np.random.default_rng(3)
-    a = rng.standard_normal((4, 5, 6)).astype(np.float32)
+    a = rng.standard_normal((4, tfs_json._VECTOR_MIN // 20 + 1, 5)).astype(np.float32)  # the numpy path
     b = np.arange(4, dtype=np.int64)
     body = tfs_json.encode_predict({"a": a, "b": b}, Format.ROW)
     rows = json.loads(body)["predictions"]
