@@ -604,6 +604,17 @@ def test_examples_in_a_response_small_and_vectorised() -> None:
     assert large == ('{"outputs":[' + rows + "]}").encode()
 
 
+def test_a_six_digit_text_on_a_tie_reads_back_as_the_even_float() -> None:
+    # 6.71089e+07 lies exactly halfway between the float32s 67108896 (even significand)
+    # and 67108904 (odd): parsed as a float32 it gives the even one only.
+    assert tfs_json.format_float32(67108896) == "6.71089e+07"
+    assert tfs_json.format_float32(67108904) == "67108904.0"
+    tiled = np.tile(np.array([67108896, 67108904], np.float32), tfs_json._VECTOR_MIN)
+    assert tfs_json.encode_predict({"y": tiled}, Format.COLUMNAR) == (
+        '{"outputs":[' + ",".join(["6.71089e+07,67108904.0"] * tfs_json._VECTOR_MIN) + "]}"
+    ).encode()
+
+
 def test_float32_formatting_against_an_exact_oracle() -> None:
     rng = np.random.default_rng(7)
     bits = rng.integers(0, 2**32, size=3000, dtype=np.uint64).astype(np.uint32).view(np.float32)

@@ -27,7 +27,10 @@ Deliberate differences from TF Serving (see the module's tests):
   multi-input signature fails here with the plain-list error (TF feeds one
   input and fails later);
 * invalid UTF-8 inside error messages is replaced by U+FFFD, and string
-  outputs are decoded with ``errors="replace"``.
+  outputs are decoded with ``errors="replace"``;
+* doubles inside error messages use Python's shortest digits (rapidjson's
+  Grisu2 agrees but for rare one-digit-longer cases);
+* responses are compact JSON (TF pretty-prints them; clients parse either).
 """
 
 from __future__ import annotations
@@ -151,7 +154,6 @@ _DIGITS = re.compile(rb"[0-9]*")
 _HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
 _ESCAPES = {ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"\b",
             ord("f"): b"\f", ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t"}
-_STRUCTURAL = frozenset(b"[]{},:")
 _INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 _DBL_MAX_TENTH = int(1.7976931348623157e307)
 
@@ -214,8 +216,8 @@ class _ExactParser:
                 key, pos = self._string(pos)
                 state = _KEY
             elif state in (_START, _COLON, _ARR_INIT, _ARR_COMMA):
-                run = _NUMBER_RUN.match(self.data, pos) if state != _START and state != _COLON else None
-                if run is not None:  # a stretch of plain numbers: parsed in bulk
+                run = _NUMBER_RUN.match(self.data, pos) if state in (_ARR_INIT, _ARR_COMMA) else None
+                if run is not None:  # a stretch of plain numbers in an array: parsed in bulk
                     stack[-1].extend(_run_values(run.group()))
                     state, pos = _ELEMENT, run.end()
                     continue
@@ -663,7 +665,7 @@ def _fast_rows(instances: list[Any], inputs: Mapping[str, DType], hints: _Hints)
     result = {}
     for name, dtype in inputs.items():
         array = _fast_array([item[name] for item in instances], dtype, hints)
-        if array is None or array.ndim == 0:
+        if array is None:
             return None
         result[name] = array
     return result
@@ -1194,7 +1196,11 @@ def _decimal_exponent(ax: Array) -> Array:
 
 
 def _round_digits(ax: Array, e10: Array, precision: int) -> tuple[Array, Array, Array]:
-    """Digits of ax rounded to `precision` significant digits: (digits, exponent, unsure)."""
+    """Digits of ax rounded to `precision` significant digits: (digits, exponent, unsure).
+
+    The scaled double is within a few ULPs (< 1e-6 at 1e9) of the exact value, so only
+    a fraction within 1e-5 of one half may round the wrong way: those are `unsure`.
+    """
     scaled = _scale(ax, precision - 1 - e10)
     floor = np.floor(scaled)
     frac = scaled - floor
@@ -1215,33 +1221,48 @@ def _f32_texts(values: Array) -> Array:
 
 def _f32_text_matrix(values: Array) -> Array:
     x = values.astype(np.float64)
+    negative = np.signbit(x)
     special = ~np.isfinite(x) | (x == 0)
-    ax = np.where(special, 1.0, np.abs(x))
+    digits, exponent, precision, unsure = _g_digits(np.where(special, 1.0, np.abs(x)))
+    matrix = _g_matrix(negative, digits, exponent, precision)
+    width = matrix.shape[1]
+    for mask, text in (
+        ((x == 0) & ~negative, "0.0"),
+        ((x == 0) & negative, "-0.0"),
+        (np.isnan(x), "NaN"),
+        (x == np.inf, "Infinity"),
+        (x == -np.inf, "-Infinity"),
+    ):
+        if mask.any():
+            matrix[mask] = _text_row(text, width)
+    for i in np.flatnonzero(unsure & ~special):
+        matrix[i] = _text_row(format_float32(float(values[i])), width)
+    return matrix
+
+
+def _g_digits(ax: Array) -> tuple[Array, Array, Array, Array]:
+    """%g's digits for positive finite float32 values `ax` (held as doubles).
+
+    Returns 9-digit significands, decimal exponents, the precision used (6 when those
+    digits read back as the same float32, else 9) and the values to redo in Python.
+    """
     ax32 = ax.astype(np.float32)
     e10 = _decimal_exponent(ax)
     d6, x6, unsure6 = _round_digits(ax, e10, 6)
     d9, x9, unsure9 = _round_digits(ax, e10, 9)
-    # Round trip of the 6-digit text, flagged unsure when it lands near a float32 midpoint.
+    # Does the 6-digit decimal read back as ax32? Unsure when it is near a float32 midpoint.
     decimal = _scale(d6.astype(np.float64), x6 - 5)
     up = np.nextafter(ax32, np.float32(np.inf)).astype(np.float64)
     down = np.nextafter(ax32, np.float32(0)).astype(np.float64)
     tolerance = decimal * 1e-14
     near = (np.abs(decimal - (ax + up) / 2) <= tolerance) | (np.abs(decimal - (ax + down) / 2) <= tolerance)
     short = decimal.astype(np.float32) == ax32
-    digits = np.where(short, d6 * 1000, d9)
-    exponent = np.where(short, x6, x9)
-    precision = np.where(short, 6, 9)
-    negative = np.signbit(x)
-    matrix = _g_matrix(negative, digits, exponent, precision)
-    fixed_texts = (
-        (x == 0) & ~negative, "0.0"), ((x == 0) & negative, "-0.0"), (np.isnan(x), "NaN"
-    ), (x == np.inf, "Infinity"), (x == -np.inf, "-Infinity")
-    for mask, text in fixed_texts:
-        if mask.any():
-            matrix[mask] = _text_row(text, matrix.shape[1])
-    for i in np.flatnonzero((unsure6 | near | (unsure9 & ~short)) & ~special):
-        matrix[i] = _text_row(format_float32(float(values[i])), matrix.shape[1])
-    return matrix
+    return (
+        np.where(short, d6 * 1000, d9),
+        np.where(short, x6, x9),
+        np.where(short, 6, 9),
+        unsure6 | near | (unsure9 & ~short),
+    )
 
 
 def _text_row(text: str, width: int) -> Array:
