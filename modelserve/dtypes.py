@@ -97,7 +97,7 @@ _NUMPY: dict[DType, np.dtype] = {
     DType.DT_FLOAT4_E2M1FN: np.dtype(ml_dtypes.float4_e2m1fn),
 }
 # Quantized types share the bit layout of their plain integer counterparts.
-_NUMPY_QUANTIZED = {
+_NUMPY_QUANTIZED: dict[DType, np.dtype] = {
     DType.DT_QINT8: np.dtype(np.int8), DType.DT_QUINT8: np.dtype(np.uint8),
     DType.DT_QINT16: np.dtype(np.int16), DType.DT_QUINT16: np.dtype(np.uint16),
     DType.DT_QINT32: np.dtype(np.int32),
@@ -113,7 +113,9 @@ def tf_name(dtype: DType) -> str:
 
 def to_numpy(dtype: DType) -> np.dtype:
     """The numpy dtype that holds ``dtype``; Unimplemented for resource/variant and unknowns."""
-    found = _NUMPY.get(dtype) or _NUMPY_QUANTIZED.get(dtype)
+    found = _NUMPY.get(dtype)
+    if found is None:
+        found = _NUMPY_QUANTIZED.get(dtype)
     if found is None:
         raise Unimplemented(f"Tensors of type {tf_name(DType(dtype))} are not supported")
     return found
