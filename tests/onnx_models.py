@@ -108,3 +108,19 @@ def write(base: Path, version: int, blob: bytes, filename: str = "model.onnx") -
     folder.mkdir(parents=True, exist_ok=True)
     (folder / filename).write_bytes(blob)
     return folder
+
+
+def slow(steps: int = 10, size: int = 512) -> bytes:
+    """y = tanh-ish chain of ``steps`` [size, size] matmuls on input ``x`` [size, size]: takes a while."""
+    w = (np.eye(size) * 0.5).astype(np.float32)
+    nodes, current = [], "x"
+    for i in range(steps):
+        nodes.append(helper.make_node("MatMul", [current, "w"], [f"m{i}"]))
+        current = f"m{i}"
+    nodes.append(helper.make_node("Identity", [current], ["y"]))
+    return _model(
+        nodes,
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])],
+        [numpy_helper.from_array(w, "w")],
+    )

@@ -425,3 +425,16 @@ def test_bad_requests_do_not_harm_the_server(server: ServerThread) -> None:
         200,
         {"predictions": [2.5, 3.0, 4.5]},
     )
+
+
+def test_rest_timeout_answers_504(tmp_path: Path) -> None:
+    om.write(tmp_path / "slow", 1, om.slow(steps=20))
+    with running_server(f"--model_base_path={tmp_path / 'slow'}", "--model_name=slow", "--rest_api_timeout_in_ms=1") as s:
+        x = np.ones((512, 512), dtype=np.float32)
+        status, message = error_of(s, "POST", "/v1/models/slow:predict", json.dumps({"inputs": x.tolist()}))
+        assert status == 504 and "Deadline" in message
+    # with the default 30 s deadline the same request is answered
+    with running_server(f"--model_base_path={tmp_path / 'slow'}", "--model_name=slow") as s:
+        status, doc = post(s, "/v1/models/slow:predict", {"inputs": x.tolist()})
+        assert status == 200
+        np.testing.assert_allclose(np.array(doc["outputs"]), x * 0.5**20, rtol=1e-6)
