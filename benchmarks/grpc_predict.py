@@ -1,0 +1,264 @@
+"""gRPC Predict throughput and large-tensor bandwidth: modelserve vs bare grpcio servers, same run.
+
+    python benchmarks/grpc_predict.py [--seconds=10] [--concurrency=1,8,64] [--big-concurrency=1,8]
+
+1. Small MLP (784→128→10, batch 1, tensor_content request, typed float_val answer) at each
+   concurrency, against two bare servers running the same model inline (``baseline_grpc.py``):
+   ``grpc.aio`` and the synchronous ``grpc.server`` with 8 threads, plus raw onnxruntime in-process.
+2. A 1×224×224×3 float32 ``tensor_content`` round trip (an Identity model, the server started with
+   ``--enable_serialization_as_tensor_content``) in MB/s of tensor each way, against a raw
+   ``grpc.aio`` echo server that moves the same bytes without protobuf.
+
+Every server is pinned to CPU 1 (onnxruntime intra-op threads 1); the load generator to CPU 0.
+The load generator is h2load (Debian ``nghttp2-client``, installed with apt-get when missing)
+replaying one prebuilt gRPC frame: it costs 10-26 % of its core at these rates where a Python
+gRPC client would need more than the server's core (ghz is not installable here). h2load does not
+read ``grpc-status``, so one answer of each server is checked with a real gRPC call first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import ensure_tools, free_port, pinned, python
+from rest_predict import raw_onnxruntime
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from modelserve.codecs.tensor_proto import make_ndarray, make_tensor_proto
+from modelserve.demo import mlp
+from modelserve.protos import Stub, pb
+
+BIG_SHAPE = (1, 224, 224, 3)
+PATH = "/tensorflow.serving.PredictionService/Predict"
+
+
+def identity_model(shape: tuple[int, ...]) -> bytes:
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input"], ["output"])],
+        "identity",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, list(shape))],
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+
+
+def request_bytes(model: str, x: np.ndarray) -> bytes:
+    request = pb.PredictRequest()
+    request.model_spec.name = model
+    request.inputs["input"].CopyFrom(make_tensor_proto(x))  # tensor_content, as tf.make_tensor_proto
+    data: bytes = request.SerializeToString()
+    return data
+
+
+def frame_file(path: Path, message: bytes) -> Path:
+    path.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
+    return path
+
+
+def wait_and_check(port: int, message: bytes, expected: np.ndarray | None, timeout: float = 60) -> None:
+    """Block until the server answers; check one Predict answer (h2load cannot see grpc-status)."""
+    options = [("grpc.max_receive_message_length", 2**31 - 1)]
+    with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
+        grpc.channel_ready_future(channel).result(timeout)
+        stub = Stub(channel, pb.PredictionService)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                response = stub.Predict(pb.PredictRequest.FromString(message), timeout=10)
+                break
+            except grpc.RpcError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+    if expected is not None:
+        got = make_ndarray(response.outputs["output"])
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def h2load(port: int, body: Path, connections: int, seconds: int) -> float:
+    """Requests per second of h2load (one stream per connection), pinned to CPU 0."""
+    out = subprocess.run(
+        [
+            "taskset",
+            "-c",
+            "0",
+            "h2load",
+            "-t1",
+            f"-c{connections}",
+            "-m1",
+            "-D",
+            str(seconds),
+            "-d",
+            str(body),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            f"http://127.0.0.1:{port}{PATH}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
+    assert done and int(done.group(2)) == 0, out
+    return rps
+
+
+def modelserve_cmd(base: Path, name: str, *extra: str) -> list[str]:
+    return [
+        python(),
+        "-m",
+        "modelserve",
+        f"--model_name={name}",
+        f"--model_base_path={base}",
+        "--port={port}",
+        "--rest_api_port=0",
+        "--tensorflow_intra_op_parallelism=1",
+        "--file_system_poll_wait_seconds=0",
+        *extra,
+    ]
+
+
+def run_servers(
+    servers: dict[str, list[str]],
+    message: bytes,
+    expected: np.ndarray | None,
+    body: Path,
+    levels: list[int],
+    seconds: int,
+) -> dict[str, dict[int, float]]:
+    results: dict[str, dict[int, float]] = {}
+    for name, cmd in servers.items():
+        port = free_port()
+        with ExitStack() as stack:
+            stack.enter_context(pinned([c.replace("{port}", str(port)) for c in cmd], "1"))
+            wait_and_check(port, message, expected)
+            h2load(port, body, 8, 2)  # warm-up
+            results[name] = {c: h2load(port, body, c, seconds) for c in levels}
+            print(
+                f"  {name}: " + ", ".join(f"c={c} {r:,.0f} req/s" for c, r in results[name].items()),
+                flush=True,
+            )
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--concurrency", default="1,8,64")
+    parser.add_argument("--big-concurrency", default="1,8")
+    args = parser.parse_args()
+    ensure_tools("h2load")
+    work = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
+    here = str(Path(__file__).resolve().parent / "baseline_grpc.py")
+
+    # 1. Small MLP.
+    model = work / "mlp" / "1" / "model.onnx"
+    model.parent.mkdir(parents=True)
+    model.write_bytes(mlp([784, 128, 10], seed=0, softmax=True))
+    x = np.random.default_rng(0).random((1, 784), dtype=np.float32)
+    raw = raw_onnxruntime(model, x, 3.0)
+    import onnxruntime as ort
+
+    expected = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    message = request_bytes("mlp", x)
+    body = frame_file(work / "mlp.bin", message)
+    print(f"raw onnxruntime in-process, batch 1, 1 thread: {raw:,.0f} calls/s", flush=True)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    small = run_servers(
+        {
+            "bare grpc.aio": [python(), here, "aio", "{port}", str(model)],
+            "bare grpc.server, 8 threads": [python(), here, "sync", "{port}", str(model)],
+            "modelserve": modelserve_cmd(work / "mlp", "mlp"),
+        },
+        message,
+        expected,
+        body,
+        levels,
+        args.seconds,
+    )
+
+    # 2. Large tensor round trip.
+    big_model = work / "big" / "1" / "model.onnx"
+    big_model.parent.mkdir(parents=True)
+    big_model.write_bytes(identity_model(BIG_SHAPE))
+    big_x = np.random.default_rng(1).random(BIG_SHAPE, dtype=np.float32)
+    big_message = request_bytes("big", big_x)
+    big_body = frame_file(work / "big.bin", big_message)
+    big_levels = [int(c) for c in args.big_concurrency.split(",")]
+    big = run_servers(
+        {
+            "raw grpc.aio echo (bytes, no protobuf)": [python(), here, "echo", "{port}"],
+            "modelserve": modelserve_cmd(work / "big", "big", "--enable_serialization_as_tensor_content"),
+        },
+        big_message,
+        None,
+        big_body,
+        big_levels,
+        args.seconds,
+    )
+    report(small, raw, levels, big, big_levels, big_x.nbytes)
+
+
+def report(
+    small: dict[str, dict[int, float]],
+    raw: float,
+    levels: list[int],
+    big: dict[str, dict[int, float]],
+    big_levels: list[int],
+    tensor_bytes: int,
+) -> None:
+    aio, threaded = small["bare grpc.aio"], small["bare grpc.server, 8 threads"]
+    print("\nSmall MLP 784→128→10, gRPC Predict, req/s (server on 1 pinned core)\n")
+    print("| server | " + " | ".join(f"c={c}" for c in levels) + " |")
+    print("| --- |" + " --- |" * len(levels))
+    for name, by_c in small.items():
+        print(f"| {name} | " + " | ".join(f"{by_c[c]:,.0f}" for c in levels) + " |")
+    ms = small["modelserve"]
+    print("| modelserve / bare grpc.aio | " + " | ".join(f"{ms[c] / aio[c]:.2f}x" for c in levels) + " |")
+    print(
+        "| modelserve / bare grpc.server | "
+        + " | ".join(f"{ms[c] / threaded[c]:.2f}x" for c in levels)
+        + " |"
+    )
+    print(
+        f"| modelserve / raw onnxruntime ({raw:,.0f} calls/s) | "
+        + " | ".join(f"{ms[c] / raw:.3f}x" for c in levels)
+        + " |"
+    )
+    echo = big["raw grpc.aio echo (bytes, no protobuf)"]
+    mb = tensor_bytes / 1e6
+    print(
+        f"\n1×224×224×3 float32 tensor_content round trip, MB/s of tensor each way "
+        f"({mb:.2f} MB per request)\n"
+    )
+    print("| server | " + " | ".join(f"c={c}" for c in big_levels) + " |")
+    print("| --- |" + " --- |" * len(big_levels))
+    for name, by_c in big.items():
+        print(
+            f"| {name} | "
+            + " | ".join(f"{by_c[c] * mb:,.0f} MB/s ({by_c[c]:,.0f} req/s)" for c in big_levels)
+            + " |"
+        )
+    mbig = big["modelserve"]
+    print("| modelserve / echo | " + " | ".join(f"{mbig[c] / echo[c]:.2f}x" for c in big_levels) + " |")
+
+
+if __name__ == "__main__":
+    main()
