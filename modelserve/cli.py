@@ -69,6 +69,7 @@ def usage() -> str:
     lines = [
         "usage: modelserve [--flag=value ...]          run the server (tensorflow_model_server's flags)",
         "       modelserve demo [--dir=DIR] [flags]    serve a generated demo model repository",
+        "       modelserve convert pb|keras|torch|sklearn SOURCE BASE_PATH ...   convert a model into a version",
         "",
         "Flags take --name=value (or --name value); booleans also take a bare --name.",
         "Flags marked * are accepted for compatibility with TF Serving and have no effect yet.",
@@ -110,8 +111,15 @@ def _demo(argv: Sequence[str]) -> int:
     return demo_main(argv)
 
 
+def _convert_command(argv: Sequence[str]) -> int:
+    from .convert import main as convert_main  # noqa: PLC0415
+
+    return convert_main(argv)
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": _demo,
+    "convert": _convert_command,
 }
 
 
