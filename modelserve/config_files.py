@@ -2,22 +2,27 @@
 
 Parsing uses protobuf's text_format against modelserve's own copy of TF
 Serving's protos, so every file TF Serving reads parses here unchanged.
+Files may be local paths or fsspec URIs, as TF Serving reads any TF file
+system. ``ConfigFileWatcher`` re-reads ``--model_config_file`` every
+``--model_config_file_poll_wait_seconds``.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
 from .config import ModelConfig
-from .errors import InvalidArgument
+from .errors import InvalidArgument, ServingError
 from .policy import VersionPolicy
 from .protos import pb
 from .protos._pool import POOL
+from .sources import read_bytes
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +42,11 @@ def parse_text(text: str, message: Message, path: str) -> Message:
 
 def read_text_proto(path: str, message: Message) -> Message:
     try:
-        text = Path(path).read_text()
+        text = read_bytes(path).decode("utf-8")
     except OSError as exc:
-        raise InvalidArgument(f"Invalid protobuf file: '{path}': {exc.strerror}") from None
+        raise InvalidArgument(f"Invalid protobuf file: '{path}': {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ServingError) as exc:
+        raise InvalidArgument(f"Invalid protobuf file: '{path}': {exc}") from None
     return parse_text(text, message, path)
 
 
@@ -96,3 +103,58 @@ def version_policy(config: Any) -> VersionPolicy:
     if which == "latest":
         return VersionPolicy("latest", num_versions=policy.latest.num_versions or 1)
     return VersionPolicy()
+
+
+class ConfigFileWatcher:
+    """Re-reads a model config file every ``interval`` seconds and hands each parse to ``apply``.
+
+    TF Serving's ``--model_config_file_poll_wait_seconds``: a file that cannot
+    be read or parsed, or a config that ``apply`` refuses, is logged with TF
+    Serving's lines and the running config stays. ``apply`` is called from the
+    watcher's thread; an unchanged file still calls it (an identical config is
+    a no-op for the manager, and a file that kept failing may now apply).
+    """
+
+    def __init__(self, path: str, interval: float, apply: Callable[[Sequence[ModelConfig]], None]) -> None:
+        self._path = path
+        self._interval = interval
+        self._apply = apply
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if self._interval <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._run, name="modelserve-config-poll", daemon=True)
+        self._thread.start()
+
+    def check_now(self) -> bool:
+        """Read and apply the file once; False when it was refused (and logged)."""
+        try:
+            message: Any = read_text_proto(self._path, pb.ModelServerConfig())
+            if message.WhichOneof("config") is None:
+                # TF Serving's ReloadConfig takes no action for an empty config, so a file caught
+                # mid-write (truncated to nothing) never unloads every model.
+                log.info("Taking no action for empty config.")
+                return True
+            models = model_configs(message)
+        except ServingError as exc:
+            log.error("Failed to read ModelServerConfig file: %s", exc)
+            return False
+        try:
+            self._apply(models)
+        except ServingError as exc:
+            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s: %s", exc.code.name, exc)
+            return False
+        return True
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._interval):
+            try:
+                self.check_now()
+            except Exception:  # the watcher must outlive a bug in one round
+                log.exception("Reloading %s failed", self._path)
+
+    def close(self) -> None:
+        """Stop watching. Does not wait: a reload in progress ends when the manager closes."""
+        self._stop.set()

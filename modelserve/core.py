@@ -16,9 +16,8 @@ from . import examples
 from .config import ModelConfig
 from .dtypes import DType, from_numpy, tf_name
 from .errors import FailedPrecondition, InvalidArgument
-from .manager import Lease, ModelManager, VersionStatus, no_versions_error
+from .manager import Lease, ModelManager, VersionStatus
 from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
-from .sources import scan
 
 
 @dataclass(frozen=True)
@@ -96,27 +95,17 @@ class ServingCore:
         ]
 
     def reload(self, models: Sequence[ModelConfig]) -> None:
+        """Apply ``models`` without waiting for loads (see ``reload_and_wait``)."""
         self.manager.apply_config(models)
 
     def reload_and_wait(self, models: Sequence[ModelConfig], timeout: float | None = None) -> None:
-        """Serve exactly ``models``; block until the newly added ones are AVAILABLE (or failed).
+        """TF Serving's ReloadConfig (gRPC HandleReloadConfigRequest, --model_config_file polls).
 
-        A new model whose base path holds no version fails the whole reload
-        before anything changes. Blocking: call it from a thread.
+        The whole config is replaced; waits until newly added models are
+        AVAILABLE or failed; raises ServingError with TF's texts. Blocking:
+        call it from a thread. Semantics in ``ModelManager.reload``.
         """
-        known = set(self.manager.model_names())
-        added = [m for m in models if m.name not in known]
-        for model in added:
-            if not scan(model.name, model.base_path).versions:
-                raise no_versions_error(model.name, model.base_path)
-        self.manager.apply_config(models)
-        failed = self.manager.wait_until_settled([m.name for m in added], timeout)
-        errors = [(name, s) for name, rows in failed.items() for s in rows]
-        if errors:
-            detail = ", ".join(
-                f"{{name: {name} version: {s.version}}} due to error: {s.error_message}" for name, s in errors
-            )
-            raise FailedPrecondition(f"{len(errors)} servable(s) did not become available: {{{detail}}}")
+        self.manager.reload(models, timeout)
 
 
 def check_predict(

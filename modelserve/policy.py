@@ -85,3 +85,22 @@ def next_action(versions: Sequence[VersionView]) -> Action | None:
     if new:
         return Action("load", max(new))
     return None
+
+
+def label_refusal(
+    model: str, version: int, available: bool, current: int | None, allow_unavailable: bool
+) -> str | None:
+    """TF Serving's rule for one ``version_labels`` entry; the refusal text, or None when allowed.
+
+    A label may point at an AVAILABLE version. With
+    ``--allow_version_labels_for_unavailable_models`` it may also point at one
+    that is not available yet when the label is new (``current`` is None) or
+    already points there; moving an existing label to an unavailable version
+    is still refused.
+    """
+    if available or (allow_unavailable and current in (None, version)):
+        return None
+    return (
+        f"Request to assign label to version {version} of model {model}, "
+        "which is not currently available for inference"
+    )

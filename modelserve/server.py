@@ -13,7 +13,7 @@ import logging
 import signal
 import socket
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
 
 import uvicorn
@@ -23,14 +23,14 @@ from .api.http import Router
 from .api.tfs_grpc import GrpcOptions, GrpcServer
 from .api.tfs_rest import RestOptions, TfsRestApp
 from .config import ModelConfig
-from .config_files import read_model_config_file
+from .config_files import ConfigFileWatcher, read_model_config_file
 from .core import ServingCore
-from .errors import FailedPrecondition, InvalidArgument, ServingError
-from .manager import ManagerOptions, ModelManager, no_versions_error
+from .errors import InvalidArgument, ServingError
+from .manager import ManagerOptions, ModelManager
 from .options import FLAGS, ServerOptions
 from .runner import DirectRunner, Runner
 from .servable import Servable
-from .sources import scan
+from .warmup import ReplayWarmup, no_warmup
 from .workers import WorkerPool
 
 log = logging.getLogger("modelserve")
@@ -93,6 +93,7 @@ def manager_options(options: ServerOptions) -> ManagerOptions:
         load_retry_interval_seconds=options.load_retry_interval_micros / 1e6,
         num_load_threads=options.num_load_threads or 4 * (options.num_inference_threads or 1),
         num_unload_threads=options.num_unload_threads or 1,
+        allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
     )
 
 
@@ -110,8 +111,11 @@ class Server:
             manager_options(options),
             loader=lambda config, path: platforms.load(config.name, config.platform, path, opts),
             runner_factory=self._runner,
+            warmup=ReplayWarmup(options.num_request_iterations_for_warmup) if options.enable_model_warmup
+            else no_warmup,
         )
         self.core = ServingCore(self.manager)
+        self._watcher: ConfigFileWatcher | None = None
         self.rest_port: int | None = None
         self.grpc_port: int | None = None
         self._http: _Uvicorn | None = None
@@ -125,23 +129,17 @@ class Server:
         check_options(self.options)
         warn_ignored_flags(self.options)
         models = model_list(self.options)
-        await asyncio.to_thread(self._load_initial, models)
+        await asyncio.to_thread(self.manager.reload, models)  # ports open only once models serve
         self.manager.start_polling()
+        if self.options.model_config_file:
+            self._watcher = ConfigFileWatcher(
+                self.options.model_config_file,
+                self.options.model_config_file_poll_wait_seconds,
+                self.core.reload_and_wait,
+            )
+            self._watcher.start()
         await asyncio.to_thread(self._start_grpc)
         await self._start_rest()
-
-    def _load_initial(self, models: Sequence[ModelConfig]) -> None:
-        for model in models:  # fail fast on a bad base path instead of waiting forever
-            if not scan(model.name, model.base_path).versions:
-                raise no_versions_error(model.name, model.base_path)
-        self.manager.apply_config(models)
-        failed = self.manager.wait_until_settled([m.name for m in models])
-        errors = [(name, s) for name, rows in failed.items() for s in rows]
-        if errors:
-            detail = ", ".join(
-                f"{{name: {name} version: {s.version}}} due to error: {s.error_message}" for name, s in errors
-            )
-            raise FailedPrecondition(f"{len(errors)} servable(s) did not become available: {{{detail}}}")
 
     def _start_grpc(self) -> None:
         o = self.options
@@ -192,12 +190,16 @@ class Server:
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish, unload every model."""
+        """Stop accepting, let in-flight requests finish (both front ends at once), unload every model."""
+        if self._watcher is not None:
+            self._watcher.close()
+        draining: list[Awaitable[None]] = []
         if self._grpc is not None:
-            await asyncio.to_thread(self._grpc.stop, self.options.drain_grace_seconds)
+            draining.append(asyncio.to_thread(self._grpc.stop, self.options.drain_grace_seconds))
         if self._http is not None and self._http_task is not None:
             self._http.should_exit = True
-            await self._http_task
+            draining.append(self._http_task)
+        await asyncio.gather(*draining)
         await asyncio.to_thread(self.manager.close)
         self._pool.close()
 

@@ -1,25 +1,80 @@
-"""Version discovery: the numeric children of a model's base path.
+"""Version discovery: the numeric children of a model's base path, local or remote.
 
 A scan states the whole set of versions present; the manager reconciles.
 A scan keeps no memory, so it can run at any time.
+
+A base path is a local folder or an fsspec URI (``s3://``, ``gs://``,
+``memory://`` ...; the matching fsspec implementation, e.g. s3fs or gcsfs,
+must be installed). A remote version folder is copied whole into a local
+cache (``LocalCopies``) before it loads, because every platform loads from
+local files; the copy is removed when the version unloads.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+import threading
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-from .errors import NotFound
+from .errors import NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class ScanResult:
-    """Versions found under a base path: version number -> folder path."""
+    """Versions found under a base path: version number -> folder path or URI."""
 
     versions: dict[int, str]
+
+
+def is_remote(path: str) -> bool:
+    """A URI that fsspec resolves (``file://`` counts as local)."""
+    return "://" in path and not path.startswith("file://")
+
+
+def local_path(path: str) -> str:
+    return path[len("file://") :] if path.startswith("file://") else path
+
+
+def read_bytes(path: str) -> bytes:
+    """A whole file, local or remote (config files may live on any file system, as in TF Serving)."""
+    if not is_remote(path):
+        return Path(local_path(path)).read_bytes()
+    fs, root = _filesystem(path)
+    data: bytes = fs.cat_file(root)
+    return data
+
+
+def _filesystem(uri: str) -> tuple[Any, str]:
+    import fsspec  # only remote base paths need it
+
+    try:
+        return fsspec.core.url_to_fs(uri)  # type: ignore[no-any-return]
+    except (ImportError, ValueError) as exc:
+        raise Unavailable(f"Cannot open {uri}: {exc}") from None
+
+
+def _children(base_path: str) -> list[tuple[str, str, bool]]:
+    """(name, location, is a folder) of each child; OSError when the base path cannot be listed."""
+    if not is_remote(base_path):
+        folder = local_path(base_path)
+        paths = [(n, os.path.join(folder, n)) for n in os.listdir(folder)]
+        return [(n, path, os.path.isdir(path)) for n, path in paths]
+    fs, root = _filesystem(base_path)
+    if not fs.isdir(root):
+        raise FileNotFoundError(root)
+    entries = fs.ls(root, detail=True)
+    children = []
+    for entry in entries:
+        name = entry["name"].rstrip("/")
+        children.append((name.rsplit("/", 1)[-1], fs.unstrip_protocol(name), entry["type"] == "directory"))
+    return children
 
 
 def parse_version(name: str) -> int | None:
@@ -35,22 +90,22 @@ def parse_version(name: str) -> int | None:
 def scan(model: str, base_path: str) -> ScanResult:
     """List ``base_path``; NotFound (with TF Serving's log line) when it does not exist."""
     try:
-        names = os.listdir(base_path)
-    except OSError as exc:
+        children = _children(base_path)
+    except (OSError, Unavailable) as exc:
         message = (
             "FileSystemStoragePathSource encountered a filesystem access error: "
             f"Could not find base path {base_path} for servable {model} with error {exc}"
         )
         raise NotFound(message) from None
     found: dict[int, str] = {}
-    for name in sorted(names):
-        path = os.path.join(base_path, name)
+    for name, path, is_dir in sorted(children):
         version = parse_version(name)
-        if version is None or not os.path.isdir(path):
+        if version is None or not is_dir:
             continue
         if version in found:
             log.warning(
-                "Duplicate version directories detected. Version %d will be loaded from %s, %s will be ignored.",
+                "Duplicate version directories detected. "
+                "Version %d will be loaded from %s, %s will be ignored.",
                 version, found[version], path,
             )
             continue
@@ -62,3 +117,53 @@ def scan(model: str, base_path: str) -> ScanResult:
             model, base_path,
         )
     return ScanResult(found)
+
+
+class LocalCopies:
+    """Local folders for version locations: local paths as they are, remote ones copied into a cache.
+
+    Thread-safe; each remote version gets its own folder under ``root`` (a
+    temporary folder by default), filled atomically (copied aside, then
+    renamed) so that a failed copy never leaves a half version behind.
+    """
+
+    def __init__(self, root: str | None = None) -> None:
+        self._root = root
+        self._owned = False  # a cache folder this object made, and removes on close
+        self._lock = threading.Lock()
+
+    def fetch(self, location: str) -> Path:
+        if not is_remote(location):
+            return Path(local_path(location))
+        target = self._folder(location)
+        if target.is_dir():
+            return target
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+        fs, root = _filesystem(location)
+        try:
+            fs.get(root.rstrip("/") + "/", str(staging) + "/", recursive=True)
+            staging.rename(target)
+        except OSError as exc:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise Unavailable(f"Could not copy {location} to {target}: {exc}") from None
+        return target
+
+    def drop(self, location: str) -> None:
+        """Forget a version's local copy (nothing to do for a local path)."""
+        if is_remote(location):
+            shutil.rmtree(self._folder(location), ignore_errors=True)
+
+    def close(self) -> None:
+        if self._root is not None and self._owned:
+            shutil.rmtree(self._root, ignore_errors=True)
+
+    def _folder(self, location: str) -> Path:
+        with self._lock:
+            if self._root is None:
+                self._root = tempfile.mkdtemp(prefix="modelserve-cache-")
+                self._owned = True
+        # One folder per version URI: the URI's characters, made safe for a file name.
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in location)
+        folder = Path(self._root) / name
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        return folder

@@ -10,6 +10,7 @@ from modelserve.policy import (
     VersionPolicy,
     VersionView,
     aspired_versions,
+    label_refusal,
     missing_specific_versions,
     next_action,
 )
@@ -76,3 +77,24 @@ def v(version: int, state: State, aspired: bool) -> VersionView:
 )
 def test_next_action(versions: list[VersionView], expected: Action | None) -> None:
     assert next_action(versions) == expected
+
+
+REFUSED = "Request to assign label to version 2 of model m, which is not currently available for inference"
+
+
+@pytest.mark.parametrize(
+    ("available", "current", "allow", "refused"),
+    [
+        # (is version 2 AVAILABLE, where the label points now, --allow_version_labels_for_unavailable_models)
+        (True, None, False, False),  # new label on an available version
+        (True, 1, False, False),  # moved to an available version
+        (True, 1, True, False),
+        (False, None, False, True),  # default: only AVAILABLE versions
+        (False, 2, False, True),  # even unchanged
+        (False, None, True, False),  # the flag: a new label may wait for its version...
+        (False, 2, True, False),  # ...and so may an unchanged one...
+        (False, 1, True, True),  # ...but an existing label never moves to an unavailable version
+    ],
+)
+def test_label_rules(available: bool, current: int | None, allow: bool, refused: bool) -> None:
+    assert label_refusal("m", 2, available, current, allow) == (REFUSED if refused else None)

@@ -1,0 +1,163 @@
+"""Model warm-up: replay ``assets.extra/tf_serving_warmup_requests`` before a version serves.
+
+TF Serving's ``saved_model_warmup`` for every platform: the file is a TFRecord
+of ``PredictionLog`` messages; each record's request runs against the version
+being loaded (its ``model_spec`` is ignored), ``num_request_iterations`` times,
+through the same runner and with the same validation as a real request. Any
+failure fails the load (which is then retried like any failed load), so a
+version is AVAILABLE only after its warm-up succeeded. Errors and log lines
+are TF Serving's (reference §5.6).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Protocol
+
+from google.protobuf.message import DecodeError, Message
+
+from . import examples
+from .codecs.tensor_proto import to_ndarray
+from .core import check_inputs, check_output_filter
+from .errors import DataLoss, FailedPrecondition, InvalidArgument, ServingError, Unimplemented
+from .protos import pb
+from .runner import Runner
+from .servable import DEFAULT_SIGNATURE, Servable
+from .tfrecord import read_records
+
+log = logging.getLogger(__name__)
+
+REQUESTS_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
+MAX_RECORDS = 1000
+
+
+class Warmup(Protocol):
+    """Run before a loaded version is published; raising fails the load."""
+
+    def __call__(self, version_dir: Path, servable: Servable, runner: Runner) -> None: ...
+
+
+def no_warmup(version_dir: Path, servable: Servable, runner: Runner) -> None:
+    """``--enable_model_warmup=false``."""
+
+
+class ReplayWarmup:
+    """Replays the warm-up file of each version; ``iterations`` times per record (0 means once)."""
+
+    def __init__(self, iterations: int = 0) -> None:
+        self._iterations = max(1, iterations)
+        self._options = f"num_request_iterations {{ value: {iterations} }}" if iterations > 0 else ""
+
+    def __call__(self, version_dir: Path, servable: Servable, runner: Runner) -> None:
+        path = version_dir / REQUESTS_FILE
+        if not path.is_file():
+            log.info("No warmup data file found at %s", path)
+            return
+        log.info(
+            "Starting to read warmup data for model at %s with model-warmup-options %s", path, self._options
+        )
+        start = time.monotonic()
+        count = self._replay(path, servable, runner)
+        micros = int((time.monotonic() - start) * 1e6)
+        log.info(
+            "Finished reading warmup data for model at %s. Number of warmup records read: %d. "
+            "Elapsed time (microseconds): %d.", path, count, micros,
+        )
+
+    def _replay(self, path: Path, servable: Servable, runner: Runner) -> int:
+        count = 0
+        try:
+            with path.open("rb") as stream:
+                for record in read_records(stream):
+                    entry = _parse(record, path)
+                    for _ in range(self._iterations):
+                        run_record(entry, servable, runner)
+                    count += 1
+                    if count > MAX_RECORDS:
+                        raise InvalidArgument(
+                            f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}"
+                        )
+        except DataLoss as exc:
+            raise DataLoss(f"{exc.message}. Please verify your warmup data is in TFRecord format.") from None
+        return count
+
+
+def _parse(record: bytes, path: Path) -> Message:
+    entry = pb.PredictionLog()
+    try:
+        entry.ParseFromString(record)
+    except DecodeError:
+        raise InvalidArgument(f"Failed to parse warmup record: {record!r} from {path}") from None
+    return entry
+
+
+def run_record(entry: Any, servable: Servable, runner: Runner) -> None:
+    """Run one PredictionLog's request; a record with no request kind set is skipped, as TF."""
+    kind = entry.WhichOneof("log_type")
+    if kind is None:
+        return
+    handler = _HANDLERS.get(kind)
+    if handler is None:
+        number = pb.PredictionLog.DESCRIPTOR.fields_by_name[kind].number
+        raise Unimplemented(f"Unsupported log_type for warmup: {number}")
+    handler(getattr(entry, kind).request, servable, runner)
+
+
+def _predict(request: Any, servable: Servable, runner: Runner) -> None:
+    name = request.model_spec.signature_name or DEFAULT_SIGNATURE
+    signature = servable.signatures.get(name)
+    if signature is None:
+        raise FailedPrecondition(f'Serving signature key "{name}" not found.')
+    inputs = {}
+    for alias, tensor in request.inputs.items():
+        try:
+            inputs[alias] = to_ndarray(tensor)
+        except ServingError as exc:
+            raise type(exc)(f"tensor parsing error: {alias}: {exc.message}") from None
+    check_inputs(signature, inputs)
+    output_filter = list(request.output_filter)
+    check_output_filter(signature, output_filter)
+    runner.predict_blocking(name, inputs, output_filter)
+
+
+def _run_plans(plans: list[examples.Plan], runner: Runner) -> None:
+    for plan in plans:
+        plan.interpret(runner.predict_blocking(plan.signature_name, plan.inputs, plan.output_filter))
+
+
+def _classify(request: Any, servable: Servable, runner: Runner) -> None:
+    _one_task("classify", request, servable, runner)
+
+
+def _regress(request: Any, servable: Servable, runner: Runner) -> None:
+    _one_task("regress", request, servable, runner)
+
+
+def _one_task(kind: examples.Kind, request: Any, servable: Servable, runner: Runner) -> None:
+    found = examples.from_input(request.input)
+    _run_plans([examples.plan(kind, servable.signatures, request.model_spec.signature_name, found)], runner)
+
+
+def _multi_inference(request: Any, servable: Servable, runner: Runner) -> None:
+    tasks = list(request.tasks)
+    # TF runs the request as it is: its task checks apply, model names included.
+    examples.check_multi_inference(
+        [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks]
+    )
+    plans = examples.multi_plans(
+        servable.signatures,
+        [(t.model_spec.signature_name, t.method_name) for t in tasks],
+        examples.from_input(request.input),
+    )
+    _run_plans(plans, runner)
+
+
+_HANDLERS: dict[str, Callable[[Any, Servable, Runner], None]] = {
+    "predict_log": _predict,
+    "classify_log": _classify,
+    "regress_log": _regress,
+    "multi_inference_log": _multi_inference,
+}
