@@ -22,11 +22,17 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import tf_name
-from ..platforms.pytorch import TORCH_DTYPES, flatten_outputs, output_names, parse_dtype, to_numpy, to_torch
 from ..servable import TensorSpec
 from .common import Check, ConvertError, Progress, convert_and_check, sample
 
 HELP = "TorchScript (.pt) or ExportedProgram (.pt2) -> ONNX with a dynamic batch, or model.pt2"
+
+
+def _pt() -> Any:
+    """The PyTorch platform module, imported (with torch) only when this command runs."""
+    from ..platforms import pytorch
+
+    return pytorch
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,7 +60,7 @@ def parse_input(text: str) -> tuple[str, TensorSpec]:
         dims = tuple(int(d) for d in shape.split(",") if d)
     except ValueError:
         raise ConvertError(f"--input {text!r}: expected NAME:DTYPE:SHAPE such as x:float32:-1,4") from None
-    return name, TensorSpec(name, parse_dtype(dtype), dims)
+    return name, TensorSpec(name, _pt().parse_dtype(dtype), dims)
 
 
 @contextmanager
@@ -88,7 +94,7 @@ class Source:
             self.inputs = dict(map(parse_input, inputs))
             names = []
         for alias, spec in self.inputs.items():
-            if spec.dtype not in TORCH_DTYPES.values():
+            if spec.dtype not in _pt().TORCH_DTYPES.values():
                 raise ConvertError(f"input {alias!r}: torch has no {tf_name(spec.dtype)} tensors")
         self.outputs = outputs or names
 
@@ -96,26 +102,27 @@ class Source:
         rng = np.random.default_rng(0)
         import torch
 
-        return tuple(
-            to_torch(sample(s.dtype, s.shape, batch, rng), torch.device("cpu")) for s in self.inputs.values()
-        )
+        cpu = torch.device("cpu")
+        return tuple(_pt().to_torch(sample(s.dtype, s.shape, batch, rng), cpu) for s in self.inputs.values())
 
     def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
 
         with torch.inference_mode():
-            result = self.module(*(to_torch(feed[a], torch.device("cpu")) for a in self.inputs))
+            result = self.module(*(_pt().to_torch(feed[a], torch.device("cpu")) for a in self.inputs))
         count = len(result) if isinstance(result, (tuple, list, dict)) else 1
-        names = self.outputs or output_names(count, list(result) if isinstance(result, dict) else None)
+        names = self.outputs or _pt().output_names(count, list(result) if isinstance(result, dict) else None)
         self.outputs = names
-        return {n: to_numpy(v) for n, v in zip(names, flatten_outputs(result, names), strict=True)}
+        values = _pt().flatten_outputs(result, names)
+        return {n: _pt().to_numpy(v) for n, v in zip(names, values, strict=True)}
 
 
 def write_onnx(source: Source, folder: Path, opset: int) -> None:
     import torch
 
     examples = source.examples(2)
-    source({a: to_numpy(t) for a, t in zip(source.inputs, examples, strict=True)})  # learns output names
+    # one call teaches the source its output names
+    source({a: _pt().to_numpy(t) for a, t in zip(source.inputs, examples, strict=True)})
     path = str(folder / "model.onnx")
     input_names = list(source.inputs)
     if source.exported:
@@ -153,7 +160,7 @@ def write_pt2(source: Source, folder: Path) -> None:
     import torch
 
     examples = source.examples(2)
-    source({a: to_numpy(t) for a, t in zip(source.inputs, examples, strict=True)})
+    source({a: _pt().to_numpy(t) for a, t in zip(source.inputs, examples, strict=True)})
     module = source.module
     if not source.exported:
         from torch._export.converter import TS2EPConverter
@@ -167,7 +174,7 @@ def write_pt2(source: Source, folder: Path) -> None:
     spec = {
         "inputs": [{"name": a, "dtype": tf_name(s.dtype)} for a, s in source.inputs.items()],
         "outputs": [
-            {"name": n, "dtype": tf_name(TORCH_DTYPES[v.meta["val"].dtype])}
+            {"name": n, "dtype": tf_name(_pt().TORCH_DTYPES[v.meta["val"].dtype])}
             for n, v in zip(source.outputs, _output_nodes(program), strict=True)
         ],
     }
