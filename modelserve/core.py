@@ -17,6 +17,7 @@ from .config import ModelConfig
 from .dtypes import DType, from_numpy, tf_name
 from .errors import FailedPrecondition, InvalidArgument
 from .manager import Lease, ModelManager, VersionStatus
+from .request_options import DEFAULT, RequestOptions
 from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 
@@ -55,10 +56,11 @@ class ServingCore:
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
         deadline: float | None = None,
+        request_options: RequestOptions = DEFAULT,
     ) -> dict[str, np.ndarray]:
         """Validate a Predict request against its signature and run it (gRPC's rules and texts)."""
         check_predict(lease, signature_name, inputs, output_filter)
-        outputs = await lease.runner.predict(signature_name, inputs, output_filter, deadline)
+        outputs = await lease.runner.predict(signature_name, inputs, output_filter, deadline, request_options)
         return outputs
 
     def predict_blocking(
@@ -68,19 +70,24 @@ class ServingCore:
         inputs: Mapping[str, np.ndarray],
         output_filter: Sequence[str] = (),
         deadline: float | None = None,
+        request_options: RequestOptions = DEFAULT,
     ) -> dict[str, np.ndarray]:
         """``predict`` for callers on their own thread (never the event loop): same checks, inline run."""
         check_predict(lease, signature_name, inputs, output_filter)
-        return lease.runner.predict_blocking(signature_name, inputs, output_filter, deadline)
+        return lease.runner.predict_blocking(signature_name, inputs, output_filter, deadline, request_options)
 
     async def run_plans(
-        self, lease: Lease, plans: Sequence[examples.Plan], deadline: float | None = None
+        self,
+        lease: Lease,
+        plans: Sequence[examples.Plan],
+        deadline: float | None = None,
+        request_options: RequestOptions = DEFAULT,
     ) -> list[examples.Result]:
         """Run classify/regress plans (``modelserve.examples``) and read their outputs."""
         results = []
         for plan in plans:
             outputs = await lease.runner.predict(
-                plan.signature_name, plan.inputs, plan.output_filter, deadline
+                plan.signature_name, plan.inputs, plan.output_filter, deadline, request_options
             )
             results.append(plan.interpret(outputs))
         return results

@@ -13,6 +13,7 @@ from typing import Protocol
 import numpy as np
 
 from .errors import DeadlineExceeded
+from .request_options import DEFAULT, RequestOptions
 from .servable import Servable
 from .workers import WorkerPool
 
@@ -24,8 +25,12 @@ class Runner(Protocol):
         inputs: Mapping[str, np.ndarray],
         output_filter: Collection[str] = (),
         deadline: float | None = None,
+        request_options: RequestOptions = DEFAULT,
     ) -> dict[str, np.ndarray]:
-        """Outputs for one request; ``deadline`` is on the ``time.monotonic()`` clock."""
+        """Outputs for one request; ``deadline`` is on the ``time.monotonic()`` clock.
+
+        ``request_options`` (priority, queue timeout) matter only to runners that queue.
+        """
         ...
 
     def predict_blocking(
@@ -34,6 +39,7 @@ class Runner(Protocol):
         inputs: Mapping[str, np.ndarray],
         output_filter: Collection[str] = (),
         deadline: float | None = None,
+        request_options: RequestOptions = DEFAULT,
     ) -> dict[str, np.ndarray]:
         """The same, from a thread that is not the event loop's (the threaded gRPC server's handlers)."""
         ...
@@ -56,6 +62,7 @@ class DirectRunner:
         inputs: Mapping[str, np.ndarray],
         output_filter: Collection[str] = (),
         deadline: float | None = None,
+        request_options: RequestOptions = DEFAULT,
     ) -> dict[str, np.ndarray]:
         servable = self._servable
         return await self._pool.run(lambda: servable.predict(signature, inputs, output_filter), deadline)
@@ -66,6 +73,7 @@ class DirectRunner:
         inputs: Mapping[str, np.ndarray],
         output_filter: Collection[str] = (),
         deadline: float | None = None,
+        request_options: RequestOptions = DEFAULT,
     ) -> dict[str, np.ndarray]:
         # The caller's thread is already off the event loop: run inline, no hand-off.
         if deadline is not None and time.monotonic() > deadline:

@@ -22,11 +22,12 @@ from . import platforms
 from .api.http import Router
 from .api.tfs_grpc import GrpcOptions, GrpcServer
 from .api.tfs_rest import RestOptions, TfsRestApp
+from .batching import BatchingRunners
 from .config import ModelConfig
 from .config_files import ConfigFileWatcher, read_model_config_file
 from .core import ServingCore
 from .errors import InvalidArgument, ServingError
-from .manager import ManagerOptions, ModelManager
+from .manager import ManagerOptions, ModelManager, RunnerFactory
 from .options import FLAGS, ServerOptions
 from .runner import DirectRunner, Runner
 from .servable import Servable
@@ -121,13 +122,25 @@ class Server:
         self._http: _Uvicorn | None = None
         self._http_task: asyncio.Task[None] | None = None
         self._grpc: GrpcServer | None = None
+        self._batching: BatchingRunners | None = None
+        self._runners: RunnerFactory = self._direct_runner  # chosen once, in start()
 
     def _runner(self, config: ModelConfig, version: int, servable: Servable) -> Runner:
+        return self._runners(config, version, servable)
+
+    def _direct_runner(self, config: ModelConfig, version: int, servable: Servable) -> Runner:
         return DirectRunner(servable, self._pool)
+
+    def _choose_runners(self) -> None:
+        """--enable_batching: batch every version (or those with their own parameters); reads the file."""
+        if self.options.enable_batching:
+            self._batching = BatchingRunners.from_options(self.options, self._direct_runner)
+            self._runners = self._batching
 
     async def start(self) -> None:
         check_options(self.options)
         warn_ignored_flags(self.options)
+        self._choose_runners()
         models = model_list(self.options)
         await asyncio.to_thread(self.manager.reload, models)  # ports open only once models serve
         self.manager.start_polling()
@@ -201,6 +214,8 @@ class Server:
             draining.append(self._http_task)
         await asyncio.gather(*draining)
         await asyncio.to_thread(self.manager.close)
+        if self._batching is not None:
+            await asyncio.to_thread(self._batching.close)
         self._pool.close()
 
 

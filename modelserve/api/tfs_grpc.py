@@ -27,7 +27,7 @@ import numpy as np
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from .. import examples
+from .. import examples, request_options
 from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarray
 from ..config_files import model_configs, read_text_proto
 from ..core import ModelSpec, ServingCore
@@ -180,7 +180,8 @@ class PredictionServicer:
         with core.lease(spec) as lease:
             inputs = decode_inputs(request.inputs)
             outputs = core.predict_blocking(
-                lease, spec.signature, inputs, list(request.output_filter), _deadline(context)
+                lease, spec.signature, inputs, list(request.output_filter), _deadline(context),
+                request_options.from_headers(context.invocation_metadata()),
             )
             version = lease.version
         response = pb.PredictResponse()

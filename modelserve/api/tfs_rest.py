@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
 
-from .. import examples
+from .. import examples, request_options
 from ..codecs import tfs_json
 from ..core import ModelSpec, ServingCore, input_dtypes
 from ..errors import Code, InvalidArgument, ServingError
+from ..request_options import RequestOptions
 from ..servable import DEFAULT_SIGNATURE, Signature
 from .http import JSON_HEADERS, BodyTooLarge, ClientGone, Headers, Receive, Scope, Send, header, read_body, respond
 
@@ -104,7 +105,8 @@ class TfsRestApp:
             name, version, label, verb = match.groups()
             spec = _spec(name, version, label)
             body = await read_body(scope, receive, self._options.max_body_bytes)
-            return await self._post_handlers[verb](self, spec, body)
+            options = request_options.from_headers(scope["headers"])
+            return await self._post_handlers[verb](self, spec, body, options)
         if method == "GET" and (match := _GET.fullmatch(path)):
             name, version, label, metadata = match.groups()
             if name is None:
@@ -128,7 +130,7 @@ class TfsRestApp:
 
     # ---- POST -----------------------------------------------------------------------------
 
-    async def _predict(self, spec: ModelSpec, body: bytes) -> bytes:
+    async def _predict(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
         doc = await self._maybe_offload(len(body), tfs_json.loads, body)
         signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
         with self._core.lease(spec) as lease:
@@ -136,18 +138,20 @@ class TfsRestApp:
             inputs, fmt = await self._maybe_offload(
                 len(body), tfs_json.decode_predict, doc, input_dtypes(signature), body=body
             )
-            outputs = await self._core.predict(lease, signature_name, inputs, (), self._deadline())
+            outputs = await self._core.predict(lease, signature_name, inputs, (), self._deadline(), options)
         return await self._maybe_offload(
             sum(a.nbytes for a in outputs.values()), tfs_json.encode_predict, outputs, fmt
         )
 
-    async def _classify(self, spec: ModelSpec, body: bytes) -> bytes:
-        return await self._example_verb(spec, body, "classify")
+    async def _classify(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
+        return await self._example_verb(spec, body, "classify", options)
 
-    async def _regress(self, spec: ModelSpec, body: bytes) -> bytes:
-        return await self._example_verb(spec, body, "regress")
+    async def _regress(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
+        return await self._example_verb(spec, body, "regress", options)
 
-    async def _example_verb(self, spec: ModelSpec, body: bytes, kind: examples.Kind) -> bytes:
+    async def _example_verb(
+        self, spec: ModelSpec, body: bytes, kind: examples.Kind, options: RequestOptions
+    ) -> bytes:
         doc = tfs_json.loads(body)
         signature_name = tfs_json.signature_name(doc)
         features, context = tfs_json.decode_examples(doc)
@@ -157,12 +161,12 @@ class TfsRestApp:
         )
         with self._core.lease(spec) as lease:
             plan = examples.plan(kind, lease.servable.signatures, signature_name, serialized)
-            (result,) = await self._core.run_plans(lease, [plan], self._deadline())
+            (result,) = await self._core.run_plans(lease, [plan], self._deadline(), options)
         if kind == "classify":
             return tfs_json.encode_classify(result)  # type: ignore[arg-type]
         return tfs_json.encode_regress(result)  # type: ignore[arg-type]
 
-    _post_handlers: dict[str, Callable[[TfsRestApp, ModelSpec, bytes], Awaitable[bytes]]] = {
+    _post_handlers: dict[str, Callable[[TfsRestApp, ModelSpec, bytes, RequestOptions], Awaitable[bytes]]] = {
         "predict": _predict,
         "classify": _classify,
         "regress": _regress,

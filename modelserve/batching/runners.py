@@ -1,0 +1,84 @@
+"""The runner factory with ``--enable_batching``: which versions batch, and with which parameters.
+
+As TF Serving: ``--batching_parameters_file`` (or TF's defaults without it)
+sets every model's queue options and the shared thread pool. With
+``--enable_per_model_batching_parameters`` a version batches only when its
+folder holds ``batching_params.pbtxt``, whose queue options are its own;
+the thread pool (size and name) still comes from the global parameters.
+Versions that do not batch get the direct runner.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..config import ModelConfig
+from ..manager import RunnerFactory
+from ..runner import Runner
+from ..servable import Servable
+from ..sources import scan
+from . import params as batching_params
+from .batcher import Batcher
+from .clock import MONOTONIC, Clock
+from .metrics import NO_METRICS, BatchMetrics
+from .params import BatchingParameters
+from .scheduler import BatchScheduler
+
+log = logging.getLogger(__name__)
+
+
+class BatchingRunners:
+    """A ``RunnerFactory`` for the manager: a ``Batcher`` per version (or ``direct`` for unbatched ones)."""
+
+    def __init__(
+        self,
+        params: BatchingParameters,
+        direct: RunnerFactory,
+        per_model: bool = False,
+        metrics: BatchMetrics = NO_METRICS,
+        clock: Clock = MONOTONIC,
+    ) -> None:
+        self.params = params
+        self.scheduler = BatchScheduler(params.num_batch_threads, params.thread_pool_name, clock, metrics)
+        self._direct = direct
+        self._per_model = per_model
+
+    @classmethod
+    def from_options(
+        cls, options: Any, direct: RunnerFactory, metrics: BatchMetrics = NO_METRICS
+    ) -> BatchingRunners:
+        """Read ``--batching_parameters_file`` (TF's defaults without it) and validate it."""
+        if options.batching_parameters_file:
+            params = batching_params.read_file(options.batching_parameters_file)
+        else:
+            params = batching_params.validate(
+                BatchingParameters(thread_pool_name=batching_params.FLAGS_ONLY_POOL_NAME)
+            )
+        return cls(params, direct, options.enable_per_model_batching_parameters, metrics)
+
+    def __call__(self, config: ModelConfig, version: int, servable: Servable) -> Runner:
+        params = self.params
+        if self._per_model:
+            own = self._version_params(config, version)
+            if own is None:
+                return self._direct(config, version, servable)
+            params = own
+        log.info("Batching requests of servable version {name: %s version: %d}", config.name, version)
+        return Batcher(self.scheduler, servable, params, config.name, version)
+
+    def _version_params(self, config: ModelConfig, version: int) -> BatchingParameters | None:
+        """The version folder's own parameters; the thread pool stays the global one."""
+        folder = scan(config.name, config.base_path).versions.get(version)
+        if folder is None:
+            return None
+        path = batching_params.per_model_file(folder)
+        if not Path(path).is_file():
+            return None
+        own = batching_params.read_file(str(path))
+        return batching_params.with_pool(own, self.params)
+
+    def close(self) -> None:
+        """After every version has been unloaded: stop the batch threads."""
+        self.scheduler.close()
