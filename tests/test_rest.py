@@ -359,11 +359,13 @@ def test_shape_mismatch_is_a_clear_400(server: ServerThread) -> None:
 
 
 def test_classify_and_regress_on_a_predict_signature(server: ServerThread) -> None:
-    body = '{"examples": [{"x": 1.0}]}'
-    status, message = error_of(server, "POST", "/v1/models/half:classify", body)
-    assert status == 400 and "No classification inputs found in SignatureDef" in message
-    status, message = error_of(server, "POST", "/v1/models/half:regress", body)
-    assert status == 400 and "No regression inputs found in SignatureDef" in message
+    # No DT_STRING "inputs": features feed the inputs of the same name, the sole output is read
+    # as scores / regression values (docs/grpc.md).
+    status, doc = post(server, "/v1/models/half:classify", {"examples": [{"x": 1.0}, {"x": 3.0}]})
+    assert (status, doc) == (200, {"results": [[["", 2.5]], [["", 3.5]]]})
+    assert post(server, "/v1/models/half:regress", {"examples": [{"x": 1.0}]}) == (200, {"results": [2.5]})
+    status, message = error_of(server, "POST", "/v1/models/half:regress", '{"examples": [{"z": 1.0}]}')
+    assert status == 400 and "no feature 'x'" in message
     assert error_of(server, "POST", "/v1/models/half:regress", '{"signature_name": "s", "examples": [{}]}') == (
         400,
         "No signature was found with the name: s",
