@@ -87,7 +87,7 @@ class Source:
             names = list(found_out)
         else:
             with _quiet_torchscript():
-                self.module = torch.jit.load(str(path), map_location="cpu").eval()
+                self.module = torch.jit.load(str(path), map_location="cpu").eval()  # type: ignore[no-untyped-call]
             if not inputs:
                 args = [a.name for a in self.module.forward.schema.arguments[1:]]
                 raise ConvertError(f"a TorchScript model needs --input NAME:DTYPE:SHAPE for each of {args}")
@@ -140,6 +140,7 @@ def write_onnx(source: Source, folder: Path, opset: int) -> None:
             dynamo=True,
             verbose=False,
         )
+        assert program is not None  # dynamo=True always returns the program
         program.save(path)
         return
     axes = {n: {0: "batch"} for n in [*input_names, *source.outputs]}

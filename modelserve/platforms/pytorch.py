@@ -284,14 +284,16 @@ def load_exported(path: Path, device: torch.device) -> tuple[Module, tuple[Specs
     with _export_load_lock:
         program = torch.export.load(str(path))
     if device.type != "cpu":
-        program = torch.export.passes.move_to_device_pass(program, device)
+        from torch.export.passes import move_to_device_pass
+
+        program = move_to_device_pass(program, device)
     return program.module(), exported_signature(program)
 
 
 def load_torchscript(path: Path, device: torch.device, file: Any) -> tuple[Module, tuple[Specs, Specs]]:
     with warnings.catch_warnings():  # deprecated in favour of torch.export, and still what many users have
         warnings.simplefilter("ignore", DeprecationWarning)
-        module = torch.jit.load(str(path), map_location=device)
+        module = torch.jit.load(str(path), map_location=device)  # type: ignore[no-untyped-call]
     module.eval()
     arguments = [a.name for a in module.forward.schema.arguments[1:]]
     if file is None:

@@ -292,7 +292,7 @@ def load(version_dir: Path, options: LoadOptions) -> FunctionServable | SessionS
         raise InvalidArgument(f"{LOADER_KEY} must be one of {', '.join(LOADERS)}, not {choice!r}")
     tags = options.saved_model_tags
     signatures = signatures_of(find_meta_graph(read_saved_model(version_dir), tags))
-    attempts = [load_functions, load_session]
+    attempts: list[Callable[..., FunctionServable | SessionServable]] = [load_functions, load_session]
     if choice != "auto":
         attempts = [load_functions if choice == "function" else load_session]
     failures: list[str] = []
