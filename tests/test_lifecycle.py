@@ -193,6 +193,22 @@ def test_a_removed_version_folder_unloads_after_its_requests(tmp_path: Path) -> 
         wait(server, lambda: states(server)[2] == "END")
 
 
+def test_remote_base_path_and_config_file_through_fsspec() -> None:
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")  # what s3:// or gs:// look like to the server, in memory
+    fs.pipe("/lifecycle/m/1/model.onnx", om.version_marker(1))
+    config = 'model_config_list { config { name: "m" base_path: "memory://lifecycle/m" model_platform: "onnx" } }'
+    fs.pipe("/lifecycle/models.config", config.encode())
+    try:
+        with running_server("--model_config_file=memory://lifecycle/models.config", **FAST) as server:
+            assert served_version(server) == 1
+            fs.pipe("/lifecycle/m/2/model.onnx", om.version_marker(2))  # the folder appears with its file
+            wait(server, lambda: states(server) == {2: "AVAILABLE", 1: "END"})
+            assert served_version(server) == 2
+    finally:
+        fs.rm("/lifecycle", recursive=True)
+
+
 # ---- labels and config reloads --------------------------------------------------------------
 
 
