@@ -40,7 +40,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("model_base_path", "str", "", "Models", "Base path of the single model: the folder holding numeric version folders."),
     Flag("model_config_file", "str", "", "Models", "Text-format ModelServerConfig listing the models to serve."),
     Flag("model_config_file_poll_wait_seconds", "int", 0, "Models", "Re-read --model_config_file every N seconds (0: read once)."),
-    Flag("file_system_poll_wait_seconds", "int", 1, "Models", "Scan base paths for new versions every N seconds (0: once; <0: never)."),
+    Flag("file_system_poll_wait_seconds", "int", 1, "Models", "Scan base paths for new versions every N seconds (0 or less: only when a config is applied)."),
     Flag("allow_version_labels_for_unavailable_models", "bool", False, "Models", "Allow a new label to point at a version that is not yet AVAILABLE."),
     Flag("flush_filesystem_caches", "bool", True, "Models", "TF Serving frees file-system caches after loads; no equivalent here.", effect=False),
     # gRPC

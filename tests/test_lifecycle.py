@@ -173,6 +173,11 @@ def test_a_corrupt_version_never_serves(tmp_path: Path) -> None:
         assert rows["1"]["state"] == "AVAILABLE"
         assert rows["2"]["state"] == "END" and rows["2"]["status"]["error_code"] != "OK"
         assert rows["2"]["status"]["error_message"]
+        with GrpcClient(server.grpc_target) as client:  # GetModelStatus tells the same story
+            grpc_rows = {s.version: s for s in client.status("m")}
+        assert grpc_rows[1].state == "AVAILABLE" and grpc_rows[2].state == "END"
+        assert grpc_rows[2].error_code == rows["2"]["status"]["error_code"]
+        assert grpc_rows[2].error_message == rows["2"]["status"]["error_message"]
         # A good, newer version still replaces version 1.
         stage(tmp_path, 3)
         wait(server, lambda: states(server) == {3: "AVAILABLE", 2: "END", 1: "END"})

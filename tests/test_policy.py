@@ -73,6 +73,15 @@ def v(version: int, state: State, aspired: bool) -> VersionView:
         ([], None),
         # rollback: the newest folder was deleted, the older one is aspired again
         ([v(1, S, True), v(2, A, False)], Action("load", 1)),
+        # a failed version, then a newer one: load it, the old one still serves meanwhile
+        ([v(1, A, False), v(2, E, False), v(3, S, True)], Action("load", 3)),
+        ([v(1, A, False), v(2, E, False), v(3, L, True)], None),
+        # every folder deleted: nothing aspired, unload (requests then get NOT_FOUND)
+        ([v(1, A, False), v(2, A, False)], Action("unload", 1)),
+        # unloading in progress is left alone
+        ([v(1, U, False), v(2, A, True)], None),
+        # latest 2 of 3: load both new ones before the old goes
+        ([v(1, A, False), v(2, S, True), v(3, S, True)], Action("load", 3)),
     ],
 )
 def test_next_action(versions: list[VersionView], expected: Action | None) -> None:
