@@ -31,6 +31,7 @@ from . import platforms, sources
 from .config import ModelConfig, validate
 from .errors import (
     Code,
+    DeadlineExceeded,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -299,6 +300,11 @@ class ModelManager:
             if errors:
                 raise _not_available(errors, first)
             with self._lock:
+                loading = [name for name in added if not self._settled(name)]
+                if loading:
+                    raise DeadlineExceeded(
+                        f"Config applied; still loading after {timeout} s: {', '.join(loading)}"
+                    )
                 for name in added:
                     label_error = self._models[name].label_error
                     if label_error is not None:
