@@ -511,7 +511,11 @@ class ModelManager:
 
     def _load_once(self, config: ModelConfig, entry: _Version) -> LoadedVersion:
         folder = self._copies.fetch(entry.location)
-        servable = self._loader(config, folder)
+        try:
+            servable = self._loader(config, folder)
+        except BaseException:
+            self._copies.drop(entry.location)  # the next attempt copies afresh
+            raise
         try:
             runner = self._runner_factory(config, entry.version, servable)
             try:
@@ -521,6 +525,7 @@ class ModelManager:
                 raise
         except BaseException:
             servable.close()
+            self._copies.drop(entry.location)
             raise
         return LoadedVersion(config.name, entry.version, folder, servable, runner)
 

@@ -12,6 +12,7 @@ local files; the copy is removed when the version unloads.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
@@ -67,6 +68,7 @@ def _children(base_path: str) -> list[tuple[str, str, bool]]:
         paths = [(n, os.path.join(folder, n)) for n in os.listdir(folder)]
         return [(n, path, os.path.isdir(path)) for n, path in paths]
     fs, root = _filesystem(base_path)
+    fs.invalidate_cache(root)  # s3fs, gcsfs ... cache listings: a poll must see new versions
     if not fs.isdir(root):
         raise FileNotFoundError(root)
     entries = fs.ls(root, detail=True)
@@ -162,8 +164,9 @@ class LocalCopies:
             if self._root is None:
                 self._root = tempfile.mkdtemp(prefix="modelserve-cache-")
                 self._owned = True
-        # One folder per version URI: the URI's characters, made safe for a file name.
-        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in location)
-        folder = Path(self._root) / name
+        # One folder per version URI: readable, and unique thanks to the digest.
+        readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in location)[-80:]
+        digest = hashlib.sha256(location.encode()).hexdigest()[:16]
+        folder = Path(self._root) / f"{readable}-{digest}"
         folder.parent.mkdir(parents=True, exist_ok=True)
         return folder

@@ -223,8 +223,10 @@ def test_memory_uri_base_path_is_copied_locally_and_dropped_on_unload() -> None:
     folders: dict[int, Path] = {}
 
     def loader(config: ModelConfig, path: Path) -> EchoServable:
-        assert (path / "model.bin").read_bytes() in (b"one", b"two")
-        folders[int(path.name.rsplit("_", 1)[-1])] = path
+        content = (path / "model.bin").read_bytes()
+        if content == b"broken":
+            raise FailedPrecondition("broken model")
+        folders[{b"one": 1, b"two": 2}[content]] = path
         return EchoServable()
 
     options = ManagerOptions(file_system_poll_wait_seconds=0, max_num_load_retries=0)
@@ -232,6 +234,12 @@ def test_memory_uri_base_path_is_copied_locally_and_dropped_on_unload() -> None:
     try:
         manager.reload([ModelConfig("m", "memory://remote_m")])
         assert states(manager) == {1: "AVAILABLE"}
+        fs.pipe("/remote_m/2/model.bin", b"broken")
+        manager.poll()
+        assert manager.wait_for(lambda: states(manager) == {2: "END", 1: "AVAILABLE"}, 10)
+        # Fixed by removing the version and uploading it again: the failed copy was not kept.
+        fs.rm("/remote_m/2", recursive=True)
+        manager.poll()
         fs.pipe("/remote_m/2/model.bin", b"two")
         manager.poll()
         assert manager.wait_for(lambda: states(manager) == {2: "AVAILABLE", 1: "END"}, 10)
