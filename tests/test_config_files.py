@@ -1,0 +1,119 @@
+"""models.config files (reference §4.1): TF Serving's text format, its validation texts, the file watcher."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from modelserve.config import ModelConfig
+from modelserve.config_files import ConfigFileWatcher, read_model_config_file
+from modelserve.errors import FailedPrecondition, InvalidArgument
+from modelserve.policy import VersionPolicy
+
+USERS_WRITE_THIS = """
+# TF Serving's documentation example, with the text-format niceties users rely on
+model_config_list: {
+  config: {
+    name: 'resnet',
+    base_path: "/models/resnet"
+    model_platform: "tensorflow"
+    model_version_policy: { specific { versions: [7, 8] } }
+    version_labels { key: "stable" value: 7 }
+    version_labels { key: "canary" value: 8 }
+  }
+  config { name: "bert" base_path: "/models/bert" model_type: TENSORFLOW
+           model_version_policy { latest { num_versions: 2 } } }
+  config { name: "all" base_path: "s3://bucket/all" model_platform: "onnx" model_version_policy { all {} } }
+}
+"""
+
+
+def test_every_shape_users_write_parses(tmp_path: Path) -> None:
+    path = tmp_path / "models.config"
+    path.write_text(USERS_WRITE_THIS)
+    assert read_model_config_file(str(path)) == [
+        ModelConfig(
+            "resnet",
+            "/models/resnet",
+            "tensorflow",
+            VersionPolicy("specific", versions=(7, 8)),
+            {"stable": 7, "canary": 8},
+        ),
+        ModelConfig("bert", "/models/bert", "tensorflow", VersionPolicy("latest", num_versions=2)),
+        ModelConfig("all", "s3://bucket/all", "onnx", VersionPolicy("all")),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "model_config_list { config { name: 'm' base_path: '/m' model_platform: 'x' "
+            "model_type: TENSORFLOW } }",
+            "Illegal setting both ModelServerConfig::model_type (deprecated) and "
+            "ModelServerConfig::model_platform, model name is m",
+        ),
+        (
+            "model_config_list { config { name: 'm' base_path: '/m' } }",
+            "Illegal setting neither ModelServerConfig::model_type (deprecated) nor "
+            "ModelServerConfig::model_platform, model name is m",
+        ),
+        (
+            "custom_model_config { }",
+            "ServerModelConfig type not supported by HandleReloadConfigRequest. "
+            "Only ModelConfigList is currently supported",
+        ),
+        (
+            "model_config_list {\n  config { name: 'm' bas_path: '/m' }\n}",
+            'line 2 column 22: Message type "tensorflow.serving.ModelConfig" has no field named "bas_path".',
+        ),
+    ],
+)
+def test_tf_serving_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "models.config"
+    path.write_text(text)
+    with pytest.raises(InvalidArgument) as raised:
+        read_model_config_file(str(path))
+    assert message in str(raised.value)
+    if "line" in message:
+        assert str(raised.value).startswith(f"Invalid protobuf file: '{path}': ")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(
+        InvalidArgument, match=r"^Invalid protobuf file: '.*absent': No such file or directory$"
+    ):
+        read_model_config_file(str(tmp_path / "absent"))
+
+
+def test_watcher_applies_refuses_and_ignores_an_empty_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "models.config"
+    applied: list[list[str]] = []
+
+    def apply(models: object) -> None:
+        names = [m.name for m in models]  # type: ignore[attr-defined]
+        if "refused" in names:
+            raise FailedPrecondition("no thanks")
+        applied.append(names)
+
+    watcher = ConfigFileWatcher(str(path), 60, apply)
+    caplog.set_level(logging.INFO, "modelserve.config_files")
+    path.write_text("model_config_list { config { name: 'a' base_path: '/a' model_platform: 'onnx' } }")
+    assert watcher.check_now() and applied == [["a"]]
+    path.write_text("")  # an editor caught mid-write: TF Serving takes no action either
+    assert watcher.check_now() and applied == [["a"]]
+    assert "Taking no action for empty config." in caplog.text
+    path.write_text("model_config_list { config { name: 'a' ")
+    assert not watcher.check_now()
+    assert f"Failed to read ModelServerConfig file: Invalid protobuf file: '{path}'" in caplog.text
+    path.write_text("model_config_list { config { name: 'refused' base_path: '/r' model_platform: 'onnx' } }")
+    assert not watcher.check_now()
+    assert (
+        "PollFilesystemAndReloadConfig failed to ReloadConfig: FAILED_PRECONDITION: no thanks" in caplog.text
+    )
+    path.write_text("model_config_list { }")  # an empty list is a config: it removes every model
+    assert watcher.check_now() and applied == [["a"], []]
