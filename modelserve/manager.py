@@ -227,9 +227,11 @@ class ModelManager:
             for model in models:
                 if model.name not in known and not sources.scan(model.name, model.base_path).versions:
                     raise no_versions_error(model.name, model.base_path)
+            log.info("Adding/updating models.")
             added = self.apply_config(models)
             self._configured = True
             failed = self.wait_until_settled(added, timeout)
+            log.info("Finished adding/updating models")
             errors = [(name, s) for name, rows in failed.items() for s in rows]
             if errors:
                 raise _not_available(errors, first)
@@ -261,6 +263,8 @@ class ModelManager:
             _check_platforms(current, models)
             labels = {m.name: self._checked_labels(current.get(m.name), m) for m in models}
             added = [m.name for m in models if m.name not in current]
+            for model in models:
+                log.info(" (Re-)adding model: %s", model.name)
             self._replace_config(models, labels)
             self._publish_routes()
         self.poll([m.name for m in models])
