@@ -449,7 +449,7 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    om.write(tmp_path / "slow", 1, slow_model())
+    om.write(tmp_path / "slow", 1, slow_model(steps=100))
     proc = subprocess.Popen(
         [
             sys.executable,
