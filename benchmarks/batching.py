@@ -1,0 +1,277 @@
+"""Dynamic batching: batch-1 requests to a big MLP, batching off and on, against raw onnxruntime's best.
+
+    python benchmarks/batching.py [--seconds=10] [--rounds=3] [--concurrency=1,8,32,64,128]
+                                  [--protocols=rest,grpc] [--on=FLAGS] [--off=FLAGS] [--batching=TEXT]
+
+The model is the ReLU MLP 256→4096→4096→4096→16 (onnx.helper, seeded weights): its per-row compute
+dominates a request's decoding, so the figures measure batching, not JSON. Every request carries one
+row. For each protocol (REST through wrk with a Lua POST script; gRPC through h2load replaying one
+prebuilt gRPC frame) and each concurrency, it reports rows/s with p50/p99 latency for:
+
+* batching off: the server's defaults (``--num_inference_threads`` = CPUs, onnxruntime's own thread count);
+* batching on: ``--enable_batching`` with the parameters file printed at the start (``--batching``);
+
+and, in the same run, raw onnxruntime in-process (2 intra-op threads) at each batch size from 1 to
+256: its best is the limit, the ratio column divides by it. Server and load generator share the
+machine's cores (nothing is pinned), so the generator's CPU counts against the server. Both servers
+run for the whole benchmark but only one is loaded at a time: each round measures the limit, then
+every (protocol, concurrency) cell with batching off and on back to back; each figure is the
+median of the rounds.
+
+Tools (Debian's ``wrk`` and ``nghttp2-client``) are installed with apt-get when missing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import LoadResult, ensure_tools, free_port, python, wait_http, wrk
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from modelserve.codecs.tensor_proto import from_ndarray
+from modelserve.demo import mlp
+from modelserve.protos import pb
+
+SIZES = [256, 4096, 4096, 4096, 16]
+GRPC_PATH = "/tensorflow.serving.PredictionService/Predict"
+# Batching on: one batch thread, onnxruntime's intra-op threads at their default (both cores); a
+# 5 ms timeout that only a busy model waits for (an idle one runs a request at once).
+BATCHING = """\
+max_batch_size { value: 64 }
+batch_timeout_micros { value: 5000 }
+max_enqueued_batches { value: 100 }
+num_batch_threads { value: 1 }
+"""
+ON_FLAGS = "--enable_batching"
+OFF_FLAGS = ""
+COMMON_FLAGS = "--file_system_poll_wait_seconds=0 --grpc_max_threads=256"
+
+
+# ---- raw onnxruntime: the limit -------------------------------------------------------------
+
+
+def raw_rows_per_second(model: Path, batch_sizes: Sequence[int], seconds: float) -> dict[int, float]:
+    """session.run rows/s at each batch size, 2 intra-op threads, in this process."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    rates = {}
+    for size in batch_sizes:
+        feed = {"input": np.random.default_rng(size).standard_normal((size, SIZES[0])).astype(np.float32)}
+        session.run(None, feed)
+        runs, start = 0, time.perf_counter()
+        while (elapsed := time.perf_counter() - start) < seconds:
+            session.run(None, feed)
+            runs += 1
+        rates[size] = runs * size / elapsed
+    return rates
+
+
+# ---- load generators ----------------------------------------------------------------------------
+
+
+def h2load(port: int, body: Path, connections: int, seconds: int, log: Path) -> LoadResult:
+    """gRPC Predict with h2load (one stream per connection); latencies from its log file."""
+    out = subprocess.run(
+        ["h2load", "-t1", f"-c{connections}", "-m1", "-D", str(seconds), "-d", str(body),
+         "-H", "content-type: application/grpc", "-H", "te: trailers", f"--log-file={log}",
+         f"http://127.0.0.1:{port}{GRPC_PATH}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
+    assert done, out
+    micros = np.array([float(line.split("\t")[2]) for line in log.read_text().splitlines() if line])
+    p50, p99 = (np.percentile(micros, [50, 99]) / 1000) if len(micros) else (0.0, 0.0)
+    return LoadResult(rps, float(p50), float(p99), int(done.group(2)))
+
+
+def grpc_frame(path: Path, x: np.ndarray) -> Path:
+    request = pb.PredictRequest()
+    request.model_spec.name = "mlp"
+    request.inputs["input"].CopyFrom(from_ndarray(x))
+    message = request.SerializeToString()
+    path.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
+    return path
+
+
+# ---- servers --------------------------------------------------------------------------------------
+
+
+@dataclass
+class Setup:
+    name: str
+    flags: list[str]
+
+
+@contextlib.contextmanager
+def server(setup: Setup, base: Path) -> Iterator[tuple[int, int]]:
+    rest, grpc_port = free_port(), free_port()
+    cmd = [python(), "-m", "modelserve", "--model_name=mlp", f"--model_base_path={base}",
+           f"--rest_api_port={rest}", f"--port={grpc_port}", *COMMON_FLAGS.split(), *setup.flags]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{rest}/v1/models/mlp", timeout=120)
+        yield rest, grpc_port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def check_answers(rest: int, grpc_port: int, x: np.ndarray, expected: np.ndarray) -> None:
+    """One real answer per protocol (h2load cannot read grpc-status)."""
+    import urllib.request
+
+    import grpc
+
+    from modelserve.codecs.tensor_proto import to_ndarray
+    from modelserve.protos import PREDICTION_SERVICE, Stub
+
+    body = json.dumps({"instances": x.tolist()}).encode()
+    with urllib.request.urlopen(f"http://127.0.0.1:{rest}/v1/models/mlp:predict", body, timeout=60) as answer:
+        got = np.array(json.loads(answer.read())["predictions"], dtype=np.float32)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+        request = pb.PredictRequest()
+        request.model_spec.name = "mlp"
+        request.inputs["input"].CopyFrom(from_ndarray(x))
+        response = Stub(channel, PREDICTION_SERVICE).Predict(request, timeout=60)
+    np.testing.assert_allclose(to_ndarray(response.outputs["output"]), expected, rtol=1e-4, atol=1e-5)
+
+
+def measure(
+    setup: Setup, ports: tuple[int, int], work: Path, protocol: str, c: int, seconds: int
+) -> LoadResult:
+    rest, grpc_port = ports
+    if protocol == "rest":
+        url = f"http://127.0.0.1:{rest}/v1/models/mlp:predict"
+        result = wrk(url, work / "body.json", c, seconds, cpu="0-1")
+    else:
+        result = h2load(grpc_port, work / "body.bin", c, seconds, work / "h2load.log")
+    print(f"    {setup.name:>3} {protocol:>4} c={c:<3} {result.rps:8.1f} rows/s  "
+          f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  errors {result.errors}", flush=True)
+    return result
+
+
+def median_result(runs: list[LoadResult]) -> LoadResult:
+    return LoadResult(
+        statistics.median(r.rps for r in runs), statistics.median(r.p50_ms for r in runs),
+        statistics.median(r.p99_ms for r in runs), sum(r.errors for r in runs),
+    )
+
+
+def table(
+    limit: float, best: int, protocols: Sequence[str], levels: Sequence[int],
+    results: dict[str, dict[tuple[str, int], LoadResult]],
+) -> str:
+    lines = [
+        "| protocol | c | off rows/s | off p50 / p99 ms | on rows/s | on p50 / p99 ms | on / limit |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for protocol in protocols:
+        for c in levels:
+            off, on = results["off"][protocol, c], results["on"][protocol, c]
+            lines.append(
+                f"| {protocol.upper() if protocol == 'rest' else 'gRPC'} | {c} | {off.rps:,.0f} | "
+                f"{off.p50_ms:.1f} / {off.p99_ms:.1f} | {on.rps:,.0f} | {on.p50_ms:.1f} / {on.p99_ms:.1f} | "
+                f"{on.rps / limit:.2f} |"
+            )
+    lines.append(f"\nLimit: raw onnxruntime in-process (2 intra-op threads), batch {best}: "
+                 f"{limit:,.0f} rows/s")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--concurrency", default="1,8,32,64,128")
+    parser.add_argument("--protocols", default="rest,grpc")
+    parser.add_argument("--on", default=ON_FLAGS, help="server flags with batching on (besides the file)")
+    parser.add_argument("--off", default=OFF_FLAGS, help="server flags with batching off")
+    parser.add_argument("--batching", default=BATCHING, help="BatchingParameters text for batching on")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    protocols = args.protocols.split(",")
+    ensure_tools("wrk", "h2load")
+
+    work = Path(tempfile.mkdtemp(prefix="bench-batching-"))
+    base = work / "mlp"
+    (base / "1").mkdir(parents=True)
+    model = base / "1" / "model.onnx"
+    model.write_bytes(mlp(SIZES, seed=0, softmax=False))
+    x = np.random.default_rng(0).standard_normal((1, SIZES[0])).astype(np.float32)
+    (work / "body.json").write_text(json.dumps({"instances": x.tolist()}))
+    grpc_frame(work / "body.bin", x)
+    expected = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    (work / "batching.txt").write_text(args.batching)
+
+    print(f"machine: {os.cpu_count()} CPUs; {platform_line()}")
+    print(f"batching on: {args.on} --batching_parameters_file=<file>:\n{args.batching}")
+    print(f"batching off: {args.off or '(defaults)'}; all: {COMMON_FLAGS}", flush=True)
+    setups = [
+        Setup("off", args.off.split()),
+        Setup("on", [*args.on.split(), f"--batching_parameters_file={work / 'batching.txt'}"]),
+    ]
+    runs: dict[str, dict[tuple[str, int], list[LoadResult]]] = {s.name: {} for s in setups}
+    raws: list[dict[int, float]] = []
+    with contextlib.ExitStack() as stack:
+        ports = {s.name: stack.enter_context(server(s, base)) for s in setups}
+        for setup in setups:
+            check_answers(*ports[setup.name], x, expected)
+            for protocol in protocols:
+                measure(setup, ports[setup.name], work, protocol, 8, 2)  # warm-up
+        for round_ in range(args.rounds):
+            print(f"round {round_ + 1}/{args.rounds}", flush=True)
+            raws.append(raw_rows_per_second(model, [1, 8, 16, 32, 64, 128, 256], 2.0))
+            print("  raw onnxruntime rows/s by batch size: " + rates(raws[-1]), flush=True)
+            for protocol in protocols:
+                for c in levels:
+                    for setup in setups:  # interleaved, so that other work on the machine hits both alike
+                        result = measure(setup, ports[setup.name], work, protocol, c, args.seconds)
+                        runs[setup.name].setdefault((protocol, c), []).append(result)
+    raw_median = {b: statistics.median(r[b] for r in raws) for b in raws[0]}
+    best = max(raw_median, key=lambda b: raw_median[b])
+    results = {name: {key: median_result(r) for key, r in by_key.items()} for name, by_key in runs.items()}
+    print("\nraw onnxruntime (median) rows/s: " + rates(raw_median))
+    print(table(raw_median[best], best, protocols, levels, results))
+
+
+def rates(by_size: dict[int, float]) -> str:
+    return ", ".join(f"{b}: {r:,.0f}" for b, r in by_size.items())
+
+
+def platform_line() -> str:
+    try:
+        model_name = next(
+            line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        )
+    except (OSError, StopIteration):
+        model_name = "unknown CPU"
+    return f"{model_name}, Python {sys.version.split()[0]}, onnxruntime {ort.__version__}"
+
+
+if __name__ == "__main__":
+    main()
