@@ -29,6 +29,7 @@ from google.protobuf.message import DecodeError, Message
 
 from .. import examples, request_options
 from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarray
+from ..codecs.tensor_wire import tensor_entry
 from ..config_files import model_configs, read_text_proto
 from ..core import ModelSpec, ServingCore
 from ..errors import Code, InvalidArgument, ServingError, Unknown, as_serving_error
@@ -63,6 +64,9 @@ INT32_MAX = 2**31 - 1
 # TF Serving's ServerBuilder::SetMaxMessageSize(INT32_MAX): a 1 GiB request fits.
 DEFAULT_MAX_MESSAGE_BYTES = INT32_MAX
 # Names the health service reports SERVING: TF Serving's three, plus the full names gRPC tooling asks for.
+_OUTPUTS_FIELD = pb.PredictResponse.DESCRIPTOR.fields_by_name["outputs"].number
+# Outputs at least this big skip protobuf's copies (codecs.tensor_wire); below, protobuf is faster.
+_WIRE_BYTES = 16 * 1024
 HEALTH_SERVICES = ("", "ModelService", "PredictionService", PREDICTION_SERVICE, MODEL_SERVICE)
 
 R = TypeVar("R", bound=Message)
@@ -174,7 +178,7 @@ class PredictionServicer:
         self._tensor_content = tensor_content
 
     @_rpc
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Message:
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
         spec = model_spec(request)
         core = self._core
         with core.lease(spec) as lease:
@@ -184,12 +188,7 @@ class PredictionServicer:
                 request_options.from_headers(context.invocation_metadata()),
             )
             version = lease.version
-        response = pb.PredictResponse()
-        tensors = response.outputs
-        for alias, array in outputs.items():
-            tensors[alias].CopyFrom(from_ndarray(array, tensor_content=self._tensor_content))
-        _answer_spec(response.model_spec, spec, version)
-        return response
+        return predict_answer(outputs, spec, version, self._tensor_content)
 
     @_rpc
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Message:
@@ -258,6 +257,43 @@ class PredictionServicer:
             else:
                 _regression_result(out.regression_result, result)  # type: ignore[arg-type]
         return response
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A PredictResponse whose big tensors are still arrays: ``serialize`` writes them from their
+    own buffers (``codecs.tensor_wire``), one copy for the whole answer."""
+
+    message: Message  # model_spec and the outputs protobuf encodes itself
+    parts: tuple[bytes | memoryview, ...]
+
+    def serialize(self) -> bytes:
+        return b"".join((self.message.SerializeToString(), *self.parts))
+
+
+def predict_answer(
+    outputs: Mapping[str, np.ndarray], spec: ModelSpec, version: int, tensor_content: bool
+) -> Answer:
+    """The Predict answer: raw-buffer tensors as wire parts, the rest (strings, varints) via protobuf."""
+    response = pb.PredictResponse()
+    parts: list[bytes | memoryview] = []
+    for alias, array in outputs.items():
+        entry = None
+        if array.nbytes >= _WIRE_BYTES:
+            entry = tensor_entry(_OUTPUTS_FIELD, alias, array, tensor_content=tensor_content)
+        if entry is None:
+            response.outputs[alias].CopyFrom(from_ndarray(array, tensor_content=tensor_content))
+        else:
+            parts += entry
+    _answer_spec(response.model_spec, spec, version)
+    return Answer(response, tuple(parts))
+
+
+def _serialize(answer: Answer | Message) -> bytes:
+    if isinstance(answer, Answer):
+        return answer.serialize()
+    data: bytes = answer.SerializeToString()
+    return data
 
 
 def _classification_result(out: Message, result: list[examples.Classes]) -> None:
@@ -443,11 +479,10 @@ def _register(server: grpc.Server, service: str, servicer: object) -> None:
         if behaviour is None:
             continue  # clients get UNIMPLEMENTED
         request = message_class(method.input_type.full_name)
-        response = message_class(method.output_type.full_name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
             behaviour,
             request_deserializer=_lenient_parser(request),
-            response_serializer=response.SerializeToString,
+            response_serializer=_serialize,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
     register = getattr(server, "add_registered_method_handlers", None)
