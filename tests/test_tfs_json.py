@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from modelserve.codecs import tfs_json
-from modelserve.codecs.tfs_json import Feature, Format
+from modelserve.codecs.tfs_json import Feature, Format, render
 from modelserve.dtypes import DType, tf_name
 from modelserve.errors import InvalidArgument, ServingError, Unimplemented
 from modelserve.servable import Signature, TensorSpec
@@ -598,7 +598,7 @@ def test_examples_in_a_response_small_and_vectorised() -> None:
     texts = [t for _, t in FLOAT32_EXAMPLES]
     small = tfs_json.encode_predict({"y": values}, Format.COLUMNAR)
     assert small == ('{"outputs":[' + ",".join(texts) + "]}").encode()
-    copies = tfs_json._VECTOR_MIN // len(values) + 1  # enough values for the numpy path
+    copies = render._VECTOR_MIN // len(values) + 1  # enough values for the numpy path
     large = tfs_json.encode_predict({"y": np.tile(values, (copies, 1))}, Format.COLUMNAR)
     rows = ",".join("[" + ",".join(texts) + "]" for _ in range(copies))
     assert large == ('{"outputs":[' + rows + "]}").encode()
@@ -609,9 +609,9 @@ def test_a_six_digit_text_on_a_tie_reads_back_as_the_even_float() -> None:
     # and 67108904 (odd): parsed as a float32 it gives the even one only.
     assert tfs_json.format_float32(67108896) == "6.71089e+07"
     assert tfs_json.format_float32(67108904) == "67108904.0"
-    tiled = np.tile(np.array([67108896, 67108904], np.float32), tfs_json._VECTOR_MIN)
+    tiled = np.tile(np.array([67108896, 67108904], np.float32), render._VECTOR_MIN)
     assert tfs_json.encode_predict({"y": tiled}, Format.COLUMNAR) == (
-        '{"outputs":[' + ",".join(["6.71089e+07,67108904.0"] * tfs_json._VECTOR_MIN) + "]}"
+        '{"outputs":[' + ",".join(["6.71089e+07,67108904.0"] * render._VECTOR_MIN) + "]}"
     ).encode()
 
 
@@ -680,7 +680,7 @@ def test_multiple_outputs() -> None:
 
 def test_multiple_large_float_outputs_per_row() -> None:
     rng = np.random.default_rng(3)
-    a = rng.standard_normal((4, tfs_json._VECTOR_MIN // 20 + 1, 5)).astype(np.float32)  # the numpy path
+    a = rng.standard_normal((4, render._VECTOR_MIN // 20 + 1, 5)).astype(np.float32)  # the numpy path
     b = np.arange(4, dtype=np.int64)
     body = tfs_json.encode_predict({"a": a, "b": b}, Format.ROW)
     rows = json.loads(body)["predictions"]
