@@ -73,6 +73,8 @@ def gunzip(body: bytes, limit: int) -> bytes:
 
 
 async def respond(send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> None:
+    # An explicit length spares uvicorn chunked encoding (and clients a chunk parser).
+    headers = [*headers, (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
