@@ -9,11 +9,11 @@ from typing import Any, Literal
 import orjson
 
 from ...errors import InvalidArgument
-from .debug_json import _doc_error, _json_type
-from .floats import _round_f32, format_float32
-from .parser import _INT64_MAX
-from .render import _text_value
-from .tensors import _decode_b64_object, _is_b64
+from .floats import format_float32, round_f32
+from .messages import json_type, value_error
+from .parser import INT64_MAX
+from .render import text_value
+from .tensors import decode_b64_object, is_b64
 
 FeatureKind = Literal["bytes", "float", "int64"]
 
@@ -38,18 +38,18 @@ def decode_examples(
     context = _example(doc["context"]) if "context" in doc else None
     if "examples" not in doc:
         # TF says "classify" for both verbs.
-        raise _doc_error(doc, "When method is classify, key 'examples' is expected and was not found")
+        raise value_error(doc, "When method is classify, key 'examples' is expected and was not found")
     examples = doc["examples"]
     if type(examples) is not list:
-        raise _doc_error(doc, "Expecting 'examples' value to be an list/array")
+        raise value_error(doc, "Expecting 'examples' value to be an list/array")
     if not examples:
-        raise _doc_error(doc, "'examples' value is an empty array")
+        raise value_error(doc, "'examples' value is an empty array")
     return [_example(item) for item in examples], context
 
 
 def _example(value: Any) -> dict[str, Feature]:
     if type(value) is not dict:
-        raise InvalidArgument(f"Example must be JSON object but got JSON {_json_type(value)}")
+        raise InvalidArgument(f"Example must be JSON object but got JSON {json_type(value)}")
     return {
         name: _feature(name, content if type(content) is list else [content])
         for name, content in value.items()
@@ -68,8 +68,8 @@ def _feature(name: str, items: list[Any]) -> Feature:
 
 def _feature_value(name: str, item: Any, kind: FeatureKind | None) -> tuple[FeatureKind, Any]:
     item_type = type(item)
-    if item is None or item_type is list or (item_type is dict and not _is_b64(item)):
-        raise InvalidArgument(f"Feature: {name} has element with unexpected JSON type: {_json_type(item)}")
+    if item is None or item_type is list or (item_type is dict and not is_b64(item)):
+        raise InvalidArgument(f"Feature: {name} has element with unexpected JSON type: {json_type(item)}")
     wanted: FeatureKind = (
         "int64" if item_type is bool or item_type is int
         else "float" if item_type is float
@@ -80,13 +80,13 @@ def _feature_value(name: str, item: Any, kind: FeatureKind | None) -> tuple[Feat
     if item_type is bool:
         return wanted, int(item)
     if item_type is int:
-        if item > _INT64_MAX:
+        if item > INT64_MAX:
             raise InvalidArgument(f"Feature: {name} has uint64_t element. Only int64_t is supported.")
         return wanted, item
     if item_type is float:
-        return wanted, _round_f32(item)
+        return wanted, round_f32(item)
     if item_type is dict:
-        return wanted, _decode_b64_object(item)
+        return wanted, decode_b64_object(item)
     return wanted, item.encode("utf-8", "surrogateescape")
 
 
@@ -96,7 +96,7 @@ def encode_classify(results: Sequence[Sequence[tuple[str, float]]]) -> bytes:
         raise InvalidArgument("Cannot convert empty ClassificationResults to JSON")
     examples = []
     for classes in results:
-        pairs = [b"[" + orjson.dumps(_text_value(label)) + b"," + format_float32(score).encode() + b"]"
+        pairs = [b"[" + orjson.dumps(text_value(label)) + b"," + format_float32(score).encode() + b"]"
                  for label, score in classes]
         examples.append(b"[" + b",".join(pairs) + b"]")
     return b'{"results":[' + b",".join(examples) + b"]}"

@@ -21,7 +21,7 @@ _F32 = struct.Struct("<f")
 _FLOAT32_MIN_NORMAL = 2.0**-126
 
 
-def _round_f32(x: float) -> float:
+def round_f32(x: float) -> float:
     """static_cast<float>(x) as a Python float (overflow gives +-inf)."""
     try:
         return float(_F32.unpack(_F32.pack(x))[0])
@@ -29,7 +29,7 @@ def _round_f32(x: float) -> float:
         return math.copysign(math.inf, x)
 
 
-def _nonfinite(x: float) -> str:
+def nonfinite(x: float) -> str:
     if math.isnan(x):
         return "NaN"
     return "-Infinity" if x < 0 else "Infinity"
@@ -37,13 +37,13 @@ def _nonfinite(x: float) -> str:
 
 def format_float32(x: float) -> str:
     """A DT_FLOAT value as TF Serving writes it (``x`` is first rounded to float32)."""
-    x = _round_f32(float(x))
+    x = round_f32(float(x))
     if not math.isfinite(x):
-        return _nonfinite(x)
-    return _format_f32(x)
+        return nonfinite(x)
+    return format_f32(x)
 
 
-def _format_f32(x: float) -> str:
+def format_f32(x: float) -> str:
     # x is a finite float32 value held in a Python float. This is the REST hot path:
     # %-formatting is ~1.5x faster than format(), and the usual 6-digit miss is caught
     # inline: half a float32 ULP never exceeds 2**-24 of a normal value, so a text
@@ -63,7 +63,7 @@ def _format_f32(x: float) -> str:
 
 def _f32_round_trips(text: str, parsed: float, x: float) -> bool:
     """Whether parsing ``text`` as a float32 (absl::SimpleAtof) gives back ``x``."""
-    rounded = _round_f32(parsed)
+    rounded = round_f32(parsed)
     # Going through a double can only mislead when that double is exactly halfway between
     # two floats, which a 6-digit decimal can only come close to below 1e-3.
     if abs(x) < 1e-3 and _is_f32_midpoint(parsed):
@@ -89,11 +89,11 @@ def format_double(x: float) -> str:
     """A DT_DOUBLE value as TF Serving writes it."""
     x = float(x)
     if not math.isfinite(x):
-        return _nonfinite(x)
-    return _format_f64(x)
+        return nonfinite(x)
+    return format_f64(x)
 
 
-def _format_f64(x: float) -> str:
+def format_f64(x: float) -> str:
     text = "%g" % x  # noqa: UP031
     if float(text) != x:
         text = "%.17g" % x  # noqa: UP031
@@ -147,7 +147,7 @@ def _round_digits(ax: Array, e10: Array, precision: int) -> tuple[Array, Array, 
     return digits, e10 + carry, unsure
 
 
-def _f32_texts(values: Array) -> Array:
+def f32_texts(values: Array) -> Array:
     """A uint8 matrix holding the text of each float32 value in a row, NULs in between."""
     # Signalling NaNs raise the invalid flag when widened (they print as NaN all the same),
     # and the float above FLT_MAX is infinity.
@@ -262,7 +262,7 @@ def _digit_rows(digits: Array) -> Array:
     return out
 
 
-def _join_matrix(texts: Array, shape: tuple[int, ...], parts: int) -> list[bytes]:
+def join_matrix(texts: Array, shape: tuple[int, ...], parts: int) -> list[bytes]:
     """JSON of `parts` equal consecutive pieces of a tensor, each piece of `shape`.
 
     Brackets and commas become extra columns around the text matrix; dropping every

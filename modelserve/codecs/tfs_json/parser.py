@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ...errors import InvalidArgument
-from .debug_json import _debug_json
+from .messages import debug_json
 
 
 def loads(body: bytes) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def loads(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         doc = _parse_exact(bytes(body))
     if type(doc) is not dict:
-        raise InvalidArgument(f"JSON Value: {_debug_json(doc)} Is not object")
+        raise InvalidArgument(f"JSON Value: {debug_json(doc)} Is not object")
     return doc
 
 
@@ -66,7 +66,7 @@ _DIGITS = re.compile(rb"[0-9]*")
 _HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
 _ESCAPES = {ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"\b",
             ord("f"): b"\f", ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t"}
-_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
+INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 _DBL_MAX_TENTH = int(1.7976931348623157e307)
 
 
@@ -256,7 +256,7 @@ class _ExactParser:
         text = self.data[start:j]
         if frac_digits == 0 and exponent is None and int_end - i <= 20:
             value = int(text)
-            if _INT64_MIN <= value <= _UINT64_MAX:
+            if INT64_MIN <= value <= UINT64_MAX:
                 return value, j
         return float(text), j  # v1.1.0 lets e.g. 2e308 become infinity
 

@@ -13,9 +13,9 @@ import orjson
 
 from ...dtypes import DType
 from ...errors import InvalidArgument, ServingError
-from .debug_json import _debug_json, _doc_error
-from .render import _render
-from .tensors import _MAX_RANK, _exact_tensor, _fast_array, _Hints, _is_b64, _to_array
+from .messages import debug_json, value_error
+from .render import render_output
+from .tensors import MAX_RANK, BodyHints, exact_tensor, fast_array, is_b64, to_array
 
 Array = npt.NDArray[Any]
 
@@ -34,7 +34,7 @@ def signature_name(doc: Mapping[str, Any]) -> str:
     name = doc["signature_name"]
     if type(name) is not str:
         raise InvalidArgument(
-            f"JSON Value: {_debug_json(doc)} not formatted correctly. "
+            f"JSON Value: {debug_json(doc)} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
     return name
@@ -54,15 +54,15 @@ def decode_predict(
         raise InvalidArgument(f"Failed to get input map for signature: {name or 'DEFAULT'}")
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances and has_inputs:
-        raise _doc_error(doc, "Not formatted correctly expecting only one of 'inputs' or "
+        raise value_error(doc, "Not formatted correctly expecting only one of 'inputs' or "
                               "'instances' keys to exist ")
-    hints = _Hints(body)
+    hints = BodyHints(body)
     if has_instances:
         instances = doc["instances"]
         if type(instances) is not list:
-            raise _doc_error(doc, "Expecting 'instances' to be an list/array")
+            raise value_error(doc, "Expecting 'instances' to be an list/array")
         if not instances:
-            raise _doc_error(doc, "No values in 'instances' array")
+            raise value_error(doc, "No values in 'instances' array")
         return _decode_rows(instances, inputs, hints), Format.ROW
     if has_inputs:
         return _decode_columns(doc["inputs"], inputs, hints), Format.COLUMNAR
@@ -70,32 +70,34 @@ def decode_predict(
 
 
 def _is_named(value: Any) -> bool:
-    return type(value) is dict and not _is_b64(value)
+    return type(value) is dict and not is_b64(value)
 
 
 # ---- row format ("instances") --------------------------------------------------------------
 
 
-def _decode_rows(instances: list[Any], inputs: Mapping[str, DType], hints: _Hints) -> dict[str, Array]:
+def _decode_rows(instances: list[Any], inputs: Mapping[str, DType], hints: BodyHints) -> dict[str, Array]:
     fast = _fast_rows(instances, inputs, hints)
     if fast is not None:
         return fast
     return _exact_rows(instances, inputs)
 
 
-def _fast_rows(instances: list[Any], inputs: Mapping[str, DType], hints: _Hints) -> dict[str, Array] | None:
+def _fast_rows(
+    instances: list[Any], inputs: Mapping[str, DType], hints: BodyHints
+) -> dict[str, Array] | None:
     names = inputs.keys()
     if not _is_named(instances[0]):
         if len(inputs) > 1:
             return None
         name = next(iter(inputs))
-        array = _fast_array(instances, inputs[name], hints)
+        array = fast_array(instances, inputs[name], hints)
         return None if array is None else {name: array}
     if not all(type(item) is dict and item.keys() == names for item in instances):
         return None
     result = {}
     for name, dtype in inputs.items():
-        array = _fast_array([item[name] for item in instances], dtype, hints)
+        array = fast_array([item[name] for item in instances], dtype, hints)
         if array is None:
             return None
         result[name] = array
@@ -139,7 +141,7 @@ def _add_object_row(batch: _RowBatch, index: int, item: Any, inputs: Mapping[str
     if item.keys() != inputs.keys():
         raise InvalidArgument(
             f"Failed to process element: {index} of 'instances' list. JSON object: "
-            f"{_debug_json(item)} keys must be equal to: {','.join(sorted(inputs))}"
+            f"{debug_json(item)} keys must be equal to: {','.join(sorted(inputs))}"
         )
 
 
@@ -161,7 +163,7 @@ class _RowBatch:
     def add(self, name: str, item: Any) -> None:
         if name not in self._inputs:
             raise InvalidArgument(f"JSON object: does not have named input: {name}")
-        shape, values = _exact_tensor(item, self._inputs[name], _MAX_RANK - 1)
+        shape, values = exact_tensor(item, self._inputs[name], MAX_RANK - 1)
         if name not in self._shapes:
             self._shapes[name] = shape
             self._values[name] = values
@@ -175,7 +177,7 @@ class _RowBatch:
 
     def arrays(self, count: int) -> dict[str, Array]:
         return {
-            name: _to_array((count, *self._shapes[name]), self._values[name], self._inputs[name])
+            name: to_array((count, *self._shapes[name]), self._values[name], self._inputs[name])
             for name in self._shapes
         }
 
@@ -187,7 +189,7 @@ def _shape_text(shape: tuple[int, ...]) -> str:
 # ---- columnar format ("inputs") ----------------------------------------------------------
 
 
-def _decode_columns(value: Any, inputs: Mapping[str, DType], hints: _Hints) -> dict[str, Array]:
+def _decode_columns(value: Any, inputs: Mapping[str, DType], hints: BodyHints) -> dict[str, Array]:
     """FillTensorMapFromInputsMap: a bare value for one input, else an object of inputs."""
     if not _is_named(value):
         if len(inputs) > 1:
@@ -205,12 +207,12 @@ def _decode_columns(value: Any, inputs: Mapping[str, DType], hints: _Hints) -> d
     return result
 
 
-def _column(value: Any, dtype: DType, hints: _Hints) -> Array:
-    array = _fast_array(value, dtype, hints)
+def _column(value: Any, dtype: DType, hints: BodyHints) -> Array:
+    array = fast_array(value, dtype, hints)
     if array is not None:
         return array
-    shape, values = _exact_tensor(value, dtype, _MAX_RANK)
-    return _to_array(shape, values, dtype)
+    shape, values = exact_tensor(value, dtype, MAX_RANK)
+    return to_array(shape, values, dtype)
 
 
 def encode_predict(outputs: Mapping[str, Array], fmt: Format) -> bytes:
@@ -229,8 +231,8 @@ def encode_predict(outputs: Mapping[str, Array], fmt: Format) -> bytes:
 def _encode_columns(arrays: dict[str, Array]) -> bytes:
     if len(arrays) == 1:
         ((name, array),) = arrays.items()
-        return b'{"outputs":' + _render(name, array, split=False)[0] + b"}"
-    fields = [orjson.dumps(name) + b":" + _render(name, array, split=False)[0]
+        return b'{"outputs":' + render_output(name, array, split=False)[0] + b"}"
+    fields = [orjson.dumps(name) + b":" + render_output(name, array, split=False)[0]
               for name, array in arrays.items()]
     return b'{"outputs":{' + b",".join(fields) + b"}}"
 
@@ -248,9 +250,9 @@ def _encode_rows(arrays: dict[str, Array]) -> bytes:
     if len(arrays) == 1:
         # The list of per-example values is the tensor itself in nested form.
         ((name, array),) = arrays.items()
-        return b'{"predictions":' + _render(name, array, split=False)[0] + b"}"
+        return b'{"predictions":' + render_output(name, array, split=False)[0] + b"}"
     keys = [orjson.dumps(name) + b":" for name in arrays]
-    columns = [_render(name, array, split=True) for name, array in arrays.items()]
+    columns = [render_output(name, array, split=True) for name, array in arrays.items()]
     rows = [b"{" + b",".join(k + v for k, v in zip(keys, row, strict=True)) + b"}"
             for row in zip(*columns, strict=True)]
     return b'{"predictions":[' + b",".join(rows) + b"]}"

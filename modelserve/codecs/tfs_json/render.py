@@ -12,7 +12,7 @@ import orjson
 
 from ...dtypes import DType, from_numpy, tf_name, to_numpy
 from ...errors import InvalidArgument, ServingError
-from .floats import _f32_texts, _format_f32, _format_f64, _join_matrix, _nonfinite
+from .floats import f32_texts, format_f32, format_f64, join_matrix, nonfinite
 
 Array = npt.NDArray[Any]
 
@@ -21,7 +21,7 @@ _NUMPY_OPTS = orjson.OPT_SERIALIZE_NUMPY
 _VECTOR_MIN = 640  # the numpy path costs ~150 array operations: below this, loop in Python
 
 
-def _render(name: str, array: Array, *, split: bool) -> list[bytes]:
+def render_output(name: str, array: Array, *, split: bool) -> list[bytes]:
     """The tensor's JSON as one item, or (``split``) one item per entry along dim 0."""
     if array.size == 0:
         return _render_empty(array.shape, split)  # nothing is written, so no dtype error
@@ -31,7 +31,7 @@ def _render(name: str, array: Array, *, split: bool) -> list[bytes]:
     if array.dtype.kind in "OSU":
         return _render_strings(array, split, as_bytes=name.endswith("_bytes"))
     if not array.dtype.isnative:
-        return _render(name, array.astype(array.dtype.newbyteorder("=")), split=split)
+        return render_output(name, array.astype(array.dtype.newbyteorder("=")), split=split)
     raise InvalidArgument(f"Failed to write JSON value for tensor type: {_type_label(array)}")
 
 
@@ -77,15 +77,15 @@ def _render_as_float32(array: Array, split: bool) -> list[bytes]:
 def _render_float32(array: Array, split: bool) -> list[bytes]:
     if array.size < _VECTOR_MIN:
         # `v - v == 0` is a fast isfinite(): inf - inf and NaN - NaN are NaN.
-        texts = [_format_f32(v) if v - v == 0 else _nonfinite(v) for v in array.ravel().tolist()]
+        texts = [format_f32(v) if v - v == 0 else nonfinite(v) for v in array.ravel().tolist()]
         return _nest(texts, array.shape, split)
     if split:
-        return _join_matrix(_f32_texts(array.ravel()), array.shape[1:], array.shape[0])
-    return _join_matrix(_f32_texts(array.ravel()), array.shape, 1)
+        return join_matrix(f32_texts(array.ravel()), array.shape[1:], array.shape[0])
+    return join_matrix(f32_texts(array.ravel()), array.shape, 1)
 
 
 def _render_float64(array: Array, split: bool) -> list[bytes]:
-    texts = [_format_f64(v) if v - v == 0 else _nonfinite(v) for v in array.ravel().tolist()]
+    texts = [format_f64(v) if v - v == 0 else nonfinite(v) for v in array.ravel().tolist()]
     return _nest(texts, array.shape, split)
 
 
@@ -102,7 +102,7 @@ def _render_plain(array: Array, split: bool) -> list[bytes]:
 
 
 def _render_strings(array: Array, split: bool, *, as_bytes: bool) -> list[bytes]:
-    convert = _b64_value if as_bytes else _text_value
+    convert = _b64_value if as_bytes else text_value
     flat = np.empty(array.size, dtype=object)
     flat[:] = [convert(v) for v in array.ravel().tolist()]
     nested = flat.reshape(array.shape).tolist()
@@ -121,7 +121,7 @@ def _as_bytes(value: Any) -> bytes:
     raise InvalidArgument("Failed to write JSON value for tensor type: string")
 
 
-def _text_value(value: Any) -> str:
+def text_value(value: Any) -> str:
     # TF writes the bytes unchecked; JSON text must be UTF-8, so invalid bytes become U+FFFD.
     return _as_bytes(value).decode("utf-8", "replace")
 

@@ -13,13 +13,14 @@ import numpy.typing as npt
 
 from ...dtypes import DType, tf_name, to_numpy
 from ...errors import InvalidArgument, Unimplemented
-from .debug_json import _END, _debug_json, _json_type
-from .parser import _INT64_MAX, _INT64_MIN, _UINT64_MAX
+from .messages import debug_json, json_type
+from .parser import INT64_MAX, INT64_MIN, UINT64_MAX
 
 Array = npt.NDArray[Any]
+_END = object()  # next(children, _END): no more children
 
 
-class _Hints:
+class BodyHints:
     """What the raw body tells the fast path; computed lazily, once per request."""
 
     def __init__(self, body: bytes) -> None:
@@ -47,7 +48,7 @@ def _contains(body: bytes, word: bytes) -> bool:
     return False
 
 
-def _is_b64(value: Any) -> bool:
+def is_b64(value: Any) -> bool:
     return type(value) is dict and len(value) == 1 and type(value.get("b64")) is str
 
 
@@ -57,13 +58,13 @@ _FLOAT_TYPES = frozenset({DType.DT_FLOAT, DType.DT_DOUBLE, DType.DT_HALF, DType.
 _INT_RANGES: dict[DType, tuple[int, int]] = {
     DType.DT_INT32: (-(2**31), 2**31 - 1), DType.DT_INT16: (-(2**31), 2**31 - 1),
     DType.DT_INT8: (-(2**31), 2**31 - 1), DType.DT_UINT8: (-(2**31), 2**31 - 1),
-    DType.DT_INT64: (_INT64_MIN, _INT64_MAX), DType.DT_UINT32: (0, 2**32 - 1),
-    DType.DT_UINT64: (0, _UINT64_MAX),
+    DType.DT_INT64: (INT64_MIN, INT64_MAX), DType.DT_UINT32: (0, 2**32 - 1),
+    DType.DT_UINT64: (0, UINT64_MAX),
 }
-_MAX_RANK = 64  # numpy's limit on dimensions (TF's is 254)
+MAX_RANK = 64  # numpy's limit on dimensions (TF's is 254)
 
 
-def _fast_array(value: Any, dtype: DType, hints: _Hints) -> Array | None:
+def fast_array(value: Any, dtype: DType, hints: BodyHints) -> Array | None:
     """Vectorised conversion plus cheap checks; None whenever validity is not proven."""
     if dtype is DType.DT_BOOL:
         return _fast_bools(value)
@@ -148,7 +149,7 @@ def _cast_float(array: Array, target: np.dtype[Any]) -> Array:
         return array.astype(target)
 
 
-def _exact_tensor(value: Any, dtype: DType, max_rank: int) -> tuple[tuple[int, ...], list[Any]]:
+def exact_tensor(value: Any, dtype: DType, max_rank: int) -> tuple[tuple[int, ...], list[Any]]:
     """GetDenseTensorShape + FillTensorProto, without recursion: (shape, flat values)."""
     shape = _dense_shape(value)
     rank = len(shape)
@@ -192,13 +193,13 @@ def _dense_shape(value: Any) -> tuple[int, ...]:
 def _add_leaf(value: Any, level: int, rank: int, dtype: DType, values: list[Any]) -> None:
     if level != rank:
         raise InvalidArgument(
-            f"JSON Value: {_debug_json(value)} found at incorrect level: {level + 1} in the JSON "
+            f"JSON Value: {debug_json(value)} found at incorrect level: {level + 1} in the JSON "
             f"DOM. Expected at level: {rank}"
         )
     if type(value) is dict:
         if dtype is not DType.DT_STRING:
             raise _type_error(value, dtype)
-        values.append(_decode_b64_object(value))
+        values.append(decode_b64_object(value))
     else:
         values.append(_json_scalar(value, dtype))
 
@@ -220,20 +221,20 @@ def _json_scalar(value: Any, dtype: DType) -> Any:
         if kind is str:
             return value.encode("utf-8", "surrogateescape")
     else:
-        raise Unimplemented(f"Conversion of JSON Value: {_debug_json(value)} to type: {tf_name(dtype)}")
+        raise Unimplemented(f"Conversion of JSON Value: {debug_json(value)} to type: {tf_name(dtype)}")
     raise _type_error(value, dtype)
 
 
 def _type_error(value: Any, dtype: DType) -> InvalidArgument:
     return InvalidArgument(
-        f"JSON Value: {_debug_json(value)} Type: {_json_type(value)} is not of expected type: "
+        f"JSON Value: {debug_json(value)} Type: {json_type(value)} is not of expected type: "
         f"{tf_name(dtype)}"
     )
 
 
-def _decode_b64_object(value: Any) -> bytes:
-    if not _is_b64(value):
-        raise InvalidArgument(f"JSON Value: {_debug_json(value)} not formatted correctly for base64 data")
+def decode_b64_object(value: Any) -> bytes:
+    if not is_b64(value):
+        raise InvalidArgument(f"JSON Value: {debug_json(value)} not formatted correctly for base64 data")
     decoded = _b64decode(value["b64"])
     if decoded is None:
         raise InvalidArgument("Unable to base64 decode")
@@ -262,7 +263,7 @@ def _b64decode(text: str) -> bytes | None:
     return binascii.a2b_base64(body + b"=" * expected)
 
 
-def _to_array(shape: tuple[int, ...], values: list[Any], dtype: DType) -> Array:
+def to_array(shape: tuple[int, ...], values: list[Any], dtype: DType) -> Array:
     target = to_numpy(dtype)
     if dtype is DType.DT_STRING:
         array = np.empty(len(values), dtype=object)

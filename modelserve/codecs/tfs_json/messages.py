@@ -21,7 +21,7 @@ _NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\]')
 _END = object()
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     """rapidjson's type name of a parsed value (JsonTypeString)."""
     if value is None:
         return "Null"
@@ -39,7 +39,7 @@ def _json_type(value: Any) -> str:
     return "Number"
 
 
-def _debug_json(value: Any) -> str:
+def debug_json(value: Any) -> str:
     """The value as TF prints it in messages, truncated after 256 bytes (never recursive)."""
     out = bytearray()
     levels: list[list[Any]] = []  # [is_array, value_count, iterator over children]
@@ -167,5 +167,5 @@ def _prettify(digits: str, k: int) -> str:
     return f"{head}e{kk - 1}"
 
 
-def _doc_error(doc: Mapping[str, Any], text: str) -> InvalidArgument:
-    return InvalidArgument(f"JSON Value: {_debug_json(doc)} {text}")
+def value_error(doc: Mapping[str, Any], text: str) -> InvalidArgument:
+    return InvalidArgument(f"JSON Value: {debug_json(doc)} {text}")
