@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from typing import Any
 
 from ...errors import InvalidArgument
@@ -167,5 +167,6 @@ def _prettify(digits: str, k: int) -> str:
     return f"{head}e{kk - 1}"
 
 
-def value_error(doc: Mapping[str, Any], text: str) -> InvalidArgument:
-    return InvalidArgument(f"JSON Value: {debug_json(doc)} {text}")
+def value_error(value: Any, text: str) -> InvalidArgument:
+    """TF's usual complaint about a JSON value: ``JSON Value: <value> <text>``."""
+    return InvalidArgument(f"JSON Value: {debug_json(value)} {text}")

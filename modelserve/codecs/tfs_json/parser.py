@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ...errors import InvalidArgument
-from .messages import debug_json
+from .messages import value_error
 
 
 def loads(body: bytes) -> dict[str, Any]:
@@ -25,7 +25,7 @@ def loads(body: bytes) -> dict[str, Any]:
     except orjson.JSONDecodeError:
         doc = _parse_exact(bytes(body))
     if type(doc) is not dict:
-        raise InvalidArgument(f"JSON Value: {debug_json(doc)} Is not object")
+        raise value_error(doc, "Is not object")
     return doc
 
 

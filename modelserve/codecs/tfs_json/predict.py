@@ -33,10 +33,7 @@ def signature_name(doc: Mapping[str, Any]) -> str:
         return ""
     name = doc["signature_name"]
     if type(name) is not str:
-        raise InvalidArgument(
-            f"JSON Value: {debug_json(doc)} not formatted correctly. "
-            "'signature_name' key must be a string value."
-        )
+        raise value_error(doc, "not formatted correctly. 'signature_name' key must be a string value.")
     return name
 
 

@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from ...dtypes import DType, tf_name, to_numpy
 from ...errors import InvalidArgument, Unimplemented
-from .messages import debug_json, json_type
+from .messages import debug_json, json_type, value_error
 from .parser import INT64_MAX, INT64_MIN, UINT64_MAX
 
 Array = npt.NDArray[Any]
@@ -192,10 +192,8 @@ def _dense_shape(value: Any) -> tuple[int, ...]:
 
 def _add_leaf(value: Any, level: int, rank: int, dtype: DType, values: list[Any]) -> None:
     if level != rank:
-        raise InvalidArgument(
-            f"JSON Value: {debug_json(value)} found at incorrect level: {level + 1} in the JSON "
-            f"DOM. Expected at level: {rank}"
-        )
+        raise value_error(value, f"found at incorrect level: {level + 1} in the JSON DOM. "
+                                 f"Expected at level: {rank}")
     if type(value) is dict:
         if dtype is not DType.DT_STRING:
             raise _type_error(value, dtype)
@@ -226,15 +224,12 @@ def _json_scalar(value: Any, dtype: DType) -> Any:
 
 
 def _type_error(value: Any, dtype: DType) -> InvalidArgument:
-    return InvalidArgument(
-        f"JSON Value: {debug_json(value)} Type: {json_type(value)} is not of expected type: "
-        f"{tf_name(dtype)}"
-    )
+    return value_error(value, f"Type: {json_type(value)} is not of expected type: {tf_name(dtype)}")
 
 
 def decode_b64_object(value: Any) -> bytes:
     if not is_b64(value):
-        raise InvalidArgument(f"JSON Value: {debug_json(value)} not formatted correctly for base64 data")
+        raise value_error(value, "not formatted correctly for base64 data")
     decoded = _b64decode(value["b64"])
     if decoded is None:
         raise InvalidArgument("Unable to base64 decode")
