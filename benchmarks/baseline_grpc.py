@@ -2,6 +2,7 @@
 
     python benchmarks/baseline_grpc.py aio|sync PORT MODEL.onnx    # TF Serving Predict, model inline
     python benchmarks/baseline_grpc.py echo PORT                   # raw grpc.aio echo of the request bytes
+    python benchmarks/baseline_grpc.py echo-threads PORT           # the same on grpc.server, 8 threads
 
 ``aio`` and ``sync`` do the least a Predict server can: parse the request,
 ``np.frombuffer`` its tensor_content, run onnxruntime (1 thread), answer with
@@ -80,9 +81,15 @@ async def serve_aio(port: int, servicer: Any = None, echo: bool = False) -> None
     await server.wait_for_termination()
 
 
-def serve_sync(port: int, model: str) -> None:
+def serve_sync(port: int, model: str | None) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(8), options=OPTIONS)
-    add_servicer(server, pb.PredictionService, SyncServicer(model))
+    if model is None:  # echo of the request bytes
+        rpc = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {"Predict": rpc}),)
+        )
+    else:
+        add_servicer(server, pb.PredictionService, SyncServicer(model))
     server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     server.wait_for_termination()
@@ -92,6 +99,8 @@ def main() -> None:
     kind, port = sys.argv[1], int(sys.argv[2])
     if kind == "sync":
         serve_sync(port, sys.argv[3])
+    elif kind == "echo-threads":
+        serve_sync(port, None)
     elif kind == "aio":
         asyncio.run(serve_aio(port, AioServicer(sys.argv[3])))
     else:

@@ -1,7 +1,7 @@
 """gRPC Predict throughput and large-tensor bandwidth: modelserve vs bare grpcio servers, same run.
 
     python benchmarks/grpc_predict.py [--seconds=10] [--rounds=3] [--concurrency=1,8,64]
-                                      [--big-concurrency=1,8]
+                                      [--big-concurrency=1,8] [--mlserver-python=VENV/bin/python]
 
 1. Small MLP (784→128→10, batch 1, tensor_content request, typed float_val answer) at each
    concurrency, against two bare servers running the same model inline (``baseline_grpc.py``):
@@ -20,13 +20,17 @@ read ``grpc-status``, so one answer of each server is checked with a real gRPC c
 from __future__ import annotations
 
 import argparse
+import json
 import re
+import shutil
 import struct
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -90,7 +94,7 @@ def wait_and_check(port: int, message: bytes, expected: np.ndarray | None, timeo
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def h2load(port: int, body: Path, connections: int, seconds: int) -> float:
+def h2load(port: int, body: Path, connections: int, seconds: int, path: str = PATH) -> float:
     """Requests per second of h2load (one stream per connection), pinned to CPU 0."""
     out = subprocess.run(
         [
@@ -109,7 +113,7 @@ def h2load(port: int, body: Path, connections: int, seconds: int) -> float:
             "content-type: application/grpc",
             "-H",
             "te: trailers",
-            f"http://127.0.0.1:{port}{PATH}",
+            f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,
@@ -136,33 +140,46 @@ def modelserve_cmd(base: Path, name: str, *extra: str) -> list[str]:
     ]
 
 
+@dataclass(frozen=True)
+class Peer:
+    """One server of a comparison: how to start it on a port, what to send, how to check an answer."""
+
+    command: Callable[[int], list[str]]
+    body: Path
+    check: Callable[[int], None]
+    path: str = PATH
+
+
+def tf_serving_peer(command: list[str], body: Path, message: bytes, expected: np.ndarray | None) -> Peer:
+    return Peer(
+        lambda port: [c.replace("{port}", str(port)) for c in command],
+        body,
+        lambda port: wait_and_check(port, message, expected),
+    )
+
+
 def run_servers(
-    servers: dict[str, list[str]],
-    message: bytes,
-    expected: np.ndarray | None,
-    body: Path,
-    levels: list[int],
-    seconds: int,
-    rounds: int,
+    peers: dict[str, Peer], levels: list[int], seconds: int, rounds: int
 ) -> dict[str, dict[int, float]]:
     """Best req/s of each server at each concurrency over interleaved rounds.
 
     All servers run at once (idle ones cost nothing) and take turns, so a noisy neighbour on a
     shared machine hits every server alike; the best of the rounds is each one's figure.
     """
-    results: dict[str, dict[int, float]] = {name: dict.fromkeys(levels, 0.0) for name in servers}
+    results: dict[str, dict[int, float]] = {name: dict.fromkeys(levels, 0.0) for name in peers}
     with ExitStack() as stack:
         ports = {}
-        for name, cmd in servers.items():
+        for name, peer in peers.items():
             ports[name] = port = free_port()
-            stack.enter_context(pinned([c.replace("{port}", str(port)) for c in cmd], "1"))
-        for port in ports.values():
-            wait_and_check(port, message, expected)
-            h2load(port, body, 8, 2)  # warm-up
+            stack.enter_context(pinned(peer.command(port), "1"))
+        for name, port in ports.items():
+            peers[name].check(port)
+            h2load(port, peers[name].body, 8, 2, peers[name].path)  # warm-up
         for _ in range(rounds):
             for c in levels:
                 for name, port in ports.items():
-                    results[name][c] = max(results[name][c], h2load(port, body, c, seconds))
+                    rps = h2load(port, peers[name].body, c, seconds, peers[name].path)
+                    results[name][c] = max(results[name][c], rps)
             print(
                 "  "
                 + "; ".join(
@@ -174,12 +191,77 @@ def run_servers(
     return results
 
 
+# --- MLServer as a peer (its own virtual environment: shared/BENCHMARKING.md) -----------------------
+
+
+def mlserver_peer(mlserver_python: str, work: Path, model: Path, x: np.ndarray, expected: np.ndarray) -> Peer:
+    """MLServer 1.7 V2 gRPC, ``parallel_workers: 0`` (its fastest mode), the same ONNX file."""
+    folder = work / "mlserver"
+    (folder / "mlp").mkdir(parents=True)
+    shutil.copy(
+        Path(__file__).resolve().parent / "mlserver_peer" / "runtime.py", folder / "mlp" / "runtime.py"
+    )
+    (folder / "mlp" / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "mlp",
+                "implementation": "runtime.OnnxModel",
+                "parameters": {"uri": str(model)},
+            }
+        )
+    )
+    request = pb.ModelInferRequest(model_name="mlp")
+    tensor = request.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
+    tensor.contents.fp32_contents.extend(x.reshape(-1).tolist())
+    message = request.SerializeToString()
+    body = frame_file(work / "v2.bin", message)
+
+    def command(port: int) -> list[str]:
+        (folder / "settings.json").write_text(
+            json.dumps(
+                {
+                    "parallel_workers": 0,
+                    "grpc_port": port,
+                    "http_port": free_port(),
+                    "metrics_port": free_port(),
+                    "debug": False,
+                }
+            )
+        )
+        return [str(Path(mlserver_python).parent / "mlserver"), "start", str(folder)]
+
+    def check(port: int) -> None:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            infer = Stub(channel, pb.GRPCInferenceService).ModelInfer
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    response = infer(pb.ModelInferRequest.FromString(message), timeout=10)
+                    break
+                except grpc.RpcError:
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.5)
+        out = response.outputs[0]
+        got = (
+            np.frombuffer(response.raw_output_contents[0], np.float32)
+            if response.raw_output_contents
+            else np.array(out.contents.fp32_contents, np.float32)
+        )
+        np.testing.assert_allclose(got.reshape(expected.shape), expected, rtol=1e-5, atol=1e-6)
+
+    return Peer(command, body, check, "/inference.GRPCInferenceService/ModelInfer")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--big-concurrency", default="1,8")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--mlserver-python", default="", help="python of a venv with mlserver==1.7.1 + onnxruntime"
+    )
     args = parser.parse_args()
     ensure_tools("h2load")
     work = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
@@ -198,19 +280,20 @@ def main() -> None:
     body = frame_file(work / "mlp.bin", message)
     print(f"raw onnxruntime in-process, batch 1, 1 thread: {raw:,.0f} calls/s", flush=True)
     levels = [int(c) for c in args.concurrency.split(",")]
-    small = run_servers(
-        {
-            "bare grpc.aio": [python(), here, "aio", "{port}", str(model)],
-            "bare grpc.server, 8 threads": [python(), here, "sync", "{port}", str(model)],
-            "modelserve": modelserve_cmd(work / "mlp", "mlp"),
-        },
-        message,
-        expected,
-        body,
-        levels,
-        args.seconds,
-        args.rounds,
-    )
+    peers = {
+        "bare grpc.aio": tf_serving_peer(
+            [python(), here, "aio", "{port}", str(model)], body, message, expected
+        ),
+        "bare grpc.server, 8 threads": tf_serving_peer(
+            [python(), here, "sync", "{port}", str(model)], body, message, expected
+        ),
+        "modelserve": tf_serving_peer(modelserve_cmd(work / "mlp", "mlp"), body, message, expected),
+    }
+    if args.mlserver_python:
+        peers["MLServer 1.7 V2 gRPC, parallel_workers 0"] = mlserver_peer(
+            args.mlserver_python, work, model, x, expected
+        )
+    small = run_servers(peers, levels, args.seconds, args.rounds)
 
     # 2. Large tensor round trip.
     big_model = work / "big" / "1" / "model.onnx"
@@ -220,18 +303,21 @@ def main() -> None:
     big_message = request_bytes("big", big_x)
     big_body = frame_file(work / "big.bin", big_message)
     big_levels = [int(c) for c in args.big_concurrency.split(",")]
-    big = run_servers(
-        {
-            "raw grpc.aio echo (bytes, no protobuf)": [python(), here, "echo", "{port}"],
-            "modelserve": modelserve_cmd(work / "big", "big", "--enable_serialization_as_tensor_content"),
-        },
-        big_message,
-        None,
-        big_body,
-        big_levels,
-        args.seconds,
-        args.rounds,
-    )
+    big_peers = {
+        "raw grpc.aio echo (bytes, no protobuf)": tf_serving_peer(
+            [python(), here, "echo", "{port}"], big_body, big_message, None
+        ),
+        "raw grpc.server echo, 8 threads": tf_serving_peer(
+            [python(), here, "echo-threads", "{port}"], big_body, big_message, None
+        ),
+        "modelserve": tf_serving_peer(
+            modelserve_cmd(work / "big", "big", "--enable_serialization_as_tensor_content"),
+            big_body,
+            big_message,
+            big_x,
+        ),
+    }
+    big = run_servers(big_peers, big_levels, args.seconds, args.rounds)
     report(small, raw, levels, big, big_levels, big_x.nbytes)
 
 
@@ -250,6 +336,9 @@ def report(
     for name, by_c in small.items():
         print(f"| {name} | " + " | ".join(f"{by_c[c]:,.0f}" for c in levels) + " |")
     ms = small["modelserve"]
+    for name, by_c in small.items():
+        if name.startswith("MLServer"):
+            print(f"| modelserve / {name} | " + " | ".join(f"{ms[c] / by_c[c]:.2f}x" for c in levels) + " |")
     print("| modelserve / bare grpc.aio | " + " | ".join(f"{ms[c] / aio[c]:.2f}x" for c in levels) + " |")
     print(
         "| modelserve / bare grpc.server | "
@@ -275,8 +364,15 @@ def report(
             + " | ".join(f"{by_c[c] * mb:,.0f} MB/s ({by_c[c]:,.0f} req/s)" for c in big_levels)
             + " |"
         )
-    mbig = big["modelserve"]
-    print("| modelserve / echo | " + " | ".join(f"{mbig[c] / echo[c]:.2f}x" for c in big_levels) + " |")
+    mbig, threaded_echo = big["modelserve"], big["raw grpc.server echo, 8 threads"]
+    print(
+        "| modelserve / grpc.aio echo | " + " | ".join(f"{mbig[c] / echo[c]:.2f}x" for c in big_levels) + " |"
+    )
+    print(
+        "| modelserve / grpc.server echo | "
+        + " | ".join(f"{mbig[c] / threaded_echo[c]:.2f}x" for c in big_levels)
+        + " |"
+    )
 
 
 if __name__ == "__main__":

@@ -1,0 +1,24 @@
+"""The 20-line MLServer runtime the gRPC benchmark serves the same ONNX file with (one intra-op thread).
+
+Runs inside MLServer's own virtual environment (its pins fight modelserve's: shared/BENCHMARKING.md).
+"""
+
+import onnxruntime as ort
+from mlserver import MLModel
+from mlserver.codecs import NumpyCodec
+from mlserver.types import InferenceRequest, InferenceResponse
+from mlserver.utils import get_model_uri
+
+
+class OnnxModel(MLModel):
+    async def load(self) -> bool:
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        path = await get_model_uri(self._settings)
+        self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+        return True
+
+    async def predict(self, payload: InferenceRequest) -> InferenceResponse:
+        x = NumpyCodec.decode_input(payload.inputs[0])
+        (y,) = self._session.run(None, {"input": x})
+        return InferenceResponse(model_name=self.name, outputs=[NumpyCodec.encode_output("output", y)])
