@@ -282,7 +282,7 @@ def predict_answer(
         if array.nbytes >= _WIRE_BYTES:
             entry = tensor_entry(_OUTPUTS_FIELD, alias, array, tensor_content=tensor_content)
         if entry is None:
-            response.outputs[alias].CopyFrom(from_ndarray(array, tensor_content=tensor_content))
+            from_ndarray(array, tensor_content=tensor_content, out=response.outputs[alias])
         else:
             parts += entry
     _answer_spec(response.model_spec, spec, version)

@@ -258,7 +258,7 @@ def _write_typed(proto: Message, dtype: DType, flat: np.ndarray) -> None:
         flat = np.ascontiguousarray(flat).view(np.uint16)
     elif dtype in (DType.DT_COMPLEX64, DType.DT_COMPLEX128):
         flat = np.ascontiguousarray(flat).view(stored)
-    if name in _PACKED_FIXED:
+    if name in _PACKED_FIXED and len(flat) > 16:
         # A packed fixed-width field is the little-endian buffer itself: merge
         # it as wire bytes (tag, length, payload) rather than one Python float
         # per element; ~100x faster than extend() for large outputs.
@@ -266,7 +266,7 @@ def _write_typed(proto: Message, dtype: DType, flat: np.ndarray) -> None:
         number = proto.DESCRIPTOR.fields_by_name[name].number
         proto.MergeFromString(_varint(number << 3 | 2) + _varint(len(payload)) + payload)
     else:
-        # Varint fields: protobuf's C encoder over tolist() is as fast as a
+        # Varint fields and small arrays: protobuf's C encoder over tolist() is as fast as a
         # numpy varint encoder for large arrays and faster for small ones.
         getattr(proto, name).extend(flat.astype(stored, copy=False).tolist())
 
@@ -291,17 +291,20 @@ def _native(array: np.ndarray) -> np.ndarray:
     return array if array.flags.c_contiguous else array.copy(order="C")
 
 
-def from_ndarray(array: np.ndarray, *, tensor_content: bool = False) -> Message:
+def from_ndarray(array: np.ndarray, *, tensor_content: bool = False, out: Message | None = None) -> Message:
     """Encode an array as a TensorProto.
 
     ``tensor_content=False`` (TF Serving's default for responses) writes the
     typed field; ``True`` writes the raw buffer. Unicode arrays become
     DT_STRING (UTF-8), as do object arrays of bytes/str. Raises Unimplemented
-    for numpy dtypes TF has no equivalent of.
+    for numpy dtypes TF has no equivalent of. ``out``: an empty TensorProto
+    to fill (e.g. a response's map entry) instead of a new one, saving a copy.
     """
     array = _native(np.asarray(array))
     dtype = from_numpy(array.dtype)
-    proto = pb.TensorProto(dtype=dtype, tensor_shape=shape_to_proto(array.shape))
+    proto = pb.TensorProto() if out is None else out
+    proto.dtype = dtype
+    proto.tensor_shape.CopyFrom(shape_to_proto(array.shape))
     if tensor_content and dtype != DType.DT_STRING:
         proto.tensor_content = array.tobytes()
     else:
