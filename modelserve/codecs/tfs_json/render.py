@@ -12,7 +12,8 @@ import orjson
 
 from ...dtypes import DType, from_numpy, tf_name, to_numpy
 from ...errors import InvalidArgument, ServingError
-from .floats import f32_texts, format_f32, format_f64, join_matrix, nonfinite
+from .float_matrix import f32_texts, join_matrix
+from .floats import format_f32, format_f64, nonfinite
 
 Array = npt.NDArray[Any]
 
