@@ -10,6 +10,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .errors import InvalidArgument
+from .placement import DEFAULT as DEFAULT_PLACEMENT
+from .placement import Placement
 from .policy import VersionPolicy
 
 
@@ -20,6 +22,7 @@ class ModelConfig:
     platform: str = "tensorflow"
     policy: VersionPolicy = VersionPolicy()
     labels: Mapping[str, int] = field(default_factory=dict)
+    placement: Placement = DEFAULT_PLACEMENT  # modelserve's extension: devices, instances, memory cap
 
 
 def validate(models: Sequence[ModelConfig]) -> None:

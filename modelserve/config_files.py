@@ -17,6 +17,7 @@ from typing import Any
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
+from . import placement
 from .config import ModelConfig
 from .errors import InvalidArgument, ServingError
 from .policy import VersionPolicy
@@ -88,6 +89,8 @@ def model_config(config: Any) -> ModelConfig:
         platform=platform,
         policy=version_policy(config),
         labels=dict(config.version_labels),
+        placement=placement.from_proto(name, config.placement) if config.HasField("placement")
+        else placement.DEFAULT,
     )
 
 

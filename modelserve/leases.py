@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .placement import InstanceStatus
 from .runner import Runner
 from .servable import Servable
 
@@ -30,6 +31,11 @@ class LoadedVersion:
         self._leases = 0
         self._retiring = False
         self._cv = threading.Condition(threading.Lock())
+
+    def instances(self) -> tuple[InstanceStatus, ...]:
+        """Where its instances run, their memory and calls (empty for a servable that does not say)."""
+        report = getattr(self.servable, "instance_status", None)
+        return tuple(report()) if report is not None else ()
 
     def acquire(self) -> bool:
         """Take a lease; False once the version is retiring (look it up again)."""

@@ -41,6 +41,7 @@ from .errors import (
     as_serving_error,
 )
 from .leases import Lease, LoadedVersion, Routes
+from .placement import InstanceStatus
 from .policy import (
     Action,
     State,
@@ -95,6 +96,7 @@ class VersionStatus:
     state: State
     error_code: Code = Code.OK
     error_message: str = ""
+    instances: tuple[InstanceStatus, ...] = ()  # of a loaded version: devices, memory, calls
 
 
 @dataclass
@@ -596,7 +598,8 @@ def _not_available(errors: Sequence[tuple[str, VersionStatus]], first: bool) -> 
 
 def _status_of(entry: _Version) -> VersionStatus:
     if entry.error is None:
-        return VersionStatus(entry.version, entry.state)
+        instances = entry.loaded.instances() if entry.loaded is not None else ()
+        return VersionStatus(entry.version, entry.state, instances=instances)
     return VersionStatus(entry.version, entry.state, entry.error.code, entry.error.message)
 
 

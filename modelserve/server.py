@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import socket
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import uvicorn
 
-from . import platforms
+from . import devices, platforms
 from .api.http import Router
 from .api.tfs_grpc import GrpcOptions, GrpcServer
 from .api.tfs_rest import RestOptions, TfsRestApp
@@ -27,6 +28,7 @@ from .config import ModelConfig
 from .config_files import ConfigFileWatcher, read_model_config_file
 from .core import ServingCore
 from .errors import InvalidArgument, ServingError
+from .instances import PlacedLoader
 from .manager import ManagerOptions, ModelManager, RunnerFactory
 from .options import FLAGS, ServerOptions
 from .runner import DirectRunner, Runner
@@ -107,10 +109,10 @@ class Server:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
         self._pool = WorkerPool(options.num_inference_threads, "modelserve-infer")
-        opts = load_options(options)
+        self._placed = PlacedLoader(load_options(options))  # devices are found in start()
         self.manager = ModelManager(
             manager_options(options),
-            loader=lambda config, path: platforms.load(config.name, config.platform, path, opts),
+            loader=self._placed,
             runner_factory=self._runner,
             warmup=ReplayWarmup(options.num_request_iterations_for_warmup) if options.enable_model_warmup
             else no_warmup,
@@ -140,6 +142,7 @@ class Server:
     async def start(self) -> None:
         check_options(self.options)
         warn_ignored_flags(self.options)
+        self._placed.inventory = devices.prepare(os.environ)
         self._choose_runners()
         models = model_list(self.options)
         await asyncio.to_thread(self.manager.reload, models)  # ports open only once models serve

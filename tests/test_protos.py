@@ -635,6 +635,8 @@ _SUBSET_ONLY = {  # messages we declare with fewer fields than TensorFlow does, 
     "tensorflow.ConfigProto", "tensorflow.GPUOptions", "tensorflow.RunOptions", "tensorflow.RunMetadata",
 }
 _BYTES_FOR_MESSAGE = {"tensorflow.TensorInfo.CompositeTensor.type_spec"}
+# modelserve's own fields in TF's messages, numbered from 1000 (TF Serving's parser rejects them).
+_EXTENSIONS = {"tensorflow.serving.ModelConfig.placement"}
 
 
 def _field_signature(field: FieldDescriptor) -> tuple[Any, ...]:
@@ -647,7 +649,8 @@ def _field_signature(field: FieldDescriptor) -> tuple[Any, ...]:
 def _compare_message(ours: Descriptor, theirs: Descriptor) -> list[str]:
     problems = []
     their_fields = {f.name: f for f in theirs.fields}
-    for field in ours.fields:
+    fields = [f for f in ours.fields if f.full_name not in _EXTENSIONS or f.number < 1000]
+    for field in fields:
         other = their_fields.get(field.name)
         if other is None:
             problems.append(f"{field.full_name}: not in TensorFlow's descriptor")
@@ -657,8 +660,8 @@ def _compare_message(ours: Descriptor, theirs: Descriptor) -> list[str]:
             )
         elif _field_signature(field) != _field_signature(other):
             problems.append(f"{field.full_name}: {_field_signature(field)} != {_field_signature(other)}")
-    if ours.full_name not in _SUBSET_ONLY and {f.name for f in ours.fields} != set(their_fields):
-        missing = set(their_fields) - {f.name for f in ours.fields}
+    if ours.full_name not in _SUBSET_ONLY and {f.name for f in fields} != set(their_fields):
+        missing = set(their_fields) - {f.name for f in fields}
         problems.append(f"{ours.full_name}: fields {missing} missing")
     for nested in ours.nested_types:
         if nested.GetOptions().map_entry:

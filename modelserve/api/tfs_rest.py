@@ -47,7 +47,8 @@ HTTP_STATUS = {
 }
 
 _POST = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)")
-_GET = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(/metadata)?")
+# ``/instances`` is modelserve's: where each loaded version's instances run, their memory (docs/gpu.md).
+_GET = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(/metadata|/instances)?")
 _CORS_HEADERS: Headers = [
     (b"access-control-allow-origin", b"*"),
     (b"access-control-allow-methods", b"POST, GET"),
@@ -108,11 +109,13 @@ class TfsRestApp:
             options = request_options.from_headers(scope["headers"])
             return await self._post_handlers[verb](self, spec, body, options)
         if method == "GET" and (match := _GET.fullmatch(path)):
-            name, version, label, metadata = match.groups()
+            name, version, label, suffix = match.groups()
             if name is None:
                 raise InvalidArgument("Missing model name in request.")
             spec = _spec(name, version, label)
-            return self._metadata(spec) if metadata else self._status(spec)
+            if suffix is None:
+                return self._status(spec)
+            return self._metadata(spec) if suffix.lower() == "/metadata" else self._instances(spec)
         raise InvalidArgument(f"Malformed request: {method} {path}")
 
     # ---- GET ------------------------------------------------------------------------------
@@ -123,6 +126,10 @@ class TfsRestApp:
         return tfs_json.encode_status(
             [(s.version, s.state.name, s.error_code.name, s.error_message) for s in rows]
         )
+
+    def _instances(self, spec: ModelSpec) -> bytes:
+        rows = self._core.status(spec.name, spec.version)
+        return tfs_json.encode_instances([(s.version, s.state.name, s.instances) for s in rows])
 
     def _metadata(self, spec: ModelSpec) -> bytes:
         with self._core.lease(spec) as lease:

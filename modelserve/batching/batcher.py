@@ -52,7 +52,8 @@ class Batcher:
         self._params = params
         self._model = model
         self._version = version
-        self._busy = Busy()
+        # A model with several instances (modelserve.instances) runs that many batches at once.
+        self._busy = Busy(capacity=getattr(servable, "instance_count", 1))
         self._queues: dict[_QueueKey, BatchQueue] = {}
 
     @property

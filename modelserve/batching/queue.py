@@ -11,7 +11,8 @@ within a level, up to ``max_execution_batch_size`` rows. A batch is due when
 
 1. it is full, or ``batch_timeout_micros`` is 0 (TF Serving's rules), or
 2. the oldest waiting request has waited ``batch_timeout_micros``, or
-3. the platform is idle (no batch of this version running or about to run)
+3. the platform is idle (fewer batches of this version running or about to
+   run than it has instances: one, unless its placement gives it several)
    and as many rows wait as the previous batch had. At low load that is one
    request, which then runs at once instead of waiting for the timeout; under
    a steady load it is the load's batch size, so the queue neither waits the
@@ -76,9 +77,13 @@ class Task:
 
 @dataclass
 class Busy:
-    """Batches of one servable in flight (taken and not finished), shared by its queues."""
+    """Batches of one servable in flight (taken and not finished), shared by its queues.
+
+    ``capacity``: how many batches the servable runs at once (its instances).
+    """
 
     batches: int = 0
+    capacity: int = 1
 
 
 @dataclass
@@ -168,7 +173,7 @@ class BatchQueue:
         params = self.params
         if flush or params.batch_timeout_micros == 0 or self.rows >= params.execution_batch_size:
             return True
-        if self.busy.batches == 0 and self.rows >= self.expected:
+        if self.busy.batches < self.busy.capacity and self.rows >= self.expected:
             return True
         oldest, started = self._head()
         # The rest of a split request that has started runs without waiting again.

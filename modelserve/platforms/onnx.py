@@ -15,8 +15,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from ..devices import CPU, check_fits, cuda_index
 from ..dtypes import DType
-from ..errors import FailedPrecondition, InvalidArgument
+from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..servable import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import LoadOptions
 
@@ -115,7 +116,12 @@ def session_options(options: LoadOptions) -> ort.SessionOptions:
 
 
 def providers(options: LoadOptions) -> list[Any]:
-    """Execution providers for ``options.device``; CUDA falls back to CPU with a log line."""
+    """Execution providers for ``options.device``; CUDA falls back to CPU with a log line.
+
+    A memory limit caps the CUDA provider's arena (``gpu_mem_limit``), which
+    then grows by what each allocation needs rather than by doubling, so that
+    the cap is reached only when the model really needs it.
+    """
     if not options.device.startswith("cuda"):
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in ort.get_available_providers():
@@ -125,18 +131,40 @@ def providers(options: LoadOptions) -> list[Any]:
             options.device,
         )
         return ["CPUExecutionProvider"]
-    cuda: dict[str, Any] = {"device_id": int(options.device.partition(":")[2] or 0)}
+    cuda: dict[str, Any] = {"device_id": cuda_index(options.device)}
     if options.memory_limit_bytes:
         cuda["gpu_mem_limit"] = options.memory_limit_bytes
+        cuda["arena_extend_strategy"] = "kSameAsRequested"
     return [("CUDAExecutionProvider", cuda), "CPUExecutionProvider"]
 
 
-class OnnxServable:
-    """One onnxruntime session; ``InferenceSession.run`` is thread-safe."""
+def weights_bytes(version_dir: Path) -> int:
+    """The model file and its external data: every file directly in the version folder."""
+    return sum(p.stat().st_size for p in version_dir.iterdir() if p.is_file())
 
-    def __init__(self, session: ort.InferenceSession, model_path: Path | None = None) -> None:
+
+def _out_of_memory(exc: BaseException) -> bool:
+    text = str(exc)
+    return "Failed to allocate memory" in text or "Available memory of" in text or "out of memory" in text
+
+
+class OnnxServable:
+    """One onnxruntime session; ``InferenceSession.run`` is thread-safe.
+
+    ``device`` is where it runs: ``cuda:N`` when its CUDA provider is active, else ``cpu``.
+    """
+
+    def __init__(
+        self,
+        session: ort.InferenceSession,
+        model_path: Path | None = None,
+        device: str = CPU,
+        weights_bytes: int | None = None,
+    ) -> None:
         self._session = session
         self._signatures = {DEFAULT_SIGNATURE: signature_of(session, model_path)}
+        self.device = device
+        self.weights_bytes = weights_bytes
 
     @property
     def signatures(self) -> Mapping[str, Signature]:
@@ -158,6 +186,8 @@ class OnnxServable:
         try:
             results = self._session.run([sig.outputs[a].name for a in aliases], feed)
         except _INPUT_ERRORS as exc:
+            if _out_of_memory(exc):
+                raise ResourceExhausted(f"Out of memory on {self.device}: {exc}") from None
             raise InvalidArgument(str(exc)) from None
         return {alias: _from_onnx(value) for alias, value in zip(aliases, results)}
 
@@ -185,10 +215,27 @@ def _from_onnx(array: Any) -> np.ndarray:
 
 def load(version_dir: Path, options: LoadOptions) -> OnnxServable:
     path = find_model_file(version_dir)
+    weights = weights_bytes(version_dir)
+    check_fits(weights, options.memory_limit_bytes)  # before anything is allocated
+    wanted = providers(options)
     try:
-        session = ort.InferenceSession(
-            str(path), sess_options=session_options(options), providers=providers(options)
-        )
+        session = ort.InferenceSession(str(path), sess_options=session_options(options), providers=wanted)
     except Exception as exc:  # onnxruntime raises its own types for corrupt files
+        if _out_of_memory(exc):
+            raise ResourceExhausted(f"out of device memory creating its session: {exc}") from exc
         raise FailedPrecondition(f"Failed to load ONNX model {path}: {exc}") from exc
-    return OnnxServable(session, path)
+    return OnnxServable(session, path, _running_on(session, options.device, wanted), weights)
+
+
+def _running_on(session: ort.InferenceSession, device: str, wanted: list[Any]) -> str:
+    """Where the session runs. onnxruntime drops a CUDA provider it cannot start (no CUDA or
+    cuDNN libraries) with a line at a log level we silence: say so here instead."""
+    if not device.startswith("cuda") or wanted == ["CPUExecutionProvider"]:
+        return CPU
+    if "CUDAExecutionProvider" in session.get_providers():
+        return device
+    log.warning(
+        "device %s requested but onnxruntime could not start its CUDA provider (CUDA or cuDNN "
+        "libraries missing or mismatched); running on CPU", device,
+    )
+    return CPU

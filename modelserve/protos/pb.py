@@ -148,6 +148,7 @@ FileSystemStoragePathSourceConfig: type[Message] = message_class(
 )
 # tensorflow_serving/config/model_server_config.proto
 ModelConfig: type[Message] = message_class("tensorflow.serving.ModelConfig")
+ModelPlacement: type[Message] = message_class("tensorflow.serving.ModelPlacement")
 ModelConfigList: type[Message] = message_class("tensorflow.serving.ModelConfigList")
 ModelServerConfig: type[Message] = message_class("tensorflow.serving.ModelServerConfig")
 ModelType: EnumTypeWrapper = enum_type("tensorflow.serving.ModelType")
@@ -247,6 +248,7 @@ __all__ = [
     "ModelInferResponse",
     "ModelMetadataRequest",
     "ModelMetadataResponse",
+    "ModelPlacement",
     "ModelReadyRequest",
     "ModelReadyResponse",
     "ModelRepositoryParameter",

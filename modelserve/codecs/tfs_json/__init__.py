@@ -37,7 +37,7 @@ from .examples import Feature, decode_examples, encode_classify, encode_regress
 from .floats import format_double, format_float32
 from .parser import loads
 from .predict import Format, decode_predict, encode_predict, signature_name
-from .status import encode_error, encode_metadata, encode_status
+from .status import encode_error, encode_instances, encode_metadata, encode_status
 
 __all__ = [
     "Feature",
@@ -46,6 +46,7 @@ __all__ = [
     "decode_predict",
     "encode_classify",
     "encode_error",
+    "encode_instances",
     "encode_metadata",
     "encode_predict",
     "encode_regress",

@@ -8,6 +8,7 @@ from typing import Any
 import orjson
 
 from ...dtypes import DType
+from ...placement import InstanceStatus
 from ...servable import Signature, TensorSpec
 
 
@@ -27,6 +28,21 @@ def encode_status(versions: Sequence[tuple[int, str, str, str]]) -> bytes:
             {"version": str(version), "state": state,
              "status": {"error_code": code, "error_message": message}}
             for version, state, code, message in versions
+        ]
+    })
+
+
+def encode_instances(versions: Sequence[tuple[int, str, Sequence[InstanceStatus]]]) -> bytes:
+    """modelserve's ``/v1/models/NAME/instances``: per version, where its instances run (docs/gpu.md)."""
+    return orjson.dumps({
+        "model_version_instances": [
+            {"version": str(version), "state": state, "instances": [
+                {"index": i.index, "device": i.device, "requested_device": i.requested_device,
+                 "weights_bytes": i.weights_bytes, "device_memory_bytes": i.device_memory_bytes,
+                 "memory_limit_bytes": i.memory_limit_bytes, "calls": i.calls}
+                for i in instances
+            ]}
+            for version, state, instances in versions
         ]
     })
 
