@@ -68,6 +68,10 @@ def test_reflection_lists_and_describes_the_services(half: Path) -> None:
         found = database.FindFileContainingSymbol("tensorflow.serving.PredictionService")
         assert found.package == "tensorflow.serving"
         assert "Predict" in [m.name for s in found.service for m in s.method]
+        # What `grpcurl ... grpc.health.v1.Health/Check` needs: the health service's own file.
+        health = database.FindFileContainingSymbol("grpc.health.v1.Health")
+        assert "Check" in [m.name for m in health.service[0].method]
+        database.FindFileContainingSymbol("tensorflow.TensorProto")  # types used by the services
 
 
 def test_unix_socket(half: Path, tmp_path: Path) -> None:

@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent import futures
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any, TypeVar
 
 import grpc
 import numpy as np
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
@@ -33,7 +35,8 @@ from ..codecs.tensor_wire import tensor_entry
 from ..config_files import model_configs, read_text_proto
 from ..core import ModelSpec, ServingCore
 from ..errors import Code, InvalidArgument, ServingError, Unknown, as_serving_error
-from ..protos import MODEL_SERVICE, POOL, PREDICTION_SERVICE, message_class, pb, service_descriptor
+from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
+from ..protos._pool import DESCRIPTOR_SET
 from ..servable import Signature, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,7 @@ MAX_ERROR_MESSAGE = 1024
 INT32_MAX = 2**31 - 1
 # TF Serving's ServerBuilder::SetMaxMessageSize(INT32_MAX): a 1 GiB request fits.
 DEFAULT_MAX_MESSAGE_BYTES = INT32_MAX
+HEALTH_SERVICE = "grpc.health.v1.Health"
 # Names the health service reports SERVING: TF Serving's three, plus the full names gRPC tooling asks for.
 _OUTPUTS_FIELD = pb.PredictResponse.DESCRIPTOR.fields_by_name["outputs"].number
 # Outputs at least this big skip protobuf's copies (codecs.tensor_wire); below, protobuf is faster.
@@ -461,7 +465,7 @@ class GrpcServer:
             servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         self._health = servicer
-        return str(health.SERVICE_NAME)
+        return HEALTH_SERVICE
 
     def stop(self, grace: float) -> None:
         """Refuse new RPCs, let running ones finish for up to ``grace`` seconds. Blocking."""
@@ -491,13 +495,34 @@ def _register(server: grpc.Server, service: str, servicer: object) -> None:
 
 
 def _add_reflection(server: grpc.Server, names: Iterable[str]) -> None:
-    """Server reflection over modelserve's private descriptor pool, so ``grpcurl list`` works."""
+    """Server reflection, so ``grpcurl list`` / ``describe`` and calls by name work."""
     try:
-        from grpc_reflection.v1alpha import reflection
+        from grpc_reflection.v1alpha import reflection, reflection_pb2
     except Exception as exc:  # e.g. a protobuf too old for its generated code: serve without it
         log.warning("gRPC server reflection is off: %s", exc)
         return
-    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server, pool=POOL)
+    extra = [reflection_pb2.DESCRIPTOR.serialized_pb]
+    if HEALTH_SERVICE in names:
+        from grpc_health.v1 import health_pb2
+
+        extra.append(health_pb2.DESCRIPTOR.serialized_pb)
+    pool = reflection_pool(extra)
+    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server, pool=pool)
+
+
+def reflection_pool(extra_files: Iterable[bytes]) -> descriptor_pool.DescriptorPool:
+    """modelserve's protos plus the health and reflection services' own files, in a pool of its own.
+
+    ``POOL`` stays as it is (never changed after import); the health and reflection files
+    live in protobuf's default pool, where reflection over ``POOL`` alone cannot see them.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    data = resources.files("modelserve.protos").joinpath(DESCRIPTOR_SET).read_bytes()
+    for file in descriptor_pb2.FileDescriptorSet.FromString(data).file:
+        pool.Add(file)
+    for serialized in extra_files:
+        pool.AddSerializedFile(serialized)
+    return pool
 
 
 def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
