@@ -45,6 +45,7 @@ class Gate(EchoServable):
         self.running = 0
         self.most = 0
         self.calls = 0
+        self.entered = threading.Event()
         self._lock = threading.Lock()
 
     def predict(self, signature: str, inputs: Any, output_filter: Any = ()) -> dict[str, Any]:
@@ -52,6 +53,7 @@ class Gate(EchoServable):
             self.running += 1
             self.calls += 1
             self.most = max(self.most, self.running)
+        self.entered.set()
         try:
             if self.barrier is not None:
                 self.barrier.wait(WAIT)
@@ -117,23 +119,28 @@ def test_a_shared_instance_runs_concurrent_calls() -> None:
 
 
 def test_the_batcher_runs_one_batch_per_instance_at_once() -> None:
-    # Two single-row requests; the second arrives while the first's batch runs. With two instances the
+    # Two single-row requests; the second comes once the first's batch runs. With two instances the
     # second runs at once on the other one (both meet at the barrier); with one, it would wait out the
     # 60 s batch timeout and the barrier would break.
     barrier = threading.Barrier(2)
-    instances = group([Gate(0.0, barrier), Gate(10.0, barrier)])
+    gates = [Gate(0.0, barrier), Gate(10.0, barrier)]
+    instances = group(gates)
     assert instances.instance_count == 2
     params = BatchingParameters(max_batch_size=4, batch_timeout_micros=60_000_000, num_batch_threads=2)
     scheduler = BatchScheduler(2)
     batcher = Batcher(scheduler, instances, params, "m", 1)
+
+    def request(value: float) -> float:
+        answer = batcher.predict_blocking(DEFAULT_SIGNATURE, {"x": np.array([value], np.float32)})
+        return float(answer["y"][0])
+
     try:
         with ThreadPoolExecutor(2) as pool:
-            futures = [
-                pool.submit(batcher.predict_blocking, DEFAULT_SIGNATURE, {"x": np.array([v], np.float32)})
-                for v in (1.0, 2.0)
-            ]
-            answers = sorted(float(f.result(WAIT)["y"][0]) % 10 for f in futures)
-        assert answers == [1.0, 2.0]
+            first = pool.submit(request, 1.0)
+            assert gates[0].entered.wait(WAIT)  # its batch runs on the first instance
+            second = pool.submit(request, 2.0)
+            answers = [first.result(WAIT), second.result(WAIT)]
+        assert answers == [1.0, 12.0]
         assert [s.calls for s in instances.instance_status()] == [1, 1]
     finally:
         batcher.close()
@@ -160,9 +167,10 @@ def test_loader_places_instances_and_reports_them(repo: Path) -> None:
     loaded = loader(config(repo, "mlp", Placement(("cpu",), 3, 10 << 20)), repo / "mlp" / "1")
     try:
         size = (repo / "mlp" / "1" / "model.onnx").stat().st_size
+        statuses = loaded.instance_status()
         assert [(s.index, s.device, s.requested_device, s.weights_bytes, s.memory_limit_bytes)
-                for s in loaded.instance_status()] == [(i, "cpu", "cpu", size, (10 << 20) // 3) for i in range(3)]
-        assert all(s.device_memory_bytes is None for s in loaded.instance_status())  # no device memory on a CPU
+                for s in statuses] == [(i, "cpu", "cpu", size, (10 << 20) // 3) for i in range(3)]
+        assert all(s.device_memory_bytes is None for s in statuses)  # no device memory on a CPU
         x = np.random.default_rng(1).standard_normal((5, 6)).astype(np.float32)
         for _ in range(3):
             out = loaded.predict(DEFAULT_SIGNATURE, {"input": x})["output"]
@@ -251,7 +259,8 @@ def server(request: pytest.FixtureRequest, repo: Path) -> Iterator[ServerThread]
     batching = repo / "batching.txt"
     batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000 }\n"
                         "num_batch_threads { value: 4 }\nmax_enqueued_batches { value: 1000 }\n")
-    flags = [f"--model_config_file={models}", "--tensorflow_intra_op_parallelism=1", "--max_num_load_retries=0"]
+    flags = [f"--model_config_file={models}", "--tensorflow_intra_op_parallelism=1",
+             "--max_num_load_retries=0"]
     if request.param == "batching":
         flags += ["--enable_batching", f"--batching_parameters_file={batching}"]
     with running_server(*flags) as handle:
@@ -325,4 +334,5 @@ def test_a_model_that_does_not_fit_fails_alone(server: ServerThread, repo: Path)
         x = np.ones((2, 6), np.float32)
         np.testing.assert_allclose(grpc_client.predict("mlp", {"input": x})["output"],
                                    om.mlp_reference(WEIGHTS, x), rtol=1e-4, atol=1e-5)
-        np.testing.assert_allclose(grpc_client.predict("small", {"x": np.array([2.0], np.float32)})["y"], [3.0])
+        small = grpc_client.predict("small", {"x": np.array([2.0], np.float32)})["y"]
+        np.testing.assert_allclose(small, [3.0])
