@@ -1,0 +1,301 @@
+"""``GrpcClient`` and ``AsyncGrpcClient``: TF Serving's gRPC API from numpy."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import grpc
+import numpy as np
+from google.protobuf.message import Message
+
+from ..errors import ServingError
+from ..protos import Stub, pb
+from .messages import (
+    channel_options,
+    check_reload,
+    classes_of,
+    examples_request,
+    metadata_of,
+    metadata_request,
+    outputs_of,
+    predict_request,
+    regressions_of,
+    reload_request,
+    rpc_error,
+    sole_input,
+    status_request,
+    statuses_of,
+)
+from .types import (
+    DEFAULT_TIMEOUT,
+    MAX_MESSAGE_BYTES,
+    Classes,
+    ClientError,
+    Example,
+    Inputs,
+    ModelMetadata,
+    VersionStatus,
+)
+
+
+class _GrpcBase:
+    def __init__(
+        self,
+        target: str,
+        *,
+        timeout: float | None,
+        credentials: grpc.ChannelCredentials | None,
+        options: Sequence[tuple[str, Any]],
+        max_message_bytes: int,
+        aio: bool,
+    ) -> None:
+        module: Any = grpc.aio if aio else grpc
+        opts = channel_options(max_message_bytes, options)
+        self._channel = (
+            module.secure_channel(target, credentials, options=opts)
+            if credentials is not None
+            else module.insecure_channel(target, options=opts)
+        )
+        self._prediction = Stub(self._channel, pb.PredictionService)
+        self._models = Stub(self._channel, pb.ModelService)
+        self._timeout = timeout
+        self._metadata_cache: dict[tuple[str, int | None, str | None], ModelMetadata] = {}
+
+    def _timeout_for(self, timeout: float | None) -> float | None:
+        return self._timeout if timeout is None else timeout
+
+
+class GrpcClient(_GrpcBase):
+    """TF Serving's gRPC API from numpy. Thread-safe; close it (or use ``with``) when done."""
+
+    def __init__(
+        self,
+        target: str = "localhost:8500",
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(
+            target,
+            timeout=timeout,
+            credentials=credentials,
+            options=options,
+            max_message_bytes=max_message_bytes,
+            aio=False,
+        )
+
+    def _call(self, method: Callable[..., Any], request: Message, timeout: float | None) -> Any:
+        try:
+            return method(request, timeout=self._timeout_for(timeout))
+        except grpc.RpcError as exc:
+            raise rpc_error(exc) from None
+
+    def predict(
+        self,
+        model: str,
+        inputs: Inputs,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        output_filter: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run the model on ``inputs`` (by input name, or one bare array); outputs by name."""
+        if isinstance(inputs, np.ndarray):
+            inputs = {sole_input(self._cached_metadata(model, version, label), signature): inputs}
+        request = predict_request(model, inputs, version, label, signature, output_filter)
+        response = self._call(self._prediction.Predict, request, timeout)
+        outputs: dict[str, np.ndarray] = _wrap(outputs_of, response)
+        return outputs
+
+    def metadata(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelMetadata:
+        request = metadata_request(model, version, label)
+        return metadata_of(self._call(self._prediction.GetModelMetadata, request, timeout))
+
+    def _cached_metadata(self, model: str, version: int | None, label: str | None) -> ModelMetadata:
+        key = (model, version, label)
+        if key not in self._metadata_cache:
+            self._metadata_cache[key] = self.metadata(model, version=version, label=label)
+        return self._metadata_cache[key]
+
+    def status(
+        self, model: str, *, version: int | None = None, timeout: float | None = None
+    ) -> list[VersionStatus]:
+        return statuses_of(self._call(self._models.GetModelStatus, status_request(model, version), timeout))
+
+    def classify(
+        self,
+        model: str,
+        examples: Sequence[Example],
+        *,
+        context: Example | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        timeout: float | None = None,
+    ) -> list[Classes]:
+        """(label, score) pairs per example, as TF Serving's Classify returns them."""
+        request = examples_request(
+            pb.ClassificationRequest, model, examples, context, version, label, signature
+        )
+        return classes_of(self._call(self._prediction.Classify, request, timeout))
+
+    def regress(
+        self,
+        model: str,
+        examples: Sequence[Example],
+        *,
+        context: Example | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        timeout: float | None = None,
+    ) -> list[float]:
+        request = examples_request(pb.RegressionRequest, model, examples, context, version, label, signature)
+        return regressions_of(self._call(self._prediction.Regress, request, timeout))
+
+    def reload_config(self, config: str | Message, *, timeout: float | None = None) -> None:
+        """Serve exactly the models of ``config`` (text-format or a ModelServerConfig message)."""
+        check_reload(self._call(self._models.HandleReloadConfigRequest, reload_request(config), timeout))
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> GrpcClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncGrpcClient(_GrpcBase):
+    """``GrpcClient`` on ``grpc.aio``: the same methods, awaited. Use it on one event loop."""
+
+    def __init__(
+        self,
+        target: str = "localhost:8500",
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
+    ) -> None:
+        super().__init__(
+            target,
+            timeout=timeout,
+            credentials=credentials,
+            options=options,
+            max_message_bytes=max_message_bytes,
+            aio=True,
+        )
+
+    async def _call(self, method: Callable[..., Any], request: Message, timeout: float | None) -> Any:
+        try:
+            return await method(request, timeout=self._timeout_for(timeout))
+        except grpc.RpcError as exc:
+            raise rpc_error(exc) from None
+
+    async def predict(
+        self,
+        model: str,
+        inputs: Inputs,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        output_filter: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        if isinstance(inputs, np.ndarray):
+            metadata = await self._cached_metadata(model, version, label)
+            inputs = {sole_input(metadata, signature): inputs}
+        request = predict_request(model, inputs, version, label, signature, output_filter)
+        response = await self._call(self._prediction.Predict, request, timeout)
+        outputs: dict[str, np.ndarray] = _wrap(outputs_of, response)
+        return outputs
+
+    async def metadata(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelMetadata:
+        request = metadata_request(model, version, label)
+        return metadata_of(await self._call(self._prediction.GetModelMetadata, request, timeout))
+
+    async def _cached_metadata(self, model: str, version: int | None, label: str | None) -> ModelMetadata:
+        key = (model, version, label)
+        if key not in self._metadata_cache:
+            self._metadata_cache[key] = await self.metadata(model, version=version, label=label)
+        return self._metadata_cache[key]
+
+    async def status(
+        self, model: str, *, version: int | None = None, timeout: float | None = None
+    ) -> list[VersionStatus]:
+        return statuses_of(
+            await self._call(self._models.GetModelStatus, status_request(model, version), timeout)
+        )
+
+    async def classify(
+        self,
+        model: str,
+        examples: Sequence[Example],
+        *,
+        context: Example | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        timeout: float | None = None,
+    ) -> list[Classes]:
+        request = examples_request(
+            pb.ClassificationRequest, model, examples, context, version, label, signature
+        )
+        return classes_of(await self._call(self._prediction.Classify, request, timeout))
+
+    async def regress(
+        self,
+        model: str,
+        examples: Sequence[Example],
+        *,
+        context: Example | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        timeout: float | None = None,
+    ) -> list[float]:
+        request = examples_request(pb.RegressionRequest, model, examples, context, version, label, signature)
+        return regressions_of(await self._call(self._prediction.Regress, request, timeout))
+
+    async def reload_config(self, config: str | Message, *, timeout: float | None = None) -> None:
+        request = reload_request(config)
+        check_reload(await self._call(self._models.HandleReloadConfigRequest, request, timeout))
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncGrpcClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+def _wrap(parse: Callable[[Any], Any], response: Any) -> Any:
+    """Decoding errors of an answer (a ServingError from the codecs) become ClientErrors."""
+    try:
+        return parse(response)
+    except ServingError as exc:
+        raise ClientError(exc.code, exc.message) from None

@@ -1,0 +1,340 @@
+"""``RestClient`` and ``AsyncRestClient``: TF Serving's REST API from numpy, stdlib HTTP only."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.client
+import json
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import numpy as np
+from google.protobuf.message import Message
+
+from ..dtypes import DType, to_numpy
+from ..errors import Code
+from .types import (
+    DEFAULT_TIMEOUT,
+    Classes,
+    ClientError,
+    Example,
+    Inputs,
+    ModelMetadata,
+    SignatureInfo,
+    TensorInfo,
+    VersionStatus,
+)
+
+# TF Serving's HTTP status -> the canonical code it came from (400 also carries FAILED_PRECONDITION).
+_HTTP_CODES = {
+    400: Code.INVALID_ARGUMENT,
+    401: Code.UNAUTHENTICATED,
+    403: Code.PERMISSION_DENIED,
+    404: Code.NOT_FOUND,
+    409: Code.ABORTED,
+    413: Code.RESOURCE_EXHAUSTED,
+    429: Code.RESOURCE_EXHAUSTED,
+    499: Code.CANCELLED,
+    500: Code.INTERNAL,
+    501: Code.UNIMPLEMENTED,
+    503: Code.UNAVAILABLE,
+    504: Code.DEADLINE_EXCEEDED,
+}
+
+
+def _model_path(model: str, version: int | None, label: str | None) -> str:
+    path = f"/v1/models/{quote(model, safe='')}"
+    if version is not None:
+        return f"{path}/versions/{version}"
+    if label is not None:
+        return f"{path}/labels/{quote(label, safe='')}"
+    return path
+
+
+def _to_json(value: Any) -> Any:
+    """A tensor or feature value as TF Serving's JSON: bytes as {"b64": ...}, numbers as numbers."""
+    if isinstance(value, np.ndarray):
+        if value.dtype == object or value.dtype.kind in "SU":
+            return _to_json(value.tolist())
+        return value.tolist()
+    if isinstance(value, (list, tuple)):
+        return [_to_json(v) for v in value]
+    if isinstance(value, bytes):
+        return {"b64": base64.b64encode(value).decode("ascii")}
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def _from_json(value: Any, info: TensorInfo) -> np.ndarray:
+    dtype = DType[info.dtype]
+    if dtype != DType.DT_STRING:
+        return np.asarray(value, dtype=to_numpy(dtype))
+    nested = _strings(value)
+    flat = list(_flat(nested))
+    array = np.empty(len(flat), dtype=object)
+    array[:] = flat
+    return array.reshape(np.shape(nested) if isinstance(nested, list) else ())
+
+
+def _strings(value: Any) -> Any:
+    if isinstance(value, list):
+        return [_strings(v) for v in value]
+    if isinstance(value, dict):
+        return base64.b64decode(value["b64"])
+    return value.encode("utf-8") if isinstance(value, str) else value
+
+
+def _flat(value: Any) -> Any:
+    if isinstance(value, list):
+        for item in value:
+            yield from _flat(item)
+    else:
+        yield value
+
+
+def _rest_metadata(doc: Mapping[str, Any]) -> ModelMetadata:
+    def info(entry: Mapping[str, Any]) -> TensorInfo:
+        shape = entry.get("tensor_shape", {})
+        dims = None if shape.get("unknown_rank") else tuple(int(d["size"]) for d in shape.get("dim", []))
+        return TensorInfo(entry.get("name", ""), entry["dtype"], dims)
+
+    signatures = doc["metadata"]["signature_def"]["signature_def"]
+    return ModelMetadata(
+        doc["model_spec"]["name"],
+        int(doc["model_spec"]["version"]),
+        {
+            key: SignatureInfo(
+                {a: info(e) for a, e in s.get("inputs", {}).items()},
+                {a: info(e) for a, e in s.get("outputs", {}).items()},
+                s.get("method_name", ""),
+            )
+            for key, s in signatures.items()
+        },
+    )
+
+
+class RestClient:
+    """TF Serving's REST API from numpy, with ``GrpcClient``'s methods. Thread-safe.
+
+    ``output_filter`` is applied on the client (the REST API has none), and
+    ``reload_config`` raises UNIMPLEMENTED: TF Serving reloads over gRPC only.
+    """
+
+    def __init__(
+        self, url: str = "http://localhost:8501", *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> None:
+        parts = urlsplit(url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "localhost"
+        self._port = parts.port or (443 if self._https else 80)
+        self._prefix = parts.path.rstrip("/")
+        self._timeout = timeout
+        self._local = threading.local()
+        self._open: list[http.client.HTTPConnection] = []  # every thread's, for close()
+        self._lock = threading.Lock()
+        self._metadata_cache: dict[tuple[str, int | None, str | None], ModelMetadata] = {}
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self._timeout)
+            self._local.conn = conn
+            with self._lock:
+                self._open.append(conn)
+        return conn
+
+    def _request(self, method: str, path: str, doc: Any = None, timeout: float | None = None) -> Any:
+        body = None if doc is None else json.dumps(doc).encode()
+        for attempt in (1, 2):  # a kept-alive connection the server has closed is retried once
+            conn = self._connection()
+            conn.timeout = self._timeout if timeout is None else timeout
+            if conn.sock is not None:
+                conn.sock.settimeout(conn.timeout)
+            try:
+                conn.request(
+                    method, self._prefix + path, body=body, headers={"Content-Type": "application/json"}
+                )
+                response = conn.getresponse()
+                data = response.read()
+                break
+            except (ConnectionError, http.client.HTTPException, TimeoutError, OSError) as exc:
+                conn.close()
+                self._local.conn = None
+                with self._lock:
+                    if conn in self._open:
+                        self._open.remove(conn)
+                if attempt == 2 or isinstance(exc, TimeoutError):
+                    code = Code.DEADLINE_EXCEEDED if isinstance(exc, TimeoutError) else Code.UNAVAILABLE
+                    raise ClientError(code, f"{type(exc).__name__}: {exc}") from None
+        answer = json.loads(data) if data else {}
+        if response.status != 200:
+            message = answer.get("error", data.decode("utf-8", "replace")) if isinstance(answer, dict) else ""
+            raise ClientError(_HTTP_CODES.get(response.status, Code.UNKNOWN), message, response.status)
+        return answer
+
+    def predict(
+        self,
+        model: str,
+        inputs: Inputs,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        output_filter: Sequence[str] | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        info = self._signature(model, version, label, signature)
+        doc: dict[str, Any] = {
+            "inputs": _to_json(inputs)
+            if isinstance(inputs, np.ndarray)
+            else {k: _to_json(v) for k, v in inputs.items()}
+        }
+        if signature:
+            doc["signature_name"] = signature
+        path = _model_path(model, version, label) + ":predict"
+        outputs = self._request("POST", path, doc, timeout)["outputs"]
+        if not isinstance(outputs, dict) or set(outputs) - set(info.outputs):
+            outputs = {next(iter(info.outputs)): outputs}  # one output comes back unnamed
+        wanted = list(output_filter) if output_filter else list(outputs)
+        return {alias: _from_json(outputs[alias], info.outputs[alias]) for alias in wanted}
+
+    def _signature(
+        self, model: str, version: int | None, label: str | None, signature: str | None
+    ) -> SignatureInfo:
+        key = (model, version, label)
+        if key not in self._metadata_cache:
+            self._metadata_cache[key] = self.metadata(model, version=version, label=label)
+        info = self._metadata_cache[key].signatures.get(signature or "serving_default")
+        if info is None:
+            raise ClientError(
+                Code.INVALID_ARGUMENT, f"Model {model} has no signature {signature or 'serving_default'}"
+            )
+        return info
+
+    def metadata(
+        self,
+        model: str,
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        timeout: float | None = None,
+    ) -> ModelMetadata:
+        return _rest_metadata(
+            self._request("GET", _model_path(model, version, label) + "/metadata", None, timeout)
+        )
+
+    def status(
+        self, model: str, *, version: int | None = None, timeout: float | None = None
+    ) -> list[VersionStatus]:
+        doc = self._request("GET", _model_path(model, version, None), None, timeout)
+        return [
+            VersionStatus(
+                int(s["version"]), s["state"], s["status"]["error_code"], s["status"].get("error_message", "")
+            )
+            for s in doc["model_version_status"]
+        ]
+
+    def _examples(
+        self,
+        verb: str,
+        model: str,
+        examples: Sequence[Example],
+        context: Example | None,
+        version: int | None,
+        label: str | None,
+        signature: str | None,
+        timeout: float | None,
+    ) -> Any:
+        doc: dict[str, Any] = {"examples": [{k: _to_json(v) for k, v in e.items()} for e in examples]}
+        if context is not None:
+            doc["context"] = {k: _to_json(v) for k, v in context.items()}
+        if signature:
+            doc["signature_name"] = signature
+        return self._request("POST", _model_path(model, version, label) + f":{verb}", doc, timeout)["results"]
+
+    def classify(
+        self,
+        model: str,
+        examples: Sequence[Example],
+        *,
+        context: Example | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        timeout: float | None = None,
+    ) -> list[Classes]:
+        results = self._examples("classify", model, examples, context, version, label, signature, timeout)
+        return [[(str(label_), float(score)) for label_, score in item] for item in results]
+
+    def regress(
+        self,
+        model: str,
+        examples: Sequence[Example],
+        *,
+        context: Example | None = None,
+        version: int | None = None,
+        label: str | None = None,
+        signature: str | None = None,
+        timeout: float | None = None,
+    ) -> list[float]:
+        results = self._examples("regress", model, examples, context, version, label, signature, timeout)
+        return [float(v) for v in results]
+
+    def reload_config(self, config: str | Message, *, timeout: float | None = None) -> None:
+        raise ClientError(
+            Code.UNIMPLEMENTED, "TF Serving's REST API cannot reload the config; use GrpcClient"
+        )
+
+    def close(self) -> None:
+        with self._lock:
+            connections, self._open = self._open, []
+        for conn in connections:
+            conn.close()
+        self._local = threading.local()
+
+    def __enter__(self) -> RestClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class AsyncRestClient:
+    """``RestClient``'s methods as coroutines (each call runs on a worker thread)."""
+
+    def __init__(
+        self, url: str = "http://localhost:8501", *, timeout: float | None = DEFAULT_TIMEOUT
+    ) -> None:
+        self._client = RestClient(url, timeout=timeout)
+
+    async def predict(self, model: str, inputs: Inputs, **kwargs: Any) -> dict[str, np.ndarray]:
+        return await asyncio.to_thread(self._client.predict, model, inputs, **kwargs)
+
+    async def metadata(self, model: str, **kwargs: Any) -> ModelMetadata:
+        return await asyncio.to_thread(self._client.metadata, model, **kwargs)
+
+    async def status(self, model: str, **kwargs: Any) -> list[VersionStatus]:
+        return await asyncio.to_thread(self._client.status, model, **kwargs)
+
+    async def classify(self, model: str, examples: Sequence[Example], **kwargs: Any) -> list[Classes]:
+        return await asyncio.to_thread(self._client.classify, model, examples, **kwargs)
+
+    async def regress(self, model: str, examples: Sequence[Example], **kwargs: Any) -> list[float]:
+        return await asyncio.to_thread(self._client.regress, model, examples, **kwargs)
+
+    async def reload_config(self, config: str | Message, **kwargs: Any) -> None:
+        self._client.reload_config(config, **kwargs)
+
+    async def close(self) -> None:
+        self._client.close()
+
+    async def __aenter__(self) -> AsyncRestClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
