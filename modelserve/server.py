@@ -20,8 +20,8 @@ from pathlib import Path
 import uvicorn
 
 from . import devices, platforms
+from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.http import Router
-from .api.tfs_grpc import GrpcOptions, GrpcServer
 from .api.tfs_rest import RestOptions, TfsRestApp
 from .batching import BatchingRunners
 from .config import ModelConfig

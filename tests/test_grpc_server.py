@@ -11,7 +11,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
-from modelserve.api.tfs_grpc import parse_channel_arguments, server_channel_options, status_details
+from modelserve.api.grpc_server import parse_channel_arguments, server_channel_options
+from modelserve.api.tfs_grpc import status_details
 from modelserve.client import ClientError, GrpcClient
 from modelserve.errors import Code, ServingError
 from modelserve.testing import running_server

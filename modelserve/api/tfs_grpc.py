@@ -17,26 +17,22 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
-from concurrent import futures
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from importlib import resources
-from typing import Any, TypeVar
+from typing import Any
 
 import grpc
 import numpy as np
-from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from .. import examples, request_options
 from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarray
 from ..codecs.tensor_wire import tensor_entry
-from ..config_files import model_configs, read_text_proto
+from ..config_files import model_configs
 from ..core import ModelSpec, ServingCore
-from ..errors import Code, InvalidArgument, ServingError, Unknown, as_serving_error
+from ..errors import Code, InvalidArgument, ServingError, as_serving_error
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
-from ..protos._pool import DESCRIPTOR_SET
 from ..servable import Signature, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -63,17 +59,9 @@ GRPC_STATUS: dict[Code, grpc.StatusCode] = {
 
 # tensorflow_serving/model_servers/grpc_status_util.cc
 MAX_ERROR_MESSAGE = 1024
-INT32_MAX = 2**31 - 1
-# TF Serving's ServerBuilder::SetMaxMessageSize(INT32_MAX): a 1 GiB request fits.
-DEFAULT_MAX_MESSAGE_BYTES = INT32_MAX
-HEALTH_SERVICE = "grpc.health.v1.Health"
-# Names the health service reports SERVING: TF Serving's three, plus the full names gRPC tooling asks for.
 _OUTPUTS_FIELD = pb.PredictResponse.DESCRIPTOR.fields_by_name["outputs"].number
 # Outputs at least this big skip protobuf's copies (codecs.tensor_wire); below, protobuf is faster.
 _WIRE_BYTES = 16 * 1024
-HEALTH_SERVICES = ("", "ModelService", "PredictionService", PREDICTION_SERVICE, MODEL_SERVICE)
-
-R = TypeVar("R", bound=Message)
 
 
 def status_details(message: str) -> str:
@@ -359,120 +347,14 @@ class ModelServicer:
         return response
 
 
-# --- the server -----------------------------------------------------------------------------
+# --- registration ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class GrpcOptions:
-    """What the gRPC front end takes from the flags (reference §1.2)."""
-
-    host: str = "0.0.0.0"
-    port: int = 8500  # 0: no TCP listener; -1: any free port
-    socket_path: str = ""
-    channel_arguments: str = ""
-    max_threads: int = 8
-    health: bool = False
-    tensor_content: bool = False
-    ssl_config_file: str = ""
-
-
-def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
-    """``--grpc_channel_arguments``: comma-separated key=value; int32-parsable values become ints (as TF)."""
-    parsed: list[tuple[str, int | str]] = []
-    for item in text.split(","):
-        if not item.strip():
-            continue
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise InvalidArgument(f"--grpc_channel_arguments: expected key=value, got {item!r}")
-        parsed.append((key.strip(), _int32_or_text(value)))
-    return parsed
-
-
-def _int32_or_text(value: str) -> int | str:
-    try:
-        number = int(value.strip())
-    except ValueError:
-        return value
-    return number if -(2**31) <= number <= INT32_MAX and "_" not in value else value
-
-
-def server_channel_options(channel_arguments: str) -> list[tuple[str, int | str]]:
-    """Defaults (TF's INT32_MAX message size, no SO_REUSEPORT), then the user's arguments on top."""
-    options: dict[str, int | str] = {
-        "grpc.max_receive_message_length": DEFAULT_MAX_MESSAGE_BYTES,
-        "grpc.max_send_message_length": DEFAULT_MAX_MESSAGE_BYTES,
-        # Without this, a second server could bind the same port silently.
-        "grpc.so_reuseport": 0,
-    }
-    options.update(parse_channel_arguments(channel_arguments))
-    return list(options.items())
-
-
-def server_credentials(ssl_config_file: str) -> grpc.ServerCredentials | None:
-    """``--ssl_config_file`` (an SSLConfig holding PEM text): TLS, and mTLS with ``client_verify``."""
-    if not ssl_config_file:
-        return None
-    config = read_text_proto(ssl_config_file, pb.SSLConfig())
-    return grpc.ssl_server_credentials(
-        [(config.server_key.encode(), config.server_cert.encode())],
-        root_certificates=config.custom_ca.encode() or None,
-        require_client_auth=config.client_verify,
-    )
-
-
-class GrpcServer:
-    """The gRPC listener(s) of one modelserve process. The constructor does no I/O."""
-
-    def __init__(self, core: ServingCore, options: GrpcOptions) -> None:
-        self._core = core
-        self._options = options
-        self._server: grpc.Server | None = None
-        self._health: Any = None
-        self.port: int | None = None
-
-    def start(self) -> None:
-        """Bind, register the services and start serving; Unknown if a listener cannot bind."""
-        options = self._options
-        server = grpc.server(
-            futures.ThreadPoolExecutor(max(1, options.max_threads), thread_name_prefix="modelserve-grpc"),
-            options=server_channel_options(options.channel_arguments),
-        )
-        predictions = PredictionServicer(self._core, tensor_content=options.tensor_content)
-        _register(server, PREDICTION_SERVICE, predictions)
-        _register(server, MODEL_SERVICE, ModelServicer(self._core))
-        names = [PREDICTION_SERVICE, MODEL_SERVICE]
-        if options.health:
-            names.append(self._add_health(server))
-        _add_reflection(server, names)
-        credentials = server_credentials(options.ssl_config_file)
-        if options.port != 0:
-            self.port = _listen(server, f"{options.host}:{max(options.port, 0)}", credentials)
-        if options.socket_path:
-            _listen(server, f"unix:{options.socket_path}", credentials)
-        server.start()
-        self._server = server
-        if self.port is not None:
-            log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.port)
-        if options.socket_path:
-            log.info("Running gRPC ModelServer at UNIX socket %s ...", options.socket_path)
-
-    def _add_health(self, server: grpc.Server) -> str:
-        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-
-        servicer = health.HealthServicer()
-        for name in HEALTH_SERVICES:
-            servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-        health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
-        self._health = servicer
-        return HEALTH_SERVICE
-
-    def stop(self, grace: float) -> None:
-        """Refuse new RPCs, let running ones finish for up to ``grace`` seconds. Blocking."""
-        if self._health is not None:
-            self._health.enter_graceful_shutdown()
-        if self._server is not None:
-            self._server.stop(grace).wait()
+def add_services(server: grpc.Server, core: ServingCore, *, tensor_content: bool = False) -> list[str]:
+    """Register PredictionService and ModelService on ``server``; returns their full names."""
+    _register(server, PREDICTION_SERVICE, PredictionServicer(core, tensor_content=tensor_content))
+    _register(server, MODEL_SERVICE, ModelServicer(core))
+    return [PREDICTION_SERVICE, MODEL_SERVICE]
 
 
 def _register(server: grpc.Server, service: str, servicer: object) -> None:
@@ -492,49 +374,3 @@ def _register(server: grpc.Server, service: str, servicer: object) -> None:
     register = getattr(server, "add_registered_method_handlers", None)
     if register is not None:  # grpcio >= 1.62: no generic lookup per call
         register(descriptor.full_name, handlers)
-
-
-def _add_reflection(server: grpc.Server, names: Iterable[str]) -> None:
-    """Server reflection, so ``grpcurl list`` / ``describe`` and calls by name work."""
-    try:
-        from grpc_reflection.v1alpha import reflection, reflection_pb2
-    except Exception as exc:  # e.g. a protobuf too old for its generated code: serve without it
-        log.warning("gRPC server reflection is off: %s", exc)
-        return
-    extra = [reflection_pb2.DESCRIPTOR.serialized_pb]
-    if HEALTH_SERVICE in names:
-        from grpc_health.v1 import health_pb2
-
-        extra.append(health_pb2.DESCRIPTOR.serialized_pb)
-    pool = reflection_pool(extra)
-    reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server, pool=pool)
-
-
-def reflection_pool(extra_files: Iterable[bytes]) -> descriptor_pool.DescriptorPool:
-    """modelserve's protos plus the health and reflection services' own files, in a pool of its own.
-
-    ``POOL`` stays as it is (never changed after import); the health and reflection files
-    live in protobuf's default pool, where reflection over ``POOL`` alone cannot see them.
-    """
-    pool = descriptor_pool.DescriptorPool()
-    data = resources.files("modelserve.protos").joinpath(DESCRIPTOR_SET).read_bytes()
-    for file in descriptor_pb2.FileDescriptorSet.FromString(data).file:
-        pool.Add(file)
-    for serialized in extra_files:
-        pool.AddSerializedFile(serialized)
-    return pool
-
-
-def _listen(server: grpc.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
-    try:
-        if credentials is None:
-            port = server.add_insecure_port(address)
-        else:
-            port = server.add_secure_port(address, credentials)
-    except RuntimeError as exc:
-        raise Unknown(f"Failed to BuildAndStart gRPC server: cannot listen on {address}: {exc}") from None
-    if address.startswith("unix:"):
-        return 0
-    if not port:
-        raise Unknown(f"Failed to BuildAndStart gRPC server: cannot listen on {address}")
-    return int(port)
