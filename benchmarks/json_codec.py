@@ -8,7 +8,7 @@ Prints microseconds per call (best of interleaved rounds) for the REST hot path:
 decoding one 784-float instance (an MNIST image) and encoding a 10-float
 output, next to a baseline measured in the same run: plain orjson + numpy
 with none of TF Serving's checks or its float formatting. Also times a
-1M-float output and a few slow-path inputs for scale.
+256-float and a 1M-float output and a few slow-path inputs for scale.
 """
 
 from __future__ import annotations
@@ -83,6 +83,9 @@ def main() -> None:
     ten = {f"out{i}": rng.random((1, 1)).astype(np.float32) for i in range(10)}
     report("encode 10 outputs of one float (row)", lambda: tfs_json.encode_predict(ten, row),
            lambda: orjson.dumps({"predictions": [ten]}, option=numpy_opt), n, r)
+    vector = np.random.default_rng(1).standard_normal((1, 256)).astype(np.float32)  # an embedding
+    report("encode a 256-float output (row)", lambda: tfs_json.encode_predict({"v": vector}, row),
+           lambda: orjson.dumps({"predictions": vector}, option=numpy_opt), max(n // 10, 1), r)
 
     # Scale and the exact paths.
     big = {"y": rng.standard_normal((1000, 1000)).astype(np.float32)}

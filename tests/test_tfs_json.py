@@ -643,6 +643,107 @@ def test_double_formatting_against_python() -> None:
         assert tfs_json.format_double(v) == text
 
 
+def test_small_float_outputs_against_the_reference() -> None:
+    # Outputs under render._VECTOR_MIN values are formatted a list at a time (one %-format,
+    # one parse of the %g texts); whole, tiny, non-finite and mixed lists, all list sizes.
+    rng = np.random.default_rng(11)
+    bits = rng.integers(0, 2**32, size=2000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    pool = np.concatenate([
+        bits, rng.random(300).astype(np.float32), (rng.integers(-999, 999, 300) / 4).astype(np.float32),
+        (rng.random(300) * 1e-5).astype(np.float32), np.float32([0.0, -0.0, 1e6, 16777216, 3.4028235e38]),
+    ])
+    pool = pool[rng.permutation(len(pool))]
+    for size in (1, 4, 5, 6, 10, 31):
+        for start in range(0, 600, size):
+            chunk = pool[start:start + size]
+            expected = "[" + ",".join(tf_float32_text(v) for v in chunk) + "]"
+            body = tfs_json.encode_predict({"y": chunk}, Format.COLUMNAR)
+            assert body == b'{"outputs":' + expected.encode() + b"}"
+    whole = np.float32([[1, 2, 3], [4e6, -0.0, 0.5]])
+    body = tfs_json.encode_predict({"y": whole}, Format.COLUMNAR)
+    assert json.loads(body, parse_float=str) == {"outputs": [["1.0", "2.0", "3.0"], ["4e+06", "-0.0", "0.5"]]}
+
+
+def test_small_double_outputs_against_python() -> None:
+    rng = np.random.default_rng(12)
+    values = np.concatenate([rng.standard_normal(200), np.round(rng.standard_normal(200), 2),
+                             [1e308, 1e308, -1e308, 5e-324, 2.0**60, 0.0, -0.0, math.inf, math.nan]])
+    for size in (3, 5, 9):
+        for start in range(0, len(values), size):
+            chunk = values[start:start + size]
+            expected = '{"outputs":[' + ",".join(map(python_double_text, chunk.tolist())) + "]}"
+            assert tfs_json.encode_predict({"y": chunk}, Format.COLUMNAR) == expected.encode()
+
+
+def test_small_float32_outputs_share_one_formatting_pass() -> None:
+    # Several outputs: the small float32 ones are formatted together, then cut apart again.
+    rng = np.random.default_rng(13)
+    bits = rng.integers(0, 2**32, size=4000, dtype=np.uint64).astype(np.uint32).view(np.float32)
+    finite = bits[np.isfinite(bits)]
+    outputs = {
+        "a": finite[:6].reshape(2, 3),
+        "b": np.float32([0.5, -0.0]),
+        "c": np.float32([[[1e-7, 3]], [[np.nan, 1e6]]]),
+        "d": rng.standard_normal((2, 4)),
+        "e": np.arange(2, dtype=np.int64),
+        "f": finite[6:6 + 2 * (render._VECTOR_MIN // 2 + 1)].reshape(2, -1),  # the numpy path
+        "g": finite[-2:].reshape(2, 1, 1),
+    }
+
+    def texts(array: np.ndarray) -> Any:
+        text = tf_float32_text if array.dtype == np.float32 else python_double_text
+        return np.array([text(v) for v in array.ravel().tolist()], dtype=object).reshape(array.shape).tolist()
+
+    expected = {name: texts(a) if a.dtype.kind == "f" else a.tolist() for name, a in outputs.items()}
+    body = tfs_json.encode_predict(outputs, Format.COLUMNAR)
+    assert json.loads(body, parse_float=str, parse_constant=str) == {"outputs": expected}
+    body = tfs_json.encode_predict(outputs, Format.ROW)
+    assert json.loads(body, parse_float=str, parse_constant=str) == {
+        "predictions": [{name: value[i] for name, value in expected.items()} for i in range(2)]
+    }
+
+
+def python_double_text(v: float) -> str:
+    if math.isnan(v):
+        return "NaN"
+    if math.isinf(v):
+        return "Infinity" if v > 0 else "-Infinity"
+    text = f"{v:g}"
+    if float(text) != v:
+        text = f"{v:.17g}"
+    return text if "." in text or "e" in text else text + ".0"
+
+
+def test_no_six_digit_decimal_parses_onto_a_float32_midpoint_it_is_not() -> None:
+    # Small outputs read each %g text back as a float32 through a double. That is exactly
+    # absl::SimpleAtof unless a decimal's nearest double is a float32 midpoint the decimal
+    # is not (rounding twice). Every 6-digit decimal in float32's range is checked: doubles
+    # within a few ULPs find those near a midpoint; exact arithmetic settles the ones that
+    # a double cannot hold (a double that holds its decimal exactly is never misread).
+    whole = np.arange(100000, 1000000, dtype=np.int64)
+    digits = whole.astype(np.float64)
+    odd = whole // (whole & -whole)
+    ties = 0
+    for k in range(-51, 34):  # 100000e-51 .. 999999e33 covers 1.4e-45 .. 3.4e38
+        approx = digits * 10.0**k if k >= 0 else digits / 10.0**-k  # a few ULPs from the decimal
+        with np.errstate(over="ignore"):
+            nearest = approx.astype(np.float32)
+        up = (nearest.astype(np.float64) + np.nextafter(nearest, np.float32(np.inf))) / 2
+        down = (nearest.astype(np.float64) + np.nextafter(nearest, np.float32(-np.inf))) / 2
+        slack = 8 * np.spacing(approx)
+        near = np.isfinite(up) & ((np.abs(approx - up) <= slack) | (np.abs(approx - down) <= slack))
+        if k >= 0:
+            exact = odd * 5.0**k < 2.0**53  # D * 10**k = odd * 5**k * 2**(k + twos)
+        else:
+            exact = (whole % 5**-k == 0) if -k <= 8 else np.zeros_like(near)
+        for i in np.flatnonzero(near & ~exact):
+            text = f"{whole[i]}e{k}"
+            double = float(text)
+            assert double not in (up[i], down[i]) or Fraction(double) == Fraction(text), text
+        ties += np.count_nonzero(near & exact & ((approx == up) | (approx == down)))
+    assert ties > 100000  # the search finds the exact ties, 671089e2 (test above) among them
+
+
 def test_row_format_single_output() -> None:
     # TF's FromJsonSingleTensor / FromJsonSingleScalarTensor.
     tensor = np.array([[[1, 2], [3, 4], [5, 6]], [[7, 8], [9, 0], [1, 2]]], np.int32)

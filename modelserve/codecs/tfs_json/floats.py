@@ -1,4 +1,4 @@
-"""Float formatting (§2.9), value by value (float_matrix.py vectorises it for large tensors).
+"""Float formatting (§2.9) of one value or a list of values (float_matrix.py: large tensors).
 
 %g, re-formatted with max_digits10 unless it round-trips, ".0" appended to whole
 numbers, bare NaN/Infinity/-Infinity.
@@ -8,7 +8,12 @@ from __future__ import annotations
 
 import math
 import struct
+from array import array
 from fractions import Fraction
+from operator import eq
+from typing import Any
+
+import orjson
 
 _F32 = struct.Struct("<f")
 _FLOAT32_MIN_NORMAL = 2.0**-126
@@ -93,3 +98,61 @@ def format_f64(x: float) -> str:
     if "." not in text and "e" not in text:
         text += ".0"
     return text
+
+
+# ---- lists of values ----------------------------------------------------------------------
+#
+# Small outputs are formatted here (the REST hot path). One %-format over a whole list and
+# one orjson parse of its %g texts cost a fraction of a Python-level call per value.
+
+_BULK_MIN = 5  # below this many values, value by value is faster
+
+
+def join_float32(values: list[Any]) -> str:
+    """format_float32 of each float32 value (Python floats, ``array.tolist()``), comma-joined."""
+    # A float32 sum cannot overflow a double: it is finite iff every value is. (`v - v == 0`
+    # is a fast isfinite(): inf - inf and NaN - NaN are NaN.)
+    if len(values) < _BULK_MIN or not math.isfinite(sum(values)):
+        return ",".join([format_f32(v) if v - v == 0 else nonfinite(v) for v in values])
+    args = tuple(values)
+    short = _join("%g", args)
+    # Each %g text read as a float32 through a double: the same float as SimpleAtof's, as no
+    # 6-digit decimal parses to a double on a float32 midpoint unless it is that midpoint
+    # (checked over all of them by tests/test_tfs_json.py), so the double's rounding is exact.
+    rounded = array("f", orjson.loads("[" + short + "]")).tolist()
+    return _with_point(_shortest(short, args, rounded, "%.9g"), values)
+
+
+def join_double(values: list[Any]) -> str:
+    """format_double of each Python float, comma-joined."""
+    # A finite sum proves every value finite (an overflowing one takes the slow path).
+    if len(values) < _BULK_MIN or not math.isfinite(sum(values)):
+        return ",".join([format_f64(v) if v - v == 0 else nonfinite(v) for v in values])
+    args = tuple(values)
+    short = _join("%g", args)
+    return _with_point(_shortest(short, args, orjson.loads("[" + short + "]"), "%.17g"), values)
+
+
+def _join(spec: str, args: tuple[Any, ...]) -> str:
+    """Every value written with the one %-spec, comma-joined: a single format call."""
+    text: str = ",".join([spec] * len(args)) % args
+    return text
+
+
+def _shortest(short: str, args: tuple[Any, ...], read_back: list[Any], long: str) -> str:
+    """Each value's %g text (``short``) where it reads back as the value, else its ``long`` text."""
+    if read_back == list(args):
+        return short
+    if not any(map(eq, read_back, args)):
+        return _join(long, args)
+    specs = ",".join(["%g" if r == v else long for r, v in zip(read_back, args, strict=True)])
+    text: str = specs % args
+    return text
+
+
+def _with_point(texts: str, values: list[Any]) -> str:
+    # Only a whole value can have a text without a point or an exponent: the text reads
+    # back as the value, and a float that equals an integer is whole.
+    if not any(map(float.is_integer, values)):
+        return texts
+    return ",".join([t if "." in t or "e" in t else t + ".0" for t in texts.split(",")])

@@ -10,11 +10,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import orjson
+from orjson import Fragment
 
 from ...dtypes import DType
 from ...errors import InvalidArgument, ServingError
 from .messages import debug_json, value_error
-from .render import render_output
+from .render import render_output, render_outputs
 from .tensors import MAX_RANK, BodyHints, exact_tensor, fast_array, is_b64, to_array
 
 Array = npt.NDArray[Any]
@@ -212,6 +213,10 @@ def _column(value: Any, dtype: DType, hints: BodyHints) -> Array:
     return to_array(shape, values, dtype)
 
 
+# Output names may be str subclasses (numpy.str_): orjson takes those as keys only with this.
+_NAMES = orjson.OPT_NON_STR_KEYS
+
+
 def encode_predict(outputs: Mapping[str, Array], fmt: Format) -> bytes:
     """``{"predictions": ...}`` for a row request, ``{"outputs": ...}`` for a columnar one.
 
@@ -229,9 +234,10 @@ def _encode_columns(arrays: dict[str, Array]) -> bytes:
     if len(arrays) == 1:
         ((name, array),) = arrays.items()
         return b'{"outputs":' + render_output(name, array, split=False)[0] + b"}"
-    fields = [orjson.dumps(name) + b":" + render_output(name, array, split=False)[0]
-              for name, array in arrays.items()]
-    return b'{"outputs":{' + b",".join(fields) + b"}}"
+    # orjson writes the keys and the braces; each tensor's JSON goes in as is.
+    rendered = render_outputs(arrays, split=False)
+    fields = {name: Fragment(json[0]) for name, json in zip(arrays, rendered, strict=True)}
+    return orjson.dumps({"outputs": fields}, option=_NAMES)
 
 
 def _encode_rows(arrays: dict[str, Array]) -> bytes:
@@ -248,8 +254,7 @@ def _encode_rows(arrays: dict[str, Array]) -> bytes:
         # The list of per-example values is the tensor itself in nested form.
         ((name, array),) = arrays.items()
         return b'{"predictions":' + render_output(name, array, split=False)[0] + b"}"
-    keys = [orjson.dumps(name) + b":" for name in arrays]
-    columns = [render_output(name, array, split=True) for name, array in arrays.items()]
-    rows = [b"{" + b",".join(k + v for k, v in zip(keys, row, strict=True)) + b"}"
-            for row in zip(*columns, strict=True)]
-    return b'{"predictions":[' + b",".join(rows) + b"]}"
+    # One object per example; orjson writes the keys and the braces.
+    columns = [map(Fragment, json) for json in render_outputs(arrays, split=True)]
+    rows = [dict(zip(arrays, row, strict=True)) for row in zip(*columns, strict=True)]
+    return orjson.dumps({"predictions": rows}, option=_NAMES)
