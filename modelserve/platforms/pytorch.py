@@ -272,7 +272,7 @@ class CudaTorchServable(TorchServable):
         self, module: Module, signature: Signature, device: torch.device, weights_bytes: int, cap_key: object
     ) -> None:
         super().__init__(module, signature, device, weights_bytes)
-        self._stream = torch.cuda.Stream(device)
+        self._stream = torch.cuda.Stream(device)  # type: ignore[no-untyped-call]
         self._cap_key = cap_key  # its entry in ALLOCATOR_CAPS
 
     @contextlib.contextmanager
