@@ -336,3 +336,51 @@ def test_a_model_that_does_not_fit_fails_alone(server: ServerThread, repo: Path)
                                    om.mlp_reference(WEIGHTS, x), rtol=1e-4, atol=1e-5)
         small = grpc_client.predict("small", {"x": np.array([2.0], np.float32)})["y"]
         np.testing.assert_allclose(small, [3.0])
+
+
+# ---- the GPU-side rules that need no GPU --------------------------------------------------------
+
+
+def test_torch_allocator_cap_is_the_sum_of_the_caps_while_all_have_one() -> None:
+    pytest.importorskip("torch", reason="needs the torch extra")
+    from modelserve.platforms.pytorch import cap_fraction
+
+    assert cap_fraction([], 1000) == 1.0
+    assert cap_fraction([100, 150], 1000) == 0.25
+    assert cap_fraction([100, 0], 1000) == 1.0  # one uncapped torch model lifts the cap
+    assert cap_fraction([800, 800], 1000) == 1.0
+
+
+def test_onnx_cuda_provider_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelserve.platforms import onnx as onnx_platform
+
+    monkeypatch.setattr(onnx_platform.ort, "get_available_providers",
+                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_platform.providers(LoadOptions(device="cuda:1", memory_limit_bytes=1 << 30)) == [
+        ("CUDAExecutionProvider",
+         {"device_id": 1, "gpu_mem_limit": 1 << 30, "arena_extend_strategy": "kSameAsRequested"}),
+        "CPUExecutionProvider",
+    ]
+    assert onnx_platform.providers(LoadOptions(device="cuda:0")) == [
+        ("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"
+    ]
+    assert onnx_platform.providers(LoadOptions(device="cpu")) == ["CPUExecutionProvider"]
+
+
+def test_onnx_says_when_its_cuda_provider_did_not_start(caplog: pytest.LogCaptureFixture) -> None:
+    from modelserve.platforms import onnx as onnx_platform
+
+    class Session:
+        def __init__(self, providers: list[str]) -> None:
+            self._providers = providers
+
+        def get_providers(self) -> list[str]:
+            return self._providers
+
+    wanted = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+    started = Session(["CUDAExecutionProvider", "CPUExecutionProvider"])
+    assert onnx_platform._running_on(started, "cuda:0", wanted) == "cuda:0"  # type: ignore[arg-type]
+    with caplog.at_level(logging.WARNING, "modelserve.platforms.onnx"):
+        dropped = Session(["CPUExecutionProvider"])
+        assert onnx_platform._running_on(dropped, "cuda:0", wanted) == "cpu"  # type: ignore[arg-type]
+    assert "device cuda:0 requested but onnxruntime could not start its CUDA provider" in caplog.text

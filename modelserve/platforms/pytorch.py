@@ -242,16 +242,22 @@ class TorchServable:
         sig = self._signatures[signature]
         aliases = list(output_filter) or list(sig.outputs)
         with self._running():
-            args = [to_torch(inputs[alias], self.device) for alias in sig.inputs]
             try:
-                result = self._module(*args)
-            except torch.cuda.OutOfMemoryError as exc:
+                args = [to_torch(inputs[alias], self.device) for alias in sig.inputs]
+                result = self._call(args)
+                values = dict(zip(sig.outputs, flatten_outputs(result, list(sig.outputs)), strict=True))
+                host = self._to_host([values[alias] for alias in aliases])
+            except torch.cuda.OutOfMemoryError as exc:  # this batch only: the next one may fit
                 raise ResourceExhausted(f"Out of memory on {self.device}: {exc}") from None
-            except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
-                raise InvalidArgument(f"{type(exc).__name__}: {exc}") from None
-            values = dict(zip(sig.outputs, flatten_outputs(result, list(sig.outputs)), strict=True))
-            host = self._to_host([values[alias] for alias in aliases])
         return {alias: to_numpy(value) for alias, value in zip(aliases, host, strict=True)}
+
+    def _call(self, args: Sequence[torch.Tensor]) -> Any:
+        try:
+            return self._module(*args)
+        except torch.cuda.OutOfMemoryError:
+            raise
+        except (RuntimeError, ValueError, TypeError, IndexError, AssertionError) as exc:
+            raise InvalidArgument(f"{type(exc).__name__}: {exc}") from None
 
     @contextlib.contextmanager
     def _running(self) -> Iterator[None]:
@@ -326,10 +332,7 @@ class AllocatorCaps:
                 self._apply(entry[0])
 
     def fraction(self, index: int, total: int) -> float:
-        caps = [cap for gpu, cap in self._caps.values() if gpu == index]
-        if not caps or 0 in caps:
-            return 1.0
-        return min(1.0, sum(caps) / total)
+        return cap_fraction([cap for gpu, cap in self._caps.values() if gpu == index], total)
 
     def _apply(self, index: int) -> None:
         total = torch.cuda.get_device_properties(index).total_memory
@@ -337,6 +340,13 @@ class AllocatorCaps:
 
 
 ALLOCATOR_CAPS = AllocatorCaps()
+
+
+def cap_fraction(caps: Sequence[int], total: int) -> float:
+    """The allocator's fraction of a GPU for torch instances with these caps (0: uncapped)."""
+    if not caps or 0 in caps:
+        return 1.0
+    return min(1.0, sum(caps) / total)
 
 
 def tensors_bytes(tensors: Iterable[Any]) -> int:
