@@ -631,16 +631,20 @@ def test_float32_formatting_against_an_exact_oracle() -> None:
     ).encode()
 
 
+def tf_double_text(v: float) -> str:
+    """§2.9 for DT_DOUBLE: %g, else %.17g (Python's float() reads a decimal exactly), then '.0'."""
+    if not math.isfinite(v):
+        return tf_float32_text(np.float32(v))  # NaN and the infinities are written alike
+    text = f"{v:g}"
+    if float(text) != v:
+        text = f"{v:.17g}"
+    return text if "." in text or "e" in text else text + ".0"
+
+
 def test_double_formatting_against_python() -> None:
     rng = np.random.default_rng(8)
     for v in np.concatenate([rng.standard_normal(500), rng.random(500) * 1e-300, [2.0**60, 1e16, 5e-324]]):
-        v = float(v)
-        text = f"{v:g}"
-        if float(text) != v:
-            text = f"{v:.17g}"
-        if "." not in text and "e" not in text:
-            text += ".0"
-        assert tfs_json.format_double(v) == text
+        assert tfs_json.format_double(float(v)) == tf_double_text(float(v))
 
 
 def test_small_float_outputs_against_the_reference() -> None:
@@ -671,7 +675,7 @@ def test_small_double_outputs_against_python() -> None:
     for size in (3, 5, 9):
         for start in range(0, len(values), size):
             chunk = values[start:start + size]
-            expected = '{"outputs":[' + ",".join(map(python_double_text, chunk.tolist())) + "]}"
+            expected = '{"outputs":[' + ",".join(map(tf_double_text, chunk.tolist())) + "]}"
             assert tfs_json.encode_predict({"y": chunk}, Format.COLUMNAR) == expected.encode()
 
 
@@ -691,7 +695,7 @@ def test_small_float32_outputs_share_one_formatting_pass() -> None:
     }
 
     def texts(array: np.ndarray) -> Any:
-        text = tf_float32_text if array.dtype == np.float32 else python_double_text
+        text = tf_float32_text if array.dtype == np.float32 else tf_double_text
         return np.array([text(v) for v in array.ravel().tolist()], dtype=object).reshape(array.shape).tolist()
 
     expected = {name: texts(a) if a.dtype.kind == "f" else a.tolist() for name, a in outputs.items()}
@@ -701,17 +705,6 @@ def test_small_float32_outputs_share_one_formatting_pass() -> None:
     assert json.loads(body, parse_float=str, parse_constant=str) == {
         "predictions": [{name: value[i] for name, value in expected.items()} for i in range(2)]
     }
-
-
-def python_double_text(v: float) -> str:
-    if math.isnan(v):
-        return "NaN"
-    if math.isinf(v):
-        return "Infinity" if v > 0 else "-Infinity"
-    text = f"{v:g}"
-    if float(text) != v:
-        text = f"{v:.17g}"
-    return text if "." in text or "e" in text else text + ".0"
 
 
 def test_no_six_digit_decimal_parses_onto_a_float32_midpoint_it_is_not() -> None:

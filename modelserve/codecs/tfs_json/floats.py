@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import struct
 from array import array
+from collections.abc import Callable
 from fractions import Fraction
 from operator import eq
 from typing import Any
@@ -36,9 +37,7 @@ def nonfinite(x: float) -> str:
 def format_float32(x: float) -> str:
     """A DT_FLOAT value as TF Serving writes it (``x`` is first rounded to float32)."""
     x = round_f32(float(x))
-    if not math.isfinite(x):
-        return nonfinite(x)
-    return format_f32(x)
+    return format_f32(x) if math.isfinite(x) else nonfinite(x)
 
 
 def format_f32(x: float) -> str:
@@ -54,9 +53,7 @@ def format_f32(x: float) -> str:
             _f32_round_trips(text, parsed, x)
         ):
             text = "%.9g" % x  # noqa: UP031
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
+    return _point(text)
 
 
 def _f32_round_trips(text: str, parsed: float, x: float) -> bool:
@@ -86,18 +83,19 @@ def _f32_from_decimal(text: str, parsed: float, rounded: float) -> float:
 def format_double(x: float) -> str:
     """A DT_DOUBLE value as TF Serving writes it."""
     x = float(x)
-    if not math.isfinite(x):
-        return nonfinite(x)
-    return format_f64(x)
+    return format_f64(x) if math.isfinite(x) else nonfinite(x)
 
 
 def format_f64(x: float) -> str:
     text = "%g" % x  # noqa: UP031
     if float(text) != x:
         text = "%.17g" % x  # noqa: UP031
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
+    return _point(text)
+
+
+def _point(text: str) -> str:
+    """TF's ".0" after a whole number that %g wrote without a point or an exponent."""
+    return text if "." in text or "e" in text else text + ".0"
 
 
 # ---- lists of values ----------------------------------------------------------------------
@@ -110,27 +108,30 @@ _BULK_MIN = 5  # below this many values, value by value is faster
 
 def join_float32(values: list[Any]) -> str:
     """format_float32 of each float32 value (Python floats, ``array.tolist()``), comma-joined."""
-    # A float32 sum cannot overflow a double: it is finite iff every value is. (`v - v == 0`
-    # is a fast isfinite(): inf - inf and NaN - NaN are NaN.)
-    if len(values) < _BULK_MIN or not math.isfinite(sum(values)):
-        return ",".join([format_f32(v) if v - v == 0 else nonfinite(v) for v in values])
-    args = tuple(values)
-    short = _join("%g", args)
-    # Each %g text read as a float32 through a double: the same float as SimpleAtof's, as no
-    # 6-digit decimal parses to a double on a float32 midpoint unless it is that midpoint
-    # (checked over all of them by tests/test_tfs_json.py), so the double's rounding is exact.
-    rounded = array("f", orjson.loads("[" + short + "]")).tolist()
-    return _with_point(_shortest(short, args, rounded, "%.9g"), values)
+    return _join_values(values, format_f32, "%.9g", _as_float32)
 
 
 def join_double(values: list[Any]) -> str:
     """format_double of each Python float, comma-joined."""
-    # A finite sum proves every value finite (an overflowing one takes the slow path).
+    return _join_values(values, format_f64, "%.17g", list)
+
+
+def _join_values(values: list[Any], one: Callable[[float], str], long: str,
+                 read: Callable[[list[Any]], list[Any]]) -> str:
+    # A finite sum proves every value finite (a float32 sum cannot overflow; a double sum
+    # that does takes the value-by-value path). `v - v == 0` is a fast isfinite().
     if len(values) < _BULK_MIN or not math.isfinite(sum(values)):
-        return ",".join([format_f64(v) if v - v == 0 else nonfinite(v) for v in values])
+        return ",".join([one(v) if v - v == 0 else nonfinite(v) for v in values])
     args = tuple(values)
     short = _join("%g", args)
-    return _with_point(_shortest(short, args, orjson.loads("[" + short + "]"), "%.17g"), values)
+    return _with_point(_shortest(short, args, read(orjson.loads("[" + short + "]")), long), values)
+
+
+def _as_float32(parsed: list[Any]) -> list[Any]:
+    # Rounding the doubles gives the float32 SimpleAtof reads from each %g text: no 6-digit
+    # decimal parses to a double on a float32 midpoint unless it is that midpoint (all of
+    # them are checked by tests/test_tfs_json.py), so rounding twice never misleads here.
+    return array("f", parsed).tolist()
 
 
 def _join(spec: str, args: tuple[Any, ...]) -> str:
@@ -155,4 +156,4 @@ def _with_point(texts: str, values: list[Any]) -> str:
     # back as the value, and a float that equals an integer is whole.
     if not any(map(float.is_integer, values)):
         return texts
-    return ",".join([t if "." in t or "e" in t else t + ".0" for t in texts.split(",")])
+    return ",".join(map(_point, texts.split(",")))
