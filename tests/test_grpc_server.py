@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoRe
 
 from modelserve.api.grpc_server import parse_channel_arguments, server_channel_options
 from modelserve.api.tfs_grpc import status_details
-from modelserve.client import ClientError, GrpcClient
+from modelserve.client import ClientError, GrpcClient, make_tensor_proto
 from modelserve.errors import Code, ServingError
 from modelserve.testing import running_server
 
@@ -218,3 +218,40 @@ def test_mutual_tls(half: Path, tmp_path: Path, pki: dict[str, bytes]) -> None:
         with GrpcClient(target, credentials=without, timeout=5) as client, pytest.raises(ClientError) as info:
             client.status("half")
         assert info.value.code == Code.UNAVAILABLE
+
+
+class _Context:
+    """The part of grpc.ServicerContext the handlers use; records the abort."""
+
+    def __init__(self, remaining: float) -> None:
+        self.remaining = remaining
+        self.aborted: tuple[grpc.StatusCode, str] | None = None
+
+    def time_remaining(self) -> float:
+        return self.remaining
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.aborted = (code, details)
+        raise RuntimeError("aborted")  # as grpc's own abort, it never returns
+
+
+def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path) -> None:
+    from modelserve.api.tfs_grpc import PredictionServicer
+    from modelserve.protos import pb
+
+    with running_server(*flags(half)) as s:
+        servicer = PredictionServicer(s.server.core)
+        request = pb.PredictRequest()
+        request.model_spec.name = "half"
+        request.inputs["x"].CopyFrom(make_tensor_proto(np.array([1.0], np.float32)))
+        context = _Context(remaining=0.0)
+        with pytest.raises(RuntimeError):
+            servicer.Predict(request, context)
+        assert context.aborted == (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded")
+        context = _Context(remaining=30.0)
+        with pytest.raises(RuntimeError):
+            servicer.Predict(object(), context)  # not a request at all: a bug, not the client's fault
+        assert context.aborted is not None and context.aborted[0] == grpc.StatusCode.UNKNOWN
