@@ -1,7 +1,8 @@
 """GPU serving: a ResNet-50-shaped torch model with batching vs raw torch on the same GPU; two capped models.
 
     python benchmarks/gpu.py [--device=cuda:0] [--seconds=8] [--concurrency=1,8,32,64,128]
-                             [--instances=1,2] [--max-batch=128] [--timeout-us=5000] [--quick] [--out=FILE]
+                             [--instances=1,2] [--max-batch=128] [--timeout-us=5000] [--rows=1]
+                             [--quick] [--out=FILE]
 
 The model is a ResNet-50 (bottleneck blocks 3-4-6-3, 25.6 M parameters) built in code with seeded
 random weights, exported with ``torch.export`` (dynamic batch) and served as ``model.pt2``. It takes
@@ -11,9 +12,10 @@ uint8 images [N, 224, 224, 3] (150 KB a row, what a client sends) and normalises
    256, inputs copied to the device and logits back each call (as the server does). Its best rows/s
    is the limit the ratios divide by.
 2. **Served**: ``modelserve`` in its own process with ``--enable_batching`` and the model placed on
-   the device with ``placement { instances: N }``; batch-1 gRPC Predict requests from a closed-loop
-   Python load generator (``grpc_load.py``, spawned client processes) at each concurrency. Answers are
-   checked against raw torch first. Target: >= 0.85 x the raw best at high concurrency.
+   the device with ``placement { instances: N }``; gRPC Predict requests of one image (``--rows``)
+   from a closed-loop Python load generator (``grpc_load.py``, spawned client processes) at each
+   concurrency. Answers are checked against raw torch first. Target: >= 0.85 x the raw best at high
+   concurrency.
 3. **Two models on one GPU**: the ResNet (memory cap 6 GiB) and a large MLP 4096-8192-8192-1000
    (436 MB of weights, cap 2 GiB) in one server; each alone, then both loaded at once; with the memory
    each instance reports on ``/v1/models/NAME/instances``.
@@ -365,9 +367,11 @@ def measure_served(args: argparse.Namespace, shape: Shape, work: Path, raw_best:
         batching = batching_text(args.max_batch, args.timeout_us, 2 * instances)
         with serve(work, f"resnet_x{instances}", {"resnet": placement}, batching) as server:
             check_answers(server, "resnet", "images", "logits", sample, expected)
-            body = request_bytes("resnet", "images", sample[:1])
+            body = request_bytes("resnet", "images", resnet_input(shape, args.rows, seed=9))
             for c in args.concurrency:
-                load = grpc_load.run(server.target, body, 1, c, args.seconds, args.warmup, args.client_procs)
+                load = grpc_load.run(
+                    server.target, body, args.rows, c, args.seconds, args.warmup, args.client_procs
+                )
                 cell = Cell(instances, c, load.rows_per_second, load.p50_ms, load.p99_ms, load.errors,
                             load.rows_per_second / raw_best)
                 error = f" first error: {load.first_error}" if load.errors else ""
@@ -419,6 +423,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--max-batch", type=int, default=128)
     parser.add_argument("--timeout-us", type=int, default=5000)
     parser.add_argument("--shared-concurrency", type=int, default=64)
+    parser.add_argument("--rows", type=int, default=1, help="rows (images) per request in step 2")
     parser.add_argument("--client-procs", type=int, default=4)
     parser.add_argument("--quick", action="store_true", help="tiny models and 2 s cells: checks the script")
     parser.add_argument("--out", default="")
@@ -455,7 +460,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         del module
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
-        print("2. served, batch-1 gRPC requests", flush=True)
+        print(f"2. served, gRPC requests of {args.rows} row(s)", flush=True)
         results.served = measure_served(args, shape, work, results.raw_best, expected, sample)
         print("3. two models on one device, with memory caps", flush=True)
         results.shared = measure_shared(args, shape, work)

@@ -49,15 +49,13 @@ class InstanceGroup:
         if not instances or len(instances) != len(statuses):
             raise ValueError("an instance group needs one status per instance, and at least one instance")
         self.instances = list(instances)
+        # Read on every request; every instance loaded the same folder, so they share one set.
+        self.signatures: Mapping[str, Signature] = instances[0].signatures
         self._statuses = list(statuses)
         self.exclusive = exclusive or len(instances) > 1
         self._idle = collections.deque(range(len(instances)))
         self._cv = threading.Condition(threading.Lock())
         self._calls = [0] * len(instances)
-
-    @property
-    def signatures(self) -> Mapping[str, Signature]:
-        return self.instances[0].signatures
 
     @property
     def instance_count(self) -> int:
