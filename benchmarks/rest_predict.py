@@ -20,10 +20,10 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_tools, free_port, pinned, python, wait_http, wrk  # noqa: E402
+from common import ensure_tools, free_port, pinned, python, wait_http, wrk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from modelserve.demo import mlp  # noqa: E402
+from modelserve.demo import mlp
 
 
 def raw_onnxruntime(model: Path, x: np.ndarray, seconds: float) -> float:

@@ -87,7 +87,7 @@ def usage() -> str:
 
 def version_text() -> str:
     try:
-        import tensorflow as tf  # noqa: PLC0415 - only to report its version
+        import tensorflow as tf
 
         tf_version = tf.__version__
     except ImportError:
@@ -100,19 +100,19 @@ def _serve(argv: Sequence[str]) -> int:
     if options.version:
         print(version_text())
         return 0
-    from .server import run  # noqa: PLC0415 - keeps --help and --version fast
+    from .server import run
 
     return run(options)
 
 
 def _demo(argv: Sequence[str]) -> int:
-    from .demo import main as demo_main  # noqa: PLC0415
+    from .demo import main as demo_main
 
     return demo_main(argv)
 
 
 def _convert_command(argv: Sequence[str]) -> int:
-    from .convert import main as convert_main  # noqa: PLC0415
+    from .convert import main as convert_main
 
     return convert_main(argv)
 

@@ -20,7 +20,7 @@ class ModelConfig:
     name: str
     base_path: str
     platform: str = "tensorflow"
-    policy: VersionPolicy = VersionPolicy()
+    policy: VersionPolicy = field(default_factory=VersionPolicy)
     labels: Mapping[str, int] = field(default_factory=dict)
     placement: Placement = DEFAULT_PLACEMENT  # modelserve's extension: devices, instances, memory cap
 

@@ -161,7 +161,7 @@ def check_shape(alias: str, spec: TensorSpec, array: np.ndarray) -> None:
     if spec.shape is None:
         return
     ok = len(spec.shape) == array.ndim and all(
-        want in (-1, got) for want, got in zip(spec.shape, array.shape)
+        want in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
     )
     if not ok:
         raise InvalidArgument(

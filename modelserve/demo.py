@@ -11,6 +11,7 @@ request always gets the same answer:
 
 from __future__ import annotations
 
+import itertools
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ import numpy as np
 
 def half_plus_two(scale: float = 0.5, offset: float = 2.0) -> bytes:
     """ONNX bytes of ``y = scale * x + offset`` with input ``x`` of unknown shape."""
-    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415 - only needed to build
+    from onnx import TensorProto, helper, numpy_helper
 
     graph = helper.make_graph(
         [helper.make_node("Mul", ["x", "a"], ["ax"]), helper.make_node("Add", ["ax", "b"], ["y"])],
@@ -37,12 +38,12 @@ def half_plus_two(scale: float = 0.5, offset: float = 2.0) -> bytes:
 
 def mlp(sizes: Sequence[int], seed: int, softmax: bool = True) -> bytes:
     """ONNX bytes of a ReLU MLP with input ``input`` [-1, sizes[0]] and output ``output``."""
-    from onnx import TensorProto, helper, numpy_helper  # noqa: PLC0415
+    from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(seed)
     nodes, inits = [], []
     current = "input"
-    for i, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+    for i, (fan_in, fan_out) in enumerate(itertools.pairwise(sizes)):
         w = (rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in)).astype(np.float32)
         b = (rng.standard_normal(fan_out) * 0.01).astype(np.float32)
         inits += [numpy_helper.from_array(w, f"w{i}"), numpy_helper.from_array(b, f"b{i}")]
@@ -51,7 +52,10 @@ def mlp(sizes: Sequence[int], seed: int, softmax: bool = True) -> bytes:
         if i < len(sizes) - 2:
             nodes.append(helper.make_node("Relu", [current], [f"r{i}"]))
             current = f"r{i}"
-    nodes.append(helper.make_node("Softmax" if softmax else "Identity", [current], ["output"], **({"axis": -1} if softmax else {})))
+    if softmax:
+        nodes.append(helper.make_node("Softmax", [current], ["output"], axis=-1))
+    else:
+        nodes.append(helper.make_node("Identity", [current], ["output"]))
     graph = helper.make_graph(
         nodes,
         "mlp",
@@ -105,8 +109,8 @@ modelserve demo: serving {root}
 
 
 def main(argv: Sequence[str]) -> int:
-    from .cli import UsageError, parse_flags  # noqa: PLC0415
-    from .server import run  # noqa: PLC0415
+    from .cli import UsageError, parse_flags
+    from .server import run
 
     args = list(argv)
     root = Path("demo_models")

@@ -16,6 +16,7 @@ import socket
 import sys
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 
@@ -270,9 +271,9 @@ def run(options: ServerOptions) -> int:
     return 0
 
 
-def _event_loop_runner():  # type: ignore[no-untyped-def]
+def _event_loop_runner() -> Any:
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop
 
         return uvloop.run
     except ImportError:

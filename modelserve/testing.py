@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 
-
 class ServerThread:
     """A started server and the loop it runs on."""
 
@@ -41,8 +40,8 @@ def running_server(*flags: str, **values: Any) -> Iterator[ServerThread]:
 
     Ports default to ``-1`` (any free port); polling defaults to off unless given.
     """
-    from .cli import parse_flags  # noqa: PLC0415 - keeps the fakes importable on their own
-    from .server import Server  # noqa: PLC0415
+    from .cli import parse_flags
+    from .server import Server
 
     base = ["--port=-1", "--rest_api_port=-1", "--file_system_poll_wait_seconds=0", "--host=127.0.0.1"]
     options = parse_flags([*base, *flags])
@@ -71,8 +70,8 @@ class EchoServable:
     """
 
     def __init__(self, tag: float = 0.0) -> None:
-        from .dtypes import DType  # noqa: PLC0415
-        from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec  # noqa: PLC0415
+        from .dtypes import DType
+        from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
 
         spec = TensorSpec("x", DType.DT_FLOAT, (-1,))
         self.tag = tag

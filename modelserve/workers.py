@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import threading
 import time
 from collections.abc import Callable
@@ -102,10 +103,8 @@ class WorkerPool:
             first = not self._done
             self._done.append((future, ok, value))
         if first and self._loop is not None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed; nobody waits any more
                 self._loop.call_soon_threadsafe(self._flush)
-            except RuntimeError:  # the loop is closed; nobody is waiting any more
-                pass
 
     def _flush(self) -> None:
         with self._done_lock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -26,8 +27,9 @@ def half_plus_two() -> bytes:
     )
 
 
-def identity(elem_type: int, shape: Sequence[int | str | None] | None = ("batch",), name_in: str = "x",
-             name_out: str = "y") -> bytes:
+def identity(
+    elem_type: int, shape: Sequence[int | str | None] | None = ("batch",), name_in: str = "x", name_out: str = "y"
+) -> bytes:
     return _model(
         [helper.make_node("Identity", [name_in], [name_out])],
         [helper.make_tensor_value_info(name_in, elem_type, shape)],
@@ -89,7 +91,7 @@ def random_weights(sizes: Sequence[int], seed: int) -> list[tuple[np.ndarray, np
     rng = np.random.default_rng(seed)
     return [
         ((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), rng.standard_normal(b).astype(np.float32))
-        for a, b in zip(sizes, sizes[1:])
+        for a, b in itertools.pairwise(sizes)
     ]
 
 

@@ -21,7 +21,9 @@ def _post(url: str, doc: object) -> dict:
 
 def _numpy_forward(model_path: Path, x: np.ndarray) -> np.ndarray:
     """The MLP computed from the file's weights with numpy (Gemm + ReLU, softmax at the end)."""
-    weights = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in onnx.load(str(model_path)).graph.initializer}
+    weights = {
+        t.name: numpy_helper.to_array(t).astype(np.float64) for t in onnx.load(str(model_path)).graph.initializer
+    }
     h = x.astype(np.float64)
     layers = sorted({k[1:] for k in weights if k.startswith("w")})
     for i, layer in enumerate(layers):

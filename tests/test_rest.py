@@ -40,8 +40,19 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     om.write(root / "mlp", 1, om.mlp(om.random_weights([4, 8, 3], seed=7)))
     om.write(root / "mlp", 7, om.mlp(om.random_weights([4, 8, 3], seed=8)))
     om.write(root / "weird name", 1, om.half_plus_two())
-    names = ["half", "two", "strings", "plain_strings", "ints", "int32", "bools", "doubles", "u16", "fp16",
-             "weird name"]
+    names = [
+        "half",
+        "two",
+        "strings",
+        "plain_strings",
+        "ints",
+        "int32",
+        "bools",
+        "doubles",
+        "u16",
+        "fp16",
+        "weird name",
+    ]
     entries = [f'config {{ name: "{n}" base_path: "{root / n}" model_platform: "tensorflow" }}' for n in names]
     entries.append(
         f'config {{ name: "mlp" base_path: "{root / "mlp"}" model_platform: "onnx" '
@@ -169,7 +180,9 @@ def test_row_and_columnar_formats(server: ServerThread) -> None:
 def test_several_inputs_and_outputs(server: ServerThread) -> None:
     a = np.array([[1.0, 2.0], [3.0, 4.0]], dtype=np.float32)
     b = np.array([10, 2**40], dtype=np.int64)
-    status, doc = post(server, "/v1/models/two:predict", {"instances": [{"a": a[i].tolist(), "b": int(b[i])} for i in range(2)]})
+    status, doc = post(
+        server, "/v1/models/two:predict", {"instances": [{"a": a[i].tolist(), "b": int(b[i])} for i in range(2)]}
+    )
     assert status == 200
     expected_sum = a + b.astype(np.float32)[:, None]
     # float32 outputs print with 9 significant digits at most: compare in float32
@@ -193,7 +206,9 @@ def test_mlp_matches_numpy_for_each_version_and_label(server: ServerThread) -> N
 
 def test_b64_strings_and_bytes_outputs(server: ServerThread) -> None:
     raw = b"\x00\x01binary"
-    status, doc = post(server, "/v1/models/strings:predict", {"instances": [{"b64": base64.b64encode(raw).decode()}, "plain"]})
+    status, doc = post(
+        server, "/v1/models/strings:predict", {"instances": [{"b64": base64.b64encode(raw).decode()}, "plain"]}
+    )
     assert status == 200
     # the output alias ends in _bytes: every string comes back as {"b64": ...}
     assert doc == {"predictions": [{"b64": "AAFiaW5hcnk="}, {"b64": "cGxhaW4="}]}
@@ -211,7 +226,10 @@ def test_int64_is_exact_and_bools_and_doubles(server: ServerThread) -> None:
     status, _, body = request(server, "POST", "/v1/models/ints:predict", json.dumps({"instances": [big, -(2**63)]}))
     assert status == 200
     assert json.loads(body) == {"predictions": [big, -(2**63)]}
-    assert post(server, "/v1/models/bools:predict", {"instances": [True, False]}) == (200, {"predictions": [True, False]})
+    assert post(server, "/v1/models/bools:predict", {"instances": [True, False]}) == (
+        200,
+        {"predictions": [True, False]},
+    )
     status, _, body = request(server, "POST", "/v1/models/doubles:predict", '{"instances": [0.1, 1435774380]}')
     assert body.replace(b" ", b"").replace(b"\n", b"") == b'{"predictions":[0.1,1435774380.0]}'
 
@@ -280,7 +298,10 @@ def test_prefix_is_case_insensitive_and_names_are_percent_decoded(server: Server
 
 def test_lookup_errors(server: ServerThread) -> None:
     body = '{"instances": [1.0]}'
-    assert error_of(server, "POST", "/v1/models/nope:predict", body) == (404, "Servable not found for request: Latest(nope)")
+    assert error_of(server, "POST", "/v1/models/nope:predict", body) == (
+        404,
+        "Servable not found for request: Latest(nope)",
+    )
     assert error_of(server, "POST", "/v1/models/half/versions/9:predict", body) == (
         404,
         "Servable not found for request: Specific(half, 9)",
@@ -325,7 +346,8 @@ def test_multi_input_errors(server: ServerThread) -> None:
     status, message = error_of(server, "POST", "/v1/models/two:predict", '{"instances": [1.0]}')
     assert (status, message) == (
         400,
-        "instances is a plain list, but expecting list of objects as multiple input tensors required as per tensorinfo_map",
+        "instances is a plain list, but expecting list of objects as multiple input tensors required as per "
+        "tensorinfo_map",
     )
     status, message = error_of(server, "POST", "/v1/models/two:predict", '{"inputs": {"a": [[1.0, 2.0]]}}')
     assert (status, message) == (400, "Missing named input: b in 'inputs' object.")
@@ -348,12 +370,15 @@ def test_unsupported_dtype_is_501(server: ServerThread) -> None:
     status, message = error_of(server, "POST", "/v1/models/u16:predict", '{"instances": [1]}')
     assert (status, message) == (
         400,
-        "Failed to process element: 0 of 'instances' list. Error: UNIMPLEMENTED: Conversion of JSON Value: 1 to type: uint16",
+        "Failed to process element: 0 of 'instances' list. Error: UNIMPLEMENTED: "
+        "Conversion of JSON Value: 1 to type: uint16",
     )
 
 
 def test_shape_mismatch_is_a_clear_400(server: ServerThread) -> None:
-    status, message = error_of(server, "POST", "/v1/models/two:predict", '{"inputs": {"a": [[1.0, 2.0, 3.0]], "b": [1]}}')
+    status, message = error_of(
+        server, "POST", "/v1/models/two:predict", '{"inputs": {"a": [[1.0, 2.0, 3.0]], "b": [1]}}'
+    )
     assert status == 400
     assert "shape" in message
 
@@ -378,7 +403,7 @@ def test_classify_and_regress_on_a_predict_signature(server: ServerThread) -> No
 
 
 def test_non_v1_paths_get_an_html_404(server: ServerThread) -> None:
-    status, headers, body = request(server, "GET", "/foo")
+    status, headers, _ = request(server, "GET", "/foo")
     assert status == 404
     assert headers["content-type"].startswith("text/html")
 
@@ -402,13 +427,15 @@ def test_options_preflight(server: ServerThread) -> None:
 
 
 def test_responses_are_json_without_cors_by_default(server: ServerThread) -> None:
-    status, headers, _ = request(server, "GET", "/v1/models/half")
+    _, headers, _ = request(server, "GET", "/v1/models/half")
     assert headers["content-type"] == "application/json"
     assert "access-control-allow-origin" not in headers
 
 
 def test_cors_flag_adds_headers(repo: Path) -> None:
-    with running_server(f"--model_base_path={repo / 'half'}", "--model_name=half", "--rest_api_enable_cors_support") as s:
+    with running_server(
+        f"--model_base_path={repo / 'half'}", "--model_name=half", "--rest_api_enable_cors_support"
+    ) as s:
         _, headers, _ = request(s, "GET", "/v1/models/half")
         assert headers["access-control-allow-origin"] == "*"
         assert headers["access-control-allow-methods"] == "POST, GET"
@@ -416,9 +443,17 @@ def test_cors_flag_adds_headers(repo: Path) -> None:
 
 
 def test_bad_requests_do_not_harm_the_server(server: ServerThread) -> None:
-    bad = ["", "{", "[", '{"instances": [[[[[[' * 50, '{"inputs": {"x": "str"}}',
-           '{"instances": [' + "[" * 5000 + "]" * 5000 + "]}", "\xff\xfe", '{"instances": [[1], 2]}',
-           '{"instances": [' + "9" * 5000 + "]}"]
+    bad = [
+        "",
+        "{",
+        "[",
+        '{"instances": [[[[[[' * 50,
+        '{"inputs": {"x": "str"}}',
+        '{"instances": [' + "[" * 5000 + "]" * 5000 + "]}",
+        "\xff\xfe",
+        '{"instances": [[1], 2]}',
+        '{"instances": [' + "9" * 5000 + "]}",
+    ]
     for body in bad:
         status, _, raw = request(server, "POST", "/v1/models/half:predict", body)
         assert status < 500, (body[:40], status, raw[:200])
@@ -431,7 +466,9 @@ def test_bad_requests_do_not_harm_the_server(server: ServerThread) -> None:
 
 def test_rest_timeout_answers_504(tmp_path: Path) -> None:
     om.write(tmp_path / "slow", 1, om.slow(steps=20))
-    with running_server(f"--model_base_path={tmp_path / 'slow'}", "--model_name=slow", "--rest_api_timeout_in_ms=1") as s:
+    with running_server(
+        f"--model_base_path={tmp_path / 'slow'}", "--model_name=slow", "--rest_api_timeout_in_ms=1"
+    ) as s:
         x = np.ones((512, 512), dtype=np.float32)
         status, message = error_of(s, "POST", "/v1/models/slow:predict", json.dumps({"inputs": x.tolist()}))
         assert status == 504 and "Deadline" in message

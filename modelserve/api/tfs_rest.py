@@ -10,9 +10,9 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from .. import examples, request_options
@@ -146,9 +146,10 @@ class TfsRestApp:
                 len(body), tfs_json.decode_predict, doc, input_dtypes(signature), body=body
             )
             outputs = await self._core.predict(lease, signature_name, inputs, (), self._deadline(), options)
-        return await self._maybe_offload(
+        encoded: bytes = await self._maybe_offload(
             sum(a.nbytes for a in outputs.values()), tfs_json.encode_predict, outputs, fmt
         )
+        return encoded
 
     async def _classify(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
         return await self._example_verb(spec, body, "classify", options)
@@ -173,7 +174,7 @@ class TfsRestApp:
             return tfs_json.encode_classify(result)  # type: ignore[arg-type]
         return tfs_json.encode_regress(result)  # type: ignore[arg-type]
 
-    _post_handlers: dict[str, Callable[[TfsRestApp, ModelSpec, bytes, RequestOptions], Awaitable[bytes]]] = {
+    _post_handlers: ClassVar[dict[str, Callable[[TfsRestApp, ModelSpec, bytes, RequestOptions], Awaitable[bytes]]]] = {
         "predict": _predict,
         "classify": _classify,
         "regress": _regress,
@@ -203,11 +204,11 @@ def _spec(name: str, version: str | None, label: str | None) -> ModelSpec:
     )
 
 
-def _rest_signature(signatures: dict[str, Signature] | Any, name: str) -> Signature:
+def _rest_signature(signatures: Mapping[str, Signature], name: str) -> Signature:
     signature = signatures.get(name)
     if signature is None:
         raise InvalidArgument(f'Serving signature name: "{name}" not found in signature def')
     if not signature.inputs:
         raise InvalidArgument(f"Failed to get input map for signature: {name or 'DEFAULT'}")
-    return signature  # type: ignore[no-any-return]
+    return signature
 

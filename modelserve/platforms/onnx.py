@@ -90,7 +90,7 @@ def signature_of(session: ort.InferenceSession, model_path: Path | None = None) 
 
 
 def _unranked_values(model_path: Path) -> set[str]:
-    import onnx  # noqa: PLC0415 - needed only for graphs with shapeless inputs or outputs
+    import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     return {
@@ -189,7 +189,7 @@ class OnnxServable:
             if _out_of_memory(exc):
                 raise ResourceExhausted(f"Out of memory on {self.device}: {exc}") from None
             raise InvalidArgument(str(exc)) from None
-        return {alias: _from_onnx(value) for alias, value in zip(aliases, results)}
+        return {alias: _from_onnx(value) for alias, value in zip(aliases, results, strict=True)}
 
     def close(self) -> None:
         del self._session
@@ -201,15 +201,17 @@ def _to_onnx(array: np.ndarray) -> np.ndarray:
     if array.dtype != object:
         return array
     try:
-        return np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(array)
+        decoded: np.ndarray = np.vectorize(lambda b: b.decode("utf-8"), otypes=[object])(array)
     except UnicodeDecodeError as exc:
         raise InvalidArgument(f"ONNX string tensors must hold UTF-8 text: {exc}") from None
+    return decoded
 
 
-def _from_onnx(array: Any) -> np.ndarray:
-    array = np.asarray(array)
+def _from_onnx(value: Any) -> np.ndarray:
+    array: np.ndarray = np.asarray(value)
     if array.dtype == object or array.dtype.kind == "U":
-        return np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array)
+        encoded: np.ndarray = np.vectorize(lambda s: s.encode("utf-8"), otypes=[object])(array)
+        return encoded
     return array
 
 
