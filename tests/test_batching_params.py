@@ -117,3 +117,28 @@ def test_per_model_files_keep_the_servers_thread_pool() -> None:
     own = params.parse("num_batch_threads { value: 9 } max_batch_size { value: 4 }")
     mixed = params.with_pool(own, shared)
     assert (mixed.num_batch_threads, mixed.thread_pool_name, mixed.max_batch_size) == (3, "shared", 4)
+
+
+# ---- a request's own priority and queue timeout (HTTP headers, gRPC metadata) -------------------
+
+
+def test_request_options_come_from_headers_or_metadata() -> None:
+    from modelserve.request_options import DEFAULT, RequestOptions, from_headers
+
+    assert from_headers([(b"content-type", b"application/json")]) is DEFAULT
+    assert from_headers([(b"X-ModelServe-Priority", b"2"), (b"x-modelserve-queue-timeout-ms", b"2.5")]) == (
+        RequestOptions(priority=2, queue_timeout=0.0025)
+    )
+    assert from_headers((("x-modelserve-queue-timeout-ms", "0"),)) == RequestOptions(0, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [("x-modelserve-priority", "high"), ("x-modelserve-priority", "-1"),
+     ("x-modelserve-queue-timeout-ms", "-3"), ("x-modelserve-queue-timeout-ms", "nan")],
+)
+def test_malformed_request_options_are_invalid_arguments(header: str, value: str) -> None:
+    from modelserve.request_options import from_headers
+
+    with pytest.raises(InvalidArgument, match=header):
+        from_headers([(header, value)])
