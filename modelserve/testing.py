@@ -48,7 +48,7 @@ def running_server(*flags: str, **values: Any) -> Iterator[ServerThread]:
     if values:
         options = options.replace(**values)
     server = Server(options)
-    loop = asyncio.new_event_loop()
+    loop = _new_loop()  # the loop the real server runs on (uvloop when installed)
     thread = threading.Thread(target=loop.run_forever, name="modelserve-test-loop", daemon=True)
     thread.start()
     try:
@@ -83,3 +83,12 @@ class EchoServable:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop  # noqa: PLC0415
+
+        return uvloop.new_event_loop()
+    except ImportError:
+        return asyncio.new_event_loop()
