@@ -87,7 +87,7 @@ class EchoServable:
 
 def _new_loop() -> asyncio.AbstractEventLoop:
     try:
-        import uvloop  # noqa: PLC0415
+        import uvloop
 
         return uvloop.new_event_loop()
     except ImportError:
