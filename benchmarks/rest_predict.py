@@ -1,6 +1,6 @@
 """REST predict throughput on a small MLP (784→128→10): modelserve vs a Starlette baseline vs raw onnxruntime.
 
-    python benchmarks/rest_predict.py [--seconds=10] [--concurrency=1,8,64]
+    python benchmarks/rest_predict.py [--seconds=10] [--rounds=3] [--concurrency=1,8,64]
 
 Each server runs pinned to CPU 1 (onnxruntime intra-op threads 1); wrk runs pinned to CPU 0, so the
 figures are server-bound and comparable. Raw onnxruntime is measured in-process on CPU 1 in the same run.
@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_tools, free_port, pinned, python, wait_http, wrk
+from common import LoadResult, ensure_tools, free_port, pinned, python, wait_http, wrk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.demo import mlp
@@ -48,6 +48,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--concurrency", default="1,8,64")
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     ensure_tools("wrk")
@@ -63,12 +64,13 @@ def main() -> None:
     raw = raw_onnxruntime(model, x, 3.0)
     print(f"raw onnxruntime in-process, batch 1, 1 thread: {raw:,.0f} calls/s ({1e6 / raw:.1f} µs/call)")
 
+    starlette = [
+        python(), "-m", "uvicorn", "benchmarks.baseline_starlette:app", "--loop", "uvloop", "--http",
+        "httptools", "--no-access-log", "--log-level", "warning", "--port", "{port}",
+    ]
     servers = {
-        "starlette+uvicorn baseline": (
-            [python(), "-m", "uvicorn", "benchmarks.baseline_starlette:app", "--loop", "uvloop", "--http",
-             "httptools", "--no-access-log", "--log-level", "warning", "--port", "{port}"],
-            {"MODEL": str(model)},
-        ),
+        "starlette+uvicorn baseline": (starlette, {"MODEL": str(model)}),
+        "same, inference in a thread pool": (starlette, {"MODEL": str(model), "THREADPOOL": "1"}),
         "modelserve": (
             [python(), "-m", "modelserve", "--model_name=mlp", f"--model_base_path={work / 'mlp'}",
              "--rest_api_port={port}", "--port=-1", "--tensorflow_intra_op_parallelism=1",
@@ -76,25 +78,36 @@ def main() -> None:
             {},
         ),
     }
-    results: dict[str, dict[int, object]] = {}
-    for name, (cmd, env) in servers.items():
-        port = free_port()
-        with pinned([c.replace("{port}", str(port)) for c in cmd], "1", env):
-            url = f"http://127.0.0.1:{port}/v1/models/mlp:predict"
-            wait_http(f"http://127.0.0.1:{port}/v1/models/mlp")
-            wrk(url, body, 8, 2)  # warm-up
-            results[name] = {c: wrk(url, body, c, args.seconds) for c in levels}
+    # Rounds interleave the servers so that noise from other work on the machine falls on all alike;
+    # each figure is the median over rounds.
+    runs: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in levels} for name in servers}
+    for _ in range(args.rounds):
+        for name, (cmd, env) in servers.items():
+            port = free_port()
+            with pinned([c.replace("{port}", str(port)) for c in cmd], "1", env):
+                url = f"http://127.0.0.1:{port}/v1/models/mlp:predict"
+                wait_http(f"http://127.0.0.1:{port}/v1/models/mlp")
+                wrk(url, body, 8, 2)  # warm-up
+                for c in levels:
+                    runs[name][c].append(wrk(url, body, c, args.seconds))
+    results = {name: {c: _median(rs) for c, rs in by_c.items()} for name, by_c in runs.items()}
 
     base = results["starlette+uvicorn baseline"]
-    print("\n| server | c | req/s | p50 ms | p99 ms | errors | vs baseline | vs raw ORT |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    pooled = results["same, inference in a thread pool"]
+    print(f"\nmedian of {args.rounds} rounds of {args.seconds} s")
+    print("| server | c | req/s | p50 ms | p99 ms | errors | vs inline | vs thread pool | vs raw ORT |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, by_c in results.items():
         for c, r in by_c.items():
             print(
-                f"| {name} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "  # type: ignore[attr-defined]
-                f"| {r.rps / base[c].rps:.2f}x | {r.rps / raw:.3f}x |"  # type: ignore[attr-defined]
+                f"| {name} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.errors} "
+                f"| {r.rps / base[c].rps:.2f}x | {r.rps / pooled[c].rps:.2f}x | {r.rps / raw:.3f}x |"
             )
 
+
+def _median(results: list[LoadResult]) -> LoadResult:
+    ordered = sorted(results, key=lambda r: r.rps)
+    return ordered[len(ordered) // 2]
 
 if __name__ == "__main__":
     main()
