@@ -402,6 +402,11 @@ def test_reload_config_adds_and_removes_models(tmp_path: Path) -> None:
         request.config.custom_model_config.type_url = "type.googleapis.com/x"
         err = rpc_error(models.HandleReloadConfigRequest, request)
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "Only ModelConfigList" in err.details()
+        # An empty config takes no action (TF Serving: "Taking no action for empty config.").
+        response = models.HandleReloadConfigRequest(model_management_pb2.ReloadConfigRequest(), 30.0)
+        assert response.status.error_code == 0
+        out = predictions.Predict(predict_request("b", {"x": np.zeros(1, np.float32)}), 10.0)
+        assert tf.make_ndarray(out.outputs["y"]).tolist() == [4.0]
 
 
 # --- errors --------------------------------------------------------------------------------------

@@ -341,8 +341,11 @@ class ModelServicer:
 
     @_rpc
     def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Message:
-        self._core.reload_and_wait(model_configs(request.config))
         response = pb.ReloadConfigResponse()
+        if request.config.WhichOneof("config") is None:
+            log.info("Taking no action for empty config.")  # as TF Serving: a later config may follow
+        else:
+            self._core.reload_and_wait(model_configs(request.config))
         response.status.error_code = int(Code.OK)
         return response
 
