@@ -93,11 +93,15 @@ class ServingCore:
         return results
 
     def run_plans_blocking(
-        self, lease: Lease, plans: Sequence[examples.Plan], deadline: float | None = None
+        self,
+        lease: Lease,
+        plans: Sequence[examples.Plan],
+        deadline: float | None = None,
+        request_options: RequestOptions = DEFAULT,
     ) -> list[examples.Result]:
         run = lease.runner.predict_blocking
         return [
-            plan.interpret(run(plan.signature_name, plan.inputs, plan.output_filter, deadline))
+            plan.interpret(run(plan.signature_name, plan.inputs, plan.output_filter, deadline, request_options))
             for plan in plans
         ]
 

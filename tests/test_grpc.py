@@ -293,6 +293,10 @@ def test_regress_tf_signature(stub: Any) -> None:
     request.input.example_list.examples.extend([example(n=1), example(n=2), example(n=3)])
     response = stub.Regress(request, 10.0)
     assert [r.value for r in response.result.regressions] == [1.5, 1.5, 1.5]
+    # Request options (priority, queue timeout) are read for Regress as for Predict.
+    with pytest.raises(grpc.RpcError) as info:
+        stub.Regress(request, 10.0, metadata=[("x-modelserve-priority", "high")])
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 def test_classify_and_regress_by_feature_name(stub: Any) -> None:

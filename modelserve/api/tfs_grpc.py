@@ -221,7 +221,9 @@ class PredictionServicer:
             plan = examples.plan(
                 kind, lease.servable.signatures, spec.signature_name, examples.from_input(request.input)
             )
-            (result,) = self._core.run_plans_blocking(lease, [plan], _deadline(context))
+            (result,) = self._core.run_plans_blocking(
+                lease, [plan], _deadline(context), request_options.from_headers(context.invocation_metadata())
+            )
             return result, lease.version
 
     @_rpc
@@ -237,7 +239,9 @@ class PredictionServicer:
                 [(t.model_spec.signature_name, t.method_name) for t in tasks],
                 examples.from_input(request.input),
             )
-            results = self._core.run_plans_blocking(lease, plans, _deadline(context))
+            results = self._core.run_plans_blocking(
+                lease, plans, _deadline(context), request_options.from_headers(context.invocation_metadata())
+            )
             version = lease.version
         response = pb.MultiInferenceResponse()
         for task, plan, result in zip(tasks, plans, results, strict=True):
