@@ -234,13 +234,19 @@ def to_ndarray(proto: Message, *, max_bytes: int = MAX_DECODED_BYTES) -> np.ndar
 # --- encoding ---------------------------------------------------------------------------------
 
 
-def _varint(value: int) -> bytes:
+def varint(value: int) -> bytes:
+    """A non-negative int as a protobuf base-128 varint."""
     out = bytearray()
     while value >= 0x80:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def length_delimited(field: int, length: int) -> bytes:
+    """The tag and length that precede ``length`` bytes of length-delimited field ``field``."""
+    return varint(field << 3 | 2) + varint(length)
 
 
 def _write_typed(proto: Message, dtype: DType, flat: np.ndarray) -> None:
@@ -264,7 +270,7 @@ def _write_typed(proto: Message, dtype: DType, flat: np.ndarray) -> None:
         # per element; ~100x faster than extend() for large outputs.
         payload = np.ascontiguousarray(flat, dtype=stored.newbyteorder("<")).tobytes()
         number = proto.DESCRIPTOR.fields_by_name[name].number
-        proto.MergeFromString(_varint(number << 3 | 2) + _varint(len(payload)) + payload)
+        proto.MergeFromString(length_delimited(number, len(payload)) + payload)
     else:
         # Varint fields and small arrays: protobuf's C encoder over tolist() is as fast as a
         # numpy varint encoder for large arrays and faster for small ones.

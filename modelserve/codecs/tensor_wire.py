@@ -16,26 +16,13 @@ from __future__ import annotations
 import numpy as np
 
 from ..dtypes import DType, from_numpy
-from .tensor_proto import shape_to_proto
+from .tensor_proto import length_delimited, shape_to_proto, varint
 
 Part = bytes | memoryview
 
 _TENSOR_CONTENT = 4
 # TensorProto's packed fields whose wire payload is the little-endian buffer of the values.
 _PACKED_FIELDS = {DType.DT_FLOAT: 5, DType.DT_DOUBLE: 6, DType.DT_COMPLEX64: 9, DType.DT_COMPLEX128: 12}
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _length_delimited(field: int, length: int) -> bytes:
-    return _varint(field << 3 | 2) + _varint(length)
 
 
 def tensor_entry(field: int, key: str, array: np.ndarray, *, tensor_content: bool) -> list[Part] | None:
@@ -48,12 +35,12 @@ def tensor_entry(field: int, key: str, array: np.ndarray, *, tensor_content: boo
     little = array.dtype.newbyteorder("<")
     flat = np.ascontiguousarray(array.reshape(-1), dtype=little)  # a view when it already is one
     head = shape_to_proto(array.shape)
-    tensor_head = _varint(1 << 3) + _varint(int(dtype))
+    tensor_head = varint(1 << 3) + varint(int(dtype))
     shape_bytes = head.SerializeToString()
-    value: list[Part] = [tensor_head, _length_delimited(2, len(shape_bytes)), shape_bytes]
+    value: list[Part] = [tensor_head, length_delimited(2, len(shape_bytes)), shape_bytes]
     if flat.nbytes:  # TF leaves an empty tensor_content / packed field out
-        value += [_length_delimited(number, flat.nbytes), flat.view(np.uint8).data]
+        value += [length_delimited(number, flat.nbytes), flat.view(np.uint8).data]
     value_length = sum(len(part) if isinstance(part, bytes) else part.nbytes for part in value)
     key_bytes = key.encode("utf-8")
-    entry_head = _length_delimited(1, len(key_bytes)) + key_bytes + _length_delimited(2, value_length)
-    return [_length_delimited(field, len(entry_head) + value_length) + entry_head, *value]
+    entry_head = length_delimited(1, len(key_bytes)) + key_bytes + length_delimited(2, value_length)
+    return [length_delimited(field, len(entry_head) + value_length) + entry_head, *value]
