@@ -24,7 +24,7 @@ from __future__ import annotations
 import collections
 import enum
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -92,8 +92,11 @@ class Batch:
     pieces: list[tuple[Task, int, int]]  # (task, first row, end row)
     rows: int
     padded_rows: int
-    started: float = 0.0
-    sizes: list[int] = field(default_factory=list)
+
+    @property
+    def sizes(self) -> list[int]:
+        """Rows of each piece, in batch order."""
+        return [end - first for _, first, end in self.pieces]
 
 
 class BatchQueue:
@@ -214,7 +217,7 @@ class BatchQueue:
             return None
         self.busy.batches += 1
         self.expected = rows
-        return Batch(self, pieces, rows, self.params.padded_size(rows), now, [b - a for _, a, b in pieces])
+        return Batch(self, pieces, rows, self.params.padded_size(rows))
 
     def _fill(
         self,
