@@ -168,6 +168,16 @@ def test_errors_carry_code_and_message(kind: str, server: ServerThread) -> None:
     run(kind, server, scenario)
 
 
+@pytest.mark.parametrize("kind", CLIENTS)
+def test_unknown_signature_is_found_out_by_the_client(kind: str, server: ServerThread) -> None:
+    async def scenario(client: Any) -> None:
+        with pytest.raises(ClientError) as info:
+            await client.predict("mlp", np.zeros((1, gm.MLP_SIZES[0]), np.float32), signature="nope")
+        assert (info.value.code, info.value.message) == (Code.INVALID_ARGUMENT, "Model mlp has no signature nope")
+
+    run(kind, server, scenario)
+
+
 def test_reload_config_over_grpc(tmp_path: Path) -> None:
     om.write(tmp_path / "a", 1, om.half_plus_two())
     om.write(tmp_path / "b", 2, om.version_marker(2))

@@ -13,7 +13,16 @@ from ..codecs.tensor_proto import make_ndarray, make_tensor_proto, shape_from_pr
 from ..dtypes import DType
 from ..errors import Code
 from ..protos import parse_text, pb
-from .types import Classes, ClientError, Example, ModelMetadata, SignatureInfo, TensorInfo, VersionStatus
+from .types import (
+    Classes,
+    ClientError,
+    Example,
+    ModelMetadata,
+    SignatureInfo,
+    TensorInfo,
+    VersionStatus,
+    signature_info,
+)
 
 
 def fill_spec(
@@ -156,9 +165,7 @@ def rpc_error(exc: grpc.RpcError) -> ClientError:
 
 
 def sole_input(metadata: ModelMetadata, signature: str | None) -> str:
-    info = metadata.signatures.get(signature or "serving_default")
-    if info is None:
-        raise ClientError(Code.INVALID_ARGUMENT, f"Model has no signature {signature or 'serving_default'}")
+    info = signature_info(metadata, signature)
     if len(info.inputs) != 1:
         raise ClientError(
             Code.INVALID_ARGUMENT,

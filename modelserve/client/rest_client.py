@@ -26,6 +26,7 @@ from .types import (
     SignatureInfo,
     TensorInfo,
     VersionStatus,
+    signature_info,
 )
 
 # TF Serving's HTTP status -> the canonical code it came from (400 also carries FAILED_PRECONDITION).
@@ -209,12 +210,7 @@ class RestClient:
         key = (model, version, label)
         if key not in self._metadata_cache:
             self._metadata_cache[key] = self.metadata(model, version=version, label=label)
-        info = self._metadata_cache[key].signatures.get(signature or "serving_default")
-        if info is None:
-            raise ClientError(
-                Code.INVALID_ARGUMENT, f"Model {model} has no signature {signature or 'serving_default'}"
-            )
-        return info
+        return signature_info(self._metadata_cache[key], signature)
 
     def metadata(
         self,

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Code
+from ..servable import DEFAULT_SIGNATURE
 
 DEFAULT_TIMEOUT = 30.0
 MAX_MESSAGE_BYTES = 2**31 - 1
@@ -54,3 +55,12 @@ class VersionStatus:
     state: str  # START, LOADING, AVAILABLE, UNLOADING, END
     error_code: str  # OK, NOT_FOUND, ...
     error_message: str
+
+
+def signature_info(metadata: ModelMetadata, signature: str | None) -> SignatureInfo:
+    """Signature ``signature`` of the model (``serving_default`` when not named); INVALID_ARGUMENT if absent."""
+    name = signature or DEFAULT_SIGNATURE
+    info = metadata.signatures.get(name)
+    if info is None:
+        raise ClientError(Code.INVALID_ARGUMENT, f"Model {metadata.name} has no signature {name}")
+    return info
