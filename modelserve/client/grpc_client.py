@@ -40,17 +40,20 @@ from .types import (
 
 
 class _GrpcBase:
+    _grpc: Any  # where channels come from: grpc (sync) or grpc.aio
+
     def __init__(
         self,
-        target: str,
+        target: str = "localhost:8500",
         *,
-        timeout: float | None,
-        credentials: grpc.ChannelCredentials | None,
-        options: Sequence[tuple[str, Any]],
-        max_message_bytes: int,
-        aio: bool,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        credentials: grpc.ChannelCredentials | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+        max_message_bytes: int = MAX_MESSAGE_BYTES,
     ) -> None:
-        module: Any = grpc.aio if aio else grpc
+        """``target``: host:port or unix:path; ``timeout``: seconds per call (None: none); ``credentials``:
+        TLS; ``options``: more channel arguments; ``max_message_bytes``: the limit both ways."""
+        module = self._grpc
         opts = channel_options(max_message_bytes, options)
         self._channel = (
             module.secure_channel(target, credentials, options=opts)
@@ -69,23 +72,7 @@ class _GrpcBase:
 class GrpcClient(_GrpcBase):
     """TF Serving's gRPC API from numpy. Thread-safe; close it (or use ``with``) when done."""
 
-    def __init__(
-        self,
-        target: str = "localhost:8500",
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        credentials: grpc.ChannelCredentials | None = None,
-        options: Sequence[tuple[str, Any]] = (),
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-    ) -> None:
-        super().__init__(
-            target,
-            timeout=timeout,
-            credentials=credentials,
-            options=options,
-            max_message_bytes=max_message_bytes,
-            aio=False,
-        )
+    _grpc = grpc
 
     def _call(self, method: Callable[..., Any], request: Message, timeout: float | None) -> Any:
         try:
@@ -182,23 +169,7 @@ class GrpcClient(_GrpcBase):
 class AsyncGrpcClient(_GrpcBase):
     """``GrpcClient`` on ``grpc.aio``: the same methods, awaited. Use it on one event loop."""
 
-    def __init__(
-        self,
-        target: str = "localhost:8500",
-        *,
-        timeout: float | None = DEFAULT_TIMEOUT,
-        credentials: grpc.ChannelCredentials | None = None,
-        options: Sequence[tuple[str, Any]] = (),
-        max_message_bytes: int = MAX_MESSAGE_BYTES,
-    ) -> None:
-        super().__init__(
-            target,
-            timeout=timeout,
-            credentials=credentials,
-            options=options,
-            max_message_bytes=max_message_bytes,
-            aio=True,
-        )
+    _grpc = grpc.aio
 
     async def _call(self, method: Callable[..., Any], request: Message, timeout: float | None) -> Any:
         try:
