@@ -30,11 +30,11 @@ from .config_files import ConfigFileWatcher, read_model_config_file
 from .core import ServingCore
 from .errors import InvalidArgument, ServingError
 from .instances import PlacedLoader
-from .manager import ManagerOptions, ModelManager, RunnerFactory
+from .manager import ManagerOptions, ModelManager, RunnerFactory, no_warmup
 from .options import FLAGS, ServerOptions
 from .runner import DirectRunner, Runner
 from .servable import Servable
-from .warmup import ReplayWarmup, no_warmup
+from .warmup import ReplayWarmup
 from .workers import WorkerPool
 
 log = logging.getLogger("modelserve")

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 
@@ -34,18 +34,11 @@ REQUESTS_FILE = Path("assets.extra") / "tf_serving_warmup_requests"
 MAX_RECORDS = 1000
 
 
-class Warmup(Protocol):
-    """Run before a loaded version is published; raising fails the load."""
-
-    def __call__(self, version_dir: Path, servable: Servable, runner: Runner) -> None: ...
-
-
-def no_warmup(version_dir: Path, servable: Servable, runner: Runner) -> None:
-    """``--enable_model_warmup=false``."""
-
-
 class ReplayWarmup:
-    """Replays the warm-up file of each version; ``iterations`` times per record (0 means once)."""
+    """Replays the warm-up file of each version; ``iterations`` times per record (0 means once).
+
+    A ``manager.Warmup``; ``manager.no_warmup`` is ``--enable_model_warmup=false``.
+    """
 
     def __init__(self, iterations: int = 0) -> None:
         self._iterations = max(1, iterations)
