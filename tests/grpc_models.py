@@ -38,7 +38,7 @@ def echo_examples_classifier() -> bytes:
         helper.make_node("Shape", ["classes"], ["shape"]),
         helper.make_node("Expand", ["half", "shape"], ["scores"]),
     ]
-    return _graph(
+    return om.model(
         nodes,
         [helper.make_tensor_value_info("inputs", TensorProto.STRING, ["batch"])],
         [
@@ -54,7 +54,7 @@ def echo_examples_classifier() -> bytes:
 
 def constant_regressor() -> bytes:
     """TF Serving's regress shape: DT_STRING ``inputs`` [batch] -> ``outputs`` = 1.5 per example."""
-    return _graph(
+    return om.model(
         [
             helper.make_node("Shape", ["inputs"], ["shape"]),
             helper.make_node("Expand", ["value", "shape"], ["outputs"]),
@@ -67,7 +67,7 @@ def constant_regressor() -> bytes:
 
 def feature_scorer() -> bytes:
     """By-name feeding: ``x`` float [batch, 2], ``k`` int64 [batch] -> ``scores`` = 2 x + k; ``total``."""
-    return _graph(
+    return om.model(
         [
             helper.make_node("Mul", ["x", "two"], ["x2"]),
             helper.make_node("Cast", ["k"], ["kf"], to=TensorProto.FLOAT),
@@ -92,7 +92,7 @@ def feature_scorer() -> bytes:
 
 def feature_regressor() -> bytes:
     """By-name feeding with one output of another name: ``x`` float [batch, 2] -> ``y`` = x0 - x1."""
-    return _graph(
+    return om.model(
         [
             helper.make_node("Mul", ["x", "signs"], ["signed"]),
             helper.make_node("ReduceSum", ["signed", "axis1"], ["y"], keepdims=0),
@@ -104,11 +104,6 @@ def feature_regressor() -> bytes:
             numpy_helper.from_array(np.array([1], dtype=np.int64), "axis1"),
         ],
     )
-
-
-def _graph(nodes: list, inputs: list, outputs: list, inits: list) -> bytes:
-    graph = helper.make_graph(nodes, "test", inputs, outputs, initializer=inits)
-    return helper.make_model(graph, opset_imports=om.OPSET).SerializeToString()
 
 
 def mlp_weights() -> list[tuple[np.ndarray, np.ndarray]]:

@@ -12,14 +12,15 @@ from onnx import TensorProto, helper, numpy_helper
 OPSET = [helper.make_opsetid("", 17)]
 
 
-def _model(nodes: list, inputs: list, outputs: list, inits: Sequence = ()) -> bytes:
+def model(nodes: list, inputs: list, outputs: list, inits: Sequence = ()) -> bytes:
+    """A serialized opset-17 model of one graph (the builders below and other test helpers use it)."""
     graph = helper.make_graph(nodes, "test", inputs, outputs, initializer=list(inits))
     return helper.make_model(graph, opset_imports=OPSET).SerializeToString()
 
 
 def half_plus_two() -> bytes:
     """y = 0.5 x + 2 on float32 ``x`` of any shape (TF Serving's test model, in ONNX)."""
-    return _model(
+    return model(
         [helper.make_node("Mul", ["x", "a"], ["ax"]), helper.make_node("Add", ["ax", "b"], ["y"])],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
@@ -30,7 +31,7 @@ def half_plus_two() -> bytes:
 def identity(
     elem_type: int, shape: Sequence[int | str | None] | None = ("batch",), name_in: str = "x", name_out: str = "y"
 ) -> bytes:
-    return _model(
+    return model(
         [helper.make_node("Identity", [name_in], [name_out])],
         [helper.make_tensor_value_info(name_in, elem_type, shape)],
         [helper.make_tensor_value_info(name_out, elem_type, shape)],
@@ -39,7 +40,7 @@ def identity(
 
 def two_in_two_out() -> bytes:
     """a: float [-1, 2], b: int64 [-1] -> sum = a + b[:, None] (float), twice_b = 2 b (int64)."""
-    return _model(
+    return model(
         [
             helper.make_node("Cast", ["b"], ["bf"], to=TensorProto.FLOAT),
             helper.make_node("Unsqueeze", ["bf", "axes"], ["bcol"]),
@@ -69,7 +70,7 @@ def mlp(weights: Sequence[tuple[np.ndarray, np.ndarray]]) -> bytes:
             nodes.append(helper.make_node("Relu", [current], [f"r{i}"]))
             current = f"r{i}"
     nodes.append(helper.make_node("Identity", [current], ["output"]))
-    return _model(
+    return model(
         nodes,
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", weights[0][0].shape[0]])],
         [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", weights[-1][0].shape[1]])],
@@ -97,7 +98,7 @@ def random_weights(sizes: Sequence[int], seed: int) -> list[tuple[np.ndarray, np
 
 def version_marker(version: int) -> bytes:
     """y = x * 0 + version: each version answers with its own number."""
-    return _model(
+    return model(
         [helper.make_node("Mul", ["x", "zero"], ["z"]), helper.make_node("Add", ["z", "v"], ["y"])],
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch"])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch"])],
@@ -120,7 +121,7 @@ def slow(steps: int = 10, size: int = 512) -> bytes:
         nodes.append(helper.make_node("MatMul", [current, "w"], [f"m{i}"]))
         current = f"m{i}"
     nodes.append(helper.make_node("Identity", [current], ["y"]))
-    return _model(
+    return model(
         nodes,
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, [size, size])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])],
