@@ -120,10 +120,14 @@ class _Model:
     label_error: ServingError | None = None
 
     @property
+    def loading(self) -> bool:
+        """An aspired version has not finished loading yet."""
+        return any(e.aspired and e.state in (State.START, State.LOADING) for e in self.versions.values())
+
+    @property
     def settled(self) -> bool:
         """Scanned, nothing aspired is still to load, and its labels are decided."""
-        busy = any(e.aspired and e.state in (State.START, State.LOADING) for e in self.versions.values())
-        return self.scanned and not busy and self.pending_labels is None
+        return self.scanned and not self.loading and self.pending_labels is None
 
     def available(self, version: int) -> bool:
         entry = self.versions.get(version)
@@ -296,8 +300,7 @@ class ModelManager:
                 for v in model.versions.values():
                     v.aspired = False
         for name, config in wanted.items():
-            found = self._models.get(name)
-            model = found if found is not None else self._models.setdefault(name, _Model(config))
+            model = self._models.setdefault(name, _Model(config))
             if model.removed:
                 model.removed, model.scanned = False, False
             model.config = config
@@ -360,17 +363,12 @@ class ModelManager:
             for model in self._models.values():
                 while (action := self._next(model)) is not None:
                     self._start(model, action)
-                if model.pending_labels is not None and model.scanned:
-                    self._decide_labels(model)
+                if model.pending_labels is not None and model.scanned and not model.loading:
+                    self._decide_labels(model, model.pending_labels)
             self._lock.notify_all()
 
-    def _decide_labels(self, model: _Model) -> None:
-        """Put a new model's labels in force once no aspired version is still loading."""
-        pending = model.pending_labels
-        if pending is None or any(
-            e.aspired and e.state in (State.START, State.LOADING) for e in model.versions.values()
-        ):
-            return
+    def _decide_labels(self, model: _Model, pending: Mapping[str, int]) -> None:
+        """Put a new model's labels in force (called once no aspired version is still loading)."""
         model.pending_labels = None
         for version in pending.values():
             if not model.available(version):
