@@ -42,7 +42,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import LoadResult, ensure_tools, free_port, python, wait_http, wrk
+from common import LoadResult, ensure_tools, free_port, pinned, python, wait_http, wrk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.codecs.tensor_proto import from_ndarray
@@ -65,6 +65,8 @@ num_batch_threads { value: 1 }
 ON_FLAGS = "--enable_batching"
 OFF_FLAGS = ""
 COMMON_FLAGS = "--file_system_poll_wait_seconds=0 --grpc_max_threads=256"
+# The servers are not pinned: they may use every CPU this process may (wrk shares them).
+ALL_CPUS = ",".join(map(str, sorted(os.sched_getaffinity(0))))
 
 
 # ---- raw onnxruntime: the limit -------------------------------------------------------------
@@ -130,17 +132,9 @@ def server(setup: Setup, base: Path) -> Iterator[tuple[int, int]]:
     rest, grpc_port = free_port(), free_port()
     cmd = [python(), "-m", "modelserve", "--model_name=mlp", f"--model_base_path={base}",
            f"--rest_api_port={rest}", f"--port={grpc_port}", *COMMON_FLAGS.split(), *setup.flags]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with pinned(cmd, ALL_CPUS):
         wait_http(f"http://127.0.0.1:{rest}/v1/models/mlp", timeout=120)
         yield rest, grpc_port
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def check_answers(rest: int, grpc_port: int, x: np.ndarray, expected: np.ndarray) -> None:
