@@ -18,6 +18,7 @@ them, since nothing is available yet: its issue #1608); see docs/lifecycle.md.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -449,22 +450,14 @@ class ModelManager:
 
     def _load_once(self, config: ModelConfig, entry: _Version) -> LoadedVersion:
         folder = self._copies.fetch(entry.location)
-        try:
+        with contextlib.ExitStack() as undo:  # a failed step frees what the steps before it made
+            undo.callback(self._copies.drop, entry.location)  # the next attempt copies afresh
             servable = self._loader(config, folder)
-        except BaseException:
-            self._copies.drop(entry.location)  # the next attempt copies afresh
-            raise
-        try:
+            undo.callback(servable.close)
             runner = self._runner_factory(config, entry.version, servable)
-            try:
-                self._warmup(folder, servable, runner)
-            except BaseException:
-                runner.close()
-                raise
-        except BaseException:
-            servable.close()
-            self._copies.drop(entry.location)
-            raise
+            undo.callback(runner.close)
+            self._warmup(folder, servable, runner)
+            undo.pop_all()
         return LoadedVersion(config.name, entry.version, folder, servable, runner)
 
     def _unload(self, model: _Model, entry: _Version) -> None:
