@@ -33,6 +33,7 @@ from ..config_files import model_configs
 from ..core import ModelSpec, ServingCore
 from ..errors import Code, InvalidArgument, ServingError, as_serving_error
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
+from ..request_options import RequestOptions
 from ..servable import Signature, TensorSpec
 
 log = logging.getLogger(__name__)
@@ -125,6 +126,10 @@ def _deadline(context: grpc.ServicerContext) -> float | None:
     return time.monotonic() + remaining
 
 
+def _options(context: grpc.ServicerContext) -> RequestOptions:
+    return request_options.from_headers(context.invocation_metadata())
+
+
 def model_spec(message: Message) -> ModelSpec:
     """The core's ModelSpec from a request's ``model_spec`` (INVALID_ARGUMENT when it is missing)."""
     if not message.HasField("model_spec"):
@@ -176,8 +181,7 @@ class PredictionServicer:
         with core.lease(spec) as lease:
             inputs = decode_inputs(request.inputs)
             outputs = core.predict_blocking(
-                lease, spec.signature, inputs, list(request.output_filter), _deadline(context),
-                request_options.from_headers(context.invocation_metadata()),
+                lease, spec.signature, inputs, list(request.output_filter), _deadline(context), _options(context)
             )
             version = lease.version
         return predict_answer(outputs, spec, version, self._tensor_content)
@@ -201,30 +205,26 @@ class PredictionServicer:
 
     @_rpc
     def Classify(self, request: Any, context: grpc.ServicerContext) -> Message:
-        response = pb.ClassificationResponse()
-        result, version = self._one_task("classify", request, context)
-        _classification_result(response.result, result)
-        _answer_spec(response.model_spec, model_spec(request), version)
-        return response
+        return self._one_task("classify", request, context, pb.ClassificationResponse())
 
     @_rpc
     def Regress(self, request: Any, context: grpc.ServicerContext) -> Message:
-        response = pb.RegressionResponse()
-        result, version = self._one_task("regress", request, context)
-        _regression_result(response.result, result)
-        _answer_spec(response.model_spec, model_spec(request), version)
-        return response
+        return self._one_task("regress", request, context, pb.RegressionResponse())
 
-    def _one_task(self, kind: examples.Kind, request: Any, context: grpc.ServicerContext) -> tuple[Any, int]:
+    def _one_task(
+        self, kind: examples.Kind, request: Any, context: grpc.ServicerContext, response: Message
+    ) -> Message:
+        """Classify or Regress: one plan run, its result and model spec written into ``response``."""
         spec = model_spec(request)
         with self._core.lease(spec) as lease:
             plan = examples.plan(
                 kind, lease.servable.signatures, spec.signature_name, examples.from_input(request.input)
             )
-            (result,) = self._core.run_plans_blocking(
-                lease, [plan], _deadline(context), request_options.from_headers(context.invocation_metadata())
-            )
-            return result, lease.version
+            (result,) = self._core.run_plans_blocking(lease, [plan], _deadline(context), _options(context))
+            version = lease.version
+        _write_result(kind, response.result, result)
+        _answer_spec(response.model_spec, spec, version)
+        return response
 
     @_rpc
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Message:
@@ -239,19 +239,15 @@ class PredictionServicer:
                 [(t.model_spec.signature_name, t.method_name) for t in tasks],
                 examples.from_input(request.input),
             )
-            results = self._core.run_plans_blocking(
-                lease, plans, _deadline(context), request_options.from_headers(context.invocation_metadata())
-            )
+            results = self._core.run_plans_blocking(lease, plans, _deadline(context), _options(context))
             version = lease.version
         response = pb.MultiInferenceResponse()
         for task, plan, result in zip(tasks, plans, results, strict=True):
             out = response.results.add()
             out.model_spec.CopyFrom(task.model_spec)
             out.model_spec.version.value = version
-            if plan.kind == "classify":
-                _classification_result(out.classification_result, result)  # type: ignore[arg-type]
-            else:
-                _regression_result(out.regression_result, result)  # type: ignore[arg-type]
+            field = "classification_result" if plan.kind == "classify" else "regression_result"
+            _write_result(plan.kind, getattr(out, field), result)
         return response
 
 
@@ -292,17 +288,17 @@ def _serialize(answer: Answer | Message) -> bytes:
     return data
 
 
-def _classification_result(out: Message, result: list[examples.Classes]) -> None:
-    for classes in result:
-        add = out.classifications.add().classes.add
-        for label, score in classes:
-            add(label=label, score=score)
-
-
-def _regression_result(out: Message, result: list[float]) -> None:
-    add = out.regressions.add
-    for value in result:
-        add(value=value)
+def _write_result(kind: examples.Kind, out: Message, result: examples.Result) -> None:
+    """A plan's result as a ClassificationResult or a RegressionResult (``out``)."""
+    if kind == "classify":
+        for classes in result:
+            add = out.classifications.add().classes.add
+            for label, score in classes:  # type: ignore[union-attr]
+                add(label=label, score=score)
+    else:
+        add = out.regressions.add
+        for value in result:
+            add(value=value)
 
 
 def signature_def_map(signatures: Mapping[str, Signature]) -> Message:
