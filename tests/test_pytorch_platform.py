@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import ml_dtypes
@@ -153,19 +153,13 @@ def test_signature_file_dtype_spellings(text: str, dtype: DType) -> None:
 
 def test_predict_is_thread_safe(tmp_path: Path) -> None:
     servable = ptp.load(tm.mlp_pt2(tmp_path / "m", WEIGHTS), LoadOptions())
-    errors: list[int] = []
 
     def worker(seed: int) -> None:
         x = np.random.default_rng(seed).standard_normal((seed + 1, 4)).astype(np.float32)
         want = om.mlp_reference(WEIGHTS, x)
         for _ in range(20):
             out = servable.predict("serving_default", {"input": x})["output"]
-            if not np.allclose(out, want, rtol=1e-5, atol=1e-5):
-                errors.append(seed)
+            np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5, err_msg=f"thread {seed}")
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, range(8)))  # re-raises a worker's failure here

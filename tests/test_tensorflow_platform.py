@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -156,18 +156,12 @@ def test_session_config_carries_the_flags() -> None:
 @pytest.mark.parametrize("loader", LOADERS)
 def test_predict_is_thread_safe(models: dict[str, Path], loader: str) -> None:
     servable = load(models["hp2_v1"], loader)
-    errors: list[str] = []
 
     def worker(seed: int) -> None:
         for i in range(20):
             x = np.full((seed + 1, 1), float(seed * 100 + i), np.float32)
             y = servable.predict("serving_default", {"x": x})["y"]
-            if not np.array_equal(y, 0.5 * x + 2):
-                errors.append(f"thread {seed} call {i}: {y.ravel()} for {x.ravel()}")
+            np.testing.assert_array_equal(y, 0.5 * x + 2, err_msg=f"thread {seed} call {i}")
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, range(8)))  # re-raises a worker's failure here
