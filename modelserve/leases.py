@@ -12,6 +12,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from .placement import InstanceStatus
@@ -99,6 +100,6 @@ class Routes:
     available: Mapping[int, LoadedVersion]
     labels: Mapping[str, int]
 
-    @property
+    @cached_property  # looked up by every request that names no version; the table never changes
     def latest(self) -> LoadedVersion | None:
         return self.available[max(self.available)] if self.available else None
