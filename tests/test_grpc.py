@@ -402,7 +402,8 @@ def test_reload_config_adds_and_removes_models(tmp_path: Path) -> None:
             err.code() == grpc.StatusCode.FAILED_PRECONDITION and "No versions of servable c" in err.details()
         )
         # A failed reload changed nothing.
-        assert predictions.Predict(predict_request("b", {"x": np.zeros(1, np.float32)}), 10.0).outputs["y"]
+        out = predictions.Predict(predict_request("b", {"x": np.zeros(1, np.float32)}), 10.0)
+        assert tf.make_ndarray(out.outputs["y"]).tolist() == [4.0]
         request.config.custom_model_config.type_url = "type.googleapis.com/x"
         err = rpc_error(models.HandleReloadConfigRequest, request)
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "Only ModelConfigList" in err.details()
