@@ -369,6 +369,8 @@ def test_identical_config_is_a_no_op(tmp_path: Path) -> None:
     config = [ModelConfig("m", str(tmp_path), labels={"stable": 1})]
     manager.reload(config)
     first = loaded[1]
+    versions(tmp_path, 2)  # only a scan would find it: an identical config does not rescan
     manager.reload(list(config))
     assert loaded[1] is first and manager.labels("m") == {"stable": 1}
+    assert states(manager) == {1: "AVAILABLE"}
     manager.close()
