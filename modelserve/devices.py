@@ -207,7 +207,7 @@ def prepare(environ: MutableMapping[str, str]) -> Inventory:
     """At start-up, before any model loads: apply ``NVIDIA_VISIBLE_DEVICES``, then find the visible GPUs."""
     count = driver_gpu_count()
     apply_nvidia_visibility(environ, count)
-    inventory = Inventory(visible_gpus(environ, count))
+    inventory = detect(environ, count)
     log.info("GPUs: %d of the driver's %d visible%s", len(inventory.gpus), count,
              f" (CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']})" if "CUDA_VISIBLE_DEVICES" in environ
              else "")
