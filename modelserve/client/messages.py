@@ -100,7 +100,7 @@ def statuses_of(response: Message) -> list[VersionStatus]:
 
 def _example_proto(features: Example, out: Message) -> None:
     for name, value in features.items():
-        values = list(np.asarray(value).reshape(-1).tolist()) if isinstance(value, np.ndarray) else value
+        values = value.reshape(-1).tolist() if isinstance(value, np.ndarray) else value
         values = values if isinstance(values, (list, tuple)) else [values]
         feature = out.features.feature[name]
         if not values:
