@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,13 @@ def _names(tensors: list[Any], given: list[str] | None, prefix: str) -> list[str
     return [n.split(":")[0] for n in names]
 
 
+def named_outputs(model: Any, args: Sequence[Any], output_names: list[str]) -> dict[str, Any]:
+    """Call ``model`` on its inputs in order (one input is passed bare) and name what it returns."""
+    result = model(args[0] if len(args) == 1 else list(args), training=False)
+    values = result if isinstance(result, (list, tuple)) else [result]
+    return dict(zip(output_names, values, strict=True))
+
+
 def serving_module(model: Any) -> tuple[Any, list[str], list[str]]:
     """A tf.Module holding ``model`` with a serving function, its input names and output names."""
     import tensorflow as tf
@@ -42,9 +50,7 @@ def serving_module(model: Any) -> tuple[Any, list[str], list[str]]:
     specs = [tf.TensorSpec(t.shape, t.dtype, name=n) for t, n in zip(inputs, input_names, strict=True)]
 
     def serve(*args: Any) -> dict[str, Any]:
-        result = model(args[0] if len(args) == 1 else list(args), training=False)
-        values = result if isinstance(result, (list, tuple)) else [result]
-        return dict(zip(output_names, values, strict=True))
+        return named_outputs(model, args, output_names)
 
     module = tf.Module()
     module.model = model
@@ -68,10 +74,8 @@ def run(args: argparse.Namespace, progress: Progress) -> None:
             tf.saved_model.save(module, str(folder), signatures={"serving_default": module.serve})
 
     def source(feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        args_in = [feed[n] for n in input_names]
-        result = model(args_in[0] if len(args_in) == 1 else args_in, training=False)
-        values = result if isinstance(result, (list, tuple)) else [result]
-        return {n: np.asarray(v) for n, v in zip(output_names, values, strict=True)}
+        outputs = named_outputs(model, [feed[n] for n in input_names], output_names)
+        return {n: np.asarray(v) for n, v in outputs.items()}
 
     convert_and_check(
         args.base_path, Check(source, "tensorflow", args.samples, args.seed, args.atol), progress, write
