@@ -27,6 +27,7 @@ from ..errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unava
 from ..request_options import DEFAULT, RequestOptions
 from ..servable import Servable
 from . import tensors
+from .metrics import DropReason
 from .params import BatchingParameters
 from .queue import BatchQueue, Busy, Task
 from .scheduler import BatchScheduler
@@ -75,8 +76,7 @@ class Batcher:
         try:
             return await future
         except asyncio.CancelledError:
-            if self._scheduler.withdraw(task, queue):
-                self._scheduler.metrics.request_dropped(self._model, self._version, "cancelled")
+            self._withdraw(task, queue, "cancelled")
             raise
         finally:
             if task.timer is not None:
@@ -87,8 +87,7 @@ class Batcher:
         task.timer = None
         if task.future.done():
             return
-        if self._scheduler.withdraw(task, queue):
-            self._scheduler.metrics.request_dropped(self._model, self._version, "timeout")
+        if self._withdraw(task, queue, "timeout"):
             task.future.set_exception(ResourceExhausted(QUEUE_TIMEOUT_MESSAGE))
         elif deadline is None or self._clock.now() >= deadline:
             task.future.set_exception(DeadlineExceeded("Deadline exceeded"))
@@ -110,8 +109,7 @@ class Batcher:
                 try:
                     return future.result(max(0.0, task.expires - self._clock.now()))
                 except concurrent.futures.TimeoutError:
-                    if self._scheduler.withdraw(task, queue):
-                        self._scheduler.metrics.request_dropped(self._model, self._version, "timeout")
+                    if self._withdraw(task, queue, "timeout"):
                         raise ResourceExhausted(QUEUE_TIMEOUT_MESSAGE) from None
             wait = None if deadline is None else max(0.0, deadline - self._clock.now())
             return future.result(wait)
@@ -119,6 +117,13 @@ class Batcher:
             raise DeadlineExceeded("Deadline exceeded") from None
         finally:
             future.cancel()  # a result that comes later is dropped
+
+    def _withdraw(self, task: Task, queue: BatchQueue, reason: DropReason) -> bool:
+        """Take ``task`` out of its queue and count it as dropped; False once a batch has taken rows of it."""
+        if not self._scheduler.withdraw(task, queue):
+            return False
+        self._scheduler.metrics.request_dropped(self._model, self._version, reason)
+        return True
 
     def _submit(
         self,
