@@ -32,6 +32,7 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import numpy as np
@@ -45,6 +46,7 @@ from modelserve.codecs.tensor_proto import make_ndarray, make_tensor_proto
 from modelserve.demo import mlp
 from modelserve.protos import Stub, pb
 
+T = TypeVar("T")
 BIG_SHAPE = (1, 224, 224, 3)
 PATH = "/tensorflow.serving.PredictionService/Predict"
 
@@ -74,21 +76,27 @@ def frame_file(path: Path, message: bytes) -> Path:
     return path
 
 
+def first_answer(call: Callable[[], T], timeout: float, pause: float) -> T:
+    """``call()``'s answer once the server gives one (a server still loading its model fails the call);
+    its last RpcError after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return call()
+        except grpc.RpcError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+
+
 def wait_and_check(port: int, message: bytes, expected: np.ndarray | None, timeout: float = 60) -> None:
     """Block until the server answers; check one Predict answer (h2load cannot see grpc-status)."""
     options = [("grpc.max_receive_message_length", 2**31 - 1)]
     with grpc.insecure_channel(f"127.0.0.1:{port}", options=options) as channel:
         grpc.channel_ready_future(channel).result(timeout)
         stub = Stub(channel, pb.PredictionService)
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                response = stub.Predict(pb.PredictRequest.FromString(message), timeout=10)
-                break
-            except grpc.RpcError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        request = pb.PredictRequest.FromString(message)
+        response = first_answer(lambda: stub.Predict(request, timeout=10), timeout, 0.2)
     if expected is not None:
         got = make_ndarray(response.outputs["output"])
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
@@ -233,15 +241,8 @@ def mlserver_peer(mlserver_python: str, work: Path, model: Path, x: np.ndarray, 
     def check(port: int) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             infer = Stub(channel, pb.GRPCInferenceService).ModelInfer
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    response = infer(pb.ModelInferRequest.FromString(message), timeout=10)
-                    break
-                except grpc.RpcError:
-                    if time.monotonic() > deadline:
-                        raise
-                    time.sleep(0.5)
+            request = pb.ModelInferRequest.FromString(message)
+            response = first_answer(lambda: infer(request, timeout=10), 120, 0.5)
         out = response.outputs[0]
         got = (
             np.frombuffer(response.raw_output_contents[0], np.float32)
