@@ -99,11 +99,14 @@ class Source:
         self.outputs = outputs or names
 
     def examples(self, batch: int) -> tuple[Any, ...]:
-        rng = np.random.default_rng(0)
+        """Sample inputs in call order, as tensors; running them once teaches the source its output names."""
         import torch
 
+        rng = np.random.default_rng(0)
+        feed = {a: sample(s.dtype, s.shape, batch, rng) for a, s in self.inputs.items()}
+        self(feed)
         cpu = torch.device("cpu")
-        return tuple(_pt().to_torch(sample(s.dtype, s.shape, batch, rng), cpu) for s in self.inputs.values())
+        return tuple(_pt().to_torch(feed[a], cpu) for a in self.inputs)
 
     def __call__(self, feed: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         import torch
@@ -121,14 +124,12 @@ def write_onnx(source: Source, folder: Path, opset: int) -> None:
     import torch
 
     examples = source.examples(2)
-    # one call teaches the source its output names
-    source({a: _pt().to_numpy(t) for a, t in zip(source.inputs, examples, strict=True)})
     path = str(folder / "model.onnx")
     input_names = list(source.inputs)
     if source.exported:
         batch = torch.export.Dim("batch", min=1)
         dynamic = tuple(
-            {0: batch} if (s.shape or (-1,))[0] == -1 or s.shape == () else {} for s in source.inputs.values()
+            {0: batch} if (s.shape or (-1,))[0] == -1 else {} for s in source.inputs.values()
         )
         program = torch.onnx.export(
             source.module,
@@ -161,7 +162,6 @@ def write_pt2(source: Source, folder: Path) -> None:
     import torch
 
     examples = source.examples(2)
-    source({a: _pt().to_numpy(t) for a, t in zip(source.inputs, examples, strict=True)})
     module = source.module
     if not source.exported:
         from torch._export.converter import TS2EPConverter
