@@ -224,7 +224,6 @@ class TorchServable:
         self, module: Module, signature: Signature, device: torch.device, weights_bytes: int | None = None
     ) -> None:
         self._module = module
-        self._signature = signature
         self._signatures = {DEFAULT_SIGNATURE: signature}
         self.device = device
         self.weights_bytes = weights_bytes
