@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import itertools
 import json
 import os
 import statistics
@@ -33,53 +32,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import free_port, pinned, python, wait_http
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from modelserve.demo import mlp
+
 POLL_SECONDS = 1.0
 SIZES = (784, 512, 512, 10)
 
 
 def versioned_mlp(version: int) -> bytes:
-    """An MLP with outputs ``scores`` [batch, 10] and ``version`` [batch] (its own number)."""
-    rng = np.random.default_rng(version)
-    nodes, inits, current = [], [], "x"
-    for i, (a, b) in enumerate(itertools.pairwise(SIZES)):
-        inits += [
-            numpy_helper.from_array((rng.standard_normal((a, b)) / np.sqrt(a)).astype(np.float32), f"w{i}"),
-            numpy_helper.from_array(np.zeros(b, np.float32), f"b{i}"),
-        ]
-        nodes.append(helper.make_node("Gemm", [current, f"w{i}", f"b{i}"], [f"h{i}"]))
-        current = f"h{i}"
-        if i < len(SIZES) - 2:
-            nodes.append(helper.make_node("Relu", [current], [f"r{i}"]))
-            current = f"r{i}"
-    nodes.append(helper.make_node("Identity", [current], ["scores"]))
-    # version = ReduceSum(x * 0, axis 1) + v: one value per row
-    inits += [
+    """modelserve.demo's MLP (``input`` → ``output`` [batch, 10]) plus an output ``version`` [batch]: its number."""
+    model = onnx.load_from_string(mlp(SIZES, seed=version, softmax=False))
+    graph = model.graph
+    # version = ReduceSum(input * 0, axis 1) + v: one value per row
+    graph.initializer.extend([
         numpy_helper.from_array(np.float32(0), "zero"),
         numpy_helper.from_array(np.float32(version), "v"),
         numpy_helper.from_array(np.array([1], np.int64), "axis"),
-    ]
-    nodes += [
-        helper.make_node("Mul", ["x", "zero"], ["x0"]),
+    ])
+    graph.node.extend([
+        helper.make_node("Mul", ["input", "zero"], ["x0"]),
         helper.make_node("ReduceSum", ["x0", "axis"], ["s"], keepdims=0),
         helper.make_node("Add", ["s", "v"], ["version"]),
-    ]
-    graph = helper.make_graph(
-        nodes,
-        "versioned",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", SIZES[0]])],
-        [
-            helper.make_tensor_value_info("scores", TensorProto.FLOAT, ["batch", SIZES[-1]]),
-            helper.make_tensor_value_info("version", TensorProto.FLOAT, ["batch"]),
-        ],
-        inits,
-    )
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    ])
+    graph.output.append(helper.make_tensor_value_info("version", TensorProto.FLOAT, ["batch"]))
+    return model.SerializeToString()
 
 
 def stage(base: Path, version: int) -> float:
@@ -103,7 +86,7 @@ def load_seconds(folder: Path) -> float:
         session = ort.InferenceSession(
             str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
         )
-        session.run(None, {"x": x})
+        session.run(None, {"input": x})
         times.append(time.perf_counter() - start)
     os.sched_setaffinity(0, {0, 1})
     return statistics.median(times)
