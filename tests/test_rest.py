@@ -261,7 +261,11 @@ def test_half_precision_is_served_as_json_numbers(server: ServerThread) -> None:
 
 
 def test_empty_batch(server: ServerThread) -> None:
-    assert post(server, "/v1/models/two:predict", {"inputs": {"a": [], "b": []}})[0] in (200, 400)
+    # an empty tensor is a tensor: shape [0] in, shape [0] out
+    assert post(server, "/v1/models/half:predict", {"inputs": []}) == (200, {"outputs": []})
+    # JSON cannot spell shape [0, 2]; [] is [0], which the signature's [-1, 2] refuses clearly
+    status, message = error_of(server, "POST", "/v1/models/two:predict", '{"inputs": {"a": [], "b": []}}')
+    assert (status, message) == (400, "Input 'a' has shape [0] but the signature expects [-1,2]")
 
 
 # ---- errors (§2.2, §2.8, §2.11, §2.12) -------------------------------------------------------
