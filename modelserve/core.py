@@ -59,7 +59,7 @@ class ServingCore:
         request_options: RequestOptions = DEFAULT,
     ) -> dict[str, np.ndarray]:
         """Validate a Predict request against its signature and run it (gRPC's rules and texts)."""
-        check_predict(lease, signature_name, inputs, output_filter)
+        check_predict(lease.servable.signatures, signature_name, inputs, output_filter)
         outputs = await lease.runner.predict(signature_name, inputs, output_filter, deadline, request_options)
         return outputs
 
@@ -73,7 +73,7 @@ class ServingCore:
         request_options: RequestOptions = DEFAULT,
     ) -> dict[str, np.ndarray]:
         """``predict`` for callers on their own thread (never the event loop): same checks, inline run."""
-        check_predict(lease, signature_name, inputs, output_filter)
+        check_predict(lease.servable.signatures, signature_name, inputs, output_filter)
         return lease.runner.predict_blocking(signature_name, inputs, output_filter, deadline, request_options)
 
     async def run_plans(
@@ -120,16 +120,19 @@ class ServingCore:
 
 
 def check_predict(
-    lease: Lease, signature_name: str, inputs: Mapping[str, np.ndarray], output_filter: Collection[str]
+    signatures: Mapping[str, Signature],
+    signature_name: str,
+    inputs: Mapping[str, np.ndarray],
+    output_filter: Collection[str],
 ) -> None:
     """Every check a Predict request passes before it runs, in TF Serving's order."""
-    signature = find_signature(lease, signature_name)
+    signature = find_signature(signatures, signature_name)
     check_inputs(signature, inputs)
     check_output_filter(signature, output_filter)
 
 
-def find_signature(lease: Lease, signature_name: str) -> Signature:
-    signature = lease.servable.signatures.get(signature_name)
+def find_signature(signatures: Mapping[str, Signature], signature_name: str) -> Signature:
+    signature = signatures.get(signature_name)
     if signature is None:
         raise FailedPrecondition(f'Serving signature key "{signature_name}" not found.')
     return signature

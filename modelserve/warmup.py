@@ -20,9 +20,9 @@ from typing import Any
 from google.protobuf.message import DecodeError, Message
 
 from . import examples
-from .codecs.tensor_proto import to_ndarray
-from .core import check_inputs, check_output_filter
-from .errors import DataLoss, FailedPrecondition, InvalidArgument, ServingError, Unimplemented
+from .codecs.tensor_proto import to_ndarrays
+from .core import check_predict
+from .errors import DataLoss, InvalidArgument, Unimplemented
 from .protos import pb
 from .runner import Runner
 from .servable import DEFAULT_SIGNATURE, Servable
@@ -101,18 +101,9 @@ def run_record(entry: Any, servable: Servable, runner: Runner) -> None:
 
 def _predict(request: Any, servable: Servable, runner: Runner) -> None:
     name = request.model_spec.signature_name or DEFAULT_SIGNATURE
-    signature = servable.signatures.get(name)
-    if signature is None:
-        raise FailedPrecondition(f'Serving signature key "{name}" not found.')
-    inputs = {}
-    for alias, tensor in request.inputs.items():
-        try:
-            inputs[alias] = to_ndarray(tensor)
-        except ServingError as exc:
-            raise type(exc)(f"tensor parsing error: {alias}: {exc.message}") from None
-    check_inputs(signature, inputs)
+    inputs = to_ndarrays(request.inputs)
     output_filter = list(request.output_filter)
-    check_output_filter(signature, output_filter)
+    check_predict(servable.signatures, name, inputs, output_filter)
     runner.predict_blocking(name, inputs, output_filter)
 
 

@@ -27,7 +27,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from .. import examples, request_options
-from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarray
+from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarrays
 from ..codecs.tensor_wire import tensor_entry
 from ..config_files import model_configs
 from ..core import ModelSpec, ServingCore
@@ -154,16 +154,6 @@ def _answer_spec(out: Message, spec: ModelSpec, version: int) -> None:
     out.signature_name = spec.signature
 
 
-def decode_inputs(inputs: Mapping[str, Message]) -> dict[str, np.ndarray]:
-    arrays = {}
-    for alias, tensor in inputs.items():
-        try:
-            arrays[alias] = to_ndarray(tensor)
-        except ServingError as exc:
-            raise type(exc)(f"tensor parsing error: {alias}: {exc.message}") from None
-    return arrays
-
-
 # --- PredictionService ----------------------------------------------------------------------
 
 
@@ -179,7 +169,7 @@ class PredictionServicer:
         spec = model_spec(request)
         core = self._core
         with core.lease(spec) as lease:
-            inputs = decode_inputs(request.inputs)
+            inputs = to_ndarrays(request.inputs)
             outputs = core.predict_blocking(
                 lease, spec.signature, inputs, list(request.output_filter), _deadline(context), _options(context)
             )

@@ -26,14 +26,14 @@ pairs. Raw buffers are little-endian, like every host TF and modelserve run on.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 from google.protobuf.message import Message
 
 from ..dtypes import DType, from_numpy, tf_name, to_numpy
-from ..errors import InvalidArgument, ResourceExhausted
+from ..errors import InvalidArgument, ResourceExhausted, ServingError
 from ..protos import pb
 
 # The largest tensor a request may expand into by the fill rule (one value can
@@ -419,3 +419,14 @@ __all__ = [
     "shape_to_proto",
     "to_ndarray",
 ]
+
+
+def to_ndarrays(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """A request's ``map<string, TensorProto>`` as arrays; errors name the tensor (TF's wording)."""
+    arrays = {}
+    for alias, tensor in tensors.items():
+        try:
+            arrays[alias] = to_ndarray(tensor)
+        except ServingError as exc:
+            raise type(exc)(f"tensor parsing error: {alias}: {exc.message}") from None
+    return arrays
