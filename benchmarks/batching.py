@@ -2,17 +2,23 @@
 
     python benchmarks/batching.py [--seconds=10] [--rounds=3] [--concurrency=1,8,32,64,128]
                                   [--protocols=rest,grpc] [--on=FLAGS] [--off=FLAGS] [--batching=TEXT]
+                                  [--on-model-config=FIELDS]
 
 The model is the ReLU MLP 256→4096→4096→4096→16 (onnx.helper, seeded weights): its per-row compute
 dominates a request's decoding, so the figures measure batching, not JSON. Every request carries one
 row. For each protocol (REST through wrk with a Lua POST script; gRPC through h2load replaying one
-prebuilt gRPC frame) and each concurrency, it reports rows/s with p50/p99 latency for:
+prebuilt gRPC frame) and each concurrency, it reports rows/s with p50/p99 latency, and the server
+process's CPU time per answered row (all its threads, from ``/proc``), for:
 
 * batching off: the server's defaults (``--num_inference_threads`` = CPUs, onnxruntime's own thread count);
-* batching on: ``--enable_batching`` with the parameters file printed at the start (``--batching``);
+* batching on: ``--enable_batching`` with the parameters file printed at the start (``--batching``),
+  and ``--on-model-config`` added to the model's ModelConfig (e.g. ``placement { instances: 2 }``
+  with ``--on="--enable_batching --tensorflow_intra_op_parallelism=1"``);
 
-and, in the same run, raw onnxruntime in-process (2 intra-op threads) at each batch size from 1 to
-256: its best is the limit, the ratio column divides by it. Server and load generator share the
+and, in the same run, raw onnxruntime in-process at each batch size from 1 to 256, laid out both
+ways two cores can be spent (one session with 2 intra-op threads; two 1-thread sessions running at
+once): the best of all is the limit, the ratio column divides by it, and its CPU-ms per row is
+what inference alone costs, to set beside the server's. Server and load generator share the
 machine's cores (nothing is pinned), so the generator's CPU counts against the server. Both servers
 run for the whole benchmark but only one is loaded at a time: each round measures the limit, then
 every (protocol, concurrency) cell with batching off and on back to back; each figure is the
@@ -33,6 +39,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -63,6 +70,7 @@ max_enqueued_batches { value: 100 }
 num_batch_threads { value: 1 }
 """
 ON_FLAGS = "--enable_batching"
+ON_MODEL_CONFIG = ""
 OFF_FLAGS = ""
 COMMON_FLAGS = "--file_system_poll_wait_seconds=0 --grpc_max_threads=256"
 # The servers are not pinned: they may use every CPU this process may (wrk shares them).
@@ -72,21 +80,41 @@ ALL_CPUS = ",".join(map(str, sorted(os.sched_getaffinity(0))))
 # ---- raw onnxruntime: the limit -------------------------------------------------------------
 
 
-def raw_rows_per_second(model: Path, batch_sizes: Sequence[int], seconds: float) -> dict[int, float]:
-    """session.run rows/s at each batch size, 2 intra-op threads, in this process."""
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 2
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    rates = {}
-    for size in batch_sizes:
-        feed = {"input": np.random.default_rng(size).standard_normal((size, SIZES[0])).astype(np.float32)}
-        session.run(None, feed)
-        runs, start = 0, time.perf_counter()
-        while (elapsed := time.perf_counter() - start) < seconds:
-            session.run(None, feed)
-            runs += 1
-        rates[size] = runs * size / elapsed
+def raw_rows_per_second(model: Path, batch_sizes: Sequence[int], seconds: float) -> dict[str, dict[int, float]]:
+    """session.run rows/s at each batch size, in this process, for the two ways to spend 2 cores.
+
+    One session with 2 intra-op threads, and two sessions of 1 thread each running batches of
+    that size at the same time (what a model with ``placement { instances: 2 }`` does).
+    """
+    rates: dict[str, dict[int, float]] = {}
+    for layout, sessions, threads in (("1 session x 2 threads", 1, 2), ("2 sessions x 1 thread", 2, 1)):
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        runners = [ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+                   for _ in range(sessions)]
+        rates[layout] = {size: _rows_per_second(runners, size, seconds) for size in batch_sizes}
     return rates
+
+
+def _rows_per_second(sessions: Sequence[ort.InferenceSession], size: int, seconds: float) -> float:
+    """Rows/s of every session running batches of ``size`` back to back, all at once, one thread each."""
+    feed = {"input": np.random.default_rng(size).standard_normal((size, SIZES[0])).astype(np.float32)}
+    counts = [0] * len(sessions)
+    for session in sessions:
+        session.run(None, feed)
+    start = time.perf_counter()
+
+    def run(index: int) -> None:
+        while time.perf_counter() < start + seconds:
+            sessions[index].run(None, feed)
+            counts[index] += 1
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(len(sessions))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sum(counts) * size / (time.perf_counter() - start)
 
 
 # ---- load generators ----------------------------------------------------------------------------
@@ -109,10 +137,12 @@ def h2load(port: int, body: Path, connections: int, seconds: int, log: Path) -> 
     return LoadResult(rps, float(p50), float(p99), int(done.group(2)))
 
 
-def grpc_frame(path: Path, x: np.ndarray) -> Path:
+def grpc_frame(path: Path, x: np.ndarray, tensor_content: bool = False) -> Path:
+    """One gRPC frame of a Predict request for ``x`` (typed float_val, or tensor_content as
+    TensorFlow's ``make_tensor_proto`` writes it)."""
     request = pb.PredictRequest()
     request.model_spec.name = "mlp"
-    request.inputs["input"].CopyFrom(from_ndarray(x))
+    request.inputs["input"].CopyFrom(from_ndarray(x, tensor_content=tensor_content))
     message = request.SerializeToString()
     path.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
     return path
@@ -125,16 +155,37 @@ def grpc_frame(path: Path, x: np.ndarray) -> Path:
 class Setup:
     name: str
     flags: list[str]
+    model_config: str = ""  # extra ModelConfig fields (e.g. a placement block)
+
+
+@dataclass
+class Cell:
+    """One (setup, protocol, concurrency) run: the load generator's figures and the server's CPU per row."""
+
+    load: LoadResult
+    cpu_ms_per_row: float
 
 
 @contextlib.contextmanager
-def server(setup: Setup, base: Path) -> Iterator[tuple[int, int]]:
+def server(setup: Setup, base: Path, work: Path) -> Iterator[tuple[int, int, int]]:
+    """Yields the REST port, the gRPC port and the server's pid."""
     rest, grpc_port = free_port(), free_port()
-    cmd = [python(), "-m", "modelserve", "--model_name=mlp", f"--model_base_path={base}",
+    config = work / f"models-{setup.name}.config"
+    config.write_text(
+        f'model_config_list {{ config {{ name: "mlp" base_path: "{base}" model_platform: "onnx" '
+        f"{setup.model_config} }} }}\n"
+    )
+    cmd = [python(), "-m", "modelserve", f"--model_config_file={config}",
            f"--rest_api_port={rest}", f"--port={grpc_port}", *COMMON_FLAGS.split(), *setup.flags]
-    with pinned(cmd, ALL_CPUS):
+    with pinned(cmd, ALL_CPUS) as process:
         wait_http(f"http://127.0.0.1:{rest}/v1/models/mlp", timeout=120)
-        yield rest, grpc_port
+        yield rest, grpc_port, process.pid
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def check_answers(rest: int, grpc_port: int, x: np.ndarray, expected: np.ndarray) -> None:
@@ -159,44 +210,50 @@ def check_answers(rest: int, grpc_port: int, x: np.ndarray, expected: np.ndarray
 
 
 def measure(
-    setup: Setup, ports: tuple[int, int], work: Path, protocol: str, c: int, seconds: int
-) -> LoadResult:
-    rest, grpc_port = ports
+    setup: Setup, server_: tuple[int, int, int], work: Path, protocol: str, c: int, seconds: int
+) -> Cell:
+    rest, grpc_port, pid = server_
+    before = cpu_seconds(pid)
     if protocol == "rest":
         url = f"http://127.0.0.1:{rest}/v1/models/mlp:predict"
-        result = wrk(url, work / "body.json", c, seconds, cpu="0-1")
+        result = wrk(url, work / "body.json", c, seconds, cpu=ALL_CPUS)
     else:
         result = h2load(grpc_port, work / "body.bin", c, seconds, work / "h2load.log")
+    # Every request is one row; the window is the generator's (start-up and tail add a little CPU).
+    cpu_ms = (cpu_seconds(pid) - before) * 1000 / max(1.0, result.rps * seconds)
     print(f"    {setup.name:>3} {protocol:>4} c={c:<3} {result.rps:8.1f} rows/s  "
-          f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  errors {result.errors}", flush=True)
-    return result
+          f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  server CPU {cpu_ms:5.2f} ms/row  "
+          f"errors {result.errors}", flush=True)
+    return Cell(result, cpu_ms)
 
 
-def median_result(runs: list[LoadResult]) -> LoadResult:
-    return LoadResult(
-        statistics.median(r.rps for r in runs), statistics.median(r.p50_ms for r in runs),
-        statistics.median(r.p99_ms for r in runs), sum(r.errors for r in runs),
+def median_cell(runs: list[Cell]) -> Cell:
+    return Cell(
+        LoadResult(
+            statistics.median(r.load.rps for r in runs), statistics.median(r.load.p50_ms for r in runs),
+            statistics.median(r.load.p99_ms for r in runs), sum(r.load.errors for r in runs),
+        ),
+        statistics.median(r.cpu_ms_per_row for r in runs),
     )
 
 
-def table(
-    limit: float, best: int, protocols: Sequence[str], levels: Sequence[int],
-    results: dict[str, dict[tuple[str, int], LoadResult]],
-) -> str:
+def table(limit: float, limit_text: str, protocols: Sequence[str], levels: Sequence[int],
+          results: dict[str, dict[tuple[str, int], Cell]]) -> str:
     lines = [
-        "| protocol | c | off rows/s | off p50 / p99 ms | on rows/s | on p50 / p99 ms | on / limit |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| protocol | c | off rows/s | off p50 / p99 ms | on rows/s | on p50 / p99 ms | on server CPU ms/row "
+        "| on / limit |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for protocol in protocols:
         for c in levels:
             off, on = results["off"][protocol, c], results["on"][protocol, c]
             lines.append(
-                f"| {protocol.upper() if protocol == 'rest' else 'gRPC'} | {c} | {off.rps:,.0f} | "
-                f"{off.p50_ms:.1f} / {off.p99_ms:.1f} | {on.rps:,.0f} | {on.p50_ms:.1f} / {on.p99_ms:.1f} | "
-                f"{on.rps / limit:.2f} |"
+                f"| {protocol.upper() if protocol == 'rest' else 'gRPC'} | {c} | {off.load.rps:,.0f} | "
+                f"{off.load.p50_ms:.1f} / {off.load.p99_ms:.1f} | {on.load.rps:,.0f} | "
+                f"{on.load.p50_ms:.1f} / {on.load.p99_ms:.1f} | {on.cpu_ms_per_row:.2f} | {on.load.rps / limit:.2f} |"
             )
-    lines.append(f"\nLimit: raw onnxruntime in-process (2 intra-op threads), batch {best}: "
-                 f"{limit:,.0f} rows/s")
+    lines.append(f"\nLimit: raw onnxruntime in-process, {limit_text}: {limit:,.0f} rows/s "
+                 f"({1000 * (os.cpu_count() or 1) / limit:.2f} CPU-ms per row)")
     return "\n".join(lines)
 
 
@@ -209,6 +266,8 @@ def main() -> None:
     parser.add_argument("--on", default=ON_FLAGS, help="server flags with batching on (besides the file)")
     parser.add_argument("--off", default=OFF_FLAGS, help="server flags with batching off")
     parser.add_argument("--batching", default=BATCHING, help="BatchingParameters text for batching on")
+    parser.add_argument("--on-model-config", default=ON_MODEL_CONFIG,
+                        help="extra ModelConfig fields for batching on (placement)")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     protocols = args.protocols.split(",")
@@ -226,34 +285,40 @@ def main() -> None:
     (work / "batching.txt").write_text(args.batching)
 
     print(f"machine: {os.cpu_count()} CPUs; {platform_line()}")
-    print(f"batching on: {args.on} --batching_parameters_file=<file>:\n{args.batching}")
+    print(f"batching on: {args.on} --batching_parameters_file=<file>, models.config: "
+          f"{args.on_model_config or '(defaults)'}; file:\n{args.batching}")
     print(f"batching off: {args.off or '(defaults)'}; all: {COMMON_FLAGS}", flush=True)
     setups = [
         Setup("off", args.off.split()),
-        Setup("on", [*args.on.split(), f"--batching_parameters_file={work / 'batching.txt'}"]),
+        Setup("on", [*args.on.split(), f"--batching_parameters_file={work / 'batching.txt'}"], args.on_model_config),
     ]
-    runs: dict[str, dict[tuple[str, int], list[LoadResult]]] = {s.name: {} for s in setups}
-    raws: list[dict[int, float]] = []
+    runs: dict[str, dict[tuple[str, int], list[Cell]]] = {s.name: {} for s in setups}
+    raws: list[dict[str, dict[int, float]]] = []
     with contextlib.ExitStack() as stack:
-        ports = {s.name: stack.enter_context(server(s, base)) for s in setups}
+        servers = {s.name: stack.enter_context(server(s, base, work)) for s in setups}
         for setup in setups:
-            check_answers(*ports[setup.name], x, expected)
+            check_answers(*servers[setup.name][:2], x, expected)
             for protocol in protocols:
-                measure(setup, ports[setup.name], work, protocol, 8, 2)  # warm-up
+                measure(setup, servers[setup.name], work, protocol, 8, 2)  # warm-up
         for round_ in range(args.rounds):
             print(f"round {round_ + 1}/{args.rounds}", flush=True)
             raws.append(raw_rows_per_second(model, [1, 8, 16, 32, 64, 128, 256], 2.0))
-            print("  raw onnxruntime rows/s by batch size: " + rates(raws[-1]), flush=True)
+            for layout, by_size in raws[-1].items():
+                print(f"  raw onnxruntime rows/s by batch size, {layout}: {rates(by_size)}", flush=True)
             for protocol in protocols:
                 for c in levels:
                     for setup in setups:  # interleaved, so that other work on the machine hits both alike
-                        result = measure(setup, ports[setup.name], work, protocol, c, args.seconds)
-                        runs[setup.name].setdefault((protocol, c), []).append(result)
-    raw_median = {b: statistics.median(r[b] for r in raws) for b in raws[0]}
-    best = max(raw_median, key=lambda b: raw_median[b])
-    results = {name: {key: median_result(r) for key, r in by_key.items()} for name, by_key in runs.items()}
-    print("\nraw onnxruntime (median) rows/s: " + rates(raw_median))
-    print(table(raw_median[best], best, protocols, levels, results))
+                        cell = measure(setup, servers[setup.name], work, protocol, c, args.seconds)
+                        runs[setup.name].setdefault((protocol, c), []).append(cell)
+    raw_median = {
+        layout: {b: statistics.median(r[layout][b] for r in raws) for b in raws[0][layout]} for layout in raws[0]
+    }
+    limit, layout, best = max((rate, name, b) for name, by_size in raw_median.items() for b, rate in by_size.items())
+    results = {name: {key: median_cell(r) for key, r in by_key.items()} for name, by_key in runs.items()}
+    for name, by_size in raw_median.items():
+        print(f"\nraw onnxruntime (median) rows/s, {name}: {rates(by_size)}", end="")
+    print()
+    print(table(limit, f"{layout}, batch {best}", protocols, levels, results))
 
 
 def rates(by_size: dict[int, float]) -> str:

@@ -194,8 +194,11 @@ class Server:
             ),
         )
         app = Router([("/v1/", rest)])
+        # No X-Forwarded-* rewriting and no "server: uvicorn" header: TF Serving does neither,
+        # and nothing here reads the client's address.
         config = uvicorn.Config(
             app, http="httptools", lifespan="off", access_log=False, log_level="warning",
+            proxy_headers=False, server_header=False,
             timeout_graceful_shutdown=max(1, int(self.options.drain_grace_seconds)),
         )
         self._http = _Uvicorn(config)
