@@ -19,6 +19,7 @@ every runtime allows (TF Serving's behaviour).
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -110,7 +111,8 @@ class PlacedLoader:
 
     ``inventory`` is the visible GPUs (``devices.detect``), set by the server
     before the first load. Loads of instances on one GPU are serialized so that
-    the device memory each one takes can be read from the driver (NVML).
+    the device memory each one takes can be read from the driver (NVML); CPU
+    loads have nothing to measure and run in parallel.
     """
 
     def __init__(self, options: platforms.LoadOptions, inventory: Inventory | None = None,
@@ -166,7 +168,9 @@ class PlacedLoader:
         status = InstanceStatus(slot.index, device, slot.device, weights, measured, slot.memory_limit_bytes)
         return servable, status
 
-    def _device_lock(self, device: str) -> threading.Lock:
+    def _device_lock(self, device: str) -> contextlib.AbstractContextManager[object]:
+        if device == CPU:
+            return contextlib.nullcontext()
         with self._locks_lock:
             return self._locks[device]
 

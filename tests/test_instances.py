@@ -180,6 +180,23 @@ def test_loader_places_instances_and_reports_them(repo: Path) -> None:
         loaded.close()
 
 
+def test_cpu_loads_run_in_parallel(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # Only GPU loads are serialized (to read each one's device memory); two models loading on the
+    # CPU at once must both be inside their platform's loader together, or the barrier breaks.
+    barrier = threading.Barrier(2, timeout=WAIT)
+
+    def load(folder: Path, options: LoadOptions) -> EchoServable:
+        barrier.wait()
+        return EchoServable()
+
+    monkeypatch.setattr("modelserve.platforms.loader", lambda platform: load)
+    loader = PlacedLoader(LoadOptions(), Inventory())
+    models = [ModelConfig(name, str(tmp_path / name), "onnx", placement=Placement(("cpu",))) for name in "ab"]
+    with ThreadPoolExecutor(2) as pool:
+        groups = list(pool.map(lambda m: loader(m, tmp_path / m.name / "1"), models))
+    assert [g.instance_status()[0].device for g in groups] == ["cpu", "cpu"]
+
+
 def test_a_model_over_its_cap_fails_with_resource_exhausted(repo: Path) -> None:
     loader = PlacedLoader(LoadOptions(), Inventory())
     with pytest.raises(ResourceExhausted) as caught:
