@@ -89,8 +89,7 @@ def model_config(config: Any) -> ModelConfig:
         platform=platform,
         policy=version_policy(config),
         labels=dict(config.version_labels),
-        placement=placement.from_proto(name, config.placement) if config.HasField("placement")
-        else placement.DEFAULT,
+        placement=placement.from_proto(name, config.placement),
     )
 
 

@@ -241,8 +241,7 @@ class Nvml:
 
     def memory(self, nvml_id: str | None) -> tuple[int, int] | None:
         """(free, total) bytes of a GPU given by driver index or UUID."""
-        lib = self._library() if nvml_id is not None else None
-        if lib is None or nvml_id is None:
+        if nvml_id is None or (lib := self._library()) is None:
             return None
         handle = ctypes.c_void_p()
         if nvml_id.isdigit():

@@ -472,13 +472,11 @@ def load_on_gpu(
     ALLOCATOR_CAPS.add(key, device, limit)
     try:
         return CudaTorchServable(place(device), signature, device, weights, key)
-    except torch.cuda.OutOfMemoryError as exc:
+    except BaseException as exc:
         ALLOCATOR_CAPS.remove(key)
         release_cached_memory()
-        raise ResourceExhausted(
-            f"out of memory moving its weights ({format_bytes(weights)}) to {device}: {exc}"
-        ) from None
-    except BaseException:
-        ALLOCATOR_CAPS.remove(key)
-        release_cached_memory()
+        if isinstance(exc, torch.cuda.OutOfMemoryError):
+            raise ResourceExhausted(
+                f"out of memory moving its weights ({format_bytes(weights)}) to {device}: {exc}"
+            ) from None
         raise
