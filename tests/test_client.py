@@ -265,3 +265,18 @@ def test_client_without_tensorflow(server: ServerThread) -> None:
     out = np.load(io.BytesIO(done.stdout))
     data = np.linspace(-1, 1, 784 * 2, dtype=np.float32).reshape(2, 784)
     np.testing.assert_allclose(out, om.mlp_reference(gm.mlp_weights(), data), rtol=1e-4, atol=1e-4)
+
+
+def test_numpy_scalar_features_keep_their_type_in_grpc_examples() -> None:
+    # np.float32 is not a Python float: it must still go out as a float_list, not int64 0.
+    from modelserve.client.messages import examples_request
+    from modelserve.protos import pb
+
+    request = examples_request(
+        pb.RegressionRequest, "m", [{"x": np.float32(0.5), "n": np.int64(3), "v": np.array([1.5, 2.5])}],
+        None, None, None, None,
+    )
+    feature = request.input.example_list.examples[0].features.feature
+    assert list(feature["x"].float_list.value) == [0.5]
+    assert list(feature["n"].int64_list.value) == [3]
+    assert list(feature["v"].float_list.value) == [1.5, 2.5]

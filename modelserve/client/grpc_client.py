@@ -9,7 +9,6 @@ import grpc
 import numpy as np
 from google.protobuf.message import Message
 
-from ..errors import ServingError
 from ..protos import Stub, pb
 from .messages import (
     channel_options,
@@ -31,7 +30,6 @@ from .types import (
     DEFAULT_TIMEOUT,
     MAX_MESSAGE_BYTES,
     Classes,
-    ClientError,
     Example,
     Inputs,
     ModelMetadata,
@@ -96,8 +94,7 @@ class GrpcClient(_GrpcBase):
             inputs = {sole_input(self._cached_metadata(model, version, label), signature): inputs}
         request = predict_request(model, inputs, version, label, signature, output_filter)
         response = self._call(self._prediction.Predict, request, timeout)
-        outputs: dict[str, np.ndarray] = _wrap(outputs_of, response)
-        return outputs
+        return outputs_of(response)
 
     def metadata(
         self,
@@ -193,8 +190,7 @@ class AsyncGrpcClient(_GrpcBase):
             inputs = {sole_input(metadata, signature): inputs}
         request = predict_request(model, inputs, version, label, signature, output_filter)
         response = await self._call(self._prediction.Predict, request, timeout)
-        outputs: dict[str, np.ndarray] = _wrap(outputs_of, response)
-        return outputs
+        return outputs_of(response)
 
     async def metadata(
         self,
@@ -262,11 +258,3 @@ class AsyncGrpcClient(_GrpcBase):
 
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
-
-
-def _wrap(parse: Callable[[Any], Any], response: Any) -> Any:
-    """Decoding errors of an answer (a ServingError from the codecs) become ClientErrors."""
-    try:
-        return parse(response)
-    except ServingError as exc:
-        raise ClientError(exc.code, exc.message) from None

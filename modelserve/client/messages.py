@@ -11,7 +11,7 @@ from google.protobuf.message import Message
 
 from ..codecs.tensor_proto import make_ndarray, make_tensor_proto, shape_from_proto
 from ..dtypes import DType
-from ..errors import Code
+from ..errors import Code, ServingError
 from ..protos import parse_text, pb
 from .types import (
     Classes,
@@ -54,7 +54,11 @@ def predict_request(
 
 
 def outputs_of(response: Message) -> dict[str, np.ndarray]:
-    return {alias: make_ndarray(tensor) for alias, tensor in response.outputs.items()}
+    """A PredictResponse's tensors; one the codecs cannot read is a ClientError."""
+    try:
+        return {alias: make_ndarray(tensor) for alias, tensor in response.outputs.items()}
+    except ServingError as exc:
+        raise ClientError(exc.code, exc.message) from None
 
 
 def metadata_request(model: str, version: int | None, label: str | None) -> Message:
@@ -100,7 +104,7 @@ def statuses_of(response: Message) -> list[VersionStatus]:
 
 def _example_proto(features: Example, out: Message) -> None:
     for name, value in features.items():
-        values = value.reshape(-1).tolist() if isinstance(value, np.ndarray) else value
+        values = value.reshape(-1).tolist() if isinstance(value, (np.ndarray, np.generic)) else value
         values = values if isinstance(values, (list, tuple)) else [values]
         feature = out.features.feature[name]
         if not values:

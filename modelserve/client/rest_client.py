@@ -14,8 +14,9 @@ from urllib.parse import quote, urlsplit
 import numpy as np
 from google.protobuf.message import Message
 
-from ..dtypes import DType, to_numpy
-from ..errors import Code
+from ..codecs.tfs_json.tensors import MAX_RANK, exact_tensor, to_array
+from ..dtypes import DType
+from ..errors import Code, ServingError
 from .types import (
     DEFAULT_TIMEOUT,
     Classes,
@@ -71,30 +72,12 @@ def _to_json(value: Any) -> Any:
 
 
 def _from_json(value: Any, info: TensorInfo) -> np.ndarray:
+    """An answer's JSON tensor, read with the server's own TF rules (b64 objects, strings as bytes)."""
     dtype = DType[info.dtype]
-    if dtype != DType.DT_STRING:
-        return np.asarray(value, dtype=to_numpy(dtype))
-    nested = _strings(value)
-    flat = list(_flat(nested))
-    array = np.empty(len(flat), dtype=object)
-    array[:] = flat
-    return array.reshape(np.shape(nested) if isinstance(nested, list) else ())
-
-
-def _strings(value: Any) -> Any:
-    if isinstance(value, list):
-        return [_strings(v) for v in value]
-    if isinstance(value, dict):
-        return base64.b64decode(value["b64"])
-    return value.encode("utf-8") if isinstance(value, str) else value
-
-
-def _flat(value: Any) -> Any:
-    if isinstance(value, list):
-        for item in value:
-            yield from _flat(item)
-    else:
-        yield value
+    try:
+        return to_array(*exact_tensor(value, dtype, MAX_RANK), dtype)
+    except ServingError as exc:
+        raise ClientError(exc.code, exc.message) from None
 
 
 def _rest_metadata(doc: Mapping[str, Any]) -> ModelMetadata:
