@@ -35,7 +35,6 @@ import json
 import os
 import re
 import statistics
-import struct
 import subprocess
 import sys
 import tempfile
@@ -49,7 +48,8 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import LoadResult, ensure_tools, free_port, pinned, python, wait_http, wrk
+from common import LoadResult, ensure_tools, free_port, median, pinned, python, wait_http, wrk
+from grpc_predict import frame_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.codecs.tensor_proto import from_ndarray
@@ -78,6 +78,8 @@ ALL_CPUS = ",".join(map(str, sorted(os.sched_getaffinity(0))))
 
 
 # ---- raw onnxruntime: the limit -------------------------------------------------------------
+
+RAW_THREADS = 2  # both layouts below run 2 onnxruntime threads in all
 
 
 def raw_rows_per_second(model: Path, batch_sizes: Sequence[int], seconds: float) -> dict[str, dict[int, float]]:
@@ -137,15 +139,12 @@ def h2load(port: int, body: Path, connections: int, seconds: int, log: Path) -> 
     return LoadResult(rps, float(p50), float(p99), int(done.group(2)))
 
 
-def grpc_frame(path: Path, x: np.ndarray, tensor_content: bool = False) -> Path:
-    """One gRPC frame of a Predict request for ``x`` (typed float_val, or tensor_content as
-    TensorFlow's ``make_tensor_proto`` writes it)."""
+def grpc_frame(path: Path, x: np.ndarray) -> Path:
+    """One gRPC frame of a Predict request for ``x`` (typed float_val values)."""
     request = pb.PredictRequest()
     request.model_spec.name = "mlp"
-    request.inputs["input"].CopyFrom(from_ndarray(x, tensor_content=tensor_content))
-    message = request.SerializeToString()
-    path.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
-    return path
+    request.inputs["input"].CopyFrom(from_ndarray(x))
+    return frame_file(path, request.SerializeToString())
 
 
 # ---- servers --------------------------------------------------------------------------------------
@@ -192,49 +191,44 @@ def check_answers(rest: int, grpc_port: int, x: np.ndarray, expected: np.ndarray
     """One real answer per protocol (h2load cannot read grpc-status)."""
     import urllib.request
 
-    import grpc
-
-    from modelserve.codecs.tensor_proto import to_ndarray
-    from modelserve.protos import PREDICTION_SERVICE, Stub
+    from modelserve.client import GrpcClient
 
     body = json.dumps({"instances": x.tolist()}).encode()
     with urllib.request.urlopen(f"http://127.0.0.1:{rest}/v1/models/mlp:predict", body, timeout=60) as answer:
         got = np.array(json.loads(answer.read())["predictions"], dtype=np.float32)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-    with grpc.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
-        request = pb.PredictRequest()
-        request.model_spec.name = "mlp"
-        request.inputs["input"].CopyFrom(from_ndarray(x))
-        response = Stub(channel, PREDICTION_SERVICE).Predict(request, timeout=60)
-    np.testing.assert_allclose(to_ndarray(response.outputs["output"]), expected, rtol=1e-4, atol=1e-5)
+    with GrpcClient(f"127.0.0.1:{grpc_port}") as client:
+        got = client.predict("mlp", {"input": x}, timeout=60)["output"]
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+def load_and_cpu(pid: int, protocol: str, port: int, work: Path, c: int, seconds: int) -> tuple[LoadResult, float]:
+    """One load run (REST: wrk with body.json; gRPC: h2load with body.bin): the generator's figures and
+    the server's CPU ms per answered request. A failed request stops the benchmark."""
+    before = cpu_seconds(pid)
+    if protocol == "rest":
+        result = wrk(f"http://127.0.0.1:{port}/v1/models/mlp:predict", work / "body.json", c, seconds, cpu=ALL_CPUS)
+    else:
+        result = h2load(port, work / "body.bin", c, seconds, work / "h2load.log")
+    if result.errors:
+        raise RuntimeError(f"{result.errors} failed requests ({protocol}, port {port}, c={c})")
+    # The window is the generator's (start-up and tail add a little CPU).
+    return result, (cpu_seconds(pid) - before) * 1000 / max(1.0, result.rps * seconds)
 
 
 def measure(
     setup: Setup, server_: tuple[int, int, int], work: Path, protocol: str, c: int, seconds: int
 ) -> Cell:
     rest, grpc_port, pid = server_
-    before = cpu_seconds(pid)
-    if protocol == "rest":
-        url = f"http://127.0.0.1:{rest}/v1/models/mlp:predict"
-        result = wrk(url, work / "body.json", c, seconds, cpu=ALL_CPUS)
-    else:
-        result = h2load(grpc_port, work / "body.bin", c, seconds, work / "h2load.log")
-    # Every request is one row; the window is the generator's (start-up and tail add a little CPU).
-    cpu_ms = (cpu_seconds(pid) - before) * 1000 / max(1.0, result.rps * seconds)
+    # Every request is one row.
+    result, cpu_ms = load_and_cpu(pid, protocol, rest if protocol == "rest" else grpc_port, work, c, seconds)
     print(f"    {setup.name:>3} {protocol:>4} c={c:<3} {result.rps:8.1f} rows/s  "
-          f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  server CPU {cpu_ms:5.2f} ms/row  "
-          f"errors {result.errors}", flush=True)
+          f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  server CPU {cpu_ms:5.2f} ms/row", flush=True)
     return Cell(result, cpu_ms)
 
 
 def median_cell(runs: list[Cell]) -> Cell:
-    return Cell(
-        LoadResult(
-            statistics.median(r.load.rps for r in runs), statistics.median(r.load.p50_ms for r in runs),
-            statistics.median(r.load.p99_ms for r in runs), sum(r.load.errors for r in runs),
-        ),
-        statistics.median(r.cpu_ms_per_row for r in runs),
-    )
+    return Cell(median([r.load for r in runs]), statistics.median(r.cpu_ms_per_row for r in runs))
 
 
 def table(limit: float, limit_text: str, protocols: Sequence[str], levels: Sequence[int],
@@ -253,7 +247,7 @@ def table(limit: float, limit_text: str, protocols: Sequence[str], levels: Seque
                 f"{on.load.p50_ms:.1f} / {on.load.p99_ms:.1f} | {on.cpu_ms_per_row:.2f} | {on.load.rps / limit:.2f} |"
             )
     lines.append(f"\nLimit: raw onnxruntime in-process, {limit_text}: {limit:,.0f} rows/s "
-                 f"({1000 * (os.cpu_count() or 1) / limit:.2f} CPU-ms per row)")
+                 f"({1000 * RAW_THREADS / limit:.2f} CPU-ms per row)")
     return "\n".join(lines)
 
 

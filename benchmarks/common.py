@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -50,17 +51,21 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 
 @contextlib.contextmanager
-def pinned(cmd: Sequence[str], cpu: str, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
-        ["taskset", "-c", cpu, *cmd], cwd=ROOT, env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+def pinned(
+    cmd: Sequence[str], cpu: str | None, env: dict[str, str] | None = None, log: Path | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``cmd`` running from the checkout on CPUs ``cpu`` (None: unpinned), its output in ``log``; stopped after."""
+    with open(log or os.devnull, "wb") as out:
+        proc = subprocess.Popen(
+            [*(["taskset", "-c", cpu] if cpu else []), *cmd], cwd=ROOT, env={**os.environ, **(env or {})},
+            stdout=out, stderr=subprocess.STDOUT,
+        )
     try:
         yield proc
     finally:
         proc.terminate()
         try:
-            proc.wait(30)
+            proc.wait(60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
@@ -72,6 +77,14 @@ class LoadResult:
     p50_ms: float
     p99_ms: float
     errors: int
+
+
+def median(results: Sequence[LoadResult]) -> LoadResult:
+    """Median rate and latencies of several runs; their errors added up."""
+    return LoadResult(
+        statistics.median(r.rps for r in results), statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results), sum(r.errors for r in results),
+    )
 
 
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -99,6 +112,8 @@ def wrk(url: str, body_file: Path, connections: int, seconds: int, cpu: str = "0
     errors = 0
     if m := re.search(r"Non-2xx or 3xx responses: (\d+)", out):
         errors += int(m.group(1))
+    if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
+        errors += sum(map(int, m.groups()))
     return LoadResult(rps, p50, p99, errors)
 
 

@@ -33,7 +33,6 @@ import contextlib
 import json
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,12 +46,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import grpc_load
-from common import free_port, python, wait_http
+from common import ROOT, free_port, pinned, python, wait_http
 
-ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from modelserve.codecs.tensor_proto import from_ndarray  # noqa: E402
-from modelserve.protos import pb  # noqa: E402
+from modelserve.codecs.tensor_proto import from_ndarray
+from modelserve.protos import pb
 
 RAW_SIZES = [1, 8, 16, 32, 64, 128, 256]
 RESNET_CAP = 6 << 30
@@ -256,23 +254,12 @@ def serve(work: Path, name: str, placements: dict[str, str], batching: str) -> I
     cmd = [python(), "-m", "modelserve", f"--port={grpc_port}", f"--rest_api_port={rest}",
            f"--model_config_file={config}", "--enable_batching", f"--batching_parameters_file={params}",
            "--grpc_max_threads=512", "--file_system_poll_wait_seconds=0", "--max_num_load_retries=0"]
-    paths = [str(ROOT), os.environ.get("PYTHONPATH", "")]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
-    try:
+    with pinned(cmd, None, log=log):  # unpinned, from the checkout (cwd)
         try:
             wait_http(f"http://127.0.0.1:{rest}/v1/models/{next(iter(placements))}", timeout=300)
         except OSError:
             raise SystemExit(f"server did not start; its log:\n{log.read_text()[-4000:]}") from None
         yield Server(rest, grpc_port, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def batching_text(max_batch: int, timeout_us: int, threads: int) -> str:

@@ -34,8 +34,9 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from batching import ALL_CPUS, BATCHING, cpu_seconds, grpc_frame, h2load
-from common import ensure_tools, free_port, pinned, python, wait_http, wrk
+from batching import ALL_CPUS, BATCHING, COMMON_FLAGS, load_and_cpu
+from common import ensure_tools, free_port, pinned, python, wait_http
+from grpc_predict import frame_file, request_bytes, wait_and_check
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.demo import mlp
@@ -100,40 +101,11 @@ def serve_hello_raw(port: int) -> None:
 
 @contextlib.contextmanager
 def started(cmd: list[str], ready_url: str | None, env: dict[str, str] | None = None) -> Iterator[int]:
+    """The server running (its HTTP port answering, when it has one); yields its pid."""
     with pinned(cmd, ALL_CPUS, env) as process:
         if ready_url:
             wait_http(ready_url, timeout=120)
-        else:
-            import time
-
-            time.sleep(3)  # gRPC-only baselines: no HTTP port to poll
         yield process.pid
-
-
-def cost(pid: int, protocol: str, port: int, work: Path, c: int, seconds: int) -> tuple[float, float]:
-    """(requests/s, server CPU ms per request) for one load run."""
-    before = cpu_seconds(pid)
-    if protocol == "rest":
-        result = wrk(f"http://127.0.0.1:{port}/v1/models/mlp:predict", work / "body.json", c, seconds, cpu=ALL_CPUS)
-    else:
-        result = h2load(port, work / "body.bin", c, seconds, work / "h2load.log")
-    if result.errors:
-        raise RuntimeError(f"{result.errors} failed requests on port {port}")
-    return result.rps, (cpu_seconds(pid) - before) * 1000 / max(1.0, result.rps * seconds)
-
-
-def check_grpc(port: int, x: np.ndarray, expected: np.ndarray) -> None:
-    import grpc
-
-    from modelserve.codecs.tensor_proto import from_ndarray, to_ndarray
-    from modelserve.protos import PREDICTION_SERVICE, Stub, pb
-
-    request = pb.PredictRequest()
-    request.model_spec.name = "mlp"
-    request.inputs["input"].CopyFrom(from_ndarray(x, tensor_content=True))
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        response = Stub(channel, PREDICTION_SERVICE).Predict(request, timeout=60)
-    np.testing.assert_allclose(to_ndarray(response.outputs["output"]), expected, rtol=1e-4, atol=1e-5)
 
 
 def main() -> None:
@@ -154,15 +126,16 @@ def main() -> None:
     x = np.random.default_rng(0).standard_normal((1, 256)).astype(np.float32)
     (work / "body.json").write_text(json.dumps({"instances": x.tolist()}))
     # tensor_content, as TensorFlow's make_tensor_proto writes it (and the bare baselines read).
-    grpc_frame(work / "body.bin", x, tensor_content=True)
+    message = request_bytes("mlp", x)
+    frame_file(work / "body.bin", message)
     expected = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     (work / "batching.txt").write_text(BATCHING)
 
     def modelserve(*flags: str) -> tuple[list[str], int, int]:
         rest, grpc_port = free_port(), free_port()
         cmd = [python(), "-m", "modelserve", "--model_name=mlp", f"--model_base_path={work / 'mlp'}",
-               f"--rest_api_port={rest}", f"--port={grpc_port}", "--file_system_poll_wait_seconds=0",
-               "--grpc_max_threads=256", "--tensorflow_intra_op_parallelism=1", *flags]
+               f"--rest_api_port={rest}", f"--port={grpc_port}", *COMMON_FLAGS.split(),
+               "--tensorflow_intra_op_parallelism=1", *flags]
         return cmd, rest, grpc_port
 
     # (row name, protocol, command, port to load, URL that answers once it is up)
@@ -196,9 +169,10 @@ def main() -> None:
         for name, protocol, cmd, port, up in rows:
             with started(cmd, up, {"MODEL": str(model)}) as pid:
                 if protocol == "grpc":
-                    check_grpc(port, x, expected)  # h2load counts a gRPC error as a success
-                cost(pid, protocol, port, work, 8, 2)  # warm-up
-                rps, ms = cost(pid, protocol, port, work, args.concurrency, args.seconds)
+                    wait_and_check(port, message, expected)  # h2load counts a gRPC error as a success
+                load_and_cpu(pid, protocol, port, work, 8, 2)  # warm-up
+                result, ms = load_and_cpu(pid, protocol, port, work, args.concurrency, args.seconds)
+                rps = result.rps
             print(f"  {name:<36} {rps:8.0f} req/s  {ms:6.3f} CPU-ms/request", flush=True)
             results.setdefault(name, []).append((rps, ms))
     print("\n| server | req/s | server CPU ms / request |\n| --- | ---: | ---: |")

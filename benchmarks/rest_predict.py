@@ -20,7 +20,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import LoadResult, ensure_tools, free_port, pinned, python, wait_http, wrk
+from common import LoadResult, ensure_tools, free_port, median, pinned, python, wait_http, wrk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.demo import mlp
@@ -90,7 +90,7 @@ def main() -> None:
                 wrk(url, body, 8, 2)  # warm-up
                 for c in levels:
                     runs[name][c].append(wrk(url, body, c, args.seconds))
-    results = {name: {c: _median(rs) for c, rs in by_c.items()} for name, by_c in runs.items()}
+    results = {name: {c: median(rs) for c, rs in by_c.items()} for name, by_c in runs.items()}
 
     base = results["starlette+uvicorn baseline"]
     pooled = results["same, inference in a thread pool"]
@@ -104,10 +104,6 @@ def main() -> None:
                 f"| {r.rps / base[c].rps:.2f}x | {r.rps / pooled[c].rps:.2f}x | {r.rps / raw:.3f}x |"
             )
 
-
-def _median(results: list[LoadResult]) -> LoadResult:
-    ordered = sorted(results, key=lambda r: r.rps)
-    return ordered[len(ordered) // 2]
 
 if __name__ == "__main__":
     main()
