@@ -76,12 +76,13 @@ def params(**changes: Any) -> BatchingParameters:
 class Rig:
     """A batcher over ``Rows`` on a manual scheduler and a fake clock."""
 
-    def __init__(self, **changes: Any) -> None:
+    def __init__(self, instances: int = 1, **changes: Any) -> None:
         self.clock = FakeClock()
         self.stats: list[BatchStats] = []
         self.dropped: list[str] = []
         self.scheduler = BatchScheduler(0, clock=self.clock, metrics=self)
         self.servable = Rows()
+        self.servable.instance_count = instances  # type: ignore[attr-defined]  # what modelserve.instances exposes
         self.batcher = Batcher(self.scheduler, self.servable, params(**changes), "m", 1)
 
     def batch_done(self, stats: BatchStats) -> None:
@@ -212,6 +213,41 @@ def test_once_idle_the_queue_waits_for_as_many_rows_as_its_previous_batch_had() 
         await settle()
         assert rig.scheduler.run_ready() == 1
         assert rig.servable.sizes == [3, 3]
+
+    run(scenario())
+
+
+def test_with_two_instances_an_idle_one_runs_its_share_of_the_load_beside_the_busy_one() -> None:
+    async def scenario() -> None:
+        rig = Rig(instances=2, batch_timeout_micros=10_000_000)  # 10 s: only the eager rule fires
+        for i in range(8):
+            rig.send(rows(1, i))
+        await settle()
+        first = rig.scheduler.step()  # every waiting row: 8 in flight from now on
+        assert first is not None and first.rows == 8
+        tasks = [rig.send(rows(1, 100 + i)) for i in range(4)]
+        await settle()
+        # Half the load is waiting: the idle instance runs it now rather than wait for 8 more rows.
+        second = rig.scheduler.step()
+        assert second is not None and second.rows == 4
+        rig.scheduler.execute(first)
+        rig.scheduler.execute(second)
+        await settle()
+        for i, task in enumerate(tasks):
+            assert_outputs(task.result(), rows(1, 100 + i))
+        # 12 rows were in flight when the second batch started: with both instances idle, a
+        # batch waits for 6 (its share), neither 1 nor 12.
+        later = [rig.send(rows(1, 200 + i)) for i in range(5)]
+        await settle()
+        assert rig.scheduler.step() is None
+        later.append(rig.send(rows(1, 205)))
+        await settle()
+        third = rig.scheduler.step()
+        assert third is not None and third.rows == 6
+        rig.scheduler.execute(third)
+        await settle()
+        for i, task in enumerate(later):
+            assert_outputs(task.result(), rows(1, 200 + i))
 
     run(scenario())
 

@@ -13,10 +13,15 @@ within a level, up to ``max_execution_batch_size`` rows. A batch is due when
 2. the oldest waiting request has waited ``batch_timeout_micros``, or
 3. the platform is idle (fewer batches of this version running or about to
    run than it has instances: one, unless its placement gives it several)
-   and as many rows wait as the previous batch had. At low load that is one
-   request, which then runs at once instead of waiting for the timeout; under
-   a steady load it is the load's batch size, so the queue neither waits the
-   timeout out nor runs a batch of one while the rest are on their way.
+   and as many rows wait as an instance's share of the load: the rows the
+   previous batch took plus those running beside it, divided by the
+   instances. With one instance that is the previous batch's size. At low
+   load it is one request, which then runs at once instead of waiting for
+   the timeout; under a steady load it is the load's batch size per
+   instance, so the queue neither waits the timeout out nor runs a batch of
+   one while the rest are on their way, and several instances stay busy
+   side by side instead of one taking every waiting row while the others
+   wait for as many again.
 """
 
 from __future__ import annotations
@@ -84,6 +89,7 @@ class Busy:
 
     batches: int = 0
     capacity: int = 1
+    rows: int = 0  # rows of those batches
 
 
 @dataclass
@@ -123,7 +129,7 @@ class BatchQueue:
         self._levels: list[collections.deque[Task]] = [collections.deque() for _ in range(levels)]
         self.rows = 0  # rows waiting, not yet in a batch
         self.tasks = 0  # requests with rows waiting
-        self.expected = 1  # rows of the previous batch: the eager rule's target
+        self.expected = 1  # an instance's share of the load: the eager rule's target
 
     # ---- admission ------------------------------------------------------------------------
 
@@ -215,8 +221,10 @@ class BatchQueue:
                 break
         if not pieces:
             return None
-        self.busy.batches += 1
-        self.expected = rows
+        busy = self.busy
+        self.expected = min(limit, -(-(rows + busy.rows) // busy.capacity))
+        busy.batches += 1
+        busy.rows += rows
         return Batch(self, pieces, rows, self.params.padded_size(rows))
 
     def _fill(
@@ -278,6 +286,7 @@ class BatchQueue:
 
     def finished(self, batch: Batch) -> None:
         self.busy.batches -= 1
+        self.busy.rows -= batch.rows
 
 
 def _gone(task: Task) -> bool:
