@@ -21,8 +21,9 @@ once): the best of all is the limit, the ratio column divides by it, and its CPU
 what inference alone costs, to set beside the server's. Server and load generator share the
 machine's cores (nothing is pinned), so the generator's CPU counts against the server. Both servers
 run for the whole benchmark but only one is loaded at a time: each round measures the limit, then
-every (protocol, concurrency) cell with batching off and on back to back; each figure is the
-median of the rounds.
+every (protocol, concurrency) cell with batching off and on back to back, each after one uncounted
+second at its concurrency (the steady state is measured, not the batch queue adapting to the
+previous cell's load); each figure is the median of the rounds.
 
 Tools (Debian's ``wrk`` and ``nghttp2-client``) are installed with apt-get when missing.
 """
@@ -223,8 +224,13 @@ def measure(
     setup: Setup, server_: tuple[int, int, int], work: Path, protocol: str, c: int, seconds: int
 ) -> Cell:
     rest, grpc_port, pid = server_
+    port = rest if protocol == "rest" else grpc_port
+    # One second at this concurrency first, not counted: the batch queue adapts to a new load within
+    # one batch_timeout (after a busier cell, the first lone request waits it out), and the figures
+    # are the steady state's.
+    load_and_cpu(pid, protocol, port, work, c, 1)
     # Every request is one row.
-    result, cpu_ms = load_and_cpu(pid, protocol, rest if protocol == "rest" else grpc_port, work, c, seconds)
+    result, cpu_ms = load_and_cpu(pid, protocol, port, work, c, seconds)
     print(f"    {setup.name:>3} {protocol:>4} c={c:<3} {result.rps:8.1f} rows/s  "
           f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  server CPU {cpu_ms:5.2f} ms/row", flush=True)
     return Cell(result, cpu_ms)
