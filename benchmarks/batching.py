@@ -2,7 +2,8 @@
 
     python benchmarks/batching.py [--seconds=10] [--rounds=3] [--concurrency=1,8,32,64,128]
                                   [--protocols=rest,grpc] [--on=FLAGS] [--off=FLAGS] [--batching=TEXT]
-                                  [--on-model-config=FIELDS]
+                                  [--on-model-config=FIELDS] [--mlserver-python=VENV/bin/python]
+                                  [--mlserver-batch-time=SECONDS]
 
 The model is the ReLU MLP 256→4096→4096→4096→16 (onnx.helper, seeded weights): its per-row compute
 dominates a request's decoding, so the figures measure batching, not JSON. Every request carries one
@@ -25,6 +26,11 @@ every (protocol, concurrency) cell with batching off and on back to back, each a
 second at its concurrency (the steady state is measured, not the batch queue adapting to the
 previous cell's load); each figure is the median of the rounds.
 
+With ``--mlserver-python`` (a venv with ``mlserver==1.7.1`` and onnxruntime), MLServer serves the
+same file with its adaptive batching (``max_batch_size`` 128, ``max_batch_time`` from
+``--mlserver-batch-time``; onnxruntime with the limit's 2 threads; ``parallel_workers: 0``) and every
+REST cell is also measured against it over V2 REST (``/v2/models/mlp/infer``), interleaved with ours.
+
 Tools (Debian's ``wrk`` and ``nghttp2-client``) are installed with apt-get when missing.
 """
 
@@ -35,6 +41,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -59,6 +66,7 @@ from modelserve.protos import pb
 
 SIZES = [256, 4096, 4096, 4096, 16]
 GRPC_PATH = "/tensorflow.serving.PredictionService/Predict"
+REST_PATH = "/v1/models/mlp:predict"
 # Batching on: one batch thread running onnxruntime with its intra-op threads at their default (both
 # cores); batches of up to 128 rows. On this CPU-only machine inference and request handling share
 # the cores, and onnxruntime slows down by far more than the CPU it loses when the two overlap, so
@@ -159,6 +167,8 @@ class Setup:
     name: str
     flags: list[str]
     model_config: str = ""  # extra ModelConfig fields (e.g. a placement block)
+    rest_path: str = REST_PATH
+    rest_body: str = "body.json"  # in the work folder
 
 
 @dataclass
@@ -185,6 +195,48 @@ def server(setup: Setup, base: Path, work: Path) -> Iterator[tuple[int, int, int
         yield rest, grpc_port, process.pid
 
 
+MLSERVER = Setup("mlserver", [], rest_path="/v2/models/mlp/infer", rest_body="v2.json")
+
+
+@contextlib.contextmanager
+def mlserver(mlserver_python: str, model: Path, work: Path, batch_time: float) -> Iterator[tuple[int, int, int]]:
+    """MLServer (its own venv) with adaptive batching on the same model, onnxruntime at the limit's 2
+    threads, ``parallel_workers: 0`` (in-process, its fastest mode: shared/BENCHMARKING.md). Yields the
+    REST port, 0 and its pid."""
+    folder = work / "mlserver"
+    (folder / "mlp").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parent / "mlserver_peer" / "runtime.py", folder / "mlp")
+    (folder / "mlp" / "model-settings.json").write_text(json.dumps({
+        "name": "mlp", "implementation": "runtime.OnnxModel", "parameters": {"uri": str(model)},
+        "max_batch_size": 128, "max_batch_time": batch_time,
+    }))
+    rest = free_port()
+    (folder / "settings.json").write_text(json.dumps({
+        "parallel_workers": 0, "http_port": rest, "grpc_port": free_port(), "metrics_port": free_port(),
+        "debug": False,
+    }))
+    cmd = [str(Path(mlserver_python).parent / "mlserver"), "start", str(folder)]
+    with pinned(cmd, ALL_CPUS, env={"PEER_INTRA_OP_THREADS": str(RAW_THREADS)}, log=work / "mlserver.log") as process:
+        wait_http(f"http://127.0.0.1:{rest}/v2/models/mlp/ready", timeout=120)
+        yield rest, 0, process.pid
+
+
+def v2_body(x: np.ndarray) -> str:
+    return json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
+                                   "data": x.ravel().tolist()}]})
+
+
+def check_v2_answer(port: int, x: np.ndarray, expected: np.ndarray) -> None:
+    import urllib.request
+
+    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/mlp/infer", v2_body(x).encode(),
+                                     {"content-type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        output = json.loads(answer.read())["outputs"][0]
+    got = np.array(output["data"], dtype=np.float32).reshape(expected.shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -206,12 +258,16 @@ def check_answers(rest: int, grpc_port: int, x: np.ndarray, expected: np.ndarray
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
 
-def load_and_cpu(pid: int, protocol: str, port: int, work: Path, c: int, seconds: int) -> tuple[LoadResult, float]:
-    """One load run (REST: wrk with body.json; gRPC: h2load with body.bin): the generator's figures and
-    the server's CPU ms per answered request. A failed request stops the benchmark."""
+def load_and_cpu(
+    pid: int, protocol: str, port: int, work: Path, c: int, seconds: int,
+    rest_path: str = REST_PATH, rest_body: str = "body.json",
+) -> tuple[LoadResult, float]:
+    """One load run (REST: wrk posting ``rest_body`` to ``rest_path``; gRPC: h2load with body.bin): the
+    generator's figures and the server's CPU ms per answered request. A failed request stops the
+    benchmark."""
     before = cpu_seconds(pid)
     if protocol == "rest":
-        result = wrk(f"http://127.0.0.1:{port}/v1/models/mlp:predict", work / "body.json", c, seconds, cpu=ALL_CPUS)
+        result = wrk(f"http://127.0.0.1:{port}{rest_path}", work / rest_body, c, seconds, cpu=ALL_CPUS)
     else:
         result = h2load(port, work / "body.bin", c, seconds, work / "h2load.log")
     if result.errors:
@@ -228,10 +284,10 @@ def measure(
     # One second at this concurrency first, not counted: the batch queue adapts to a new load within
     # one batch_timeout (after a busier cell, the first lone request waits it out), and the figures
     # are the steady state's.
-    load_and_cpu(pid, protocol, port, work, c, 1)
+    load_and_cpu(pid, protocol, port, work, c, 1, setup.rest_path, setup.rest_body)
     # Every request is one row.
-    result, cpu_ms = load_and_cpu(pid, protocol, port, work, c, seconds)
-    print(f"    {setup.name:>3} {protocol:>4} c={c:<3} {result.rps:8.1f} rows/s  "
+    result, cpu_ms = load_and_cpu(pid, protocol, port, work, c, seconds, setup.rest_path, setup.rest_body)
+    print(f"    {setup.name:>8} {protocol:>4} c={c:<3} {result.rps:8.1f} rows/s  "
           f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  server CPU {cpu_ms:5.2f} ms/row", flush=True)
     return Cell(result, cpu_ms)
 
@@ -242,19 +298,29 @@ def median_cell(runs: list[Cell]) -> Cell:
 
 def table(limit: float, limit_text: str, protocols: Sequence[str], levels: Sequence[int],
           results: dict[str, dict[tuple[str, int], Cell]]) -> str:
-    lines = [
-        "| protocol | c | off rows/s | off p50 / p99 ms | on rows/s | on p50 / p99 ms | on server CPU ms/row "
-        "| on / limit |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
+    peer = results.get(MLSERVER.name)
+    header = ("| protocol | c | off rows/s | off p50 / p99 ms | on rows/s | on p50 / p99 ms | on server CPU ms/row "
+              "| on / limit |")
+    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    if peer:
+        header += " MLServer rows/s | MLServer p50 / p99 ms | MLServer CPU ms/row | on / MLServer |"
+        rule += " ---: | ---: | ---: | ---: |"
+    lines = [header, rule]
     for protocol in protocols:
         for c in levels:
             off, on = results["off"][protocol, c], results["on"][protocol, c]
-            lines.append(
+            line = (
                 f"| {protocol.upper() if protocol == 'rest' else 'gRPC'} | {c} | {off.load.rps:,.0f} | "
                 f"{off.load.p50_ms:.1f} / {off.load.p99_ms:.1f} | {on.load.rps:,.0f} | "
                 f"{on.load.p50_ms:.1f} / {on.load.p99_ms:.1f} | {on.cpu_ms_per_row:.2f} | {on.load.rps / limit:.2f} |"
             )
+            if peer and (protocol, c) in peer:
+                p = peer[protocol, c]
+                line += (f" {p.load.rps:,.0f} | {p.load.p50_ms:.1f} / {p.load.p99_ms:.1f} | {p.cpu_ms_per_row:.2f} "
+                         f"| {on.load.rps / p.load.rps:.2f} |")
+            elif peer:
+                line += " | | | |"
+            lines.append(line)
     lines.append(f"\nLimit: raw onnxruntime in-process, {limit_text}: {limit:,.0f} rows/s "
                  f"({1000 * RAW_THREADS / limit:.2f} CPU-ms per row)")
     return "\n".join(lines)
@@ -271,6 +337,12 @@ def main() -> None:
     parser.add_argument("--batching", default=BATCHING, help="BatchingParameters text for batching on")
     parser.add_argument("--on-model-config", default=ON_MODEL_CONFIG,
                         help="extra ModelConfig fields for batching on (placement)")
+    parser.add_argument("--mlserver-python", default="",
+                        help="python of a venv with mlserver==1.7.1 + onnxruntime: adds MLServer's adaptive "
+                             "batching over V2 REST as a peer")
+    parser.add_argument("--mlserver-batch-time", type=float, default=0.002,
+                        help="the peer's max_batch_time in seconds (max_batch_size is 128, as ours); "
+                             "2 ms was its best of 2 / 10 / 50 ms at c = 32-128")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     protocols = args.protocols.split(",")
@@ -286,6 +358,7 @@ def main() -> None:
     grpc_frame(work / "body.bin", x)
     expected = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     (work / "batching.txt").write_text(args.batching)
+    (work / "v2.json").write_text(v2_body(x))
 
     print(f"machine: {os.cpu_count()} CPUs; {platform_line()}")
     print(f"batching on: {args.on} --batching_parameters_file=<file>, models.config: "
@@ -295,7 +368,8 @@ def main() -> None:
         Setup("off", args.off.split()),
         Setup("on", [*args.on.split(), f"--batching_parameters_file={work / 'batching.txt'}"], args.on_model_config),
     ]
-    runs: dict[str, dict[tuple[str, int], list[Cell]]] = {s.name: {} for s in setups}
+    peers = [MLSERVER] if args.mlserver_python else []
+    runs: dict[str, dict[tuple[str, int], list[Cell]]] = {s.name: {} for s in [*setups, *peers]}
     raws: list[dict[str, dict[int, float]]] = []
     with contextlib.ExitStack() as stack:
         servers = {s.name: stack.enter_context(server(s, base, work)) for s in setups}
@@ -303,6 +377,13 @@ def main() -> None:
             check_answers(*servers[setup.name][:2], x, expected)
             for protocol in protocols:
                 measure(setup, servers[setup.name], work, protocol, 8, 2)  # warm-up
+        if peers:
+            print(f"peer: MLServer, adaptive batching max_batch_size 128, max_batch_time "
+                  f"{args.mlserver_batch_time} s, onnxruntime {RAW_THREADS} threads, V2 REST", flush=True)
+            servers[MLSERVER.name] = stack.enter_context(
+                mlserver(args.mlserver_python, model, work, args.mlserver_batch_time))
+            check_v2_answer(servers[MLSERVER.name][0], x, expected)
+            measure(MLSERVER, servers[MLSERVER.name], work, "rest", 8, 2)  # warm-up
         for round_ in range(args.rounds):
             print(f"round {round_ + 1}/{args.rounds}", flush=True)
             raws.append(raw_rows_per_second(model, [1, 8, 16, 32, 64, 128, 256], 2.0))
@@ -310,7 +391,8 @@ def main() -> None:
                 print(f"  raw onnxruntime rows/s by batch size, {layout}: {rates(by_size)}", flush=True)
             for protocol in protocols:
                 for c in levels:
-                    for setup in setups:  # interleaved, so that other work on the machine hits both alike
+                    # interleaved, so that other work on the machine hits all alike
+                    for setup in [*setups, *(peers if protocol == "rest" else [])]:
                         cell = measure(setup, servers[setup.name], work, protocol, c, args.seconds)
                         runs[setup.name].setdefault((protocol, c), []).append(cell)
     raw_median = {

@@ -1,7 +1,9 @@
-"""The 20-line MLServer runtime the gRPC benchmark serves the same ONNX file with (one intra-op thread).
+"""The 20-line MLServer runtime the gRPC and batching benchmarks serve the same ONNX file with.
 
 Runs inside MLServer's own virtual environment (its pins fight modelserve's: shared/BENCHMARKING.md).
 """
+
+import os
 
 import onnxruntime as ort
 from mlserver import MLModel
@@ -13,7 +15,8 @@ from mlserver.utils import get_model_uri
 class OnnxModel(MLModel):
     async def load(self) -> bool:
         options = ort.SessionOptions()
-        options.intra_op_num_threads = 1
+        # One thread for the per-request benchmarks; batching.py asks for the limit's two.
+        options.intra_op_num_threads = int(os.environ.get("PEER_INTRA_OP_THREADS", "1"))
         path = await get_model_uri(self._settings)
         self._session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
         return True
