@@ -15,13 +15,13 @@ within a level, up to ``max_execution_batch_size`` rows. A batch is due when
    run than it has instances: one, unless its placement gives it several)
    and as many rows wait as an instance's share of the load: the rows the
    previous batch took plus those running beside it, divided by the
-   instances. With one instance that is the previous batch's size. At low
-   load it is one request, which then runs at once instead of waiting for
-   the timeout; under a steady load it is the load's batch size per
-   instance, so the queue neither waits the timeout out nor runs a batch of
-   one while the rest are on their way, and several instances stay busy
-   side by side instead of one taking every waiting row while the others
-   wait for as many again.
+   instances (with one instance running one batch at a time: the previous
+   batch's size). At low load that is one request, which then runs at once
+   instead of waiting for the timeout; under a steady load it is the load's
+   batch size per instance, so the queue neither waits the timeout out nor
+   runs a batch of one while the rest are on their way, and several
+   instances stay busy side by side instead of one taking every waiting row
+   while the others wait for as many again.
 """
 
 from __future__ import annotations
