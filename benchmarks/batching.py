@@ -40,10 +40,8 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -56,8 +54,18 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import LoadResult, ensure_tools, free_port, median, pinned, python, wait_http, wrk
-from grpc_predict import frame_file
+from common import (
+    LoadResult,
+    ensure_tools,
+    frame_file,
+    free_port,
+    h2load,
+    median,
+    pinned,
+    python,
+    wait_http,
+    wrk,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.codecs.tensor_proto import from_ndarray
@@ -132,23 +140,6 @@ def _rows_per_second(sessions: Sequence[ort.InferenceSession], size: int, second
 
 
 # ---- load generators ----------------------------------------------------------------------------
-
-
-def h2load(port: int, body: Path, connections: int, seconds: int, log: Path) -> LoadResult:
-    """gRPC Predict with h2load (one stream per connection); latencies from its log file."""
-    log.unlink(missing_ok=True)  # h2load appends to it
-    out = subprocess.run(
-        ["h2load", "-t1", f"-c{connections}", "-m1", "-D", str(seconds), "-d", str(body),
-         "-H", "content-type: application/grpc", "-H", "te: trailers", f"--log-file={log}",
-         f"http://127.0.0.1:{port}{GRPC_PATH}"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
-    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
-    assert done, out
-    micros = np.array([float(line.split("\t")[2]) for line in log.read_text().splitlines() if line])
-    p50, p99 = (np.percentile(micros, [50, 99]) / 1000) if len(micros) else (0.0, 0.0)
-    return LoadResult(rps, float(p50), float(p99), int(done.group(2)))
 
 
 def grpc_frame(path: Path, x: np.ndarray) -> Path:
@@ -270,7 +261,7 @@ def load_and_cpu(
     if protocol == "rest":
         result = wrk(f"http://127.0.0.1:{port}{rest_path}", work / rest_body, c, seconds, cpu=ALL_CPUS)
     else:
-        result = h2load(port, work / "body.bin", c, seconds, work / "h2load.log")
+        result = h2load(port, work / "body.bin", c, seconds, GRPC_PATH, log=work / "h2load.log")
     if result.errors and not allow_errors:
         raise RuntimeError(f"{result.errors} failed requests ({protocol}, port {port}, c={c})")
     # The window is the generator's (start-up and tail add a little CPU).

@@ -8,6 +8,7 @@ import re
 import shutil
 import socket
 import statistics
+import struct
 import subprocess
 import sys
 import time
@@ -115,6 +116,41 @@ def wrk(url: str, body_file: Path, connections: int, seconds: int, cpu: str = "0
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(map(int, m.groups()))
     return LoadResult(rps, p50, p99, errors)
+
+
+def frame_file(path: Path, message: bytes) -> Path:
+    """``message`` as one gRPC frame (not compressed, big-endian length), for h2load's ``-d``."""
+    path.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
+    return path
+
+
+def h2load(
+    port: int, body: Path, connections: int, seconds: int, path: str, cpu: str | None = None,
+    log: Path | None = None,
+) -> LoadResult:
+    """gRPC calls replaying ``body`` (a ``frame_file``), one stream per connection, on CPUs ``cpu``.
+
+    Latencies come from h2load's ``log`` file (it prints no percentiles; without a log they are 0).
+    h2load does not read grpc-status: a gRPC error answered in trailers counts as a success, so
+    check an answer with a real client first; ``errors`` are h2load's failed requests.
+    """
+    if log is not None:
+        log.unlink(missing_ok=True)  # h2load appends to it
+    out = subprocess.run(
+        [*(["taskset", "-c", cpu] if cpu else []), "h2load", "-t1", f"-c{connections}", "-m1",
+         "-D", str(seconds), "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
+         *([f"--log-file={log}"] if log is not None else []), f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
+    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
+    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
+    assert done, out
+    p50 = p99 = 0.0
+    if log is not None:
+        micros = [float(line.split("\t")[2]) for line in log.read_text().splitlines() if line]
+        if micros:
+            p50, p99 = (statistics.quantiles(micros, n=100, method="inclusive")[i] / 1000 for i in (49, 98))
+    return LoadResult(rps, p50, p99, int(done.group(2)))
 
 
 def python() -> str:

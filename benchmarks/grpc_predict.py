@@ -21,10 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import shutil
-import struct
-import subprocess
 import sys
 import tempfile
 import time
@@ -38,7 +35,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_tools, free_port, pinned, python
+from common import ensure_tools, frame_file, free_port, h2load, pinned, python
 from rest_predict import raw_onnxruntime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -71,11 +68,6 @@ def request_bytes(model: str, x: np.ndarray) -> bytes:
     return data
 
 
-def frame_file(path: Path, message: bytes) -> Path:
-    path.write_bytes(b"\0" + struct.pack(">I", len(message)) + message)
-    return path
-
-
 def first_answer(call: Callable[[], T], timeout: float, pause: float) -> T:
     """``call()``'s answer once the server gives one (a server still loading its model fails the call);
     its last RpcError after ``timeout`` seconds."""
@@ -102,35 +94,11 @@ def wait_and_check(port: int, message: bytes, expected: np.ndarray | None, timeo
         np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
 
 
-def h2load(port: int, body: Path, connections: int, seconds: int, path: str = PATH) -> float:
-    """Requests per second of h2load (one stream per connection), pinned to CPU 0."""
-    out = subprocess.run(
-        [
-            "taskset",
-            "-c",
-            "0",
-            "h2load",
-            "-t1",
-            f"-c{connections}",
-            "-m1",
-            "-D",
-            str(seconds),
-            "-d",
-            str(body),
-            "-H",
-            "content-type: application/grpc",
-            "-H",
-            "te: trailers",
-            f"http://127.0.0.1:{port}{path}",
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
-    done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)
-    assert done and int(done.group(2)) == 0, out
-    return rps
+def checked_h2load(port: int, body: Path, connections: int, seconds: int, path: str) -> float:
+    """Requests per second of h2load pinned to CPU 0; a failed request stops the benchmark."""
+    result = h2load(port, body, connections, seconds, path, cpu="0")
+    assert result.errors == 0, f"{result.errors} failed requests (port {port}, c={connections})"
+    return result.rps
 
 
 def modelserve_cmd(base: Path, name: str, *extra: str) -> list[str]:
@@ -182,11 +150,11 @@ def run_servers(
             stack.enter_context(pinned(peer.command(port), "1"))
         for name, port in ports.items():
             peers[name].check(port)
-            h2load(port, peers[name].body, 8, 2, peers[name].path)  # warm-up
+            checked_h2load(port, peers[name].body, 8, 2, peers[name].path)  # warm-up
         for _ in range(rounds):
             for c in levels:
                 for name, port in ports.items():
-                    rps = h2load(port, peers[name].body, c, seconds, peers[name].path)
+                    rps = checked_h2load(port, peers[name].body, c, seconds, peers[name].path)
                     results[name][c] = max(results[name][c], rps)
             print(
                 "  "

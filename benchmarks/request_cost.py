@@ -35,8 +35,8 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batching import ALL_CPUS, BATCHING, COMMON_FLAGS, load_and_cpu
-from common import ensure_tools, free_port, pinned, python, wait_http
-from grpc_predict import frame_file, request_bytes, wait_and_check
+from common import ensure_tools, frame_file, free_port, pinned, python, wait_http
+from grpc_predict import request_bytes, wait_and_check
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.demo import mlp
