@@ -82,7 +82,8 @@ REST_PATH = "/v1/models/mlp:predict"
 # end's turnaround of a whole batch (128 REST requests take it about 45 ms), or a busy queue fires
 # before its clients are back and the load splits into half batches (50 ms: mean batch 64-77 rows,
 # 957-1,029 rows/s at c=128; 100 ms: 126-128 rows, 1,045-1,143). An idle model still runs a lone
-# request at once, so the timeout costs nothing at low load.
+# request at once, so with these closed-loop clients the timeout costs nothing at low load; with
+# independent arrivals it would (batching_sim.py, docs/batching.md: keep it short there).
 BATCHING = """\
 max_batch_size { value: 128 }
 batch_timeout_micros { value: 100000 }
