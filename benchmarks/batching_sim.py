@@ -56,20 +56,9 @@ class Echo:
         pass
 
 
-def tf_serving_ready(queue: BatchQueue, now: float, flush: bool = False) -> bool:
-    """TF Serving's rule: full, or the oldest request has waited the timeout."""
-    if not queue.tasks:
-        return False
-    params = queue.params
-    if flush or params.batch_timeout_micros == 0 or queue.rows >= params.execution_batch_size:
-        return True
-    oldest, started = queue._head()
-    return started or (oldest is not None and now >= oldest + params.batch_timeout)
-
-
 def greedy_ready(queue: BatchQueue, now: float, flush: bool = False) -> bool:
     """Whatever waits, as soon as the model is idle (or full, or at the timeout)."""
-    return tf_serving_ready(queue, now, flush) or (queue.tasks > 0 and queue.busy.batches < queue.busy.capacity)
+    return queue.due_by_tf_rules(now, flush) or (queue.tasks > 0 and queue.busy.batches < queue.busy.capacity)
 
 
 def simulate(rule: Ready | None, rate: float, timeout: float, seconds: float, a: float, b: float,
@@ -140,7 +129,7 @@ def main() -> None:
     for timeout in (float(t) / 1000 for t in args.timeouts.split(",")):
         for rate in (float(r) for r in args.rates.split(",")):
             cells = [summary(simulate(rule, rate, timeout, args.seconds, args.a, args.b))
-                     for rule in (None, tf_serving_ready, greedy_ready)]
+                     for rule in (None, BatchQueue.due_by_tf_rules, greedy_ready)]
             print(f"| {timeout * 1000:g} | {rate:g} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -179,10 +179,15 @@ class BatchQueue:
         """Whether a batch is due now (see the module's rules); ``flush``: due if anything waits."""
         if not self.tasks:
             return False
+        idle = self.busy.batches < self.busy.capacity
+        return (idle and self.rows >= self.expected) or self.due_by_tf_rules(now, flush)
+
+    def due_by_tf_rules(self, now: float, flush: bool = False) -> bool:
+        """TF Serving's rules alone (1 and 2): full, no timeout, or the timeout has passed."""
+        if not self.tasks:
+            return False
         params = self.params
         if flush or params.batch_timeout_micros == 0 or self.rows >= params.execution_batch_size:
-            return True
-        if self.busy.batches < self.busy.capacity and self.rows >= self.expected:
             return True
         oldest, started = self._head()
         # The rest of a split request that has started runs without waiting again.
