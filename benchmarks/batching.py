@@ -40,7 +40,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import statistics
 import sys
 import tempfile
@@ -61,6 +60,7 @@ from common import (
     free_port,
     h2load,
     median,
+    mlserver_command,
     pinned,
     python,
     wait_http,
@@ -194,21 +194,10 @@ MLSERVER = Setup("mlserver", [], rest_path="/v2/models/mlp/infer", rest_body="v2
 @contextlib.contextmanager
 def mlserver(mlserver_python: str, model: Path, work: Path, batch_time: float) -> Iterator[tuple[int, int, int]]:
     """MLServer (its own venv) with adaptive batching on the same model, onnxruntime at the limit's 2
-    threads, ``parallel_workers: 0`` (in-process, its fastest mode: shared/BENCHMARKING.md). Yields the
-    REST port, 0 and its pid."""
-    folder = work / "mlserver"
-    (folder / "mlp").mkdir(parents=True)
-    shutil.copy(Path(__file__).resolve().parent / "mlserver_peer" / "runtime.py", folder / "mlp")
-    (folder / "mlp" / "model-settings.json").write_text(json.dumps({
-        "name": "mlp", "implementation": "runtime.OnnxModel", "parameters": {"uri": str(model)},
-        "max_batch_size": 128, "max_batch_time": batch_time,
-    }))
+    threads. Yields the REST port, 0 and its pid."""
     rest = free_port()
-    (folder / "settings.json").write_text(json.dumps({
-        "parallel_workers": 0, "http_port": rest, "grpc_port": free_port(), "metrics_port": free_port(),
-        "debug": False,
-    }))
-    cmd = [str(Path(mlserver_python).parent / "mlserver"), "start", str(folder)]
+    cmd = mlserver_command(mlserver_python, work / "mlserver", model, http_port=rest, grpc_port=free_port(),
+                           max_batch_size=128, max_batch_time=batch_time)
     with pinned(cmd, ALL_CPUS, env={"PEER_INTRA_OP_THREADS": str(RAW_THREADS)}, log=work / "mlserver.log") as process:
         wait_http(f"http://127.0.0.1:{rest}/v2/models/mlp/ready", timeout=120)
         yield rest, 0, process.pid

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import shutil
@@ -116,6 +117,25 @@ def wrk(url: str, body_file: Path, connections: int, seconds: int, cpu: str = "0
     if m := re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out):
         errors += sum(map(int, m.groups()))
     return LoadResult(rps, p50, p99, errors)
+
+
+def mlserver_command(
+    mlserver_python: str, folder: Path, model: Path, *, http_port: int, grpc_port: int, **model_settings: object
+) -> list[str]:
+    """``mlserver start`` over a repository in ``folder`` serving ``model`` as "mlp" through
+    ``mlserver_peer/runtime.py``, ``parallel_workers: 0`` (in-process, its fastest mode:
+    shared/BENCHMARKING.md); ``model_settings`` are added to its model-settings.json (batching)."""
+    (folder / "mlp").mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).resolve().parent / "mlserver_peer" / "runtime.py", folder / "mlp")
+    (folder / "mlp" / "model-settings.json").write_text(json.dumps({
+        "name": "mlp", "implementation": "runtime.OnnxModel", "parameters": {"uri": str(model)},
+        **model_settings,
+    }))
+    (folder / "settings.json").write_text(json.dumps({
+        "parallel_workers": 0, "http_port": http_port, "grpc_port": grpc_port, "metrics_port": free_port(),
+        "debug": False,
+    }))
+    return [str(Path(mlserver_python).parent / "mlserver"), "start", str(folder)]
 
 
 def frame_file(path: Path, message: bytes) -> Path:

@@ -20,8 +20,6 @@ read ``grpc-status``, so one answer of each server is checked with a real gRPC c
 from __future__ import annotations
 
 import argparse
-import json
-import shutil
 import sys
 import tempfile
 import time
@@ -35,7 +33,7 @@ import grpc
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ensure_tools, frame_file, free_port, h2load, pinned, python
+from common import ensure_tools, frame_file, free_port, h2load, mlserver_command, pinned, python
 from rest_predict import raw_onnxruntime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -172,20 +170,6 @@ def run_servers(
 
 def mlserver_peer(mlserver_python: str, work: Path, model: Path, x: np.ndarray, expected: np.ndarray) -> Peer:
     """MLServer 1.7 V2 gRPC, ``parallel_workers: 0`` (its fastest mode), the same ONNX file."""
-    folder = work / "mlserver"
-    (folder / "mlp").mkdir(parents=True)
-    shutil.copy(
-        Path(__file__).resolve().parent / "mlserver_peer" / "runtime.py", folder / "mlp" / "runtime.py"
-    )
-    (folder / "mlp" / "model-settings.json").write_text(
-        json.dumps(
-            {
-                "name": "mlp",
-                "implementation": "runtime.OnnxModel",
-                "parameters": {"uri": str(model)},
-            }
-        )
-    )
     request = pb.ModelInferRequest(model_name="mlp")
     tensor = request.inputs.add(name="input", datatype="FP32", shape=list(x.shape))
     tensor.contents.fp32_contents.extend(x.reshape(-1).tolist())
@@ -193,18 +177,7 @@ def mlserver_peer(mlserver_python: str, work: Path, model: Path, x: np.ndarray, 
     body = frame_file(work / "v2.bin", message)
 
     def command(port: int) -> list[str]:
-        (folder / "settings.json").write_text(
-            json.dumps(
-                {
-                    "parallel_workers": 0,
-                    "grpc_port": port,
-                    "http_port": free_port(),
-                    "metrics_port": free_port(),
-                    "debug": False,
-                }
-            )
-        )
-        return [str(Path(mlserver_python).parent / "mlserver"), "start", str(folder)]
+        return mlserver_command(mlserver_python, work / "mlserver", model, http_port=free_port(), grpc_port=port)
 
     def check(port: int) -> None:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
