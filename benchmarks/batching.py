@@ -18,8 +18,12 @@ process's CPU time per answered row (all its threads, from ``/proc``), for:
 
 and, in the same run, raw onnxruntime in-process at each batch size from 1 to 256, laid out both
 ways two cores can be spent (one session with 2 intra-op threads; two 1-thread sessions running at
-once): the best of all is the limit, the ratio column divides by it, and its CPU-ms per row is
-what inference alone costs, to set beside the server's. Server and load generator share the
+once): the best of all is the limit, the "on / limit" column divides by it, and its CPU-ms per row
+is what inference alone costs, to set beside the server's. This machine's speed drifts within
+minutes, so each batching-on cell also runs the limit's layout and batch size for 1 s just before
+it, and "on / nearby limit" divides by that. "Ceiling at c" is raw onnxruntime's rows/s at a batch
+of c rows (capped at ``max_batch_size``) over the limit: c one-row clients that wait for their
+answers can never fill a bigger batch, so no server can pass it. Server and load generator share the
 machine's cores (nothing is pinned), so the generator's CPU counts against the server. Both servers
 run for the whole benchmark but only one is loaded at a time: each round measures the limit, then
 every (protocol, concurrency) cell with batching off and on back to back, each after one uncounted
@@ -68,6 +72,7 @@ from common import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from modelserve.batching import params
 from modelserve.codecs.tensor_proto import from_ndarray
 from modelserve.demo import mlp
 from modelserve.protos import pb
@@ -101,22 +106,29 @@ ALL_CPUS = ",".join(map(str, sorted(os.sched_getaffinity(0))))
 # ---- raw onnxruntime: the limit -------------------------------------------------------------
 
 RAW_THREADS = 2  # both layouts below run 2 onnxruntime threads in all
+RAW_SIZES = [1, 8, 16, 32, 64, 128, 256]
 
 
-def raw_rows_per_second(model: Path, batch_sizes: Sequence[int], seconds: float) -> dict[str, dict[int, float]]:
-    """session.run rows/s at each batch size, in this process, for the two ways to spend 2 cores.
+Layouts = dict[str, list[ort.InferenceSession]]
 
-    One session with 2 intra-op threads, and two sessions of 1 thread each running batches of
-    that size at the same time (what a model with ``placement { instances: 2 }`` does).
-    """
-    rates: dict[str, dict[int, float]] = {}
+
+def raw_layouts(model: Path) -> Layouts:
+    """The two ways to spend 2 cores on onnxruntime: one session with 2 intra-op threads, and two
+    sessions of 1 thread each running batches at the same time (what ``placement { instances: 2 }``
+    does)."""
+    layouts: Layouts = {}
     for layout, sessions, threads in (("1 session x 2 threads", 1, 2), ("2 sessions x 1 thread", 2, 1)):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        runners = [ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-                   for _ in range(sessions)]
-        rates[layout] = {size: _rows_per_second(runners, size, seconds) for size in batch_sizes}
-    return rates
+        layouts[layout] = [ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+                           for _ in range(sessions)]
+    return layouts
+
+
+def raw_rows_per_second(layouts: Layouts, batch_sizes: Sequence[int], seconds: float) -> dict[str, dict[int, float]]:
+    """session.run rows/s at each batch size, in this process, for each layout."""
+    return {layout: {size: _rows_per_second(sessions, size, seconds) for size in batch_sizes}
+            for layout, sessions in layouts.items()}
 
 
 def _rows_per_second(sessions: Sequence[ort.InferenceSession], size: int, seconds: float) -> float:
@@ -170,6 +182,8 @@ class Cell:
 
     load: LoadResult
     cpu_ms_per_row: float
+    # rows/s ÷ raw onnxruntime's rows/s measured just before the cell (batching on only)
+    nearby_ratio: float | None = None
 
 
 @contextlib.contextmanager
@@ -276,15 +290,17 @@ def measure(
 
 
 def median_cell(runs: list[Cell]) -> Cell:
-    return Cell(median([r.load for r in runs]), statistics.median(r.cpu_ms_per_row for r in runs))
+    ratios = [r.nearby_ratio for r in runs if r.nearby_ratio is not None]
+    return Cell(median([r.load for r in runs]), statistics.median(r.cpu_ms_per_row for r in runs),
+                statistics.median(ratios) if ratios else None)
 
 
 def table(limit: float, limit_text: str, protocols: Sequence[str], levels: Sequence[int],
-          results: dict[str, dict[tuple[str, int], Cell]]) -> str:
+          results: dict[str, dict[tuple[str, int], Cell]], ceilings: dict[int, float]) -> str:
     peer = results.get(MLSERVER.name)
     header = ("| protocol | c | off rows/s | off p50 / p99 ms | on rows/s | on p50 / p99 ms | on server CPU ms/row "
-              "| on / limit |")
-    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+              "| on / limit | on / nearby limit | ceiling at c |")
+    rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     if peer:
         header += " MLServer rows/s | MLServer p50 / p99 ms | MLServer CPU ms/row | MLServer failed | on / MLServer |"
         rule += " ---: | ---: | ---: | ---: | ---: |"
@@ -295,7 +311,8 @@ def table(limit: float, limit_text: str, protocols: Sequence[str], levels: Seque
             line = (
                 f"| {protocol.upper() if protocol == 'rest' else 'gRPC'} | {c} | {off.load.rps:,.0f} | "
                 f"{off.load.p50_ms:.1f} / {off.load.p99_ms:.1f} | {on.load.rps:,.0f} | "
-                f"{on.load.p50_ms:.1f} / {on.load.p99_ms:.1f} | {on.cpu_ms_per_row:.2f} | {on.load.rps / limit:.2f} |"
+                f"{on.load.p50_ms:.1f} / {on.load.p99_ms:.1f} | {on.cpu_ms_per_row:.2f} | {on.load.rps / limit:.2f} | "
+                f"{on.nearby_ratio:.2f} | {ceilings[c] / limit:.2f} |"
             )
             if peer and (protocol, c) in peer:
                 p = peer[protocol, c]
@@ -305,7 +322,11 @@ def table(limit: float, limit_text: str, protocols: Sequence[str], levels: Seque
                 line += " | | | | |"
             lines.append(line)
     lines.append(f"\nLimit: raw onnxruntime in-process, {limit_text}: {limit:,.0f} rows/s "
-                 f"({1000 * RAW_THREADS / limit:.2f} CPU-ms per row)")
+                 f"({1000 * RAW_THREADS / limit:.2f} CPU-ms per row). On / nearby limit: each cell's rows/s "
+                 "divided by the limit's layout and batch size run for 1 s just before it (this machine's speed "
+                 "drifts within minutes), median of the rounds. Ceiling at c: raw onnxruntime's best rows/s at a "
+                 "batch of c rows (or max_batch_size) divided by the limit, the most any server can give "
+                 "c one-row clients that wait for their answers.")
     return "\n".join(lines)
 
 
@@ -354,6 +375,8 @@ def main() -> None:
     peers = [MLSERVER] if args.mlserver_python else []
     runs: dict[str, dict[tuple[str, int], list[Cell]]] = {s.name: {} for s in [*setups, *peers]}
     raws: list[dict[str, dict[int, float]]] = []
+    layouts = raw_layouts(model)
+    max_batch = params.parse(args.batching).max_batch_size
     with contextlib.ExitStack() as stack:
         servers = {s.name: stack.enter_context(server(s, base, work)) for s in setups}
         for setup in setups:
@@ -369,24 +392,37 @@ def main() -> None:
             measure(MLSERVER, servers[MLSERVER.name], work, "rest", 8, 2)  # warm-up
         for round_ in range(args.rounds):
             print(f"round {round_ + 1}/{args.rounds}", flush=True)
-            raws.append(raw_rows_per_second(model, [1, 8, 16, 32, 64, 128, 256], 2.0))
+            raws.append(raw_rows_per_second(layouts, RAW_SIZES, 2.0))
             for layout, by_size in raws[-1].items():
                 print(f"  raw onnxruntime rows/s by batch size, {layout}: {rates(by_size)}", flush=True)
+            _, best_layout, best_size = best_rate(raws[-1])
             for protocol in protocols:
                 for c in levels:
                     # interleaved, so that other work on the machine hits all alike
                     for setup in [*setups, *(peers if protocol == "rest" else [])]:
+                        nearby = (_rows_per_second(layouts[best_layout], best_size, 1.0)
+                                  if setup.name == "on" else None)
                         cell = measure(setup, servers[setup.name], work, protocol, c, args.seconds)
+                        if nearby:
+                            cell.nearby_ratio = cell.load.rps / nearby
                         runs[setup.name].setdefault((protocol, c), []).append(cell)
     raw_median = {
         layout: {b: statistics.median(r[layout][b] for r in raws) for b in raws[0][layout]} for layout in raws[0]
     }
-    limit, layout, best = max((rate, name, b) for name, by_size in raw_median.items() for b, rate in by_size.items())
+    limit, layout, best = best_rate(raw_median)
+    # the largest measured batch size a closed loop of c one-row clients can fill
+    fill = {c: max(b for b in RAW_SIZES if b <= min(c, max_batch)) for c in levels}
+    ceilings = {c: max(by_size[fill[c]] for by_size in raw_median.values()) for c in levels}
     results = {name: {key: median_cell(r) for key, r in by_key.items()} for name, by_key in runs.items()}
     for name, by_size in raw_median.items():
         print(f"\nraw onnxruntime (median) rows/s, {name}: {rates(by_size)}", end="")
     print()
-    print(table(limit, f"{layout}, batch {best}", protocols, levels, results))
+    print(table(limit, f"{layout}, batch {best}", protocols, levels, results, ceilings))
+
+
+def best_rate(raw: dict[str, dict[int, float]]) -> tuple[float, str, int]:
+    """(rows/s, layout, batch size) of the fastest raw run."""
+    return max((rate, name, b) for name, by_size in raw.items() for b, rate in by_size.items())
 
 
 def rates(by_size: dict[int, float]) -> str:
