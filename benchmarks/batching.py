@@ -239,6 +239,19 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def wait_idle(pids: Sequence[int], timeout: float = 30.0) -> None:
+    """Until the servers have answered what was still queued when the last load stopped (batching off
+    at c = 128 holds about a second of work), so that it does not run into the next measurement."""
+    deadline = time.monotonic() + timeout
+    last = sum(map(cpu_seconds, pids))
+    while time.monotonic() < deadline:
+        time.sleep(0.2)
+        now = sum(map(cpu_seconds, pids))
+        if now - last < 0.01:  # under 5 % of a core
+            return
+        last = now
+
+
 def check_answers(rest: int, grpc_port: int, x: np.ndarray, expected: np.ndarray) -> None:
     """One real answer per protocol (h2load cannot read grpc-status)."""
     import urllib.request
@@ -400,6 +413,7 @@ def main() -> None:
                 for c in levels:
                     # interleaved, so that other work on the machine hits all alike
                     for setup in [*setups, *(peers if protocol == "rest" else [])]:
+                        wait_idle([pid for _, _, pid in servers.values()])
                         nearby = (_rows_per_second(layouts[best_layout], best_size, 1.0)
                                   if setup.name == "on" else None)
                         cell = measure(setup, servers[setup.name], work, protocol, c, args.seconds)

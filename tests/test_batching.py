@@ -217,13 +217,33 @@ def test_once_idle_the_queue_waits_for_as_many_rows_as_its_previous_batch_had() 
     run(scenario())
 
 
+def test_with_two_instances_idle_ones_split_the_waiting_rows_and_run_side_by_side() -> None:
+    async def scenario() -> None:
+        rig = Rig(instances=2, batch_timeout_micros=10_000_000)  # 10 s: only the eager rule fires
+        inputs = [rows(3, 0), rows(5, 100)]
+        tasks = [rig.send(x) for x in inputs]
+        await settle()
+        # 8 rows wait and both instances are idle: each takes its share, whole requests only.
+        first, second = rig.scheduler.step(), rig.scheduler.step()
+        assert first is not None and second is not None
+        assert (first.rows, second.rows) == (3, 5)
+        assert rig.scheduler.step() is None  # nothing is left
+        rig.scheduler.execute(second)
+        rig.scheduler.execute(first)
+        await settle()
+        for task, x in zip(tasks, inputs, strict=True):
+            assert_outputs(task.result(), x)
+        assert rig.servable.sizes == [5, 3]
+
+    run(scenario())
+
+
 def test_with_two_instances_an_idle_one_runs_its_share_of_the_load_beside_the_busy_one() -> None:
     async def scenario() -> None:
         rig = Rig(instances=2, batch_timeout_micros=10_000_000)  # 10 s: only the eager rule fires
-        for i in range(8):
-            rig.send(rows(1, i))
+        rig.send(rows(8))
         await settle()
-        first = rig.scheduler.step()  # every waiting row: 8 in flight from now on
+        first = rig.scheduler.step()  # one request: 8 rows in flight from now on
         assert first is not None and first.rows == 8
         tasks = [rig.send(rows(1, 100 + i)) for i in range(4)]
         await settle()
@@ -235,16 +255,17 @@ def test_with_two_instances_an_idle_one_runs_its_share_of_the_load_beside_the_bu
         await settle()
         for i, task in enumerate(tasks):
             assert_outputs(task.result(), rows(1, 100 + i))
-        # 12 rows were in flight when the second batch started: with both instances idle, a
-        # batch waits for 6 (its share), neither 1 nor 12.
+        # 12 rows were in flight when the second batch started: with both instances idle, the
+        # queue waits for 6 (an instance's share), neither 1 nor 12, and the two split them.
         later = [rig.send(rows(1, 200 + i)) for i in range(5)]
         await settle()
         assert rig.scheduler.step() is None
         later.append(rig.send(rows(1, 205)))
         await settle()
-        third = rig.scheduler.step()
-        assert third is not None and third.rows == 6
+        third, fourth = rig.scheduler.step(), rig.scheduler.step()
+        assert third is not None and fourth is not None and (third.rows, fourth.rows) == (3, 3)
         rig.scheduler.execute(third)
+        rig.scheduler.execute(fourth)
         await settle()
         for i, task in enumerate(later):
             assert_outputs(task.result(), rows(1, 200 + i))
@@ -643,6 +664,37 @@ def test_batches_of_different_models_run_concurrently_up_to_num_batch_threads() 
     assert gate.most == 2
     for i in range(3):
         assert_outputs(results[i], rows(1, i))
+
+
+def test_a_batch_thread_leaves_the_other_idle_instances_share_to_a_second_thread() -> None:
+    scheduler = BatchScheduler(2)
+    gate = Gate()
+    gate.instance_count = 2  # type: ignore[attr-defined]  # what modelserve.instances exposes
+    batcher = Batcher(scheduler, gate, params(batch_timeout_micros=60_000_000), "m", 1)
+    gate.gate.set()
+    x = rows(8, 0)
+    # One 8-row request runs alone: from now on an instance's share of the load is 4 rows.
+    assert_outputs(batcher.predict_blocking(DEFAULT_SIGNATURE, {"x": x}), x)
+    assert gate.entered.acquire(timeout=30)
+    gate.gate.clear()
+    results: list[Any] = [None] * 4
+
+    def call(i: int) -> None:
+        results[i] = batcher.predict_blocking(DEFAULT_SIGNATURE, {"x": rows(1, 10 * i)})
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    # The fourth row makes a batch due; the thread that takes it leaves half for the other.
+    assert gate.entered.acquire(timeout=30) and gate.entered.acquire(timeout=30)
+    assert gate.running == 2
+    gate.gate.set()
+    for t in threads:
+        t.join(30)
+    scheduler.close()
+    assert gate.sizes == [8, 2, 2]
+    for i in range(4):
+        assert_outputs(results[i], rows(1, 10 * i))
 
 
 def test_predict_blocking_times_out_in_the_queue_like_predict() -> None:

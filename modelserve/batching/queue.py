@@ -7,7 +7,9 @@ it step by step.
 
 Batches are formed late, when a batch thread is free to run one: a batch
 takes the waiting requests in priority order (level 1 first), oldest first
-within a level, up to ``max_execution_batch_size`` rows. A batch is due when
+within a level, up to ``max_execution_batch_size`` rows; when several instances
+are idle (with batch threads free for them), only its share of the waiting
+rows, so that they split the waiting load and run side by side. A batch is due when
 
 1. it is full, or ``batch_timeout_micros`` is 0 (TF Serving's rules), or
 2. the oldest waiting request has waited ``batch_timeout_micros``, or
@@ -214,19 +216,28 @@ class BatchQueue:
 
     # ---- taking a batch -----------------------------------------------------------------------
 
-    def take(self, now: float) -> Batch | None:
-        """Form the next batch from the waiting rows (None if every waiting request has expired)."""
+    def take(self, now: float, threads: int | None = None) -> Batch | None:
+        """Form the next batch from the waiting rows (None if every waiting request has expired).
+
+        ``threads``: batch threads free to run one (None: no limit). When several instances
+        are idle and threads are free for them, the batch takes only its share of the waiting
+        rows (whole requests, at least one, none that would take it past its share), so that
+        the others start on the rest at once instead of one instance taking everything while
+        the others idle.
+        """
         limit = self.params.execution_batch_size
+        busy = self.busy
+        idle = busy.capacity - busy.batches if threads is None else min(threads, busy.capacity - busy.batches)
+        share = limit if idle <= 1 else min(limit, -(-self.rows // idle))
         pieces: list[tuple[Task, int, int]] = []
         key: tuple[Any, ...] | None = None
         rows = 0
         for level in self._levels:
-            rows, key = self._fill(level, pieces, rows, key, limit, now)
-            if rows >= limit:
+            rows, key = self._fill(level, pieces, rows, key, limit, share, now)
+            if rows >= share:
                 break
         if not pieces:
             return None
-        busy = self.busy
         self.expected = min(limit, -(-(rows + busy.rows) // busy.capacity))
         busy.batches += 1
         busy.rows += rows
@@ -239,6 +250,7 @@ class BatchQueue:
         rows: int,
         key: tuple[Any, ...] | None,
         limit: int,
+        share: int,
         now: float,
     ) -> tuple[int, tuple[Any, ...] | None]:
         skipped = 0
@@ -256,6 +268,8 @@ class BatchQueue:
                 if skipped > _SCAN_LIMIT:
                     break
                 continue
+            if share < limit and rows and rows + task.rows - task.taken > share:
+                break  # the rest is another idle instance's share
             take = self._take_rows(task, limit - rows)
             if take < 0:
                 break  # does not fit and may not be split: it opens the next batch
@@ -267,7 +281,7 @@ class BatchQueue:
                 self.tasks -= 1
                 holes = holes or skipped > 0
             self.rows -= take
-            if rows >= limit:
+            if rows >= share:
                 break
         self._compact(level, holes)
         return rows, key

@@ -114,7 +114,7 @@ class BatchScheduler:
             queue = self._queues[index]
             if not queue.ready(now, flush=self._closed):
                 continue
-            batch = queue.take(now)
+            batch = queue.take(now, self._size - self._running if self._size else None)
             if batch is None:
                 continue
             self._next = (index + 1) % count
@@ -188,6 +188,8 @@ class BatchScheduler:
                 now = self._clock.now()
                 batch = self._take_locked(now)
                 if batch is not None:
+                    if self._idle:  # the batch may have left rows for another instance (BatchQueue.take)
+                        self._cv.notify()
                     return batch
                 if self._closed and not any(q.tasks for q in self._queues):
                     return None
