@@ -54,12 +54,14 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 @contextlib.contextmanager
 def pinned(
-    cmd: Sequence[str], cpu: str | None, env: dict[str, str] | None = None, log: Path | None = None
+    cmd: Sequence[str], cpu: str | None, env: dict[str, str] | None = None, log: Path | None = None,
+    cwd: Path = ROOT,
 ) -> Iterator[subprocess.Popen[bytes]]:
-    """``cmd`` running from the checkout on CPUs ``cpu`` (None: unpinned), its output in ``log``; stopped after."""
+    """``cmd`` running from the checkout ``cwd`` on CPUs ``cpu`` (None: unpinned), its output in ``log``;
+    stopped after."""
     with open(log or os.devnull, "wb") as out:
         proc = subprocess.Popen(
-            [*(["taskset", "-c", cpu] if cpu else []), *cmd], cwd=ROOT, env={**os.environ, **(env or {})},
+            [*(["taskset", "-c", cpu] if cpu else []), *cmd], cwd=cwd, env={**os.environ, **(env or {})},
             stdout=out, stderr=subprocess.STDOUT,
         )
     try:
