@@ -58,6 +58,7 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
+    ROOT,
     LoadResult,
     ensure_tools,
     frame_file,
@@ -187,8 +188,8 @@ class Cell:
 
 
 @contextlib.contextmanager
-def server(setup: Setup, base: Path, work: Path) -> Iterator[tuple[int, int, int]]:
-    """Yields the REST port, the gRPC port and the server's pid."""
+def server(setup: Setup, base: Path, work: Path, tree: Path = ROOT) -> Iterator[tuple[int, int, int]]:
+    """Yields the REST port, the gRPC port and the server's pid; the server runs from the checkout ``tree``."""
     rest, grpc_port = free_port(), free_port()
     config = work / f"models-{setup.name}.config"
     config.write_text(
@@ -197,7 +198,7 @@ def server(setup: Setup, base: Path, work: Path) -> Iterator[tuple[int, int, int
     )
     cmd = [python(), "-m", "modelserve", f"--model_config_file={config}",
            f"--rest_api_port={rest}", f"--port={grpc_port}", *COMMON_FLAGS.split(), *setup.flags]
-    with pinned(cmd, ALL_CPUS) as process:
+    with pinned(cmd, ALL_CPUS, cwd=tree) as process:
         wait_http(f"http://127.0.0.1:{rest}/v1/models/mlp", timeout=120)
         yield rest, grpc_port, process.pid
 
