@@ -8,21 +8,19 @@ message instead of waiting forever.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable, Iterator
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
-
-import uvicorn
 
 from . import devices, platforms
 from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.http import Router
+from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
 from .batching import BatchingRunners
 from .config import ModelConfig
@@ -122,8 +120,7 @@ class Server:
         self._watcher: ConfigFileWatcher | None = None
         self.rest_port: int | None = None
         self.grpc_port: int | None = None
-        self._http: _Uvicorn | None = None
-        self._http_task: asyncio.Task[None] | None = None
+        self._http: HttpServer | None = None
         self._grpc: GrpcServer | None = None
         self._batching: BatchingRunners | None = None
         self._runners: RunnerFactory = self._direct_runner  # chosen once, in start()
@@ -193,20 +190,9 @@ class Server:
                 max_body_bytes=self.options.rest_api_max_body_bytes,
             ),
         )
-        app = Router([("/v1/", rest)])
-        # No X-Forwarded-* rewriting and no "server: uvicorn" header: TF Serving does neither,
-        # and nothing here reads the client's address.
-        config = uvicorn.Config(
-            app, http="httptools", lifespan="off", access_log=False, log_level="warning",
-            proxy_headers=False, server_header=False,
-            timeout_graceful_shutdown=max(1, int(self.options.drain_grace_seconds)),
-        )
-        self._http = _Uvicorn(config)
-        self._http_task = asyncio.create_task(self._http.serve(sockets=[sock]))
-        while not self._http.started and not self._http_task.done():
-            await asyncio.sleep(0.01)
-        if self._http_task.done():
-            self._http_task.result()
+        http_options = HttpOptions(max_body_bytes=self.options.rest_api_max_body_bytes, too_large=rest.too_large)
+        self._http = HttpServer(Router([("/v1/", rest)]), http_options)
+        await self._http.start(sock)
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
 
     async def stop(self) -> None:
@@ -216,22 +202,13 @@ class Server:
         draining: list[Awaitable[None]] = []
         if self._grpc is not None:
             draining.append(asyncio.to_thread(self._grpc.stop, self.options.drain_grace_seconds))
-        if self._http is not None and self._http_task is not None:
-            self._http.should_exit = True
-            draining.append(self._http_task)
+        if self._http is not None:
+            draining.append(self._http.stop(self.options.drain_grace_seconds))
         await asyncio.gather(*draining)
         await asyncio.to_thread(self.manager.close)
         if self._batching is not None:
             await asyncio.to_thread(self._batching.close)
         self._pool.close()
-
-
-class _Uvicorn(uvicorn.Server):
-    """uvicorn without its own signal handling: the server's lifecycle owns signals."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def _bind(host: str, port: int) -> socket.socket:

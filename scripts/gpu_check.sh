@@ -22,7 +22,7 @@ export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the checkout itself, not in
   "$PY" - <<'EOF'
 import importlib, platform
 print("python", platform.python_version())
-for name in ("torch", "onnxruntime", "numpy", "grpc", "google.protobuf", "uvicorn", "orjson", "httptools",
+for name in ("torch", "onnxruntime", "numpy", "grpc", "google.protobuf", "orjson", "httptools",
              "google_crc32c", "ml_dtypes", "fsspec", "uvloop", "onnx", "pytest"):
     try:
         module = importlib.import_module(name)

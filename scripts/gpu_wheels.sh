@@ -8,11 +8,10 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] && PY=.venv/bin/python
 
 # What modelserve imports at start-up and the GPU machine's image lacks (its list: docs/gpu.md).
-# uvicorn's own needs (click, h11) are there already. grpcio-reflection and grpcio-health-checking
+# grpcio-reflection and grpcio-health-checking
 # are left out on purpose: they are imported only when present / asked for, and their generated code
 # must match the machine's protobuf.
 WHEELS=(
-  "uvicorn==0.54.0"
   "httptools==0.9.0"
   "orjson==3.13.0"
   "google-crc32c==1.9.0"

@@ -1,4 +1,4 @@
-"""The REST listener's HTTP/1.1 behaviour (uvicorn with httptools, as server.py runs it), over raw sockets.
+"""The REST listener's HTTP/1.1 behaviour (api/httpd.py, as server.py runs it), over raw sockets.
 
 A real server serves half_plus_two (y = x / 2 + 2, computed here with numpy); each test writes
 bytes the way a client would and reads what comes back, so keep-alive, pipelining, chunked bodies,

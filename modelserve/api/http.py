@@ -1,63 +1,65 @@
-"""Plain ASGI plumbing shared by the HTTP front ends: body reading, responses, routing by prefix.
+"""The HTTP vocabulary shared by the REST listener and its front ends: requests, responses, routing, bodies.
 
-No web framework: a request's path to the model is a regex match and a few
-awaits, which keeps the server's own cost per request small.
+A front end is a ``Handler``: an async function from a whole ``Request`` (its
+body already read) to a ``Response``. The listener (``httpd.py``) adds the
+framing headers (length, date, connection) and writes it.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-Headers = list[tuple[bytes, bytes]]
+Headers = Sequence[tuple[bytes, bytes]]
 
-JSON_HEADERS: Headers = [(b"content-type", b"application/json")]
+JSON_HEADERS: Headers = ((b"content-type", b"application/json"),)
+HTML_HEADERS: Headers = ((b"content-type", b"text/html"),)
+
+
+@dataclass(slots=True)
+class Request:
+    """One request, whole. ``path`` is the URL's path as sent (still percent-encoded), without the query."""
+
+    method: str
+    path: str
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # names lower-cased, in order
+    body: bytes = b""
+    query: str = ""
+
+    def header(self, name: bytes) -> bytes | None:
+        """The first value of the header ``name`` (lower case), or None."""
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+
+class Response(NamedTuple):
+    status: int
+    body: bytes = b""
+    headers: Headers = ()  # content-length, date and connection are the listener's
+
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class BodyTooLarge(Exception):
-    """The request body is over the server's limit (answered with HTTP 413)."""
+    """A request body is over the server's limit (answered with HTTP 413)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"Request body of {size} bytes is over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
 
 
-class ClientGone(Exception):
-    """The client disconnected before sending its whole body."""
-
-
-def header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope["headers"]:
-        if key == name:
-            return bytes(value)
-    return None
-
-
-async def read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    """The whole request body, gunzipped when Content-Encoding says gzip."""
-    length = header(scope, b"content-length")
-    if length is not None and length.isdigit() and int(length) > limit:
-        raise BodyTooLarge(int(length))
-    chunks = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise ClientGone()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLarge(size)
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-    encoding = header(scope, b"content-encoding")
+def request_body(request: Request, limit: int) -> bytes:
+    """The body, gunzipped when Content-Encoding says gzip (the listener has already capped its size)."""
+    encoding = request.header(b"content-encoding")
     if encoding is not None and b"gzip" in encoding.lower():
-        return gunzip(body, limit)
-    return body
+        return gunzip(request.body, limit)
+    return request.body
 
 
 def gunzip(body: bytes, limit: int) -> bytes:
@@ -68,15 +70,8 @@ def gunzip(body: bytes, limit: int) -> bytes:
     except zlib.error:
         return b""
     if len(out) > limit:
-        raise BodyTooLarge(len(out))
+        raise BodyTooLarge(len(out), limit)
     return out
-
-
-async def respond(send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]]) -> None:
-    # An explicit length spares uvicorn chunked encoding (and clients a chunk parser).
-    headers = [*headers, (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def not_found_html(path: str) -> bytes:
@@ -93,16 +88,16 @@ def _html_escape(text: str) -> str:
 class Router:
     """Dispatch by case-insensitive path prefix; anything unmatched gets an HTML 404 (as libevent)."""
 
-    def __init__(self, routes: Iterable[tuple[str, ASGIApp]]) -> None:
-        self._routes = [(prefix.lower(), app) for prefix, app in routes]
+    def __init__(self, routes: Iterable[tuple[str, Handler]]) -> None:
+        self._routes = [(prefix.lower(), handler) for prefix, handler in routes]
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return
-        path: str = scope["path"]
-        lowered = path.lower()
-        for prefix, app in self._routes:
+    def __call__(self, request: Request) -> Awaitable[Response]:
+        lowered = request.path.lower()
+        for prefix, handler in self._routes:
             if lowered.startswith(prefix) or lowered == prefix.rstrip("/"):
-                await app(scope, receive, send)
-                return
-        await respond(send, 404, not_found_html(path), [(b"content-type", b"text/html")])
+                return handler(request)
+        return self._not_found(request.path)
+
+    @staticmethod
+    async def _not_found(path: str) -> Response:
+        return Response(404, not_found_html(path), HTML_HEADERS)

@@ -21,7 +21,7 @@ from ..core import ModelSpec, ServingCore, input_dtypes
 from ..errors import Code, InvalidArgument, ServingError
 from ..request_options import RequestOptions
 from ..servable import DEFAULT_SIGNATURE, Signature
-from .http import JSON_HEADERS, BodyTooLarge, ClientGone, Headers, Receive, Scope, Send, header, read_body, respond
+from .http import JSON_HEADERS, BodyTooLarge, Headers, Request, Response, request_body
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +49,11 @@ HTTP_STATUS = {
 _POST = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)")
 # ``/instances`` is modelserve's: where each loaded version's instances run, their memory (docs/gpu.md).
 _GET = re.compile(r"(?i)/v1/models(?:/([^/:]+))?(?:/versions/(\d+)|/labels/([^/:]+))?(/metadata|/instances)?")
-_CORS_HEADERS: Headers = [
+_CORS_HEADERS: Headers = (
     (b"access-control-allow-origin", b"*"),
     (b"access-control-allow-methods", b"POST, GET"),
     (b"access-control-allow-headers", b"Content-Type"),
-]
+)
 _INT64_MAX = 2**63 - 1
 # Bodies above this are decoded off the event loop so one big request cannot stall the others.
 _OFFLOAD_BYTES = 256 * 1024
@@ -67,46 +67,42 @@ class RestOptions:
 
 
 class TfsRestApp:
-    """ASGI app for everything under ``/v1/``."""
+    """The HTTP handler (``api.http.Handler``) of everything under ``/v1/``."""
 
     def __init__(self, core: ServingCore, options: RestOptions) -> None:
         self._core = core
         self._options = options
-        self._headers: Headers = JSON_HEADERS + (_CORS_HEADERS if options.enable_cors else [])
+        self._headers: Headers = (*JSON_HEADERS, *(_CORS_HEADERS if options.enable_cors else ()))
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        method: str = scope["method"]
-        path = scope["raw_path"].decode("latin-1") if scope.get("raw_path") else scope["path"]
-        path = path.split("?", 1)[0]
+    async def __call__(self, request: Request) -> Response:
+        method = request.method
         if method == "OPTIONS":
-            await self._preflight(scope, send)
-            return
+            return self._preflight(request)
         try:
-            body = await self._handle(method, path, scope, receive)
-            status = 200
+            return Response(200, await self._handle(method, request.path, request), self._headers)
         except ServingError as exc:
-            status, body = HTTP_STATUS.get(exc.code, 500), tfs_json.encode_error(exc.message)
+            return Response(HTTP_STATUS.get(exc.code, 500), tfs_json.encode_error(exc.message), self._headers)
         except BodyTooLarge as exc:
-            limit = self._options.max_body_bytes
-            status, body = 413, tfs_json.encode_error(f"Request body of {exc} bytes is over the limit of {limit} bytes")
-        except ClientGone:
-            return
+            return self.too_large(exc.size, exc.limit)
         except Exception as exc:  # a bug must cost one request, not the server
-            log.exception("Unhandled error serving %s %s", method, path)
-            status, body = 500, tfs_json.encode_error(f"Internal error: {type(exc).__name__}: {exc}")
-        await respond(send, status, body, self._headers)
+            log.exception("Unhandled error serving %s %s", method, request.path)
+            return Response(500, tfs_json.encode_error(f"Internal error: {type(exc).__name__}: {exc}"), self._headers)
 
-    async def _preflight(self, scope: Scope, send: Send) -> None:
-        origin = header(scope, b"origin") or b""
+    def too_large(self, size: int, limit: int) -> Response:
+        """The 413 answer to a body over ``--rest_api_max_body_bytes`` (the listener's too_large)."""
+        return Response(413, tfs_json.encode_error(str(BodyTooLarge(size, limit))), self._headers)
+
+    def _preflight(self, request: Request) -> Response:
+        origin = request.header(b"origin") or b""
         status = 200 if (b"http://" in origin or b"https://" in origin) else 400
-        await respond(send, status, b"", self._headers)
+        return Response(status, b"", self._headers)
 
-    async def _handle(self, method: str, path: str, scope: Scope, receive: Receive) -> bytes:
+    async def _handle(self, method: str, path: str, request: Request) -> bytes:
         if method == "POST" and (match := _POST.fullmatch(path)) and match.group(4).islower():
             name, version, label, verb = match.groups()
             spec = _spec(name, version, label)
-            body = await read_body(scope, receive, self._options.max_body_bytes)
-            options = request_options.from_headers(scope["headers"])
+            body = request_body(request, self._options.max_body_bytes)
+            options = request_options.from_headers(request.headers)
             return await self._post_handlers[verb](self, spec, body, options)
         if method == "GET" and (match := _GET.fullmatch(path)):
             name, version, label, suffix = match.groups()
@@ -138,18 +134,22 @@ class TfsRestApp:
     # ---- POST -----------------------------------------------------------------------------
 
     async def _predict(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
-        doc = await self._maybe_offload(len(body), tfs_json.loads, body)
+        # Inline for the usual small request (no coroutine per step); off the loop for a big one.
+        big = len(body) >= _OFFLOAD_BYTES
+        doc = await _offload(tfs_json.loads, body) if big else tfs_json.loads(body)
         signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
         with self._core.lease(spec) as lease:
             signature = _rest_signature(lease.servable.signatures, signature_name)
-            inputs, fmt = await self._maybe_offload(
-                len(body), tfs_json.decode_predict, doc, input_dtypes(signature), body=body
+            dtypes = input_dtypes(signature)
+            inputs, fmt = (
+                await _offload(tfs_json.decode_predict, doc, dtypes, body=body) if big
+                else tfs_json.decode_predict(doc, dtypes, body=body)
             )
             outputs = await self._core.predict(lease, signature_name, inputs, (), self._deadline(), options)
-        encoded: bytes = await self._maybe_offload(
-            sum(a.nbytes for a in outputs.values()), tfs_json.encode_predict, outputs, fmt
-        )
-        return encoded
+        if sum(a.nbytes for a in outputs.values()) >= _OFFLOAD_BYTES:
+            encoded: bytes = await _offload(tfs_json.encode_predict, outputs, fmt)
+            return encoded
+        return tfs_json.encode_predict(outputs, fmt)
 
     async def _classify(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
         return await self._example_verb(spec, body, "classify", options)
@@ -184,11 +184,9 @@ class TfsRestApp:
         timeout = self._options.timeout_ms
         return time.monotonic() + timeout / 1000 if timeout > 0 else None
 
-    @staticmethod
-    async def _maybe_offload(size: int, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        if size < _OFFLOAD_BYTES:
-            return fn(*args, **kwargs)
-        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+async def _offload(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
 def _spec(name: str, version: str | None, label: str | None) -> ModelSpec:
@@ -198,7 +196,7 @@ def _spec(name: str, version: str | None, label: str | None) -> ModelSpec:
         if number > _INT64_MAX:
             raise InvalidArgument(f"Failed to convert version: {version} to numeric.")
     return ModelSpec(
-        name=unquote(name),
+        name=unquote(name) if "%" in name else name,
         version=number,
         label=None if label is None else unquote(label),
     )

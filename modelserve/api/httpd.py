@@ -1,0 +1,361 @@
+"""The REST listener: an HTTP/1.1 server on asyncio and httptools that calls one handler per request.
+
+Why not an ASGI server: with batching, every microsecond a request spends in
+the front end is taken from the model on the same cores (docs/performance.md).
+Behind uvicorn the REST front end cost about twice what it costs here, where a
+request is parsed by httptools, handed whole to the handler, and answered
+with one write.
+
+What it does, checked on the wire by tests/test_http_wire.py:
+
+* keep-alive; a request that is HTTP/1.0 or says ``Connection: close`` is
+  answered with ``Connection: close`` and the connection closes after it;
+* pipelined requests are answered in order, one at a time per connection
+  (reading pauses while too many wait);
+* bodies by Content-Length or chunked; a body over ``max_body_bytes`` gets
+  413 as soon as that is known, and the rest of it is read and dropped;
+* ``Expect: 100-continue`` gets ``100 Continue`` when the request's turn comes
+  (never for a body over the limit, whose 413 closes the connection);
+* an unparseable request gets 400 and the connection closes;
+* HEAD gets the answer's headers without its body;
+* a connection with nothing to answer and no bytes for ``keep_alive_seconds``
+  closes;
+* ``stop``: the listener closes, idle connections close at once, a request in
+  flight (or whose body is on its way) is answered with ``Connection: close``,
+  and whatever is left when the grace period ends is cut.
+
+A handler that raises costs its request a 500, never the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import email.utils
+import http
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httptools
+
+from .http import Handler, Request, Response
+
+log = logging.getLogger(__name__)
+
+_STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
+_CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+_BAD_REQUEST = Response(400, b"Invalid HTTP request received.", ((b"content-type", b"text/plain; charset=utf-8"),))
+_MAX_WAITING = 16  # pipelined requests parsed ahead of their turn before reading pauses
+
+
+def _plain_413(size: int, limit: int) -> Response:
+    return Response(413, b"Request body too large", ((b"content-type", b"text/plain"),))
+
+
+@dataclass(frozen=True)
+class HttpOptions:
+    max_body_bytes: int = 256 * 1024 * 1024
+    # Longer than the idle timeouts of the usual load balancers (60 s), so that they close first.
+    keep_alive_seconds: float = 75.0
+    # The answer to a body over the limit: (size seen so far, limit) -> response.
+    too_large: Callable[[int, int], Response] = _plain_413
+
+
+class _Exchange:
+    """A parsed request waiting for, or getting, its answer."""
+
+    __slots__ = ("close", "request", "response")
+
+    def __init__(self, request: Request | None, response: Response | None, close: bool) -> None:
+        self.request = request
+        self.response = response  # known without the handler (a body over the limit, a bad request)
+        self.close = close  # the connection closes after this answer
+
+
+class HttpServer:
+    """Serves ``handler`` on listening sockets. Call ``start`` and ``stop`` on the event loop."""
+
+    def __init__(self, handler: Handler, options: HttpOptions = HttpOptions()) -> None:
+        self.handler = handler
+        self.options = options
+        self.connections: set[_Connection] = set()
+        self.draining = False
+        self.date = b""
+        self._servers: list[asyncio.AbstractServer] = []
+        self._sweeper: asyncio.TimerHandle | None = None
+
+    async def start(self, sock: Any) -> None:
+        """Serve on ``sock``, a bound and listening socket (several may be served)."""
+        loop = asyncio.get_running_loop()
+        if self._sweeper is None:
+            self._tick()
+        self._servers.append(await loop.create_server(lambda: _Connection(self), sock=sock, backlog=2048))
+
+    def _tick(self) -> None:
+        """About once a second: the Date header's text, and idle connections closed."""
+        self.date = b"date: " + email.utils.formatdate(time.time(), usegmt=True).encode() + b"\r\n"
+        idle_since = time.monotonic() - self.options.keep_alive_seconds
+        for connection in list(self.connections):
+            connection.close_if_idle(idle_since)
+        interval = min(1.0, self.options.keep_alive_seconds / 2)
+        self._sweeper = asyncio.get_running_loop().call_later(interval, self._tick)
+
+    async def stop(self, grace: float) -> None:
+        """Stop accepting, let requests in flight finish for up to ``grace`` seconds, then close everything."""
+        self.draining = True
+        for server in self._servers:
+            server.close()
+        for connection in list(self.connections):
+            connection.drain()
+        deadline = time.monotonic() + grace
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for connection in list(self.connections):
+            connection.abort()
+        for server in self._servers:
+            await server.wait_closed()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection. Every method runs on the event loop."""
+
+    def __init__(self, server: HttpServer) -> None:
+        self._server = server
+        self._limit = server.options.max_body_bytes
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._waiting: collections.deque[_Exchange] = collections.deque()
+        self._active: _Exchange | None = None  # the exchange whose answer is being made
+        self._task: asyncio.Future[Response] | None = None  # its handler, while it runs
+        self._last = time.monotonic()  # last bytes in or answer out
+        self._closing = False  # no request after the one being read or answered
+        self._paused = False
+        self._write_paused = False
+        # The request being read: url, headers, body pieces and size; an exchange once answered early.
+        self._reading = False
+        self._url = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._body: list[bytes] = []
+        self._size = 0
+        self._expect = False
+        self._rejected = False
+        self._has_headers = False
+
+    # ---- transport events -------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = transport  # type: ignore[assignment]
+        self._server.connections.add(self)
+        if self._server.draining:
+            transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._server.connections.discard(self)
+        self._waiting.clear()
+
+    def data_received(self, data: bytes) -> None:
+        self._last = time.monotonic()
+        if self._closing and not self._reading:
+            return  # bytes after a request that closes the connection are not read
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # No protocol switch (RFC 9110 §7.8 lets a server ignore Upgrade): the request is answered
+            # as a plain one, but httptools parses nothing after it, so the connection then closes.
+            self._closing = True
+        except httptools.HttpParserError:
+            self._bad_request()
+
+    def eof_received(self) -> bool:
+        # The client sends no more: a request cut short is dropped, answers owed are still written,
+        # then the connection closes (True keeps it open until then).
+        self._closing = True
+        self._reading = False
+        return not self._idle()
+
+    def pause_writing(self) -> None:
+        self._write_paused = True
+        self._pause()
+
+    def resume_writing(self) -> None:
+        self._write_paused = False
+        self._resume()
+
+    # ---- parser callbacks (httptools) ---------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        self._reading = True
+        self._url = b""
+        self._headers = []
+        self._body = []
+        self._size = 0
+        self._expect = False
+        self._rejected = False
+        self._has_headers = False
+
+    def on_url(self, url: bytes) -> None:
+        self._url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace (RFC 9110 §5.5 excludes it)
+        if name == b"expect" and value.lower() == b"100-continue":
+            self._expect = True
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self._has_headers = True
+        parser = self._parser
+        if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
+            self._closing = True
+        length = next((v for k, v in self._headers if k == b"content-length"), None)
+        if length is not None and length.isdigit() and int(length) > self._limit:
+            # The client may hold the body back for a "100 Continue" that never comes: close after the 413.
+            self._reject(int(length), close=self._expect)
+        elif self._expect:
+            self._next()  # "100 Continue" at once when nothing is ahead of it
+
+    def on_body(self, body: bytes) -> None:
+        if self._rejected:
+            return
+        self._size += len(body)
+        if self._size > self._limit:
+            self._body = []
+            self._reject(self._size, close=False)
+            return
+        self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._reading = False
+        if self._rejected:
+            return
+        parsed = httptools.parse_url(self._url)
+        request = Request(
+            self._parser.get_method().decode("ascii", "replace"),
+            parsed.path.decode("latin-1"),
+            self._headers,
+            self._body[0] if len(self._body) == 1 else b"".join(self._body),
+            (parsed.query or b"").decode("latin-1"),
+        )
+        self._queue(_Exchange(request, None, self._closing))
+
+    # ---- answering ----------------------------------------------------------------------------
+
+    def _reject(self, size: int, close: bool) -> None:
+        self._rejected = True
+        self._closing = self._closing or close
+        response = self._server.options.too_large(size, self._limit)
+        self._queue(_Exchange(None, response, self._closing))
+
+    def _queue(self, exchange: _Exchange) -> None:
+        self._waiting.append(exchange)
+        if len(self._waiting) > _MAX_WAITING:
+            self._pause()
+        self._next()
+
+    def _next(self) -> None:
+        """Start the next waiting exchange when nothing is being answered."""
+        if self._active is not None or self._transport is None or self._transport.is_closing():
+            return
+        if not self._waiting:
+            if self._reading and self._expect and not self._rejected:
+                self._expect = False  # sent once, when the request being read is next in line
+                self._transport.write(_CONTINUE)
+            return
+        exchange = self._waiting.popleft()
+        self._active = exchange
+        if len(self._waiting) <= _MAX_WAITING // 2:
+            self._resume()
+        if exchange.response is not None:
+            self._answer(exchange, exchange.response)
+            return
+        assert exchange.request is not None
+        self._task = asyncio.ensure_future(self._server.handler(exchange.request))
+        self._task.add_done_callback(self._handled)
+
+    def _handled(self, task: asyncio.Future[Response]) -> None:
+        self._task = None
+        exchange = self._active
+        if exchange is None or task.cancelled():  # the connection was cut while the handler ran
+            return
+        try:
+            response = task.result()
+        except Exception:  # the handler's bug must cost one request, not the connection
+            log.exception("Unhandled error answering %s %s", exchange.request.method if exchange.request else "",
+                          exchange.request.path if exchange.request else "")
+            response = Response(500, b"Internal Server Error", ((b"content-type", b"text/plain"),))
+        self._answer(exchange, response)
+
+    def _answer(self, exchange: _Exchange, response: Response) -> None:
+        transport = self._transport
+        self._active = None
+        if transport is None or transport.is_closing():
+            return
+        # The last answer when the connection was asked to close and nothing else is owed.
+        close = exchange.close or self._server.draining or (self._closing and self._idle())
+        status, body, headers = response
+        parts = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} \r\n".encode()]
+        for name, value in headers:
+            parts += [name, b": ", value, b"\r\n"]
+        parts += [b"content-length: ", str(len(body)).encode(), b"\r\n", self._server.date]
+        if close:
+            parts.append(b"connection: close\r\n")
+        parts.append(b"\r\n")
+        if not (exchange.request is not None and exchange.request.method == "HEAD"):
+            parts.append(body)
+        transport.write(b"".join(parts))
+        self._last = time.monotonic()
+        if close:
+            self._waiting.clear()
+            transport.close()
+        else:
+            self._next()
+
+    def _bad_request(self) -> None:
+        """Answered after what is owed before it; nothing after it is read."""
+        self._reading = False
+        self._closing = True
+        self._queue(_Exchange(None, _BAD_REQUEST, True))
+
+    # ---- flow and lifecycle -------------------------------------------------------------------
+
+    def _pause(self) -> None:
+        if not self._paused and self._transport is not None:
+            self._paused = True
+            self._transport.pause_reading()
+
+    def _resume(self) -> None:
+        if self._paused and not self._write_paused and len(self._waiting) <= _MAX_WAITING // 2 and self._transport:
+            self._paused = False
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                self._transport.resume_reading()
+
+    def _idle(self) -> bool:
+        """Nothing owed: no answer in the making, none waiting, no request half read."""
+        return self._active is None and not self._waiting and not self._reading
+
+    def close_if_idle(self, before: float) -> None:
+        if self._last < before and self._active is None and not self._waiting and self._transport is not None:
+            self._transport.close()
+
+    def drain(self) -> None:
+        """The server stops: close now if nothing is owed, else after the answer being made."""
+        self._closing = True
+        if self._transport is None:
+            return
+        # A request whose headers are in is owed an answer; one cut inside its headers is not.
+        if self._active is None and not self._waiting and not (self._reading and self._has_headers):
+            self._transport.close()
+
+    def abort(self) -> None:
+        """Cut the connection and its handler (the grace period is over)."""
+        if self._task is not None:
+            self._task.cancel()
+        if self._transport is not None:
+            self._transport.abort()
