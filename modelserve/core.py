@@ -140,9 +140,18 @@ def find_signature(signatures: Mapping[str, Signature], signature_name: str) -> 
 
 def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
     """TF Serving's input-set checks, then dtype and shape checks against the signature."""
+    if inputs.keys() != signature.inputs.keys():
+        _check_input_names(signature, inputs)
+    for index, (alias, array) in enumerate(sorted(inputs.items())):
+        spec = signature.inputs[alias]
+        check_dtype(index, spec, array)
+        check_shape(alias, spec, array)
+
+
+def _check_input_names(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
     expected = set(signature.inputs)
     sent = set(inputs)
-    if sent != expected and not (sent < expected and expected - sent <= set(signature.defaults)):
+    if not (sent < expected and expected - sent <= set(signature.defaults)):
         extra = sorted(sent - expected)
         missing = sorted(expected - sent)
         raise InvalidArgument(
@@ -150,10 +159,6 @@ def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None
             f"len({{{_join(sorted(sent))}}}) != len({{{_join(sorted(expected))}}}). "
             f"Sent extra: {{{_join(extra)}}}. Missing but required: {{{_join(missing)}}}."
         )
-    for index, (alias, array) in enumerate(sorted(inputs.items())):
-        spec = signature.inputs[alias]
-        check_dtype(index, spec, array)
-        check_shape(alias, spec, array)
 
 
 def check_dtype(index: int, spec: TensorSpec, array: np.ndarray) -> None:

@@ -31,7 +31,9 @@ class LoadedVersion:
         self.runner = runner
         self._leases = 0
         self._retiring = False
-        self._cv = threading.Condition(threading.Lock())
+        # Every request takes and releases the lock itself (a C call); only retire() waits on it.
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
 
     def instances(self) -> tuple[InstanceStatus, ...]:
         """Where its instances run, their memory and calls (empty for a servable that does not say)."""
@@ -40,16 +42,16 @@ class LoadedVersion:
 
     def acquire(self) -> bool:
         """Take a lease; False once the version is retiring (look it up again)."""
-        with self._cv:
+        with self._lock:
             if self._retiring:
                 return False
             self._leases += 1
             return True
 
     def release(self) -> None:
-        with self._cv:
+        with self._lock:
             self._leases -= 1
-            if self._leases == 0:
+            if self._leases == 0 and self._retiring:
                 self._cv.notify_all()
 
     def retire(self) -> None:

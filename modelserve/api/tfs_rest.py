@@ -57,6 +57,7 @@ _CORS_HEADERS: Headers = (
 _INT64_MAX = 2**63 - 1
 # Bodies above this are decoded off the event loop so one big request cannot stall the others.
 _OFFLOAD_BYTES = 256 * 1024
+_ROUTES_KEPT = 4096  # inference URLs remembered parsed (clients repeat theirs); more clears the memory
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class TfsRestApp:
         self._core = core
         self._options = options
         self._headers: Headers = (*JSON_HEADERS, *(_CORS_HEADERS if options.enable_cors else ()))
+        self._routes: dict[str, tuple[ModelSpec, str]] = {}  # inference path -> (spec, verb)
 
     async def __call__(self, request: Request) -> Response:
         method = request.method
@@ -98,9 +100,8 @@ class TfsRestApp:
         return Response(status, b"", self._headers)
 
     async def _handle(self, method: str, path: str, request: Request) -> bytes:
-        if method == "POST" and (match := _POST.fullmatch(path)) and match.group(4).islower():
-            name, version, label, verb = match.groups()
-            spec = _spec(name, version, label)
+        if method == "POST" and (route := self._post_route(path)) is not None:
+            spec, verb = route
             body = request_body(request, self._options.max_body_bytes)
             options = request_options.from_headers(request.headers)
             return await self._post_handlers[verb](self, spec, body, options)
@@ -113,6 +114,20 @@ class TfsRestApp:
                 return self._status(spec)
             return self._metadata(spec) if suffix.lower() == "/metadata" else self._instances(spec)
         raise InvalidArgument(f"Malformed request: {method} {path}")
+
+    def _post_route(self, path: str) -> tuple[ModelSpec, str] | None:
+        """(spec, verb) of an inference URL, None for any other path; parsed once per distinct path."""
+        route = self._routes.get(path)
+        if route is None:
+            match = _POST.fullmatch(path)
+            if match is None or not match.group(4).islower():
+                return None
+            name, version, label, verb = match.groups()
+            route = (_spec(name, version, label), verb)
+            if len(self._routes) >= _ROUTES_KEPT:
+                self._routes.clear()
+            self._routes[path] = route
+        return route
 
     # ---- GET ------------------------------------------------------------------------------
 
@@ -196,7 +211,7 @@ def _spec(name: str, version: str | None, label: str | None) -> ModelSpec:
         if number > _INT64_MAX:
             raise InvalidArgument(f"Failed to convert version: {version} to numeric.")
     return ModelSpec(
-        name=unquote(name) if "%" in name else name,
+        name=unquote(name),
         version=number,
         label=None if label is None else unquote(label),
     )

@@ -27,6 +27,7 @@ from ..errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unava
 from ..request_options import DEFAULT, RequestOptions
 from ..servable import Servable
 from . import tensors
+from .clock import TimerHeap
 from .metrics import DropReason
 from .params import BatchingParameters
 from .queue import BatchQueue, Busy, Task
@@ -49,6 +50,7 @@ class Batcher:
     ) -> None:
         self._scheduler = scheduler
         self._clock = scheduler.clock
+        self._timers = TimerHeap(self._clock)  # deadlines and queue timeouts (event loop only)
         self._servable = servable
         self._params = params
         self._model = model
@@ -72,7 +74,7 @@ class Batcher:
         future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
         queue, task = self._submit(signature, inputs, output_filter, deadline, request_options, future)
         if task.expires is not None:
-            task.timer = self._clock.call_at(task.expires, self._expire, queue, task, deadline)
+            task.timer = self._timers.call_at(task.expires, self._expire, queue, task, deadline)
         try:
             return await future
         except asyncio.CancelledError:
@@ -92,7 +94,7 @@ class Batcher:
         elif deadline is None or self._clock.now() >= deadline:
             task.future.set_exception(DeadlineExceeded("Deadline exceeded"))
         else:  # its queue timeout came while it was running: only the deadline counts now
-            task.timer = self._clock.call_at(deadline, self._expire, queue, task, deadline)
+            task.timer = self._timers.call_at(deadline, self._expire, queue, task, deadline)
 
     def predict_blocking(
         self,

@@ -49,7 +49,9 @@ class BatchScheduler:
         self._name = name
         self._clock = clock
         self._metrics = metrics
-        self._cv = threading.Condition(threading.Lock())
+        # Taken directly (a C call, not Condition's Python wrapper): the request path takes it each time.
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
         self._queues: list[BatchQueue] = []
         self._next = 0  # round-robin position in _queues
         self._running = 0  # batches taken and not finished
@@ -68,13 +70,13 @@ class BatchScheduler:
     # ---- queues and requests (event loop side) --------------------------------------------
 
     def add_queue(self, queue: BatchQueue) -> None:
-        with self._cv:
+        with self._lock:
             self._queues.append(queue)
             if not self._threads and self._size and not self._closed:
                 self._start()
 
     def remove_queue(self, queue: BatchQueue) -> None:
-        with self._cv:
+        with self._lock:
             index = self._queues.index(queue)
             del self._queues[index]
             if index < self._next:
@@ -84,7 +86,7 @@ class BatchScheduler:
 
     def submit(self, queue: BatchQueue, task: Task) -> None:
         """Queue ``task``; raises the queue's admission errors (task too large, queue full)."""
-        with self._cv:
+        with self._lock:
             was_empty = not queue.tasks
             queue.admit(task)
             # Wake a thread when a batch is due now, or when a new timeout starts ticking.
@@ -93,7 +95,7 @@ class BatchScheduler:
 
     def withdraw(self, task: Task, queue: BatchQueue) -> bool:
         """Take ``task`` out of its queue (timeout, cancellation); False once a batch has taken rows of it."""
-        with self._cv:
+        with self._lock:
             started = task.state is State.TAKEN
             queue.drop(task)
             return not started
@@ -102,7 +104,7 @@ class BatchScheduler:
 
     def step(self) -> Batch | None:
         """Take the next due batch, if a thread is free for it (``threads=0``: always)."""
-        with self._cv:
+        with self._lock:
             return self._take_locked(self._clock.now())
 
     def _take_locked(self, now: float) -> Batch | None:
@@ -143,7 +145,7 @@ class BatchScheduler:
         except BaseException as exc:  # handed to every request of the batch
             error = exc
         end = self._clock.now()
-        with self._cv:
+        with self._lock:
             self._running -= 1
             queue.finished(batch)
             settled = _settle(batch, outputs, error)
@@ -183,7 +185,7 @@ class BatchScheduler:
                 log.exception("Batch thread failed")
 
     def _next_batch(self) -> Batch | None:
-        with self._cv:
+        with self._lock:
             while True:
                 now = self._clock.now()
                 batch = self._take_locked(now)
@@ -199,7 +201,7 @@ class BatchScheduler:
 
     def close(self) -> None:
         """Run what still waits (without waiting for timeouts), then let the threads end."""
-        with self._cv:
+        with self._lock:
             self._closed = True
             self._cv.notify_all()
         for thread in self._threads:
