@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from .clock import MONOTONIC, TimerHeap
 from .errors import DeadlineExceeded, Unavailable
 
 T = TypeVar("T")
@@ -40,6 +41,7 @@ class WorkerPool:
         self._done: list[tuple[asyncio.Future[Any], bool, Any]] = []
         self._done_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timers = TimerHeap(MONOTONIC)  # deadlines of calls awaited on that loop
         self._threads: list[threading.Thread] = []
         self._closed = False
 
@@ -68,9 +70,7 @@ class WorkerPool:
                 self._cv.notify()
         if deadline is None:
             return await future
-        timer = loop.call_at(
-            loop.time() + max(0.0, deadline - time.monotonic()), _expire, future
-        )
+        timer = self._timers.call_at(deadline, _expire, future)
         try:
             return await future
         finally:

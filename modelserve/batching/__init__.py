@@ -12,8 +12,8 @@ docs/batching.md describes the behaviour; tensors.py holds the pure merge,
 pad and split functions.
 """
 
+from ..clock import MONOTONIC, Clock, FakeClock, MonotonicClock
 from .batcher import QUEUE_TIMEOUT_MESSAGE, Batcher
-from .clock import MONOTONIC, Clock, FakeClock, MonotonicClock
 from .metrics import NO_METRICS, BatchMetrics, BatchStats, NoMetrics
 from .params import PER_MODEL_FILE, BatchingParameters
 from .queue import BatchQueue

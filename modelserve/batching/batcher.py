@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ..clock import TimerHeap
 from ..errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from ..request_options import DEFAULT, RequestOptions
 from ..servable import Servable
 from . import tensors
-from .clock import TimerHeap
 from .metrics import DropReason
 from .params import BatchingParameters
 from .queue import BatchQueue, Busy, Task

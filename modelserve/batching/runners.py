@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ..clock import MONOTONIC, Clock
 from ..config import ModelConfig
 from ..manager import RunnerFactory
 from ..runner import Runner
@@ -21,7 +22,6 @@ from ..servable import Servable
 from ..sources import scan
 from . import params as batching_params
 from .batcher import Batcher
-from .clock import MONOTONIC, Clock
 from .metrics import NO_METRICS, BatchMetrics
 from .params import BatchingParameters
 from .scheduler import BatchScheduler

@@ -23,9 +23,9 @@ from typing import Any
 
 import numpy as np
 
+from ..clock import MONOTONIC, Clock
 from ..errors import InvalidArgument
 from . import tensors
-from .clock import MONOTONIC, Clock
 from .metrics import NO_METRICS, BatchMetrics, BatchStats
 from .queue import Batch, BatchQueue, State, Task
 

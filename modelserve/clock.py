@@ -1,9 +1,9 @@
-"""Time for the batcher: the real monotonic clock, and a fake one that tests move by hand.
+"""Time for the request path: the real monotonic clock, a fake one that tests move by hand, and timers.
 
 The batcher reads the time (batch timeouts) and sets timers on the event loop
 (deadlines and queue timeouts) only through a ``Clock``, so a test can step
-through a schedule without sleeping; its timers share one clock timer
-(``TimerHeap``).
+through a schedule without sleeping. Request deadlines (the batcher's and the
+worker pool's) share one loop timer each (``TimerHeap``).
 """
 
 from __future__ import annotations
