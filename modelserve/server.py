@@ -22,7 +22,7 @@ from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.http import Router
 from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
-from .batching import BatchingRunners
+from .batching import NO_METRICS, BatchingRunners, BatchMetrics
 from .config import ModelConfig
 from .config_files import ConfigFileWatcher, read_model_config_file
 from .core import ServingCore
@@ -105,8 +105,9 @@ class Server:
     The constructor does no I/O; ``start`` loads the models and binds the ports.
     """
 
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, batch_metrics: BatchMetrics = NO_METRICS) -> None:
         self.options = options
+        self._batch_metrics = batch_metrics
         self._pool = WorkerPool(options.num_inference_threads, "modelserve-infer")
         self._placed = PlacedLoader(load_options(options))  # devices are found in start()
         self.manager = ModelManager(
@@ -120,7 +121,7 @@ class Server:
         self._watcher: ConfigFileWatcher | None = None
         self.rest_port: int | None = None
         self.grpc_port: int | None = None
-        self._http: HttpServer | None = None
+        self.http: HttpServer | None = None  # the REST listener, once started
         self._grpc: GrpcServer | None = None
         self._batching: BatchingRunners | None = None
         self._runners: RunnerFactory = self._direct_runner  # chosen once, in start()
@@ -134,7 +135,7 @@ class Server:
     def _choose_runners(self) -> None:
         """--enable_batching: batch every version (or those with their own parameters); reads the file."""
         if self.options.enable_batching:
-            self._batching = BatchingRunners.from_options(self.options, self._direct_runner)
+            self._batching = BatchingRunners.from_options(self.options, self._direct_runner, self._batch_metrics)
             self._runners = self._batching
 
     async def start(self) -> None:
@@ -191,8 +192,8 @@ class Server:
             ),
         )
         http_options = HttpOptions(max_body_bytes=self.options.rest_api_max_body_bytes, too_large=rest.too_large)
-        self._http = HttpServer(Router([("/v1/", rest)]), http_options)
-        await self._http.start(sock)
+        self.http = HttpServer(Router([("/v1/", rest)]), http_options)
+        await self.http.start(sock)
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
 
     async def stop(self) -> None:
@@ -202,8 +203,8 @@ class Server:
         draining: list[Awaitable[None]] = []
         if self._grpc is not None:
             draining.append(asyncio.to_thread(self._grpc.stop, self.options.drain_grace_seconds))
-        if self._http is not None:
-            draining.append(self._http.stop(self.options.drain_grace_seconds))
+        if self.http is not None:
+            draining.append(self.http.stop(self.options.drain_grace_seconds))
         await asyncio.gather(*draining)
         await asyncio.to_thread(self.manager.close)
         if self._batching is not None:

@@ -93,7 +93,11 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         if self._sweeper is None:
             self._tick()
-        self._servers.append(await loop.create_server(lambda: _Connection(self), sock=sock, backlog=2048))
+        self._servers.append(await loop.create_server(self.protocol, sock=sock, backlog=2048))
+
+    def protocol(self) -> asyncio.Protocol:
+        """A new connection's protocol (for a transport of one's own: benchmarks/rest_turnaround.py)."""
+        return _Connection(self)
 
     def _tick(self) -> None:
         """About once a second: the Date header's text, and idle connections closed."""
