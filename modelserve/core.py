@@ -7,7 +7,7 @@ else a request needs lives here, once.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +49,7 @@ class ServingCore:
     def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
         return self.manager.status(name, version)
 
-    async def predict(
+    def predict(
         self,
         lease: Lease,
         signature_name: str,
@@ -57,11 +57,11 @@ class ServingCore:
         output_filter: Sequence[str] = (),
         deadline: float | None = None,
         request_options: RequestOptions = DEFAULT,
-    ) -> dict[str, np.ndarray]:
-        """Validate a Predict request against its signature and run it (gRPC's rules and texts)."""
+    ) -> Awaitable[dict[str, np.ndarray]]:
+        """Validate a Predict request against its signature (gRPC's rules and texts; a bad one raises
+        here), then the runner's awaitable outputs."""
         check_predict(lease.servable.signatures, signature_name, inputs, output_filter)
-        outputs = await lease.runner.predict(signature_name, inputs, output_filter, deadline, request_options)
-        return outputs
+        return lease.runner.predict(signature_name, inputs, output_filter, deadline, request_options)
 
     def predict_blocking(
         self,
