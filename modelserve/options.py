@@ -47,7 +47,7 @@ FLAGS: tuple[Flag, ...] = (
     Flag("port", "int", 8500, "gRPC", "gRPC port (0: no TCP gRPC; -1: any free port, logged)."),
     Flag("grpc_socket_path", "str", "", "gRPC", "Also serve gRPC on this UNIX domain socket."),
     Flag("grpc_channel_arguments", "str", "", "gRPC", "Comma-separated key=value gRPC server channel arguments."),
-    Flag("grpc_max_threads", "int", 4 * _cpus(), "gRPC", "Threads of the gRPC server; each runs its requests' inference inline."),
+    Flag("grpc_max_threads", "int", 4 * _cpus(), "gRPC", "Threads of the threaded gRPC server (without --enable_batching); each runs its requests' inference inline."),
     Flag("enable_grpc_healthcheck_service", "bool", False, "gRPC", "Serve the standard grpc.health.v1.Health service."),
     Flag("ssl_config_file", "str", "", "gRPC", "Text-format SSLConfig: TLS (and mTLS) for gRPC."),
     Flag("use_alts_credentials", "bool", False, "gRPC", "Google ALTS credentials; not supported here.", effect=False),

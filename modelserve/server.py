@@ -153,18 +153,19 @@ class Server:
                 self.core.reload_and_wait,
             )
             self._watcher.start()
-        await asyncio.to_thread(self._start_grpc)
+        await self._start_grpc()
         await self._start_rest()
 
-    def _start_grpc(self) -> None:
+    async def _start_grpc(self) -> None:
         o = self.options
         self._grpc = GrpcServer(self.core, GrpcOptions(
             host=o.host, port=o.port, socket_path=o.grpc_socket_path,
             channel_arguments=o.grpc_channel_arguments, max_threads=o.grpc_max_threads,
             health=o.enable_grpc_healthcheck_service,
             tensor_content=o.enable_serialization_as_tensor_content, ssl_config_file=o.ssl_config_file,
+            asyncio=o.enable_batching,  # docs/grpc.md: the server model follows batching
         ))
-        self._grpc.start()
+        await self._grpc.start()
         self.grpc_port = self._grpc.port
 
     async def _start_rest(self) -> None:
@@ -202,7 +203,7 @@ class Server:
             self._watcher.close()
         draining: list[Awaitable[None]] = []
         if self._grpc is not None:
-            draining.append(asyncio.to_thread(self._grpc.stop, self.options.drain_grace_seconds))
+            draining.append(self._grpc.stop(self.options.drain_grace_seconds))
         if self.http is not None:
             draining.append(self.http.stop(self.options.drain_grace_seconds))
         await asyncio.gather(*draining)

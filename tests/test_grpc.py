@@ -46,9 +46,11 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return gm.build_repository(tmp_path_factory.mktemp("grpc_models"))
 
 
-@pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[ServerThread]:
-    with running_server(f"--model_config_file={repo}") as s:
+@pytest.fixture(scope="module", params=["threaded", "asyncio"])
+def server(repo: Path, request: pytest.FixtureRequest) -> Iterator[ServerThread]:
+    """Both gRPC server models: grpcio's threaded server, and grpc.aio (which --enable_batching picks)."""
+    batching = ["--enable_batching"] if request.param == "asyncio" else []
+    with running_server(f"--model_config_file={repo}", *batching) as s:
         yield s
 
 
@@ -130,8 +132,9 @@ def test_predict_accepts_typed_fields_with_tf_fill_rule(stub: Any, name: str) ->
     np.testing.assert_array_equal(tf.make_ndarray(response.outputs["y"]), tf.make_ndarray(proto))
 
 
-def test_tensor_content_responses_when_asked(repo: Path) -> None:
-    flags = (f"--model_config_file={repo}", "--enable_serialization_as_tensor_content")
+@pytest.mark.parametrize("batching", [(), ("--enable_batching",)], ids=["threaded", "asyncio"])
+def test_tensor_content_responses_when_asked(repo: Path, batching: tuple[str, ...]) -> None:
+    flags = (f"--model_config_file={repo}", "--enable_serialization_as_tensor_content", *batching)
     with running_server(*flags) as s, grpc.insecure_channel(s.grpc_target) as ch:
         stub = prediction_service_pb2_grpc.PredictionServiceStub(ch)
         array = np.arange(6, dtype=np.float32).reshape(3, 2)
@@ -373,11 +376,12 @@ def test_classify_errors(stub: Any) -> None:
 # --- reload --------------------------------------------------------------------------------------
 
 
-def test_reload_config_adds_and_removes_models(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batching", [(), ("--enable_batching",)], ids=["threaded", "asyncio"])
+def test_reload_config_adds_and_removes_models(tmp_path: Path, batching: tuple[str, ...]) -> None:
     om.write(tmp_path / "a", 1, om.half_plus_two())
     om.write(tmp_path / "b", 4, om.version_marker(4))
     with (
-        running_server(f"--model_base_path={tmp_path / 'a'}", "--model_name=a") as s,
+        running_server(f"--model_base_path={tmp_path / 'a'}", "--model_name=a", *batching) as s,
         grpc.insecure_channel(s.grpc_target) as ch,
     ):
         models = model_service_pb2_grpc.ModelServiceStub(ch)

@@ -27,13 +27,20 @@ def half(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-def flags(half: Path, *more: str) -> tuple[str, ...]:
-    return (f"--model_base_path={half}", "--model_name=half", *more)
+@pytest.fixture(params=["threaded", "asyncio"])
+def server_model(request: pytest.FixtureRequest) -> str:
+    """The gRPC server model: grpcio's threaded server, or grpc.aio (which --enable_batching picks)."""
+    return str(request.param)
 
 
-def test_health_service_reports_tf_serving_names(half: Path) -> None:
+def flags(half: Path, server_model: str, *more: str) -> tuple[str, ...]:
+    batching = ("--enable_batching",) if server_model == "asyncio" else ()
+    return (f"--model_base_path={half}", "--model_name=half", *batching, *more)
+
+
+def test_health_service_reports_tf_serving_names(half: Path, server_model: str) -> None:
     with (
-        running_server(*flags(half, "--enable_grpc_healthcheck_service")) as s,
+        running_server(*flags(half, server_model, "--enable_grpc_healthcheck_service")) as s,
         grpc.insecure_channel(s.grpc_target) as channel,
     ):
         health = health_pb2_grpc.HealthStub(channel)
@@ -45,17 +52,17 @@ def test_health_service_reports_tf_serving_names(half: Path) -> None:
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_no_health_service_unless_asked(half: Path) -> None:
-    with running_server(*flags(half)) as s, grpc.insecure_channel(s.grpc_target) as channel:
+def test_no_health_service_unless_asked(half: Path, server_model: str) -> None:
+    with running_server(*flags(half, server_model)) as s, grpc.insecure_channel(s.grpc_target) as channel:
         with pytest.raises(grpc.RpcError) as info:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
-def test_reflection_lists_and_describes_the_services(half: Path) -> None:
+def test_reflection_lists_and_describes_the_services(half: Path, server_model: str) -> None:
     """What ``grpcurl list`` / ``grpcurl describe`` do, through grpcio-reflection's client."""
     with (
-        running_server(*flags(half, "--enable_grpc_healthcheck_service")) as s,
+        running_server(*flags(half, server_model, "--enable_grpc_healthcheck_service")) as s,
         grpc.insecure_channel(s.grpc_target) as channel,
     ):
         database = ProtoReflectionDescriptorDatabase(channel)
@@ -75,9 +82,9 @@ def test_reflection_lists_and_describes_the_services(half: Path) -> None:
         database.FindFileContainingSymbol("tensorflow.TensorProto")  # types used by the services
 
 
-def test_unix_socket(half: Path, tmp_path: Path) -> None:
+def test_unix_socket(half: Path, tmp_path: Path, server_model: str) -> None:
     socket = tmp_path / "grpc.sock"
-    with running_server(*flags(half, f"--grpc_socket_path={socket}")) as s:
+    with running_server(*flags(half, server_model, f"--grpc_socket_path={socket}")) as s:
         with GrpcClient(f"unix:{socket}") as client:
             out = client.predict("half", {"x": np.array([2.0], np.float32)})
         np.testing.assert_array_equal(out["y"], [3.0])
@@ -85,19 +92,19 @@ def test_unix_socket(half: Path, tmp_path: Path) -> None:
             assert client.predict("half", {"x": np.array([0.0], np.float32)})["y"].tolist() == [2.0]
 
 
-def test_unix_socket_only(half: Path, tmp_path: Path) -> None:
+def test_unix_socket_only(half: Path, tmp_path: Path, server_model: str) -> None:
     socket = tmp_path / "only.sock"
-    with running_server(*flags(half, f"--grpc_socket_path={socket}", "--port=0")) as s:
+    with running_server(*flags(half, server_model, f"--grpc_socket_path={socket}", "--port=0")) as s:
         assert s.server.grpc_port is None
         with GrpcClient(f"unix:{socket}") as client:
             assert client.status("half")[0].state == "AVAILABLE"
 
 
-def test_a_taken_port_fails_start_up(half: Path) -> None:
-    with running_server(*flags(half)) as s:
+def test_a_taken_port_fails_start_up(half: Path, server_model: str) -> None:
+    with running_server(*flags(half, server_model)) as s:
         port = s.server.grpc_port
         taken = pytest.raises(ServingError, match="Failed to BuildAndStart gRPC server")
-        with taken, running_server(*flags(half, f"--port={port}")):
+        with taken, running_server(*flags(half, server_model, f"--port={port}")):
             pass
 
 
@@ -118,8 +125,8 @@ def test_channel_arguments_parse_like_tf_serving() -> None:
     assert options["grpc.max_send_message_length"] == 2**31 - 1
 
 
-def test_channel_arguments_reach_the_server(half: Path) -> None:
-    small = flags(half, "--grpc_channel_arguments=grpc.max_receive_message_length=100")
+def test_channel_arguments_reach_the_server(half: Path, server_model: str) -> None:
+    small = flags(half, server_model, "--grpc_channel_arguments=grpc.max_receive_message_length=100")
     with running_server(*small) as s, GrpcClient(s.grpc_target) as client:
         assert client.predict("half", {"x": np.zeros(1, np.float32)})["y"].tolist() == [2.0]
         with pytest.raises(ClientError) as info:
@@ -195,9 +202,9 @@ def _ssl_config(tmp_path: Path, pki: dict[str, bytes], client_verify: bool) -> P
     return path
 
 
-def test_tls(half: Path, tmp_path: Path, pki: dict[str, bytes]) -> None:
+def test_tls(half: Path, tmp_path: Path, pki: dict[str, bytes], server_model: str) -> None:
     config = _ssl_config(tmp_path, pki, client_verify=False)
-    with running_server(*flags(half, f"--ssl_config_file={config}")) as s:
+    with running_server(*flags(half, server_model, f"--ssl_config_file={config}")) as s:
         target = f"localhost:{s.server.grpc_port}"
         credentials = grpc.ssl_channel_credentials(root_certificates=pki["ca"])
         with GrpcClient(target, credentials=credentials) as client:
@@ -207,9 +214,9 @@ def test_tls(half: Path, tmp_path: Path, pki: dict[str, bytes]) -> None:
         assert info.value.code == Code.UNAVAILABLE
 
 
-def test_mutual_tls(half: Path, tmp_path: Path, pki: dict[str, bytes]) -> None:
+def test_mutual_tls(half: Path, tmp_path: Path, pki: dict[str, bytes], server_model: str) -> None:
     config = _ssl_config(tmp_path, pki, client_verify=True)
-    with running_server(*flags(half, f"--ssl_config_file={config}")) as s:
+    with running_server(*flags(half, server_model, f"--ssl_config_file={config}")) as s:
         target = f"localhost:{s.server.grpc_port}"
         with_cert = grpc.ssl_channel_credentials(pki["ca"], pki["client_key"], pki["client_cert"])
         with GrpcClient(target, credentials=with_cert) as client:
@@ -238,20 +245,46 @@ class _Context:
         raise RuntimeError("aborted")  # as grpc's own abort, it never returns
 
 
-def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path) -> None:
-    from modelserve.api.tfs_grpc import PredictionServicer
+class _AsyncContext:
+    """The same for grpc.aio, whose abort is a coroutine."""
+
+    def __init__(self, context: _Context) -> None:
+        self.context = context
+
+    def time_remaining(self) -> float:
+        return self.context.remaining
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+    async def abort(self, code: grpc.StatusCode, details: str) -> None:
+        self.context.abort(code, details)
+
+
+def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, server_model: str) -> None:
+    from modelserve.api.tfs_grpc import PredictionServicer, async_rpc, blocking_rpc
     from modelserve.protos import pb
 
-    with running_server(*flags(half)) as s:
+    with running_server(*flags(half, server_model)) as s:
         servicer = PredictionServicer(s.server.core)
+
+        def call(request: object, context: _Context) -> None:
+            if server_model == "threaded":
+                blocking_rpc(servicer.Predict)(request, context)
+            else:  # on the server's own loop, as grpc.aio runs it
+                s.call(async_rpc(servicer.Predict)(request, _AsyncContext(context)))  # type: ignore[arg-type]
+
         request = pb.PredictRequest()
         request.model_spec.name = "half"
         request.inputs["x"].CopyFrom(make_tensor_proto(np.array([1.0], np.float32)))
         context = _Context(remaining=0.0)
         with pytest.raises(RuntimeError):
-            servicer.Predict(request, context)
-        assert context.aborted == (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded")
+            call(request, context)
+        # Unbatched, TF's "Deadline exceeded"; batched, the batch queue's own TF text.
+        expected = (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded") if server_model == "threaded" else (
+            grpc.StatusCode.RESOURCE_EXHAUSTED, "Run() timeout exceeded while waiting in batching queue")
+        assert context.aborted == expected
         context = _Context(remaining=30.0)
         with pytest.raises(RuntimeError):
-            servicer.Predict(object(), context)  # not a request at all: a bug, not the client's fault
+            call(object(), context)  # not a request at all: a bug, not the client's fault
         assert context.aborted is not None and context.aborted[0] == grpc.StatusCode.UNKNOWN

@@ -444,7 +444,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
-def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
+@pytest.mark.parametrize("batching", [(), ("--enable_batching",)], ids=["threaded-grpc", "asyncio-grpc"])
+def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, batching: tuple[str, ...]) -> None:
     import re
     import signal
     import subprocess
@@ -462,6 +463,7 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path) -> None:
             "--rest_api_port=-1",
             "--host=127.0.0.1",
             "--drain_grace_seconds=60",
+            *batching,
         ],
         stderr=subprocess.PIPE,
         text=True,

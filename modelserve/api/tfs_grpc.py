@@ -3,23 +3,25 @@
 Thin by design: decode protos to numpy, call the core, encode the answer, and
 map core errors to gRPC status codes once (``GRPC_STATUS``).
 
-Server model: grpcio's synchronous ``grpc.server`` with a thread pool, whose
-handler threads call the core's blocking path (validation, then the model
-runs inline on the handler thread). Measured against ``grpc.aio`` on one core,
-it answers more requests per second at every concurrency (docs/grpc.md,
-docs/performance.md). It lives in the same process as the REST server and
-shares the core, the models and their leases with it.
+Each RPC is written once, for both server models (``api.grpc_server``): a
+method that needs the core's inference yields a ``CoreCall`` and gets its
+result back. On grpcio's threaded server the call runs blocking on the
+handler thread (the model inline, no hand-off); on ``grpc.aio`` (with
+``--enable_batching``) it is awaited on the event loop, so a call waiting in a
+batch queue holds no thread. Both live in the same process as the REST server
+and share the core, the models and their leases with it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 import numpy as np
@@ -32,6 +34,7 @@ from ..codecs.tensor_wire import tensor_entry
 from ..config_files import model_configs
 from ..core import ModelSpec, ServingCore
 from ..errors import Code, InvalidArgument, ServingError, as_serving_error
+from ..leases import Lease
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
 from ..request_options import RequestOptions
 from ..servable import Signature, TensorSpec
@@ -93,30 +96,105 @@ def _lenient_parser(cls: type[Message]) -> Callable[[bytes], Message | _Malforme
     return parse
 
 
-Handler = Callable[[Any, Any, grpc.ServicerContext], Message]
+class CoreCall(NamedTuple):
+    """A core call an RPC needs: made blocking on a threaded server's handler thread, or awaited on
+    the event loop under ``grpc.aio`` (``_run_blocking`` / ``_run_awaited``)."""
+
+    blocking: Callable[..., Any]
+    awaited: Callable[..., Awaitable[Any]]
+    args: tuple[Any, ...]
 
 
-def _rpc(method: Handler) -> Handler:
-    """Errors become gRPC statuses (once, here); a bug costs one request, never the server."""
+# An RPC's body: its answer, or a generator that yields CoreCalls and returns the answer.
+Body = Callable[[Any, Any], Any]
 
-    @functools.wraps(method)
-    def handler(self: Any, request: Any, context: grpc.ServicerContext) -> Message:
+
+def blocking_rpc(body: Body) -> Callable[[Any, grpc.ServicerContext], Any]:
+    """For grpcio's threaded server. Errors become gRPC statuses (once, here); a bug costs one
+    request, never the server."""
+
+    @functools.wraps(body)
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
-            if isinstance(request, _Malformed):
-                raise InvalidArgument(f"Could not parse {request.message_type}: {request.error}")
-            return method(self, request, context)
+            return _run_blocking(body(_parsed(request), context))
         except ServingError as exc:
             _abort(context, exc)
         except Exception as exc:
-            log.exception("Unhandled error in %s", method.__name__)
+            log.exception("Unhandled error in %s", body.__name__)
             _abort(context, as_serving_error(exc))
         raise AssertionError("unreachable: abort raises")
 
     return handler
 
 
+def async_rpc(body: Body) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    """For ``grpc.aio``: the same, with the core's calls awaited on the event loop."""
+
+    @functools.wraps(body)
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await _run_awaited(body(_parsed(request), context))
+        except ServingError as exc:
+            await _abort_async(context, exc)
+        except Exception as exc:
+            log.exception("Unhandled error in %s", body.__name__)
+            await _abort_async(context, as_serving_error(exc))
+        raise AssertionError("unreachable: abort raises")
+
+    return handler
+
+
+def _parsed(request: Any) -> Any:
+    if isinstance(request, _Malformed):
+        raise InvalidArgument(f"Could not parse {request.message_type}: {request.error}")
+    return request
+
+
+def _run_blocking(result: Any) -> Any:
+    if not isinstance(result, Generator):
+        return result
+    done, value = _resume(result, None, None)
+    while not done:
+        try:
+            reply, error = value.blocking(*value.args), None
+        except Exception as exc:  # thrown back into the RPC, whose lease and with-blocks unwind
+            reply, error = None, exc
+        done, value = _resume(result, reply, error)
+    return value
+
+
+async def _run_awaited(result: Any) -> Any:
+    if not isinstance(result, Generator):
+        return result
+    done, value = _resume(result, None, None)
+    while not done:
+        try:
+            reply, error = await value.awaited(*value.args), None
+        except Exception as exc:
+            reply, error = None, exc
+        done, value = _resume(result, reply, error)
+    return value
+
+
+def _resume(rpc: Generator[CoreCall, Any, Any], reply: Any, error: Exception | None) -> tuple[bool, Any]:
+    """Send the last call's reply (or throw its error) into the RPC: (True, answer) or (False, next call)."""
+    try:
+        return False, (rpc.throw(error) if error is not None else rpc.send(reply))
+    except StopIteration as stop:
+        return True, stop.value
+
+
 def _abort(context: grpc.ServicerContext, exc: ServingError) -> None:
     context.abort(GRPC_STATUS.get(exc.code, grpc.StatusCode.UNKNOWN), status_details(exc.message))
+
+
+async def _abort_async(context: grpc.aio.ServicerContext[Any, Any], exc: ServingError) -> None:
+    await context.abort(GRPC_STATUS.get(exc.code, grpc.StatusCode.UNKNOWN), status_details(exc.message))
+
+
+def _in_thread(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+    """A blocking core call (a config reload) awaited from the event loop, on a thread of its own."""
+    return functools.partial(asyncio.to_thread, fn)
 
 
 def _deadline(context: grpc.ServicerContext) -> float | None:
@@ -157,26 +235,26 @@ def _answer_spec(out: Message, spec: ModelSpec, version: int) -> None:
 # --- PredictionService ----------------------------------------------------------------------
 
 
+RpcResult = Generator[CoreCall, Any, Message]
+
+
 class PredictionServicer:
-    """``tensorflow.serving.PredictionService``; handlers run on the gRPC server's threads."""
+    """``tensorflow.serving.PredictionService``; its methods are RPC bodies (see ``CoreCall``)."""
 
     def __init__(self, core: ServingCore, *, tensor_content: bool = False) -> None:
         self._core = core
         self._tensor_content = tensor_content
 
-    @_rpc
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Any:
+    def Predict(self, request: Any, context: grpc.ServicerContext) -> Generator[CoreCall, Any, Answer]:
         spec = model_spec(request)
         core = self._core
         with core.lease(spec) as lease:
             inputs = to_ndarrays(request.inputs)
-            outputs = core.predict_blocking(
-                lease, spec.signature, inputs, list(request.output_filter), _deadline(context), _options(context)
-            )
+            args = (lease, spec.signature, inputs, list(request.output_filter), _deadline(context), _options(context))
+            outputs = yield CoreCall(core.predict_blocking, core.predict, args)
             version = lease.version
         return predict_answer(outputs, spec, version, self._tensor_content)
 
-    @_rpc
     def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Message:
         spec = model_spec(request)
         if not request.metadata_field:
@@ -193,31 +271,32 @@ class PredictionServicer:
         response.metadata["signature_def"].Pack(signatures)
         return response
 
-    @_rpc
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> Message:
+    def Classify(self, request: Any, context: grpc.ServicerContext) -> RpcResult:
         return self._one_task("classify", request, context, pb.ClassificationResponse())
 
-    @_rpc
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> Message:
+    def Regress(self, request: Any, context: grpc.ServicerContext) -> RpcResult:
         return self._one_task("regress", request, context, pb.RegressionResponse())
 
     def _one_task(
         self, kind: examples.Kind, request: Any, context: grpc.ServicerContext, response: Message
-    ) -> Message:
+    ) -> RpcResult:
         """Classify or Regress: one plan run, its result and model spec written into ``response``."""
         spec = model_spec(request)
         with self._core.lease(spec) as lease:
             plan = examples.plan(
                 kind, lease.servable.signatures, spec.signature_name, examples.from_input(request.input)
             )
-            (result,) = self._core.run_plans_blocking(lease, [plan], _deadline(context), _options(context))
+            (result,) = yield self._plans(lease, [plan], context)
             version = lease.version
         _write_result(kind, response.result, result)
         _answer_spec(response.model_spec, spec, version)
         return response
 
-    @_rpc
-    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Message:
+    def _plans(self, lease: Lease, plans: list[examples.Plan], context: grpc.ServicerContext) -> CoreCall:
+        core = self._core
+        return CoreCall(core.run_plans_blocking, core.run_plans, (lease, plans, _deadline(context), _options(context)))
+
+    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> RpcResult:
         tasks = list(request.tasks)
         examples.check_multi_inference(
             [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks]
@@ -229,7 +308,7 @@ class PredictionServicer:
                 [(t.model_spec.signature_name, t.method_name) for t in tasks],
                 examples.from_input(request.input),
             )
-            results = self._core.run_plans_blocking(lease, plans, _deadline(context), _options(context))
+            results = yield self._plans(lease, plans, context)
             version = lease.version
         response = pb.MultiInferenceResponse()
         for task, plan, result in zip(tasks, plans, results, strict=True):
@@ -319,7 +398,6 @@ class ModelServicer:
     def __init__(self, core: ServingCore) -> None:
         self._core = core
 
-    @_rpc
     def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Message:
         spec = model_spec(request)  # a label is ignored, as in TF Serving
         response = pb.GetModelStatusResponse()
@@ -329,13 +407,13 @@ class ModelServicer:
             entry.status.error_message = row.error_message
         return response
 
-    @_rpc
-    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Message:
+    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> RpcResult:
         response = pb.ReloadConfigResponse()
         if request.config.WhichOneof("config") is None:
             log.info("Taking no action for empty config.")  # as TF Serving: a later config may follow
         else:
-            self._core.reload_and_wait(model_configs(request.config))
+            reload = self._core.reload_and_wait
+            yield CoreCall(reload, _in_thread(reload), (model_configs(request.config),))
         response.status.error_code = int(Code.OK)
         return response
 
@@ -343,23 +421,25 @@ class ModelServicer:
 # --- registration ---------------------------------------------------------------------------
 
 
-def add_services(server: grpc.Server, core: ServingCore, *, tensor_content: bool = False) -> list[str]:
-    """Register PredictionService and ModelService on ``server``; returns their full names."""
+def add_services(server: Any, core: ServingCore, *, tensor_content: bool = False) -> list[str]:
+    """Register PredictionService and ModelService on ``server`` (threaded or ``grpc.aio``); returns
+    their full names."""
     _register(server, PREDICTION_SERVICE, PredictionServicer(core, tensor_content=tensor_content))
     _register(server, MODEL_SERVICE, ModelServicer(core))
     return [PREDICTION_SERVICE, MODEL_SERVICE]
 
 
-def _register(server: grpc.Server, service: str, servicer: object) -> None:
+def _register(server: Any, service: str, servicer: object) -> None:
     descriptor: ServiceDescriptor = service_descriptor(service)
+    wrap = async_rpc if isinstance(server, grpc.aio.Server) else blocking_rpc
     handlers = {}
     for method in descriptor.methods:
-        behaviour = getattr(servicer, method.name, None)
-        if behaviour is None:
+        body = getattr(servicer, method.name, None)
+        if body is None:
             continue  # clients get UNIMPLEMENTED
         request = message_class(method.input_type.full_name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            behaviour,
+            wrap(body),
             request_deserializer=_lenient_parser(request),
             response_serializer=_serialize,
         )
