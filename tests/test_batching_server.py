@@ -269,3 +269,27 @@ def test_a_version_swap_while_requests_wait_in_the_queue_loses_none_of_them(tmp_
         runners.close()
         pool.close()
         loop.close()
+
+
+def test_a_grpc_call_its_client_gave_up_on_holds_no_version(tmp_path: Path) -> None:
+    """gRPC runs on grpc.aio with batching: a call whose deadline passes while it runs or waits is
+    answered DEADLINE_EXCEEDED (or, still queued, the batch queue's RESOURCE_EXHAUSTED), the server
+    goes on, and its lease ends with it, so the version can still unload (an unload waits for every
+    lease)."""
+    from modelserve.client import ClientError, GrpcClient
+    from modelserve.errors import Code
+
+    om.write(tmp_path / "slow", 1, om.slow(steps=200))
+    om.write(tmp_path / "half", 1, om.half_plus_two())
+    with running_server(f"--model_base_path={tmp_path / 'slow'}", "--model_name=slow", "--enable_batching") as s:
+        x = np.ones((512, 512), np.float32)
+        with GrpcClient(s.grpc_target) as client:
+            for _ in range(3):
+                with pytest.raises(ClientError) as info:
+                    client.predict("slow", {"x": x}, timeout=0.05)
+                assert info.value.code in (Code.DEADLINE_EXCEEDED, Code.RESOURCE_EXHAUSTED)
+            np.testing.assert_allclose(client.predict("slow", {"x": x})["y"], x * 0.5**200, rtol=1e-6)
+        # Swap the config for another model: the slow one unloads once every lease on it has ended.
+        other = [ModelConfig(name="half", base_path=str(tmp_path / "half"))]
+        s.call(asyncio.to_thread(s.server.core.reload_and_wait, other), timeout=60)
+        assert [v.state.name for v in s.server.core.status("slow")] == ["END"]

@@ -15,6 +15,7 @@ and share the core, the models and their leases with it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -153,26 +154,28 @@ def _parsed(request: Any) -> Any:
 def _run_blocking(result: Any) -> Any:
     if not isinstance(result, Generator):
         return result
-    done, value = _resume(result, None, None)
-    while not done:
-        try:
-            reply, error = value.blocking(*value.args), None
-        except Exception as exc:  # thrown back into the RPC, whose lease and with-blocks unwind
-            reply, error = None, exc
-        done, value = _resume(result, reply, error)
+    with contextlib.closing(result):  # a call cut short (cancelled) still unwinds the RPC's leases
+        done, value = _resume(result, None, None)
+        while not done:
+            try:
+                reply, error = value.blocking(*value.args), None
+            except Exception as exc:  # thrown back into the RPC, where its with-blocks unwind
+                reply, error = None, exc
+            done, value = _resume(result, reply, error)
     return value
 
 
 async def _run_awaited(result: Any) -> Any:
     if not isinstance(result, Generator):
         return result
-    done, value = _resume(result, None, None)
-    while not done:
-        try:
-            reply, error = await value.awaited(*value.args), None
-        except Exception as exc:
-            reply, error = None, exc
-        done, value = _resume(result, reply, error)
+    with contextlib.closing(result):
+        done, value = _resume(result, None, None)
+        while not done:
+            try:
+                reply, error = await value.awaited(*value.args), None
+            except Exception as exc:
+                reply, error = None, exc
+            done, value = _resume(result, reply, error)
     return value
 
 

@@ -12,6 +12,9 @@ answers DEADLINE_EXCEEDED and the rows are dropped when the batch ends.
 
 The version's lease stays held while its requests wait, so the manager
 retires a version only after its queues have drained: nothing is dropped.
+A request cancelled while its rows run (its gRPC call cancelled) lets go of
+its lease at once; the batch holds its own references to the model, so a
+version retired meanwhile is freed when that batch ends.
 """
 
 from __future__ import annotations
