@@ -291,8 +291,8 @@ class _Connection(asyncio.Protocol):
         try:
             response = task.result()
         except Exception:  # the handler's bug must cost one request, not the connection
-            log.exception("Unhandled error answering %s %s", exchange.request.method if exchange.request else "",
-                          exchange.request.path if exchange.request else "")
+            request = exchange.request
+            log.exception("Unhandled error answering %s %s", request and request.method, request and request.path)
             response = Response(500, b"Internal Server Error", ((b"content-type", b"text/plain"),))
         self._answer(exchange, response)
 
@@ -340,12 +340,17 @@ class _Connection(asyncio.Protocol):
             with contextlib.suppress(RuntimeError):  # closed meanwhile
                 self._transport.resume_reading()
 
+    def _answering(self) -> bool:
+        """An answer is in the making or waits its turn."""
+        return self._active is not None or bool(self._waiting)
+
     def _idle(self) -> bool:
         """Nothing owed: no answer in the making, none waiting, no request half read."""
-        return self._active is None and not self._waiting and not self._reading
+        return not self._answering() and not self._reading
 
     def close_if_idle(self, before: float) -> None:
-        if self._last < before and self._active is None and not self._waiting and self._transport is not None:
+        # A request half read counts as idle here: a client that stalls inside one is let go.
+        if self._last < before and not self._answering() and self._transport is not None:
             self._transport.close()
 
     def drain(self) -> None:
@@ -354,7 +359,7 @@ class _Connection(asyncio.Protocol):
         if self._transport is None:
             return
         # A request whose headers are in is owed an answer; one cut inside its headers is not.
-        if self._active is None and not self._waiting and not (self._reading and self._has_headers):
+        if not self._answering() and not (self._reading and self._has_headers):
             self._transport.close()
 
     def abort(self) -> None:
