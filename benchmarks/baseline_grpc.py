@@ -36,9 +36,7 @@ def predictor(model: str) -> Any:
 
     def predict(request: Any) -> Any:
         tensor = request.inputs["input"]
-        x = np.frombuffer(tensor.tensor_content, np.float32).reshape(
-            [d.size for d in tensor.tensor_shape.dim]
-        )
+        x = np.frombuffer(tensor.tensor_content, np.float32).reshape([d.size for d in tensor.tensor_shape.dim])
         (y,) = session.run(None, {"input": x})
         response = pb.PredictResponse()
         out = response.outputs["output"]

@@ -121,15 +121,18 @@ def raw_layouts(model: Path) -> Layouts:
     for layout, sessions, threads in (("1 session x 2 threads", 1, 2), ("2 sessions x 1 thread", 2, 1)):
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        layouts[layout] = [ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-                           for _ in range(sessions)]
+        layouts[layout] = [
+            ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"]) for _ in range(sessions)
+        ]
     return layouts
 
 
 def raw_rows_per_second(layouts: Layouts, batch_sizes: Sequence[int], seconds: float) -> dict[str, dict[int, float]]:
     """session.run rows/s at each batch size, in this process, for each layout."""
-    return {layout: {size: _rows_per_second(sessions, size, seconds) for size in batch_sizes}
-            for layout, sessions in layouts.items()}
+    return {
+        layout: {size: _rows_per_second(sessions, size, seconds) for size in batch_sizes}
+        for layout, sessions in layouts.items()
+    }
 
 
 def _rows_per_second(sessions: Sequence[ort.InferenceSession], size: int, seconds: float) -> float:
@@ -196,8 +199,16 @@ def server(setup: Setup, base: Path, work: Path, tree: Path = ROOT) -> Iterator[
         f'model_config_list {{ config {{ name: "mlp" base_path: "{base}" model_platform: "onnx" '
         f"{setup.model_config} }} }}\n"
     )
-    cmd = [python(), "-m", "modelserve", f"--model_config_file={config}",
-           f"--rest_api_port={rest}", f"--port={grpc_port}", *COMMON_FLAGS.split(), *setup.flags]
+    cmd = [
+        python(),
+        "-m",
+        "modelserve",
+        f"--model_config_file={config}",
+        f"--rest_api_port={rest}",
+        f"--port={grpc_port}",
+        *COMMON_FLAGS.split(),
+        *setup.flags,
+    ]
     with pinned(cmd, ALL_CPUS, cwd=tree) as process:
         wait_http(f"http://127.0.0.1:{rest}/v1/models/mlp", timeout=120)
         yield rest, grpc_port, process.pid
@@ -211,23 +222,32 @@ def mlserver(mlserver_python: str, model: Path, work: Path, batch_time: float) -
     """MLServer (its own venv) with adaptive batching on the same model, onnxruntime at the limit's 2
     threads. Yields the REST port, 0 and its pid."""
     rest = free_port()
-    cmd = mlserver_command(mlserver_python, work / "mlserver", model, http_port=rest, grpc_port=free_port(),
-                           max_batch_size=128, max_batch_time=batch_time)
+    cmd = mlserver_command(
+        mlserver_python,
+        work / "mlserver",
+        model,
+        http_port=rest,
+        grpc_port=free_port(),
+        max_batch_size=128,
+        max_batch_time=batch_time,
+    )
     with pinned(cmd, ALL_CPUS, env={"PEER_INTRA_OP_THREADS": str(RAW_THREADS)}, log=work / "mlserver.log") as process:
         wait_http(f"http://127.0.0.1:{rest}/v2/models/mlp/ready", timeout=120)
         yield rest, 0, process.pid
 
 
 def v2_body(x: np.ndarray) -> str:
-    return json.dumps({"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32",
-                                   "data": x.ravel().tolist()}]})
+    return json.dumps(
+        {"inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]}
+    )
 
 
 def check_v2_answer(port: int, x: np.ndarray, expected: np.ndarray) -> None:
     import urllib.request
 
-    request = urllib.request.Request(f"http://127.0.0.1:{port}/v2/models/mlp/infer", v2_body(x).encode(),
-                                     {"content-type": "application/json"})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v2/models/mlp/infer", v2_body(x).encode(), {"content-type": "application/json"}
+    )
     with urllib.request.urlopen(request, timeout=60) as answer:
         output = json.loads(answer.read())["outputs"][0]
     got = np.array(output["data"], dtype=np.float32).reshape(expected.shape)
@@ -269,8 +289,15 @@ def check_answers(rest: int, grpc_port: int, x: np.ndarray, expected: np.ndarray
 
 
 def load_and_cpu(
-    pid: int, protocol: str, port: int, work: Path, c: int, seconds: int,
-    rest_path: str = REST_PATH, rest_body: str = "body.json", allow_errors: bool = False,
+    pid: int,
+    protocol: str,
+    port: int,
+    work: Path,
+    c: int,
+    seconds: int,
+    rest_path: str = REST_PATH,
+    rest_body: str = "body.json",
+    allow_errors: bool = False,
 ) -> tuple[LoadResult, float]:
     """One load run (REST: wrk posting ``rest_body`` to ``rest_path``; gRPC: h2load with body.bin): the
     generator's figures and the server's CPU ms per answered request. A failed request stops the
@@ -286,9 +313,7 @@ def load_and_cpu(
     return result, (cpu_seconds(pid) - before) * 1000 / max(1.0, result.rps * seconds)
 
 
-def measure(
-    setup: Setup, server_: tuple[int, int, int], work: Path, protocol: str, c: int, seconds: int
-) -> Cell:
+def measure(setup: Setup, server_: tuple[int, int, int], work: Path, protocol: str, c: int, seconds: int) -> Cell:
     rest, grpc_port, pid = server_
     port = rest if protocol == "rest" else grpc_port
     # One second at this concurrency first, not counted: the batch queue adapts to a new load within
@@ -297,23 +322,37 @@ def measure(
     load_and_cpu(pid, protocol, port, work, c, 1, setup.rest_path, setup.rest_body, setup.peer)
     # Every request is one row.
     result, cpu_ms = load_and_cpu(pid, protocol, port, work, c, seconds, setup.rest_path, setup.rest_body, setup.peer)
-    print(f"    {setup.name:>8} {protocol:>4} c={c:<3} {result.rps:8.1f} rows/s  "
-          f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  server CPU {cpu_ms:5.2f} ms/row"
-          + (f"  {result.errors} failed" if result.errors else ""), flush=True)
+    print(
+        f"    {setup.name:>8} {protocol:>4} c={c:<3} {result.rps:8.1f} rows/s  "
+        f"p50 {result.p50_ms:7.1f} ms  p99 {result.p99_ms:7.1f} ms  server CPU {cpu_ms:5.2f} ms/row"
+        + (f"  {result.errors} failed" if result.errors else ""),
+        flush=True,
+    )
     return Cell(result, cpu_ms)
 
 
 def median_cell(runs: list[Cell]) -> Cell:
     ratios = [r.nearby_ratio for r in runs if r.nearby_ratio is not None]
-    return Cell(median([r.load for r in runs]), statistics.median(r.cpu_ms_per_row for r in runs),
-                statistics.median(ratios) if ratios else None)
+    return Cell(
+        median([r.load for r in runs]),
+        statistics.median(r.cpu_ms_per_row for r in runs),
+        statistics.median(ratios) if ratios else None,
+    )
 
 
-def table(limit: float, limit_text: str, protocols: Sequence[str], levels: Sequence[int],
-          results: dict[str, dict[tuple[str, int], Cell]], ceilings: dict[int, float]) -> str:
+def table(
+    limit: float,
+    limit_text: str,
+    protocols: Sequence[str],
+    levels: Sequence[int],
+    results: dict[str, dict[tuple[str, int], Cell]],
+    ceilings: dict[int, float],
+) -> str:
     peer = results.get(MLSERVER.name)
-    header = ("| protocol | c | off rows/s | off p50 / p99 ms | on rows/s | on p50 / p99 ms | on server CPU ms/row "
-              "| on / limit | on / nearby limit | ceiling at c |")
+    header = (
+        "| protocol | c | off rows/s | off p50 / p99 ms | on rows/s | on p50 / p99 ms | on server CPU ms/row "
+        "| on / limit | on / nearby limit | ceiling at c |"
+    )
     rule = "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     if peer:
         header += " MLServer rows/s | MLServer p50 / p99 ms | MLServer CPU ms/row | MLServer failed | on / MLServer |"
@@ -330,17 +369,21 @@ def table(limit: float, limit_text: str, protocols: Sequence[str], levels: Seque
             )
             if peer and (protocol, c) in peer:
                 p = peer[protocol, c]
-                line += (f" {p.load.rps:,.0f} | {p.load.p50_ms:.1f} / {p.load.p99_ms:.1f} | {p.cpu_ms_per_row:.2f} "
-                         f"| {p.load.errors} | {on.load.rps / p.load.rps:.2f} |")
+                line += (
+                    f" {p.load.rps:,.0f} | {p.load.p50_ms:.1f} / {p.load.p99_ms:.1f} | {p.cpu_ms_per_row:.2f} "
+                    f"| {p.load.errors} | {on.load.rps / p.load.rps:.2f} |"
+                )
             elif peer:
                 line += " | | | | |"
             lines.append(line)
-    lines.append(f"\nLimit: raw onnxruntime in-process, {limit_text}: {limit:,.0f} rows/s "
-                 f"({1000 * RAW_THREADS / limit:.2f} CPU-ms per row). On / nearby limit: each cell's rows/s "
-                 "divided by the limit's layout and batch size run for 1 s just before it (this machine's speed "
-                 "drifts within minutes), median of the rounds. Ceiling at c: raw onnxruntime's best rows/s at a "
-                 "batch of c rows (or max_batch_size) divided by the limit, the most any server can give "
-                 "c one-row clients that wait for their answers.")
+    lines.append(
+        f"\nLimit: raw onnxruntime in-process, {limit_text}: {limit:,.0f} rows/s "
+        f"({1000 * RAW_THREADS / limit:.2f} CPU-ms per row). On / nearby limit: each cell's rows/s "
+        "divided by the limit's layout and batch size run for 1 s just before it (this machine's speed "
+        "drifts within minutes), median of the rounds. Ceiling at c: raw onnxruntime's best rows/s at a "
+        "batch of c rows (or max_batch_size) divided by the limit, the most any server can give "
+        "c one-row clients that wait for their answers."
+    )
     return "\n".join(lines)
 
 
@@ -353,14 +396,22 @@ def main() -> None:
     parser.add_argument("--on", default=ON_FLAGS, help="server flags with batching on (besides the file)")
     parser.add_argument("--off", default=OFF_FLAGS, help="server flags with batching off")
     parser.add_argument("--batching", default=BATCHING, help="BatchingParameters text for batching on")
-    parser.add_argument("--on-model-config", default=ON_MODEL_CONFIG,
-                        help="extra ModelConfig fields for batching on (placement)")
-    parser.add_argument("--mlserver-python", default="",
-                        help="python of a venv with mlserver==1.7.1 + onnxruntime: adds MLServer's adaptive "
-                             "batching over V2 REST as a peer")
-    parser.add_argument("--mlserver-batch-time", type=float, default=0.002,
-                        help="the peer's max_batch_time in seconds (max_batch_size is 128, as ours); "
-                             "2 ms was its best of 2 / 10 / 50 ms at c = 32-128")
+    parser.add_argument(
+        "--on-model-config", default=ON_MODEL_CONFIG, help="extra ModelConfig fields for batching on (placement)"
+    )
+    parser.add_argument(
+        "--mlserver-python",
+        default="",
+        help="python of a venv with mlserver==1.7.1 + onnxruntime: adds MLServer's adaptive "
+        "batching over V2 REST as a peer",
+    )
+    parser.add_argument(
+        "--mlserver-batch-time",
+        type=float,
+        default=0.002,
+        help="the peer's max_batch_time in seconds (max_batch_size is 128, as ours); "
+        "2 ms was its best of 2 / 10 / 50 ms at c = 32-128",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     protocols = args.protocols.split(",")
@@ -379,8 +430,10 @@ def main() -> None:
     (work / "v2.json").write_text(v2_body(x))
 
     print(f"machine: {os.cpu_count()} CPUs; {platform_line()}")
-    print(f"batching on: {args.on} --batching_parameters_file=<file>, models.config: "
-          f"{args.on_model_config or '(defaults)'}; file:\n{args.batching}")
+    print(
+        f"batching on: {args.on} --batching_parameters_file=<file>, models.config: "
+        f"{args.on_model_config or '(defaults)'}; file:\n{args.batching}"
+    )
     print(f"batching off: {args.off or '(defaults)'}; all: {COMMON_FLAGS}", flush=True)
     setups = [
         Setup("off", args.off.split()),
@@ -398,10 +451,14 @@ def main() -> None:
             for protocol in protocols:
                 measure(setup, servers[setup.name], work, protocol, 8, 2)  # warm-up
         if peers:
-            print(f"peer: MLServer, adaptive batching max_batch_size 128, max_batch_time "
-                  f"{args.mlserver_batch_time} s, onnxruntime {RAW_THREADS} threads, V2 REST", flush=True)
+            print(
+                f"peer: MLServer, adaptive batching max_batch_size 128, max_batch_time "
+                f"{args.mlserver_batch_time} s, onnxruntime {RAW_THREADS} threads, V2 REST",
+                flush=True,
+            )
             servers[MLSERVER.name] = stack.enter_context(
-                mlserver(args.mlserver_python, model, work, args.mlserver_batch_time))
+                mlserver(args.mlserver_python, model, work, args.mlserver_batch_time)
+            )
             check_v2_answer(servers[MLSERVER.name][0], x, expected)
             measure(MLSERVER, servers[MLSERVER.name], work, "rest", 8, 2)  # warm-up
         for round_ in range(args.rounds):
@@ -415,8 +472,7 @@ def main() -> None:
                     # interleaved, so that other work on the machine hits all alike
                     for setup in [*setups, *(peers if protocol == "rest" else [])]:
                         wait_idle([pid for _, _, pid in servers.values()])
-                        nearby = (_rows_per_second(layouts[best_layout], best_size, 1.0)
-                                  if setup.name == "on" else None)
+                        nearby = _rows_per_second(layouts[best_layout], best_size, 1.0) if setup.name == "on" else None
                         cell = measure(setup, servers[setup.name], work, protocol, c, args.seconds)
                         if nearby:
                             cell.nearby_ratio = cell.load.rps / nearby
@@ -447,7 +503,8 @@ def rates(by_size: dict[int, float]) -> str:
 def platform_line() -> str:
     try:
         model_name = next(
-            line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
             if line.startswith("model name")
         )
     except (OSError, StopIteration):

@@ -49,8 +49,11 @@ def parse_variant(text: str, work: Path) -> tuple[Setup, str]:
         f"max_enqueued_batches {{ value: 100 }}\nnum_batch_threads {{ value: {threads or 1} }}\n"
     )
     setup = Setup(name, ["--enable_batching", f"--batching_parameters_file={params}", *flags.split()], model_config)
-    print(f"{name}: {flags or '(no flags)'}; {params.read_text().strip()!r}; "
-          f"{model_config or '(model config: defaults)'}; {ref or 'working tree'}", flush=True)
+    print(
+        f"{name}: {flags or '(no flags)'}; {params.read_text().strip()!r}; "
+        f"{model_config or '(model config: defaults)'}; {ref or 'working tree'}",
+        flush=True,
+    )
     return setup, ref
 
 
@@ -61,13 +64,13 @@ def worktree(ref: str, work: Path) -> Iterator[Path]:
         yield ROOT
         return
     path = work / f"tree-{ref.replace('/', '_').replace('~', '-')}"
-    subprocess.run(["git", "worktree", "add", "--detach", "-f", str(path), ref], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["git", "worktree", "add", "--detach", "-f", str(path), ref], cwd=ROOT, check=True, capture_output=True
+    )
     try:
         yield path
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False,
-                       capture_output=True)
+        subprocess.run(["git", "worktree", "remove", "--force", str(path)], cwd=ROOT, check=False, capture_output=True)
 
 
 def main() -> None:
@@ -76,8 +79,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", default="32,64,128")
     parser.add_argument("--protocol", default="rest", choices=["rest", "grpc"])
-    parser.add_argument("--variant", action="append", required=True,
-                        help="NAME|SERVER FLAGS|MAX_BATCH,TIMEOUT_MICROS,BATCH_THREADS|MODEL CONFIG FIELDS|GIT REF")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        required=True,
+        help="NAME|SERVER FLAGS|MAX_BATCH,TIMEOUT_MICROS,BATCH_THREADS|MODEL CONFIG FIELDS|GIT REF",
+    )
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     ensure_tools("wrk", "h2load")
@@ -102,7 +109,8 @@ def main() -> None:
                 for (setup, _), server_ in zip(variants, servers, strict=True):
                     wait_idle(pids)
                     runs.setdefault((setup.name, c), []).append(
-                        measure(setup, server_, work, args.protocol, c, args.seconds))
+                        measure(setup, server_, work, args.protocol, c, args.seconds)
+                    )
     print("\n| variant | c | rows/s | p50 / p99 ms | server CPU ms/row | ratio to first |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for c in levels:
@@ -110,8 +118,10 @@ def main() -> None:
         for setup, _ in variants:
             load = median([cell.load for cell in runs[setup.name, c]])
             cpu_ms = statistics.median(cell.cpu_ms_per_row for cell in runs[setup.name, c])
-            print(f"| {setup.name} | {c} | {load.rps:,.0f} | {load.p50_ms:.1f} / {load.p99_ms:.1f} | {cpu_ms:.2f} "
-                  f"| {load.rps / first:.2f} |")
+            print(
+                f"| {setup.name} | {c} | {load.rps:,.0f} | {load.p50_ms:.1f} / {load.p99_ms:.1f} | {cpu_ms:.2f} "
+                f"| {load.rps / first:.2f} |"
+            )
 
 
 if __name__ == "__main__":

@@ -48,8 +48,9 @@ class Echo:
         spec = TensorSpec("x", DType.DT_FLOAT, (-1, 1))
         self.signatures = {DEFAULT_SIGNATURE: Signature({"x": spec}, {"y": TensorSpec("y", DType.DT_FLOAT, (-1, 1))})}
 
-    def predict(self, signature: str, inputs: Mapping[str, np.ndarray],
-                output_filter: Collection[str] = ()) -> dict[str, np.ndarray]:
+    def predict(
+        self, signature: str, inputs: Mapping[str, np.ndarray], output_filter: Collection[str] = ()
+    ) -> dict[str, np.ndarray]:
         return {"y": inputs["x"]}
 
     def close(self) -> None:
@@ -61,8 +62,9 @@ def greedy_ready(queue: BatchQueue, now: float, flush: bool = False) -> bool:
     return queue.due_by_tf_rules(now, flush) or (queue.tasks > 0 and queue.busy.batches < queue.busy.capacity)
 
 
-def simulate(rule: Ready | None, rate: float, timeout: float, seconds: float, a: float, b: float,
-             seed: int = 0) -> list[float]:
+def simulate(
+    rule: Ready | None, rate: float, timeout: float, seconds: float, a: float, b: float, seed: int = 0
+) -> list[float]:
     """Latencies (seconds) of every request answered in ``seconds`` of Poisson traffic at ``rate``."""
     original = BatchQueue.ready
     if rule is not None:
@@ -70,8 +72,9 @@ def simulate(rule: Ready | None, rate: float, timeout: float, seconds: float, a:
     try:
         clock = FakeClock()
         scheduler = BatchScheduler(0, clock=clock)
-        params = batching_params.validate(BatchingParameters(
-            max_batch_size=128, batch_timeout_micros=int(timeout * 1e6), max_enqueued_batches=1000))
+        params = batching_params.validate(
+            BatchingParameters(max_batch_size=128, batch_timeout_micros=int(timeout * 1e6), max_enqueued_batches=1000)
+        )
         batcher = Batcher(scheduler, Echo(), params)
         rng = random.Random(seed)
         start = clock.now()
@@ -122,14 +125,18 @@ def main() -> None:
     parser.add_argument("--a", type=float, default=0.006, help="seconds per batch")
     parser.add_argument("--b", type=float, default=0.00045, help="seconds per row")
     args = parser.parse_args()
-    print(f"batch run time {args.a * 1000:g} ms + {args.b * 1000:g} ms per row, max_batch_size 128; "
-          "latency mean / p50 / p99 ms")
+    print(
+        f"batch run time {args.a * 1000:g} ms + {args.b * 1000:g} ms per row, max_batch_size 128; "
+        "latency mean / p50 / p99 ms"
+    )
     print("| timeout ms | arrivals/s | modelserve | TF Serving (timeout only) | greedy (run when idle) |")
     print("| ---: | ---: | ---: | ---: | ---: |")
     for timeout in (float(t) / 1000 for t in args.timeouts.split(",")):
         for rate in (float(r) for r in args.rates.split(",")):
-            cells = [summary(simulate(rule, rate, timeout, args.seconds, args.a, args.b))
-                     for rule in (None, BatchQueue.due_by_tf_rules, greedy_ready)]
+            cells = [
+                summary(simulate(rule, rate, timeout, args.seconds, args.a, args.b))
+                for rule in (None, BatchQueue.due_by_tf_rules, greedy_ready)
+            ]
             print(f"| {timeout * 1000:g} | {rate:g} | " + " | ".join(cells) + " |", flush=True)
 
 

@@ -54,15 +54,21 @@ def wait_http(url: str, timeout: float = 60) -> None:
 
 @contextlib.contextmanager
 def pinned(
-    cmd: Sequence[str], cpu: str | None, env: dict[str, str] | None = None, log: Path | None = None,
+    cmd: Sequence[str],
+    cpu: str | None,
+    env: dict[str, str] | None = None,
+    log: Path | None = None,
     cwd: Path = ROOT,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``cmd`` running from the checkout ``cwd`` on CPUs ``cpu`` (None: unpinned), its output in ``log``;
     stopped after."""
     with open(log or os.devnull, "wb") as out:
         proc = subprocess.Popen(
-            [*(["taskset", "-c", cpu] if cpu else []), *cmd], cwd=cwd, env={**os.environ, **(env or {})},
-            stdout=out, stderr=subprocess.STDOUT,
+            [*(["taskset", "-c", cpu] if cpu else []), *cmd],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=subprocess.STDOUT,
         )
     try:
         yield proc
@@ -86,8 +92,10 @@ class LoadResult:
 def median(results: Sequence[LoadResult]) -> LoadResult:
     """Median rate and latencies of several runs; their errors added up."""
     return LoadResult(
-        statistics.median(r.rps for r in results), statistics.median(r.p50_ms for r in results),
-        statistics.median(r.p99_ms for r in results), sum(r.errors for r in results),
+        statistics.median(r.rps for r in results),
+        statistics.median(r.p50_ms for r in results),
+        statistics.median(r.p99_ms for r in results),
+        sum(r.errors for r in results),
     )
 
 
@@ -109,9 +117,24 @@ def wrk(url: str, body_file: Path, connections: int, seconds: int, cpu: str = "0
         'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
     )
     out = subprocess.run(
-        ["taskset", "-c", cpu, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--timeout", "30s", "--latency",
-         "-s", str(script), url],
-        capture_output=True, text=True, check=True,
+        [
+            "taskset",
+            "-c",
+            cpu,
+            "wrk",
+            "-t1",
+            f"-c{connections}",
+            f"-d{seconds}s",
+            "--timeout",
+            "30s",
+            "--latency",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))  # type: ignore[union-attr]
@@ -132,14 +155,27 @@ def mlserver_command(
     shared/BENCHMARKING.md); ``model_settings`` are added to its model-settings.json (batching)."""
     (folder / "mlp").mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(__file__).resolve().parent / "mlserver_peer" / "runtime.py", folder / "mlp")
-    (folder / "mlp" / "model-settings.json").write_text(json.dumps({
-        "name": "mlp", "implementation": "runtime.OnnxModel", "parameters": {"uri": str(model)},
-        **model_settings,
-    }))
-    (folder / "settings.json").write_text(json.dumps({
-        "parallel_workers": 0, "http_port": http_port, "grpc_port": grpc_port, "metrics_port": free_port(),
-        "debug": False,
-    }))
+    (folder / "mlp" / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "mlp",
+                "implementation": "runtime.OnnxModel",
+                "parameters": {"uri": str(model)},
+                **model_settings,
+            }
+        )
+    )
+    (folder / "settings.json").write_text(
+        json.dumps(
+            {
+                "parallel_workers": 0,
+                "http_port": http_port,
+                "grpc_port": grpc_port,
+                "metrics_port": free_port(),
+                "debug": False,
+            }
+        )
+    )
     return [str(Path(mlserver_python).parent / "mlserver"), "start", str(folder)]
 
 
@@ -150,7 +186,12 @@ def frame_file(path: Path, message: bytes) -> Path:
 
 
 def h2load(
-    port: int, body: Path, connections: int, seconds: int, path: str, cpu: str | None = None,
+    port: int,
+    body: Path,
+    connections: int,
+    seconds: int,
+    path: str,
+    cpu: str | None = None,
     log: Path | None = None,
 ) -> LoadResult:
     """gRPC calls replaying ``body`` (a ``frame_file``), one stream per connection, on CPUs ``cpu``.
@@ -162,10 +203,26 @@ def h2load(
     if log is not None:
         log.unlink(missing_ok=True)  # h2load appends to it
     out = subprocess.run(
-        [*(["taskset", "-c", cpu] if cpu else []), "h2load", "-t1", f"-c{connections}", "-m1",
-         "-D", str(seconds), "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
-         *([f"--log-file={log}"] if log is not None else []), f"http://127.0.0.1:{port}{path}"],
-        capture_output=True, text=True, check=True,
+        [
+            *(["taskset", "-c", cpu] if cpu else []),
+            "h2load",
+            "-t1",
+            f"-c{connections}",
+            "-m1",
+            "-D",
+            str(seconds),
+            "-d",
+            str(body),
+            "-H",
+            "content-type: application/grpc",
+            "-H",
+            "te: trailers",
+            *([f"--log-file={log}"] if log is not None else []),
+            f"http://127.0.0.1:{port}{path}",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     ).stdout
     rps = float(re.search(r"finished in [\d.]+s, ([\d.]+) req/s", out).group(1))  # type: ignore[union-attr]
     done = re.search(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded, (\d+) failed", out)

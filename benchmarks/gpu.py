@@ -88,7 +88,8 @@ def build_resnet(shape: Shape) -> Any:
             nn.init.constant_(self.bn3.weight, 0.2)  # keeps random activations in range through 16 blocks
             self.down = (
                 nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
-                if stride != 1 or cin != cout else nn.Identity()
+                if stride != 1 or cin != cout
+                else nn.Identity()
             )
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,8 +139,9 @@ def build_mlp(shape: Shape) -> Any:
     return nn.Sequential(*layers).eval()
 
 
-def export(module: Any, example: Any, folder: Path, inputs: list[dict[str, Any]],
-           outputs: list[dict[str, Any]]) -> Path:
+def export(
+    module: Any, example: Any, folder: Path, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]
+) -> Path:
     """``folder/1/model.pt2`` (dynamic batch) and its signature.json; returns the version folder."""
     import torch
 
@@ -157,12 +159,20 @@ def write_models(shape: Shape, work: Path) -> None:
     import torch
 
     h = shape.image
-    export(build_resnet(shape), torch.zeros(2, h, h, 3, dtype=torch.uint8), work / "resnet",
-           [{"name": "images", "dtype": "uint8", "shape": [-1, h, h, 3]}],
-           [{"name": "logits", "dtype": "float32", "shape": [-1, shape.classes]}])
-    export(build_mlp(shape), torch.zeros(2, shape.mlp[0]), work / "mlp",
-           [{"name": "features", "dtype": "float32", "shape": [-1, shape.mlp[0]]}],
-           [{"name": "scores", "dtype": "float32", "shape": [-1, shape.mlp[-1]]}])
+    export(
+        build_resnet(shape),
+        torch.zeros(2, h, h, 3, dtype=torch.uint8),
+        work / "resnet",
+        [{"name": "images", "dtype": "uint8", "shape": [-1, h, h, 3]}],
+        [{"name": "logits", "dtype": "float32", "shape": [-1, shape.classes]}],
+    )
+    export(
+        build_mlp(shape),
+        torch.zeros(2, shape.mlp[0]),
+        work / "mlp",
+        [{"name": "features", "dtype": "float32", "shape": [-1, shape.mlp[0]]}],
+        [{"name": "scores", "dtype": "float32", "shape": [-1, shape.mlp[-1]]}],
+    )
 
 
 def resnet_input(shape: Shape, rows: int, seed: int = 0) -> np.ndarray:
@@ -251,9 +261,19 @@ def serve(work: Path, name: str, placements: dict[str, str], batching: str) -> I
     params.write_text(batching)
     rest, grpc_port = free_port(), free_port()
     log = work / f"{name}.log"
-    cmd = [python(), "-m", "modelserve", f"--port={grpc_port}", f"--rest_api_port={rest}",
-           f"--model_config_file={config}", "--enable_batching", f"--batching_parameters_file={params}",
-           "--grpc_max_threads=512", "--file_system_poll_wait_seconds=0", "--max_num_load_retries=0"]
+    cmd = [
+        python(),
+        "-m",
+        "modelserve",
+        f"--port={grpc_port}",
+        f"--rest_api_port={rest}",
+        f"--model_config_file={config}",
+        "--enable_batching",
+        f"--batching_parameters_file={params}",
+        "--grpc_max_threads=512",
+        "--file_system_poll_wait_seconds=0",
+        "--max_num_load_retries=0",
+    ]
     with pinned(cmd, None, log=log):  # unpinned, from the checkout (cwd)
         try:
             wait_http(f"http://127.0.0.1:{rest}/v1/models/{next(iter(placements))}", timeout=300)
@@ -263,8 +283,10 @@ def serve(work: Path, name: str, placements: dict[str, str], batching: str) -> I
 
 
 def batching_text(max_batch: int, timeout_us: int, threads: int) -> str:
-    return (f"max_batch_size {{ value: {max_batch} }}\nbatch_timeout_micros {{ value: {timeout_us} }}\n"
-            f"max_enqueued_batches {{ value: 100000 }}\nnum_batch_threads {{ value: {threads} }}\n")
+    return (
+        f"max_batch_size {{ value: {max_batch} }}\nbatch_timeout_micros {{ value: {timeout_us} }}\n"
+        f"max_enqueued_batches {{ value: 100000 }}\nnum_batch_threads {{ value: {threads} }}\n"
+    )
 
 
 def request_bytes(model: str, name: str, x: np.ndarray) -> bytes:
@@ -275,15 +297,13 @@ def request_bytes(model: str, name: str, x: np.ndarray) -> bytes:
     return serialized
 
 
-def check_answers(
-    server: Server, model: str, name: str, output: str, x: np.ndarray, expected: np.ndarray
-) -> None:
+def check_answers(server: Server, model: str, name: str, output: str, x: np.ndarray, expected: np.ndarray) -> None:
     """The served model answers as raw torch does (one request per row, then all rows at once)."""
     from modelserve.client import GrpcClient
 
     scale = max(1.0, float(np.abs(expected).max()))
     with GrpcClient(server.target) as client:
-        got = np.concatenate([client.predict(model, {name: x[i:i + 1]})[output] for i in range(len(x))])
+        got = np.concatenate([client.predict(model, {name: x[i : i + 1]})[output] for i in range(len(x))])
         together = client.predict(model, {name: x})[output]
     for answer in (got, together):
         np.testing.assert_allclose(answer, expected, rtol=1e-3, atol=1e-3 * scale)
@@ -317,37 +337,46 @@ class Results:
 
 
 def cell_line(cell: Cell) -> str:
-    return (f"| {cell.instances} | {cell.concurrency} | {cell.rows_per_second:,.0f} | {cell.p50_ms:.1f} | "
-            f"{cell.p99_ms:.1f} | {cell.ratio:.2f} | {cell.errors} |")
+    return (
+        f"| {cell.instances} | {cell.concurrency} | {cell.rows_per_second:,.0f} | {cell.p50_ms:.1f} | "
+        f"{cell.p99_ms:.1f} | {cell.ratio:.2f} | {cell.errors} |"
+    )
 
 
 def print_tables(results: Results) -> None:
     print(f"\n## {results.device_name} ({results.device}), torch {results.torch}, Python {results.python}")
-    print("\nRaw torch, rows/s by batch size: "
-          + ", ".join(f"{rate:,.0f} ({size})" for size, rate in results.raw.items())
-          + f"; best {results.raw_best:,.0f}")
+    print(
+        "\nRaw torch, rows/s by batch size: "
+        + ", ".join(f"{rate:,.0f} ({size})" for size, rate in results.raw.items())
+        + f"; best {results.raw_best:,.0f}"
+    )
     print("\n| instances | concurrency | rows/s | p50 ms | p99 ms | x raw best | errors |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
     for cell in results.served:
         print(cell_line(cell))
     shared = results.shared
     if shared:
-        print("\nTwo models on one device (rows/s; concurrency "
-              f"{shared['concurrency']} each): resnet alone {shared['resnet_alone']:,.0f}, "
-              f"mlp alone {shared['mlp_alone']:,.0f}; together resnet {shared['resnet_together']:,.0f} + "
-              f"mlp {shared['mlp_together']:,.0f}")
+        print(
+            "\nTwo models on one device (rows/s; concurrency "
+            f"{shared['concurrency']} each): resnet alone {shared['resnet_alone']:,.0f}, "
+            f"mlp alone {shared['mlp_alone']:,.0f}; together resnet {shared['resnet_together']:,.0f} + "
+            f"mlp {shared['mlp_together']:,.0f}"
+        )
         for model in ("resnet", "mlp"):
             for i in shared["instances"][model]:
-                print(f"  {model}[{i['index']}] on {i['device']}: weights {i['weights_bytes']} B, "
-                      f"device memory at load {i['device_memory_bytes']} B, cap {i['memory_limit_bytes']} B, "
-                      f"{i['calls']} calls")
+                print(
+                    f"  {model}[{i['index']}] on {i['device']}: weights {i['weights_bytes']} B, "
+                    f"device memory at load {i['device_memory_bytes']} B, cap {i['memory_limit_bytes']} B, "
+                    f"{i['calls']} calls"
+                )
 
 
 # ---- main ----------------------------------------------------------------------------------------------
 
 
-def measure_served(args: argparse.Namespace, shape: Shape, work: Path, raw_best: float,
-                   expected: np.ndarray, sample: np.ndarray) -> list[Cell]:
+def measure_served(
+    args: argparse.Namespace, shape: Shape, work: Path, raw_best: float, expected: np.ndarray, sample: np.ndarray
+) -> list[Cell]:
     cells = []
     for instances in args.instances:
         placement = f'devices: "{args.device}" instances: {instances} memory_limit_bytes: {RESNET_CAP}'
@@ -356,11 +385,16 @@ def measure_served(args: argparse.Namespace, shape: Shape, work: Path, raw_best:
             check_answers(server, "resnet", "images", "logits", sample, expected)
             body = request_bytes("resnet", "images", resnet_input(shape, args.rows, seed=9))
             for c in args.concurrency:
-                load = grpc_load.run(
-                    server.target, body, args.rows, c, args.seconds, args.warmup, args.client_procs
+                load = grpc_load.run(server.target, body, args.rows, c, args.seconds, args.warmup, args.client_procs)
+                cell = Cell(
+                    instances,
+                    c,
+                    load.rows_per_second,
+                    load.p50_ms,
+                    load.p99_ms,
+                    load.errors,
+                    load.rows_per_second / raw_best,
                 )
-                cell = Cell(instances, c, load.rows_per_second, load.p50_ms, load.p99_ms, load.errors,
-                            load.rows_per_second / raw_best)
                 error = f" first error: {load.first_error}" if load.errors else ""
                 print(cell_line(cell) + error, flush=True)
                 cells.append(cell)
@@ -380,9 +414,7 @@ def measure_shared(args: argparse.Namespace, shape: Shape, work: Path) -> dict[s
         }
 
         def run(model: str) -> float:
-            load = grpc_load.run(
-                server.target, bodies[model], 1, c, args.seconds, args.warmup, args.client_procs
-            )
+            load = grpc_load.run(server.target, bodies[model], 1, c, args.seconds, args.warmup, args.client_procs)
             if load.errors:
                 print(f"    {model}: {load.errors} errors, first: {load.first_error}", flush=True)
             return load.rows_per_second
@@ -392,16 +424,16 @@ def measure_shared(args: argparse.Namespace, shape: Shape, work: Path) -> dict[s
             together = dict(zip(bodies, pool.map(run, bodies), strict=True))
         return {
             "concurrency": c,
-            "resnet_alone": alone["resnet"], "mlp_alone": alone["mlp"],
-            "resnet_together": together["resnet"], "mlp_together": together["mlp"],
+            "resnet_alone": alone["resnet"],
+            "mlp_alone": alone["mlp"],
+            "resnet_together": together["resnet"],
+            "mlp_together": together["mlp"],
             "instances": {model: server.instances(model) for model in bodies},
         }
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda:0")
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -439,8 +471,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print("1. raw torch", flush=True)
         module = load_program(work / "resnet" / "1", args.device)
         sizes = [s for s in RAW_SIZES if not args.quick or s <= 64]
-        results.raw = raw_rates(module, lambda n: resnet_input(shape, n, seed=n), args.device, sizes,
-                                args.seconds / 2)
+        results.raw = raw_rates(module, lambda n: resnet_input(shape, n, seed=n), args.device, sizes, args.seconds / 2)
         results.raw_best = max(results.raw.values())
         sample = resnet_input(shape, 4, seed=7)
         expected = raw_answer(module, sample, args.device)

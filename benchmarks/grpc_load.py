@@ -28,16 +28,14 @@ class LoadResult:
     first_error: str = ""
 
 
-def _client(target: str, request: bytes, workers: int, warmup: float, seconds: float) -> tuple[
-    list[float], int, str
-]:
+def _client(target: str, request: bytes, workers: int, warmup: float, seconds: float) -> tuple[list[float], int, str]:
     """One process: returns latencies (s) of answers inside the measured window, errors, first error."""
     return asyncio.run(_client_loop(target, request, workers, warmup, seconds))
 
 
-async def _client_loop(target: str, request: bytes, workers: int, warmup: float, seconds: float) -> tuple[
-    list[float], int, str
-]:
+async def _client_loop(
+    target: str, request: bytes, workers: int, warmup: float, seconds: float
+) -> tuple[list[float], int, str]:
     import grpc
 
     options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
@@ -65,7 +63,12 @@ async def _client_loop(target: str, request: bytes, workers: int, warmup: float,
 
 
 def run(
-    target: str, request: bytes, rows: int, concurrency: int, seconds: float, warmup: float = 2.0,
+    target: str,
+    request: bytes,
+    rows: int,
+    concurrency: int,
+    seconds: float,
+    warmup: float = 2.0,
     processes: int = 4,
 ) -> LoadResult:
     """``concurrency`` requests of ``rows`` rows in flight for ``seconds`` (after ``warmup``)."""

@@ -132,9 +132,7 @@ def tf_serving_peer(command: list[str], body: Path, message: bytes, expected: np
     )
 
 
-def run_servers(
-    peers: dict[str, Peer], levels: list[int], seconds: int, rounds: int
-) -> dict[str, dict[int, float]]:
+def run_servers(peers: dict[str, Peer], levels: list[int], seconds: int, rounds: int) -> dict[str, dict[int, float]]:
     """Best req/s of each server at each concurrency over interleaved rounds.
 
     All servers run at once (idle ones cost nothing) and take turns, so a noisy neighbour on a
@@ -157,8 +155,7 @@ def run_servers(
             print(
                 "  "
                 + "; ".join(
-                    f"{name}: " + ", ".join(f"{r:,.0f}" for r in by_c.values())
-                    for name, by_c in results.items()
+                    f"{name}: " + ", ".join(f"{r:,.0f}" for r in by_c.values()) for name, by_c in results.items()
                 ),
                 flush=True,
             )
@@ -201,9 +198,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--big-concurrency", default="1,8")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument(
-        "--mlserver-python", default="", help="python of a venv with mlserver==1.7.1 + onnxruntime"
-    )
+    parser.add_argument("--mlserver-python", default="", help="python of a venv with mlserver==1.7.1 + onnxruntime")
     args = parser.parse_args()
     ensure_tools("h2load")
     work = Path(tempfile.mkdtemp(prefix="bench-grpc-"))
@@ -223,9 +218,7 @@ def main() -> None:
     print(f"raw onnxruntime in-process, batch 1, 1 thread: {raw:,.0f} calls/s", flush=True)
     levels = [int(c) for c in args.concurrency.split(",")]
     peers = {
-        "bare grpc.aio": tf_serving_peer(
-            [python(), here, "aio", "{port}", str(model)], body, message, expected
-        ),
+        "bare grpc.aio": tf_serving_peer([python(), here, "aio", "{port}", str(model)], body, message, expected),
         "bare grpc.server, 8 threads": tf_serving_peer(
             [python(), here, "sync", "{port}", str(model)], body, message, expected
         ),
@@ -282,11 +275,7 @@ def report(
         if name.startswith("MLServer"):
             print(f"| modelserve / {name} | " + " | ".join(f"{ms[c] / by_c[c]:.2f}x" for c in levels) + " |")
     print("| modelserve / bare grpc.aio | " + " | ".join(f"{ms[c] / aio[c]:.2f}x" for c in levels) + " |")
-    print(
-        "| modelserve / bare grpc.server | "
-        + " | ".join(f"{ms[c] / threaded[c]:.2f}x" for c in levels)
-        + " |"
-    )
+    print("| modelserve / bare grpc.server | " + " | ".join(f"{ms[c] / threaded[c]:.2f}x" for c in levels) + " |")
     print(
         f"| modelserve / raw onnxruntime ({raw:,.0f} calls/s) | "
         + " | ".join(f"{ms[c] / raw:.3f}x" for c in levels)
@@ -294,22 +283,15 @@ def report(
     )
     echo = big["raw grpc.aio echo (bytes, no protobuf)"]
     mb = tensor_bytes / 1e6
-    print(
-        f"\n1×224×224×3 float32 tensor_content round trip, MB/s of tensor each way "
-        f"({mb:.2f} MB per request)\n"
-    )
+    print(f"\n1×224×224×3 float32 tensor_content round trip, MB/s of tensor each way ({mb:.2f} MB per request)\n")
     print("| server | " + " | ".join(f"c={c}" for c in big_levels) + " |")
     print("| --- |" + " --- |" * len(big_levels))
     for name, by_c in big.items():
         print(
-            f"| {name} | "
-            + " | ".join(f"{by_c[c] * mb:,.0f} MB/s ({by_c[c]:,.0f} req/s)" for c in big_levels)
-            + " |"
+            f"| {name} | " + " | ".join(f"{by_c[c] * mb:,.0f} MB/s ({by_c[c]:,.0f} req/s)" for c in big_levels) + " |"
         )
     mbig, threaded_echo = big["modelserve"], big["raw grpc.server echo, 8 threads"]
-    print(
-        "| modelserve / grpc.aio echo | " + " | ".join(f"{mbig[c] / echo[c]:.2f}x" for c in big_levels) + " |"
-    )
+    print("| modelserve / grpc.aio echo | " + " | ".join(f"{mbig[c] / echo[c]:.2f}x" for c in big_levels) + " |")
     print(
         "| modelserve / grpc.server echo | "
         + " | ".join(f"{mbig[c] / threaded_echo[c]:.2f}x" for c in big_levels)

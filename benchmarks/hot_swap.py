@@ -51,16 +51,20 @@ def versioned_mlp(version: int) -> bytes:
     model = onnx.load_from_string(mlp(SIZES, seed=version, softmax=False))
     graph = model.graph
     # version = ReduceSum(input * 0, axis 1) + v: one value per row
-    graph.initializer.extend([
-        numpy_helper.from_array(np.float32(0), "zero"),
-        numpy_helper.from_array(np.float32(version), "v"),
-        numpy_helper.from_array(np.array([1], np.int64), "axis"),
-    ])
-    graph.node.extend([
-        helper.make_node("Mul", ["input", "zero"], ["x0"]),
-        helper.make_node("ReduceSum", ["x0", "axis"], ["s"], keepdims=0),
-        helper.make_node("Add", ["s", "v"], ["version"]),
-    ])
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.float32(0), "zero"),
+            numpy_helper.from_array(np.float32(version), "v"),
+            numpy_helper.from_array(np.array([1], np.int64), "axis"),
+        ]
+    )
+    graph.node.extend(
+        [
+            helper.make_node("Mul", ["input", "zero"], ["x0"]),
+            helper.make_node("ReduceSum", ["x0", "axis"], ["s"], keepdims=0),
+            helper.make_node("Add", ["s", "v"], ["version"]),
+        ]
+    )
     graph.output.append(helper.make_tensor_value_info("version", TensorProto.FLOAT, ["batch"]))
     return model.SerializeToString()
 
@@ -83,9 +87,7 @@ def load_seconds(folder: Path) -> float:
         start = time.perf_counter()
         options = ort.SessionOptions()
         options.intra_op_num_threads = 1
-        session = ort.InferenceSession(
-            str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"]
-        )
+        session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
         session.run(None, {"input": x})
         times.append(time.perf_counter() - start)
     os.sched_setaffinity(0, {0, 1})
@@ -185,9 +187,7 @@ def main() -> None:
         "--tensorflow_intra_op_parallelism=1",
         "--num_inference_threads=1",
     ]
-    body = json.dumps(
-        {"instances": np.random.default_rng(0).random((1, SIZES[0])).round(4).tolist()}
-    ).encode()
+    body = json.dumps({"instances": np.random.default_rng(0).random((1, SIZES[0])).round(4).tolist()}).encode()
     os.sched_setaffinity(0, {0})
     import uvloop
 
@@ -215,9 +215,7 @@ def main() -> None:
     # is quiet. Comparing interleaved halves keeps noise from other processes out of the ratio.
     half = args.gap / 2
     swapping = [r.latency for r in load.records if any(at <= r.sent < at + half for _, at in appeared)]
-    quiet = [
-        r.latency for r in load.records if any(at + half <= r.sent < at + args.gap for _, at in appeared)
-    ]
+    quiet = [r.latency for r in load.records if any(at + half <= r.sent < at + args.gap for _, at in appeared)]
     steady = [r.latency for r in load.records if steady_start <= r.sent < swap_start]
     first_answer = []
     for version, at in appeared:

@@ -38,8 +38,7 @@ def best_us(pairs: dict[str, Callable[[], Any]], number: int, rounds: int) -> di
     return best
 
 
-def report(label: str, fn: Callable[[], Any], baseline: Callable[[], Any] | None,
-           number: int, rounds: int) -> None:
+def report(label: str, fn: Callable[[], Any], baseline: Callable[[], Any] | None, number: int, rounds: int) -> None:
     pairs = {"ours": fn} if baseline is None else {"ours": fn, "base": baseline}
     best = best_us(pairs, number, rounds)
     ratio = f"{best['ours'] / best['base']:6.2f}x baseline ({best['base']:9.1f} µs)" if baseline else ""
@@ -66,6 +65,7 @@ def main() -> None:
             doc = tfs_json.loads(raw)
             tfs_json.signature_name(doc)
             return tfs_json.decode_predict(doc, inputs, body=raw)
+
         return run
 
     def decode_baseline(raw: bytes) -> Callable[[], Any]:
@@ -78,26 +78,50 @@ def main() -> None:
 
     # Response: one 10-float output (class scores); baseline = orjson's shortest floats.
     scores = {"scores": rng.random((1, 10)).astype(np.float32)}
-    report("encode a 10-float output (row)", lambda: tfs_json.encode_predict(scores, row),
-           lambda: orjson.dumps({"predictions": scores["scores"]}, option=numpy_opt), n, r)
+    report(
+        "encode a 10-float output (row)",
+        lambda: tfs_json.encode_predict(scores, row),
+        lambda: orjson.dumps({"predictions": scores["scores"]}, option=numpy_opt),
+        n,
+        r,
+    )
     ten = {f"out{i}": rng.random((1, 1)).astype(np.float32) for i in range(10)}
-    report("encode 10 outputs of one float (row)", lambda: tfs_json.encode_predict(ten, row),
-           lambda: orjson.dumps({"predictions": [ten]}, option=numpy_opt), n, r)
+    report(
+        "encode 10 outputs of one float (row)",
+        lambda: tfs_json.encode_predict(ten, row),
+        lambda: orjson.dumps({"predictions": [ten]}, option=numpy_opt),
+        n,
+        r,
+    )
     vector = np.random.default_rng(1).standard_normal((1, 256)).astype(np.float32)  # an embedding
-    report("encode a 256-float output (row)", lambda: tfs_json.encode_predict({"v": vector}, row),
-           lambda: orjson.dumps({"predictions": vector}, option=numpy_opt), max(n // 10, 1), r)
+    report(
+        "encode a 256-float output (row)",
+        lambda: tfs_json.encode_predict({"v": vector}, row),
+        lambda: orjson.dumps({"predictions": vector}, option=numpy_opt),
+        max(n // 10, 1),
+        r,
+    )
 
     # Scale and the exact paths.
     big = {"y": rng.standard_normal((1000, 1000)).astype(np.float32)}
-    report("encode a 1M-float output (columnar)", lambda: tfs_json.encode_predict(big, col),
-           lambda: orjson.dumps({"outputs": big["y"]}, option=numpy_opt), 1, 3)
+    report(
+        "encode a 1M-float output (columnar)",
+        lambda: tfs_json.encode_predict(big, col),
+        lambda: orjson.dumps({"outputs": big["y"]}, option=numpy_opt),
+        1,
+        3,
+    )
     nan_body = body.replace(b"[[", b"[[NaN,", 1)
     report("decode 785 floats incl. NaN (exact parser)", decode(nan_body), None, max(n // 50, 1), r)
     strings = orjson.dumps({"instances": [{"b64": "aGVsbG8="}] * 100})
     string_inputs = {"x": DType.DT_STRING}
-    report("decode 100 b64 strings (exact walker)",
-           lambda: tfs_json.decode_predict(tfs_json.loads(strings), string_inputs, body=strings), None,
-           max(n // 10, 1), r)
+    report(
+        "decode 100 b64 strings (exact walker)",
+        lambda: tfs_json.decode_predict(tfs_json.loads(strings), string_inputs, body=strings),
+        None,
+        max(n // 10, 1),
+        r,
+    )
 
 
 if __name__ == "__main__":

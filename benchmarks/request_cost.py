@@ -54,24 +54,38 @@ async def _hello_asgi(scope: dict[str, Any], receive: Callable[..., Any], send: 
     more = True
     while more:
         more = (await receive()).get("more_body", False)
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(HELLO)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 200,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(HELLO)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": HELLO})
 
 
 def serve_hello_asgi(port: int) -> None:
     import uvicorn
 
-    uvicorn.run(_hello_asgi, host="127.0.0.1", port=port, loop="uvloop", http="httptools", lifespan="off",
-                access_log=False, log_level="warning", proxy_headers=False, server_header=False)
+    uvicorn.run(
+        _hello_asgi,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="off",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=False,
+        server_header=False,
+    )
 
 
 def serve_hello_raw(port: int) -> None:
     import httptools
     import uvloop
 
-    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (
-        len(HELLO), HELLO)
+    answer = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(HELLO), HELLO)
 
     class Protocol(asyncio.Protocol):
         def connection_made(self, transport: Any) -> None:
@@ -133,9 +147,18 @@ def main() -> None:
 
     def modelserve(*flags: str) -> tuple[list[str], int, int]:
         rest, grpc_port = free_port(), free_port()
-        cmd = [python(), "-m", "modelserve", "--model_name=mlp", f"--model_base_path={work / 'mlp'}",
-               f"--rest_api_port={rest}", f"--port={grpc_port}", *COMMON_FLAGS.split(),
-               "--tensorflow_intra_op_parallelism=1", *flags]
+        cmd = [
+            python(),
+            "-m",
+            "modelserve",
+            "--model_name=mlp",
+            f"--model_base_path={work / 'mlp'}",
+            f"--rest_api_port={rest}",
+            f"--port={grpc_port}",
+            *COMMON_FLAGS.split(),
+            "--tensorflow_intra_op_parallelism=1",
+            *flags,
+        ]
         return cmd, rest, grpc_port
 
     # (row name, protocol, command, port to load, URL that answers once it is up)
@@ -147,20 +170,60 @@ def main() -> None:
         rows.append((f"modelserve REST, batching {label}", "rest", cmd, rest, up))
         rows.append((f"modelserve gRPC, batching {label}", "grpc", cmd, grpc_port, up))
     port = free_port()
-    rows.append(("uvicorn + bare ASGI, fixed answer", "rest", [python(), str(HERE / "request_cost.py"), "hello-asgi",
-                                                               str(port)], port, f"http://127.0.0.1:{port}/"))
+    rows.append(
+        (
+            "uvicorn + bare ASGI, fixed answer",
+            "rest",
+            [python(), str(HERE / "request_cost.py"), "hello-asgi", str(port)],
+            port,
+            f"http://127.0.0.1:{port}/",
+        )
+    )
     port = free_port()
-    rows.append(("httptools protocol, fixed answer", "rest", [python(), str(HERE / "request_cost.py"), "hello-raw",
-                                                              str(port)], port, f"http://127.0.0.1:{port}/"))
+    rows.append(
+        (
+            "httptools protocol, fixed answer",
+            "rest",
+            [python(), str(HERE / "request_cost.py"), "hello-raw", str(port)],
+            port,
+            f"http://127.0.0.1:{port}/",
+        )
+    )
     port = free_port()
-    rows.append(("Starlette, inline onnxruntime", "rest",
-                 [python(), "-m", "uvicorn", "benchmarks.baseline_starlette:app", "--port", str(port),
-                  "--loop", "uvloop", "--http", "httptools", "--log-level", "warning", "--no-access-log"],
-                 port, f"http://127.0.0.1:{port}/"))
+    rows.append(
+        (
+            "Starlette, inline onnxruntime",
+            "rest",
+            [
+                python(),
+                "-m",
+                "uvicorn",
+                "benchmarks.baseline_starlette:app",
+                "--port",
+                str(port),
+                "--loop",
+                "uvloop",
+                "--http",
+                "httptools",
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            port,
+            f"http://127.0.0.1:{port}/",
+        )
+    )
     for kind in ("sync", "aio"):
         port = free_port()
-        rows.append((f"grpcio {kind}, bare Predict", "grpc",
-                     [python(), str(HERE / "baseline_grpc.py"), kind, str(port), str(model)], port, None))
+        rows.append(
+            (
+                f"grpcio {kind}, bare Predict",
+                "grpc",
+                [python(), str(HERE / "baseline_grpc.py"), kind, str(port), str(model)],
+                port,
+                None,
+            )
+        )
 
     print(f"{args.concurrency} requests in flight, {args.seconds} s per run, {args.rounds} rounds", flush=True)
     results: dict[str, list[tuple[float, float]]] = {}

@@ -65,16 +65,36 @@ def main() -> None:
     print(f"raw onnxruntime in-process, batch 1, 1 thread: {raw:,.0f} calls/s ({1e6 / raw:.1f} µs/call)")
 
     starlette = [
-        python(), "-m", "uvicorn", "benchmarks.baseline_starlette:app", "--loop", "uvloop", "--http",
-        "httptools", "--no-access-log", "--log-level", "warning", "--port", "{port}",
+        python(),
+        "-m",
+        "uvicorn",
+        "benchmarks.baseline_starlette:app",
+        "--loop",
+        "uvloop",
+        "--http",
+        "httptools",
+        "--no-access-log",
+        "--log-level",
+        "warning",
+        "--port",
+        "{port}",
     ]
     servers = {
         "starlette+uvicorn baseline": (starlette, {"MODEL": str(model)}),
         "same, inference in a thread pool": (starlette, {"MODEL": str(model), "THREADPOOL": "1"}),
         "modelserve": (
-            [python(), "-m", "modelserve", "--model_name=mlp", f"--model_base_path={work / 'mlp'}",
-             "--rest_api_port={port}", "--port=-1", "--tensorflow_intra_op_parallelism=1",
-             "--num_inference_threads=1", "--file_system_poll_wait_seconds=0"],
+            [
+                python(),
+                "-m",
+                "modelserve",
+                "--model_name=mlp",
+                f"--model_base_path={work / 'mlp'}",
+                "--rest_api_port={port}",
+                "--port=-1",
+                "--tensorflow_intra_op_parallelism=1",
+                "--num_inference_threads=1",
+                "--file_system_poll_wait_seconds=0",
+            ],
             {},
         ),
     }

@@ -141,12 +141,22 @@ def main() -> None:
     (work / "batching.txt").write_text(BATCHING)
     x = np.random.default_rng(0).standard_normal((1, SIZES[0])).astype(np.float32)
     body = json.dumps({"instances": x.tolist()}).encode()
-    request = (b"POST /v1/models/mlp:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
-    server_flags = ["--model_name=mlp", f"--model_base_path={work / 'mlp'}", "--enable_batching",
-                    f"--batching_parameters_file={work / 'batching.txt'}", *flags]
-    print(f"{args.clients} in-process clients, {args.seconds} s x {args.rounds} rounds; server flags: "
-          f"{' '.join(flags) or '(the batching benchmark parameters)'}", flush=True)
+    request = (
+        b"POST /v1/models/mlp:predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    server_flags = [
+        "--model_name=mlp",
+        f"--model_base_path={work / 'mlp'}",
+        "--enable_batching",
+        f"--batching_parameters_file={work / 'batching.txt'}",
+        *flags,
+    ]
+    print(
+        f"{args.clients} in-process clients, {args.seconds} s x {args.rounds} rounds; server flags: "
+        f"{' '.join(flags) or '(the batching benchmark parameters)'}",
+        flush=True,
+    )
 
     rounds = []
     for _ in range(args.rounds):
@@ -159,10 +169,14 @@ def main() -> None:
     raw = raw_rows_per_second(layouts, sorted({size, *RAW_SIZES}), 1.0)
     at_c = max(by_size[size] for by_size in raw.values())
     best = max(rate for by_size in raw.values() for rate in by_size.values())
-    print(f"\nmedian: {result['rows/s']:,.0f} rows/s; event loop {result['loop us/request']:.1f} µs per request; "
-          f"batches of {result['batch rows']:.0f} rows run {result['run ms']:.1f} ms, gap {result['gap ms']:.1f} ms")
-    print(f"raw onnxruntime at batch {size}: {at_c:,.0f} rows/s (ratio {result['rows/s'] / at_c:.2f}); "
-          f"at its best: {best:,.0f} rows/s (ratio {result['rows/s'] / best:.2f})")
+    print(
+        f"\nmedian: {result['rows/s']:,.0f} rows/s; event loop {result['loop us/request']:.1f} µs per request; "
+        f"batches of {result['batch rows']:.0f} rows run {result['run ms']:.1f} ms, gap {result['gap ms']:.1f} ms"
+    )
+    print(
+        f"raw onnxruntime at batch {size}: {at_c:,.0f} rows/s (ratio {result['rows/s'] / at_c:.2f}); "
+        f"at its best: {best:,.0f} rows/s (ratio {result['rows/s'] / best:.2f})"
+    )
 
 
 if __name__ == "__main__":

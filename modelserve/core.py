@@ -164,9 +164,7 @@ def _check_input_names(signature: Signature, inputs: Mapping[str, np.ndarray]) -
 def check_dtype(index: int, spec: TensorSpec, array: np.ndarray) -> None:
     got = from_numpy(array.dtype)
     if got != spec.dtype:
-        raise InvalidArgument(
-            f"Expects arg[{index}] to be {tf_name(spec.dtype)} but {tf_name(got)} is provided"
-        )
+        raise InvalidArgument(f"Expects arg[{index}] to be {tf_name(spec.dtype)} but {tf_name(got)} is provided")
 
 
 def check_shape(alias: str, spec: TensorSpec, array: np.ndarray) -> None:

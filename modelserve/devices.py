@@ -121,8 +121,7 @@ def apply_nvidia_visibility(environ: MutableMapping[str, str], driver_gpus: int)
     mapped = visibility_from_nvidia(environ, driver_gpus)
     if mapped is not None:
         environ["CUDA_VISIBLE_DEVICES"] = mapped
-        log.info("NVIDIA_VISIBLE_DEVICES=%s: CUDA_VISIBLE_DEVICES set to %r",
-                 environ["NVIDIA_VISIBLE_DEVICES"], mapped)
+        log.info("NVIDIA_VISIBLE_DEVICES=%s: CUDA_VISIBLE_DEVICES set to %r", environ["NVIDIA_VISIBLE_DEVICES"], mapped)
 
 
 def visible_gpus(environ: Mapping[str, str], driver_gpus: int) -> tuple[str, ...]:
@@ -208,9 +207,12 @@ def prepare(environ: MutableMapping[str, str]) -> Inventory:
     count = driver_gpu_count()
     apply_nvidia_visibility(environ, count)
     inventory = detect(environ, count)
-    log.info("GPUs: %d of the driver's %d visible%s", len(inventory.gpus), count,
-             f" (CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']})" if "CUDA_VISIBLE_DEVICES" in environ
-             else "")
+    log.info(
+        "GPUs: %d of the driver's %d visible%s",
+        len(inventory.gpus),
+        count,
+        f" (CUDA_VISIBLE_DEVICES={environ['CUDA_VISIBLE_DEVICES']})" if "CUDA_VISIBLE_DEVICES" in environ else "",
+    )
     return inventory
 
 
@@ -276,6 +278,5 @@ def check_fits(weights: int, limit: int, free: int | None = None, total: int | N
     if free is not None and weights > free:
         of = f" of {format_bytes(total)}" if total is not None else ""
         raise ResourceExhausted(
-            f"its weights ({format_bytes(weights)}) do not fit in the device's free memory "
-            f"({format_bytes(free)}{of})"
+            f"its weights ({format_bytes(weights)}) do not fit in the device's free memory ({format_bytes(free)}{of})"
         )

@@ -54,18 +54,39 @@ class DType(enum.IntEnum):
 
 # TF's DataTypeString names; they appear in error messages clients match on.
 _TF_NAMES = {
-    DType.DT_FLOAT: "float", DType.DT_DOUBLE: "double", DType.DT_INT32: "int32",
-    DType.DT_UINT8: "uint8", DType.DT_INT16: "int16", DType.DT_INT8: "int8",
-    DType.DT_STRING: "string", DType.DT_COMPLEX64: "complex64", DType.DT_INT64: "int64",
-    DType.DT_BOOL: "bool", DType.DT_QINT8: "qint8", DType.DT_QUINT8: "quint8",
-    DType.DT_QINT32: "qint32", DType.DT_BFLOAT16: "bfloat16", DType.DT_QINT16: "qint16",
-    DType.DT_QUINT16: "quint16", DType.DT_UINT16: "uint16", DType.DT_COMPLEX128: "complex128",
-    DType.DT_HALF: "half", DType.DT_RESOURCE: "resource", DType.DT_VARIANT: "variant",
-    DType.DT_UINT32: "uint32", DType.DT_UINT64: "uint64",
-    DType.DT_FLOAT8_E5M2: "float8_e5m2", DType.DT_FLOAT8_E4M3FN: "float8_e4m3fn",
-    DType.DT_FLOAT8_E4M3FNUZ: "float8_e4m3fnuz", DType.DT_FLOAT8_E4M3B11FNUZ: "float8_e4m3b11fnuz",
-    DType.DT_FLOAT8_E5M2FNUZ: "float8_e5m2fnuz", DType.DT_INT4: "int4", DType.DT_UINT4: "uint4",
-    DType.DT_INT2: "int2", DType.DT_UINT2: "uint2", DType.DT_FLOAT4_E2M1FN: "float4_e2m1fn",
+    DType.DT_FLOAT: "float",
+    DType.DT_DOUBLE: "double",
+    DType.DT_INT32: "int32",
+    DType.DT_UINT8: "uint8",
+    DType.DT_INT16: "int16",
+    DType.DT_INT8: "int8",
+    DType.DT_STRING: "string",
+    DType.DT_COMPLEX64: "complex64",
+    DType.DT_INT64: "int64",
+    DType.DT_BOOL: "bool",
+    DType.DT_QINT8: "qint8",
+    DType.DT_QUINT8: "quint8",
+    DType.DT_QINT32: "qint32",
+    DType.DT_BFLOAT16: "bfloat16",
+    DType.DT_QINT16: "qint16",
+    DType.DT_QUINT16: "quint16",
+    DType.DT_UINT16: "uint16",
+    DType.DT_COMPLEX128: "complex128",
+    DType.DT_HALF: "half",
+    DType.DT_RESOURCE: "resource",
+    DType.DT_VARIANT: "variant",
+    DType.DT_UINT32: "uint32",
+    DType.DT_UINT64: "uint64",
+    DType.DT_FLOAT8_E5M2: "float8_e5m2",
+    DType.DT_FLOAT8_E4M3FN: "float8_e4m3fn",
+    DType.DT_FLOAT8_E4M3FNUZ: "float8_e4m3fnuz",
+    DType.DT_FLOAT8_E4M3B11FNUZ: "float8_e4m3b11fnuz",
+    DType.DT_FLOAT8_E5M2FNUZ: "float8_e5m2fnuz",
+    DType.DT_INT4: "int4",
+    DType.DT_UINT4: "uint4",
+    DType.DT_INT2: "int2",
+    DType.DT_UINT2: "uint2",
+    DType.DT_FLOAT4_E2M1FN: "float4_e2m1fn",
 }
 
 _NUMPY: dict[DType, np.dtype] = {
@@ -98,8 +119,10 @@ _NUMPY: dict[DType, np.dtype] = {
 }
 # Quantized types share the bit layout of their plain integer counterparts.
 _NUMPY_QUANTIZED: dict[DType, np.dtype] = {
-    DType.DT_QINT8: np.dtype(np.int8), DType.DT_QUINT8: np.dtype(np.uint8),
-    DType.DT_QINT16: np.dtype(np.int16), DType.DT_QUINT16: np.dtype(np.uint16),
+    DType.DT_QINT8: np.dtype(np.int8),
+    DType.DT_QUINT8: np.dtype(np.uint8),
+    DType.DT_QINT16: np.dtype(np.int16),
+    DType.DT_QUINT16: np.dtype(np.uint16),
     DType.DT_QINT32: np.dtype(np.int32),
 }
 _FROM_NUMPY = {v: k for k, v in _NUMPY.items()}

@@ -99,8 +99,17 @@ class Unknown(ServingError):
 _BY_CODE: dict[Code, type[ServingError]] = {
     cls.code: cls
     for cls in (
-        InvalidArgument, NotFound, FailedPrecondition, ResourceExhausted, Unavailable,
-        DeadlineExceeded, Unimplemented, Cancelled, DataLoss, Internal, Unknown,
+        InvalidArgument,
+        NotFound,
+        FailedPrecondition,
+        ResourceExhausted,
+        Unavailable,
+        DeadlineExceeded,
+        Unimplemented,
+        Cancelled,
+        DataLoss,
+        Internal,
+        Unknown,
     )
 }
 

@@ -72,9 +72,7 @@ def from_input(message: Message) -> list[bytes]:
         return serialized_examples([e.SerializeToString() for e in message.example_list.examples])
     if kind == "example_list_with_context":
         listed = message.example_list_with_context
-        return serialized_examples(
-            [e.SerializeToString() for e in listed.examples], listed.context.SerializeToString()
-        )
+        return serialized_examples([e.SerializeToString() for e in listed.examples], listed.context.SerializeToString())
     return []  # planning answers "Input is empty." after the signature checks, as TF
 
 
@@ -101,9 +99,7 @@ def find_signature(signatures: Mapping[str, Signature], signature_name: str) -> 
     return name, signature
 
 
-def plan(
-    kind: Kind, signatures: Mapping[str, Signature], signature_name: str, examples: Sequence[bytes]
-) -> Plan:
+def plan(kind: Kind, signatures: Mapping[str, Signature], signature_name: str, examples: Sequence[bytes]) -> Plan:
     """How to run a classify/regress request; InvalidArgument with TF's messages when it cannot run."""
     name, signature = find_signature(signatures, signature_name)
     planner = _plan_classify if kind == "classify" else _plan_regress
@@ -133,7 +129,10 @@ def _plan_classify(name: str, signature: Signature, examples: list[bytes]) -> Pl
     scores = next((a for a in outputs if a != _CLASSES), None)
     count = len(examples)
     return Plan(
-        "classify", name, _feed(signature, examples), tuple(outputs),
+        "classify",
+        name,
+        _feed(signature, examples),
+        tuple(outputs),
         lambda out: _classifications(out, classes, scores, count),
     )
 
@@ -150,7 +149,10 @@ def _plan_regress(name: str, signature: Signature, examples: list[bytes]) -> Pla
         raise InvalidArgument(f"No regression outputs found in SignatureDef: {describe(signature)}")
     count = len(examples)
     return Plan(
-        "regress", name, _feed(signature, examples), (outputs[0],),
+        "regress",
+        name,
+        _feed(signature, examples),
+        (outputs[0],),
         lambda out: _regressions(out[outputs[0]], count),
     )
 
@@ -174,9 +176,7 @@ def check_multi_inference(tasks: Sequence[tuple[str, str, str]]) -> None:
         if not name:
             raise InvalidArgument("Found ModelSpec with an empty model name.")
         if model and name != model:
-            raise InvalidArgument(
-                "All ModelSpecs in a MultiInferenceRequest must access the same model name."
-            )
+            raise InvalidArgument("All ModelSpecs in a MultiInferenceRequest must access the same model name.")
         model = name
         signature = signature_name or DEFAULT_SIGNATURE
         if signature in seen:
@@ -239,9 +239,7 @@ def _feature_tensor(alias: str, spec: TensorSpec, examples: list[Message]) -> np
         rows.append(_feature_values(alias, spec.dtype, dtype, feature))
     counts = {len(row) for row in rows}
     if len(counts) != 1:
-        raise InvalidArgument(
-            f"Feature {alias!r} has different numbers of values across examples: {sorted(counts)}"
-        )
+        raise InvalidArgument(f"Feature {alias!r} has different numbers of values across examples: {sorted(counts)}")
     shape = _example_shape(alias, spec, counts.pop())
     array = np.empty((len(rows), *shape), dtype=dtype)
     strings = spec.dtype == DType.DT_STRING
@@ -300,23 +298,19 @@ def _classifications(
         _check_matrix(scores, "scores", DType.DT_FLOAT, count)
     if classes is not None and scores is not None and classes.shape[1] != scores.shape[1]:
         raise InvalidArgument(
-            "Tensors class and score should match in dim_size(1). "
-            f"Got {classes.shape[1]} vs. {scores.shape[1]}"
+            f"Tensors class and score should match in dim_size(1). Got {classes.shape[1]} vs. {scores.shape[1]}"
         )
     width = (classes if classes is not None else scores).shape[1]  # type: ignore[union-attr]
     labels = [[_label(v) for v in row] for row in classes.tolist()] if classes is not None else None
     values = scores.tolist() if scores is not None else None
     return [
-        [(labels[i][c] if labels else "", values[i][c] if values else 0.0) for c in range(width)]
-        for i in range(count)
+        [(labels[i][c] if labels else "", values[i][c] if values else 0.0) for c in range(width)] for i in range(count)
     ]
 
 
 def _check_matrix(array: np.ndarray, what: str, dtype: DType, count: int) -> None:
     if array.ndim != 2:
-        raise InvalidArgument(
-            f"Expected Tensor shape: [batch_size num_classes] but got {_shape(array.shape)}"
-        )
+        raise InvalidArgument(f"Expected Tensor shape: [batch_size num_classes] but got {_shape(array.shape)}")
     got = _dtype_of(array)
     if got != dtype.name:
         raise InvalidArgument(f"Expected {what} Tensor of {dtype.name}. Got: {got}")
@@ -327,13 +321,10 @@ def _check_matrix(array: np.ndarray, what: str, dtype: DType, count: int) -> Non
 def _regressions(output: np.ndarray, count: int) -> list[float]:
     if not (output.ndim == 1 or (output.ndim == 2 and output.shape[1] == 1)):
         raise InvalidArgument(
-            "Expected output Tensor shape to be either [batch_size] or [batch_size, 1] "
-            f"but got {_shape(output.shape)}"
+            f"Expected output Tensor shape to be either [batch_size] or [batch_size, 1] but got {_shape(output.shape)}"
         )
     if output.shape[0] != count:
-        raise InvalidArgument(
-            f"Input batch size did not match output batch size: {count} vs. {output.shape[0]}"
-        )
+        raise InvalidArgument(f"Input batch size did not match output batch size: {count} vs. {output.shape[0]}")
     if output.dtype != np.float32:
         raise InvalidArgument(f"Expected output Tensor of DT_FLOAT.  Got: {_dtype_of(output)}")
     values: list[float] = output.reshape(-1).tolist()

@@ -115,8 +115,9 @@ class PlacedLoader:
     loads have nothing to measure and run in parallel.
     """
 
-    def __init__(self, options: platforms.LoadOptions, inventory: Inventory | None = None,
-                 nvml: Nvml | None = None) -> None:
+    def __init__(
+        self, options: platforms.LoadOptions, inventory: Inventory | None = None, nvml: Nvml | None = None
+    ) -> None:
         self.options = options
         self.inventory = inventory or Inventory()
         self._nvml = nvml or Nvml()
@@ -150,9 +151,7 @@ class PlacedLoader:
     def _load_one(
         self, config: ModelConfig, folder: Path, slot: Slot, load: platforms.Loader
     ) -> tuple[Servable, InstanceStatus]:
-        options = dataclasses.replace(
-            self.options, device=slot.device, memory_limit_bytes=slot.memory_limit_bytes
-        )
+        options = dataclasses.replace(self.options, device=slot.device, memory_limit_bytes=slot.memory_limit_bytes)
         with self._device_lock(slot.device):
             before = self._free(slot.device)
             try:
@@ -179,4 +178,3 @@ class PlacedLoader:
             return None
         info = self._nvml.memory(self.inventory.nvml_id(device))
         return None if info is None else info[0]
-

@@ -245,9 +245,7 @@ class ModelManager:
             with self._lock:
                 loading = [name for name in added if not self._settled(name)]
                 if loading:
-                    raise DeadlineExceeded(
-                        f"Config applied; still loading after {timeout} s: {', '.join(loading)}"
-                    )
+                    raise DeadlineExceeded(f"Config applied; still loading after {timeout} s: {', '.join(loading)}")
                 for name in added:
                     label_error = self._models[name].label_error
                     if label_error is not None:
@@ -290,9 +288,7 @@ class ModelManager:
                 raise FailedPrecondition(refusal)
         return dict(config.labels)
 
-    def _replace_config(
-        self, models: Sequence[ModelConfig], labels: Mapping[str, dict[str, int] | None]
-    ) -> None:
+    def _replace_config(self, models: Sequence[ModelConfig], labels: Mapping[str, dict[str, int] | None]) -> None:
         wanted = {m.name: m for m in models}
         for name, model in self._models.items():
             if name not in wanted and not model.removed:
@@ -336,7 +332,8 @@ class ModelManager:
             log.warning(
                 "Version %d of servable %s, which was requested to be served as a 'specific' version "
                 "in the servable's version policy, was not found in the file system",
-                missing, config.name,
+                missing,
+                config.name,
             )
         if policy.kind == "specific" and not policy.versions:
             log.warning("No specific versions requested for servable %s.", config.name)
@@ -385,8 +382,7 @@ class ModelManager:
             if entry.state == State.START and not entry.aspired:
                 entry.state = State.END  # dropped before it started loading
         views = [
-            VersionView(e.version, e.state, e.aspired, failed=e.error is not None)
-            for e in model.versions.values()
+            VersionView(e.version, e.state, e.aspired, failed=e.error is not None) for e in model.versions.values()
         ]
         return next_action(views)
 
@@ -442,7 +438,10 @@ class ModelManager:
                     raise error from exc
                 log.warning(
                     "Loading servable: {name: %s version: %d} failed: %s; retrying in %.1f s",
-                    model.config.name, entry.version, error, interval,
+                    model.config.name,
+                    entry.version,
+                    error,
+                    interval,
                 )
                 if self._stop.wait(interval):
                     raise error from exc
@@ -466,16 +465,14 @@ class ModelManager:
             self._free(loaded, entry)
         with self._lock:
             entry.state, entry.loaded = State.END, None
-            log.info("Successfully unloaded servable version {name: %s version: %d}",
-                     model.config.name, entry.version)
+            log.info("Successfully unloaded servable version {name: %s version: %d}", model.config.name, entry.version)
             self._finished()
 
     def _free(self, loaded: LoadedVersion, entry: _Version) -> None:
         try:
             loaded.retire()
         except Exception:  # a model that fails to close must not stop the manager
-            log.exception("Unloading servable version {name: %s version: %d} failed", loaded.model,
-                          loaded.version)
+            log.exception("Unloading servable version {name: %s version: %d} failed", loaded.model, loaded.version)
         self._copies.drop(entry.location)
 
     def _finished(self) -> None:
@@ -498,9 +495,7 @@ class ModelManager:
 
     # ---- lifecycle ------------------------------------------------------------------------
 
-    def wait_until_settled(
-        self, names: Iterable[str], timeout: float | None = None
-    ) -> dict[str, list[VersionStatus]]:
+    def wait_until_settled(self, names: Iterable[str], timeout: float | None = None) -> dict[str, list[VersionStatus]]:
         """Block until each named model has no version loading; returns versions that failed."""
         deadline = None if timeout is None else time.monotonic() + timeout
         wanted = list(names)

@@ -101,6 +101,5 @@ def label_refusal(
     if available or (allow_unavailable and current in (None, version)):
         return None
     return (
-        f"Request to assign label to version {version} of model {model}, "
-        "which is not currently available for inference"
+        f"Request to assign label to version {version} of model {model}, which is not currently available for inference"
     )

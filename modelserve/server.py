@@ -50,8 +50,7 @@ def check_options(options: ServerOptions) -> None:
         raise InvalidArgument("Both server_options.model_base_path and server_options.model_config_file are empty!")
     if options.batching_parameters_file and not options.enable_batching:
         raise InvalidArgument(
-            "server_options.batching_parameters_file is set without setting "
-            "server_options.enable_batching to true."
+            "server_options.batching_parameters_file is set without setting server_options.enable_batching to true."
         )
     parallel = (
         options.tensorflow_session_parallelism,
@@ -114,7 +113,8 @@ class Server:
             manager_options(options),
             loader=self._placed,
             runner_factory=self._runner,
-            warmup=ReplayWarmup(options.num_request_iterations_for_warmup) if options.enable_model_warmup
+            warmup=ReplayWarmup(options.num_request_iterations_for_warmup)
+            if options.enable_model_warmup
             else no_warmup,
         )
         self.core = ServingCore(self.manager)
@@ -158,13 +158,20 @@ class Server:
 
     async def _start_grpc(self) -> None:
         o = self.options
-        self._grpc = GrpcServer(self.core, GrpcOptions(
-            host=o.host, port=o.port, socket_path=o.grpc_socket_path,
-            channel_arguments=o.grpc_channel_arguments, max_threads=o.grpc_max_threads,
-            health=o.enable_grpc_healthcheck_service,
-            tensor_content=o.enable_serialization_as_tensor_content, ssl_config_file=o.ssl_config_file,
-            asyncio=o.enable_batching,  # docs/grpc.md: the server model follows batching
-        ))
+        self._grpc = GrpcServer(
+            self.core,
+            GrpcOptions(
+                host=o.host,
+                port=o.port,
+                socket_path=o.grpc_socket_path,
+                channel_arguments=o.grpc_channel_arguments,
+                max_threads=o.grpc_max_threads,
+                health=o.enable_grpc_healthcheck_service,
+                tensor_content=o.enable_serialization_as_tensor_content,
+                ssl_config_file=o.ssl_config_file,
+                asyncio=o.enable_batching,  # docs/grpc.md: the server model follows batching
+            ),
+        )
         await self._grpc.start()
         self.grpc_port = self._grpc.port
 

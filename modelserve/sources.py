@@ -106,9 +106,10 @@ def scan(model: str, base_path: str) -> ScanResult:
             continue
         if version in found:
             log.warning(
-                "Duplicate version directories detected. "
-                "Version %d will be loaded from %s, %s will be ignored.",
-                version, found[version], path,
+                "Duplicate version directories detected. Version %d will be loaded from %s, %s will be ignored.",
+                version,
+                found[version],
+                path,
             )
             continue
         found[version] = path
@@ -116,7 +117,8 @@ def scan(model: str, base_path: str) -> ScanResult:
         log.warning(
             "No versions of servable %s found under base path %s. "
             "Did you forget to name your leaf directory as a number (eg. '/1/')?",
-            model, base_path,
+            model,
+            base_path,
         )
     return ScanResult(found)
 

@@ -49,15 +49,16 @@ class ReplayWarmup:
         if not path.is_file():
             log.info("No warmup data file found at %s", path)
             return
-        log.info(
-            "Starting to read warmup data for model at %s with model-warmup-options %s", path, self._options
-        )
+        log.info("Starting to read warmup data for model at %s with model-warmup-options %s", path, self._options)
         start = time.monotonic()
         count = self._replay(path, servable, runner)
         micros = int((time.monotonic() - start) * 1e6)
         log.info(
             "Finished reading warmup data for model at %s. Number of warmup records read: %d. "
-            "Elapsed time (microseconds): %d.", path, count, micros,
+            "Elapsed time (microseconds): %d.",
+            path,
+            count,
+            micros,
         )
 
     def _replay(self, path: Path, servable: Servable, runner: Runner) -> int:
@@ -70,9 +71,7 @@ class ReplayWarmup:
                         run_record(entry, servable, runner)
                     count += 1
                     if count > MAX_RECORDS:
-                        raise InvalidArgument(
-                            f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}"
-                        )
+                        raise InvalidArgument(f"Number of warmup records exceeds the maximum ({MAX_RECORDS}) at {path}")
         except DataLoss as exc:
             raise DataLoss(f"{exc.message}. Please verify your warmup data is in TFRecord format.") from None
         return count
@@ -128,9 +127,7 @@ def _one_task(kind: examples.Kind, request: Any, servable: Servable, runner: Run
 def _multi_inference(request: Any, servable: Servable, runner: Runner) -> None:
     tasks = list(request.tasks)
     # TF runs the request as it is: its task checks apply, model names included.
-    examples.check_multi_inference(
-        [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks]
-    )
+    examples.check_multi_inference([(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks])
     plans = examples.multi_plans(
         servable.signatures,
         [(t.model_spec.signature_name, t.method_name) for t in tasks],

@@ -53,7 +53,9 @@ def compile_descriptor_set(out: Path, src: Path = SRC) -> None:
     """
     # grpc_tools' __main__ adds its bundled google/protobuf/*.proto include dir.
     args = [
-        sys.executable, "-m", "grpc_tools.protoc",
+        sys.executable,
+        "-m",
+        "grpc_tools.protoc",
         f"-I{src}",
         "--include_imports",
         f"--descriptor_set_out={out}",
@@ -68,9 +70,7 @@ def _top_level(fds: descriptor_pb2.FileDescriptorSet) -> Iterator[tuple[str, str
     """(kind, short name, full name, file) of every top-level definition."""
     for file in fds.file:
         prefix = f"{file.package}." if file.package else ""
-        for kind, items in (
-            ("message", file.message_type), ("enum", file.enum_type), ("service", file.service)
-        ):
+        for kind, items in (("message", file.message_type), ("enum", file.enum_type), ("service", file.service)):
             for item in items:
                 yield kind, item.name, prefix + item.name, file.name
 

@@ -68,8 +68,7 @@ class Rows:
 
 
 def params(**changes: Any) -> BatchingParameters:
-    base = BatchingParameters(max_batch_size=8, batch_timeout_micros=int(TIMEOUT * 1e6),
-                              max_enqueued_batches=4)
+    base = BatchingParameters(max_batch_size=8, batch_timeout_micros=int(TIMEOUT * 1e6), max_enqueued_batches=4)
     return replace(base, **changes)
 
 
@@ -540,8 +539,11 @@ def test_a_priority_beyond_the_models_levels_is_invalid() -> None:
 def test_outputs_that_are_not_batch_major_fail_every_request_with_tf_servings_messages() -> None:
     async def scenario() -> None:
         for transform, message in (
-            (lambda x: {"y": x[:1]}, "Batched output tensor's 0th dimension does not equal the sum of the "
-                                     "0th dimension sizes of the input tensors"),
+            (
+                lambda x: {"y": x[:1]},
+                "Batched output tensor's 0th dimension does not equal the sum of the "
+                "0th dimension sizes of the input tensors",
+            ),
             (lambda x: {"y": np.float32(x.sum())}, "Batched output tensor has 0 dimensions"),
         ):
             rig = Rig()
@@ -578,8 +580,7 @@ def test_a_platform_error_reaches_every_request_of_the_batch() -> None:
     ("inputs", "message"),
     [
         ({"x": np.float32(1)}, "Batching session Run() input tensors must have at least one dimension"),
-        ({"x": rows(1), "w": rows(2)},
-         "Batching session Run() input tensors must have equal 0th-dimension size"),
+        ({"x": rows(1), "w": rows(2)}, "Batching session Run() input tensors must have equal 0th-dimension size"),
     ],
 )
 def test_inputs_without_a_common_batch_dimension_are_refused(inputs: dict[str, Any], message: str) -> None:

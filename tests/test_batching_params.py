@@ -52,8 +52,7 @@ def test_splitting_defaults_max_execution_batch_size_to_max_batch_size() -> None
 
 def test_modelserves_own_fields() -> None:
     p = params.parse(
-        "priority_levels { value: 3 } default_priority_level { value: 2 } "
-        "queue_timeout_micros { value: 2500 }"
+        "priority_levels { value: 3 } default_priority_level { value: 2 } queue_timeout_micros { value: 2500 }"
     )
     assert (p.priority_levels, p.default_priority_level, p.queue_timeout) == (3, 2, 0.0025)
 
@@ -76,8 +75,10 @@ def test_zero_enqueued_batches_means_one_without_splitting_as_in_tf() -> None:
             "max_batch_size { value: 16 } allowed_batch_sizes: 4 allowed_batch_sizes: 8",
             "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 8; expected 16",
         ),
-        ("allowed_batch_sizes: 8", "Last entry in allowed_batch_sizes must match max_batch_size; "
-                                   "last entry was 8; expected 1000"),
+        (
+            "allowed_batch_sizes: 8",
+            "Last entry in allowed_batch_sizes must match max_batch_size; last entry was 8; expected 1000",
+        ),
         (
             "max_batch_size { value: 8 } allowed_batch_sizes: [4, 2, 8]",
             "allowed_batch_sizes entries must be monotonically increasing",
@@ -94,8 +95,10 @@ def test_zero_enqueued_batches_means_one_without_splitting_as_in_tf() -> None:
             "When enable_large_batch_splitting is true, input_batch_size_limit must be greater than or "
             "equal to max_execution_batch_size.",
         ),
-        ("priority_levels { value: 2 } default_priority_level { value: 3 }",
-         "default_priority_level must be between 1 and priority_levels (2); was 3"),
+        (
+            "priority_levels { value: 2 } default_priority_level { value: 3 }",
+            "default_priority_level must be between 1 and priority_levels (2); was 3",
+        ),
         ("queue_timeout_micros { value: -5 }", "queue_timeout_micros must be non-negative; was -5"),
     ],
 )
@@ -134,8 +137,12 @@ def test_request_options_come_from_headers_or_metadata() -> None:
 
 @pytest.mark.parametrize(
     ("header", "value"),
-    [("x-modelserve-priority", "high"), ("x-modelserve-priority", "-1"),
-     ("x-modelserve-queue-timeout-ms", "-3"), ("x-modelserve-queue-timeout-ms", "nan")],
+    [
+        ("x-modelserve-priority", "high"),
+        ("x-modelserve-priority", "-1"),
+        ("x-modelserve-queue-timeout-ms", "-3"),
+        ("x-modelserve-queue-timeout-ms", "nan"),
+    ],
 )
 def test_malformed_request_options_are_invalid_arguments(header: str, value: str) -> None:
     from modelserve.request_options import from_headers

@@ -53,8 +53,9 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     om.write(root / "two", 1, om.two_in_two_out())
     (root / "models.config").write_text(
         "model_config_list {\n"
-        + "".join(f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "onnx" }}\n'
-                  for n in ("mlp", "two"))
+        + "".join(
+            f'  config {{ name: "{n}" base_path: "{root / n}" model_platform: "onnx" }}\n' for n in ("mlp", "two")
+        )
         + "}\n"
     )
     (root / "batching.txt").write_text(BATCHING)
@@ -72,8 +73,7 @@ def server(repo: Path) -> Iterator[ServerThread]:
         yield handle
 
 
-def post(server: ServerThread, path: str, body: Any,
-         headers: dict[str, str] | None = None) -> tuple[int, Any]:
+def post(server: ServerThread, path: str, body: Any, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     request = urllib.request.Request(
         server.rest_url + path, data=json.dumps(body).encode(), headers=headers or {}, method="POST"
     )
@@ -124,12 +124,14 @@ def test_a_request_larger_than_max_batch_size_is_refused_as_tf_serving_does(serv
 
 def test_priority_and_queue_timeout_headers(server: ServerThread) -> None:
     x = mlp_rows(3, 1)
-    for headers in ({"X-Modelserve-Priority": "1"}, {"x-modelserve-priority": "2"},
-                    {"X-Modelserve-Queue-Timeout-Ms": "2.5"}):
+    for headers in (
+        {"X-Modelserve-Priority": "1"},
+        {"x-modelserve-priority": "2"},
+        {"X-Modelserve-Queue-Timeout-Ms": "2.5"},
+    ):
         status, body = post(server, "/v1/models/mlp:predict", {"instances": x.tolist()}, headers)
         assert status == 200, (headers, body)
-    status, body = post(server, "/v1/models/mlp:predict", {"instances": x.tolist()},
-                        {"X-ModelServe-Priority": "3"})
+    status, body = post(server, "/v1/models/mlp:predict", {"instances": x.tolist()}, {"X-ModelServe-Priority": "3"})
     message = "Priority level 3 is out of range: model mlp has 2 priority levels"
     assert (status, body) == (400, {"error": message})
     status, body = post(
@@ -196,10 +198,15 @@ def test_per_model_parameters_batch_only_the_models_that_have_them(repo: Path, t
 def test_an_invalid_batching_file_stops_start_up_with_tf_servings_message(repo: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("max_batch_size { value: 16 }\nallowed_batch_sizes: 8\n")
-    with pytest.raises(Exception, match="Last entry in allowed_batch_sizes must match max_batch_size; "
-                                        "last entry was 8; expected 16"), \
-            running_server("--enable_batching", f"--batching_parameters_file={bad}",
-                           f"--model_config_file={repo / 'models.config'}"):
+    with (
+        pytest.raises(
+            Exception,
+            match="Last entry in allowed_batch_sizes must match max_batch_size; last entry was 8; expected 16",
+        ),
+        running_server(
+            "--enable_batching", f"--batching_parameters_file={bad}", f"--model_config_file={repo / 'models.config'}"
+        ),
+    ):
         pass
 
 

@@ -92,14 +92,27 @@ def test_unknown_subcommand() -> None:
     ("args", "message"),
     [
         ([], "Both server_options.model_base_path and server_options.model_config_file are empty!"),
-        (["--model_base_path=/x", "--port=0"],
-         "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."),
-        (["--model_base_path=/x", "--batching_parameters_file=/b"],
-         "server_options.batching_parameters_file is set without setting server_options.enable_batching to true."),
-        (["--model_base_path=/x", "--tensorflow_session_parallelism=1", "--tensorflow_intra_op_parallelism=1",
-          "--tensorflow_inter_op_parallelism=1"], "You cannot configure all."),
-        (["--model_base_path=/x", "--use_alts_credentials", "--ssl_config_file=/s"],
-         "Either use_alts_credentials must be false or ssl_config_file must be empty."),
+        (
+            ["--model_base_path=/x", "--port=0"],
+            "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set.",
+        ),
+        (
+            ["--model_base_path=/x", "--batching_parameters_file=/b"],
+            "server_options.batching_parameters_file is set without setting server_options.enable_batching to true.",
+        ),
+        (
+            [
+                "--model_base_path=/x",
+                "--tensorflow_session_parallelism=1",
+                "--tensorflow_intra_op_parallelism=1",
+                "--tensorflow_inter_op_parallelism=1",
+            ],
+            "You cannot configure all.",
+        ),
+        (
+            ["--model_base_path=/x", "--use_alts_credentials", "--ssl_config_file=/s"],
+            "Either use_alts_credentials must be false or ssl_config_file must be empty.",
+        ),
     ],
 )
 def test_start_up_validation(args: list[str], message: str) -> None:
@@ -130,9 +143,17 @@ def test_corrupt_model_fails_start_up(tmp_path: Path) -> None:
 def test_serves_then_exits_0_on_sigterm(tmp_path: Path) -> None:
     om.write(tmp_path / "half", 1, om.half_plus_two())
     proc = subprocess.Popen(
-        [*CMD, "--model_name=half", f"--model_base_path={tmp_path / 'half'}", "--port=-1", "--rest_api_port=-1",
-         "--flush_filesystem_caches=false", "--host=127.0.0.1"],
-        stderr=subprocess.PIPE, text=True,
+        [
+            *CMD,
+            "--model_name=half",
+            f"--model_base_path={tmp_path / 'half'}",
+            "--port=-1",
+            "--rest_api_port=-1",
+            "--flush_filesystem_caches=false",
+            "--host=127.0.0.1",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         assert proc.stderr is not None

@@ -106,9 +106,7 @@ def test_versions_labels_filters_and_dtypes(kind: str, server: ServerThread) -> 
         assert (await client.predict("versions", zeros, label="canary"))["y"].tolist() == [2.0, 2.0]
         a = np.array([[1.0, 2.0]], np.float32)
         out = await client.predict("two", {"a": a, "b": np.array([7], np.int64)}, output_filter=["twice_b"])
-        assert (
-            set(out) == {"twice_b"} and out["twice_b"].dtype == np.int64 and out["twice_b"].tolist() == [14]
-        )
+        assert set(out) == {"twice_b"} and out["twice_b"].dtype == np.int64 and out["twice_b"].tolist() == [14]
         strings = np.array([[b"x", "é".encode()]], dtype=object)
         np.testing.assert_array_equal((await client.predict("id_string", {"x": strings}))["y"], strings)
         ints = np.array([[-(2**62), 2**62]], np.int64)
@@ -273,8 +271,13 @@ def test_numpy_scalar_features_keep_their_type_in_grpc_examples() -> None:
     from modelserve.protos import pb
 
     request = examples_request(
-        pb.RegressionRequest, "m", [{"x": np.float32(0.5), "n": np.int64(3), "v": np.array([1.5, 2.5])}],
-        None, None, None, None,
+        pb.RegressionRequest,
+        "m",
+        [{"x": np.float32(0.5), "n": np.int64(3), "v": np.array([1.5, 2.5])}],
+        None,
+        None,
+        None,
+        None,
     )
     feature = request.input.example_list.examples[0].features.feature
     assert list(feature["x"].float_list.value) == [0.5]

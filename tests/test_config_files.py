@@ -50,8 +50,7 @@ def test_every_shape_users_write_parses(tmp_path: Path) -> None:
     ("text", "message"),
     [
         (
-            "model_config_list { config { name: 'm' base_path: '/m' model_platform: 'x' "
-            "model_type: TENSORFLOW } }",
+            "model_config_list { config { name: 'm' base_path: '/m' model_platform: 'x' model_type: TENSORFLOW } }",
             "Illegal setting both ModelServerConfig::model_type (deprecated) and "
             "ModelServerConfig::model_platform, model name is m",
         ),
@@ -82,15 +81,11 @@ def test_tf_serving_errors(tmp_path: Path, text: str, message: str) -> None:
 
 
 def test_missing_file(tmp_path: Path) -> None:
-    with pytest.raises(
-        InvalidArgument, match=r"^Invalid protobuf file: '.*absent': No such file or directory$"
-    ):
+    with pytest.raises(InvalidArgument, match=r"^Invalid protobuf file: '.*absent': No such file or directory$"):
         read_model_config_file(str(tmp_path / "absent"))
 
 
-def test_watcher_applies_refuses_and_ignores_an_empty_file(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_watcher_applies_refuses_and_ignores_an_empty_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = tmp_path / "models.config"
     applied: list[list[str]] = []
 
@@ -112,8 +107,6 @@ def test_watcher_applies_refuses_and_ignores_an_empty_file(
     assert f"Failed to read ModelServerConfig file: Invalid protobuf file: '{path}'" in caplog.text
     path.write_text("model_config_list { config { name: 'refused' base_path: '/r' model_platform: 'onnx' } }")
     assert not watcher.check_now()
-    assert (
-        "PollFilesystemAndReloadConfig failed to ReloadConfig: FAILED_PRECONDITION: no thanks" in caplog.text
-    )
+    assert "PollFilesystemAndReloadConfig failed to ReloadConfig: FAILED_PRECONDITION: no thanks" in caplog.text
     path.write_text("model_config_list { }")  # an empty list is a config: it removes every model
     assert watcher.check_now() and applied == [["a"], []]

@@ -31,10 +31,20 @@ HAS_TF = importlib.util.find_spec("tensorflow") is not None
 HAS_TORCH = importlib.util.find_spec("torch") is not None
 PLATFORMS = [
     pytest.param("onnx"),
-    pytest.param("tensorflow", marks=[pytest.mark.tensorflow, pytest.mark.skipif(
-        not HAS_TF, reason="needs the tensorflow extra: pip install 'modelserve[tensorflow]'")]),
-    pytest.param("pytorch", marks=[pytest.mark.torch, pytest.mark.skipif(
-        not HAS_TORCH, reason="needs the torch extra: pip install 'modelserve[torch]'")]),
+    pytest.param(
+        "tensorflow",
+        marks=[
+            pytest.mark.tensorflow,
+            pytest.mark.skipif(not HAS_TF, reason="needs the tensorflow extra: pip install 'modelserve[tensorflow]'"),
+        ],
+    ),
+    pytest.param(
+        "pytorch",
+        marks=[
+            pytest.mark.torch,
+            pytest.mark.skipif(not HAS_TORCH, reason="needs the torch extra: pip install 'modelserve[torch]'"),
+        ],
+    ),
 ]
 STRING_PLATFORMS = [p for p in PLATFORMS if p.values[0] != "pytorch"]
 SEEDS = {1: 11, 2: 12}  # mlp weights per version
@@ -108,8 +118,9 @@ def rest(server: ServerThread, method: str, path: str, doc: Any = None) -> tuple
         conn.close()
 
 
-def grpc_predict(stub: Stub, model: str, inputs: dict[str, np.ndarray], version: int | None = None,
-                 signature: str = "") -> dict[str, np.ndarray]:
+def grpc_predict(
+    stub: Stub, model: str, inputs: dict[str, np.ndarray], version: int | None = None, signature: str = ""
+) -> dict[str, np.ndarray]:
     request = pb.PredictRequest()
     request.model_spec.name = model
     request.model_spec.signature_name = signature
@@ -171,7 +182,8 @@ def test_rest_status_lists_both_versions(server: ServerThread, platform: str) ->
     status, body = rest(server, "GET", f"/v1/models/mlp_{platform}")
     assert status == 200
     assert [(v["version"], v["state"]) for v in body["model_version_status"]] == [
-        ("2", "AVAILABLE"), ("1", "AVAILABLE")
+        ("2", "AVAILABLE"),
+        ("1", "AVAILABLE"),
     ]
 
 
@@ -260,12 +272,14 @@ def test_grpc_metadata_has_the_same_signature(stub: Stub, platform: str) -> None
 
 
 @pytest.mark.parametrize("platform", PLATFORMS)
-@pytest.mark.parametrize("array,name", [
-    (np.array([1], np.int32), "int32"),
-    (np.array([b"a"], dtype=object), "string"),  # strings never reach torch, or any model
-])
-def test_grpc_wrong_dtype_is_the_same_invalid_argument(stub: Stub, platform: str, array: np.ndarray,
-                                                        name: str) -> None:
+@pytest.mark.parametrize(
+    "array,name",
+    [
+        (np.array([1], np.int32), "int32"),
+        (np.array([b"a"], dtype=object), "string"),  # strings never reach torch, or any model
+    ],
+)
+def test_grpc_wrong_dtype_is_the_same_invalid_argument(stub: Stub, platform: str, array: np.ndarray, name: str) -> None:
     code, details = grpc_error(lambda: grpc_predict(stub, f"half_{platform}", {"x": array}))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert details == f"Expects arg[0] to be float but {name} is provided"

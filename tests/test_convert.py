@@ -24,9 +24,7 @@ from modelserve.testing import running_server
 from . import onnx_models as om
 
 HAS_TF = importlib.util.find_spec("tensorflow") is not None
-HAS_TORCH = (
-    importlib.util.find_spec("torch") is not None and importlib.util.find_spec("onnxscript") is not None
-)
+HAS_TORCH = importlib.util.find_spec("torch") is not None and importlib.util.find_spec("onnxscript") is not None
 HAS_SKL = importlib.util.find_spec("skl2onnx") is not None
 needs_tf = [pytest.mark.tensorflow, pytest.mark.skipif(not HAS_TF, reason="needs the tensorflow extra")]
 needs_torch = [
@@ -105,9 +103,7 @@ def test_sklearn_classifier_to_onnx_serves_the_same_probabilities(
 # ---- torch ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "kind", [pytest.param("pt2", marks=needs_torch), pytest.param("pt", marks=needs_torch)]
-)
+@pytest.mark.parametrize("kind", [pytest.param("pt2", marks=needs_torch), pytest.param("pt", marks=needs_torch)])
 def test_torch_to_onnx_has_a_dynamic_batch_and_serves_the_same(
     kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -129,9 +125,7 @@ def test_torch_to_onnx_has_a_dynamic_batch_and_serves_the_same(
     np.testing.assert_allclose(body["predictions"], om.mlp_reference(WEIGHTS, X), rtol=1e-4, atol=1e-4)
 
 
-@pytest.mark.parametrize(
-    "kind", [pytest.param("pt2", marks=needs_torch), pytest.param("pt", marks=needs_torch)]
-)
+@pytest.mark.parametrize("kind", [pytest.param("pt2", marks=needs_torch), pytest.param("pt", marks=needs_torch)])
 def test_torch_straight_into_the_repository_as_pt2(
     kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -187,19 +181,13 @@ def test_frozen_graph_to_saved_model_with_aliases(
     assert diffs(output)["scores"] < 1e-5
     body = predict(base, {"inputs": {"features": X.tolist()}}, 1)
     np.testing.assert_allclose(body["outputs"], om.mlp_reference(WEIGHTS, X), rtol=1e-4, atol=1e-4)
-    code, output = convert(
-        capsys, "pb", str(source), str(base), "--input", "features=nope", "--output", "s=logits"
-    )
+    code, output = convert(capsys, "pb", str(source), str(base), "--input", "features=nope", "--output", "s=logits")
     assert code == 1
     assert "input 'features': the graph has no tensor nope:0" in output
 
 
-@pytest.mark.parametrize(
-    "suffix", [pytest.param(".keras", marks=needs_tf), pytest.param(".h5", marks=needs_tf)]
-)
-def test_keras_to_saved_model_serves_the_same(
-    suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.mark.parametrize("suffix", [pytest.param(".keras", marks=needs_tf), pytest.param(".h5", marks=needs_tf)])
+def test_keras_to_saved_model_serves_the_same(suffix: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     import keras
 
     keras.utils.set_random_seed(3)

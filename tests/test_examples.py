@@ -25,9 +25,7 @@ def ex(**features: Any) -> bytes:
     for name, values in features.items():
         values = values if isinstance(values, list) else [values]
         feature = example.features.feature[name]
-        kind = (
-            "bytes" if isinstance(values[0], bytes) else "float" if isinstance(values[0], float) else "int64"
-        )
+        kind = "bytes" if isinstance(values[0], bytes) else "float" if isinstance(values[0], float) else "int64"
         getattr(feature, f"{kind}_list").value.extend(values)
     data: bytes = example.SerializeToString()
     return data
@@ -170,21 +168,15 @@ def test_by_name_feeding_shapes_and_dtypes() -> None:
     ],
 )
 def test_by_name_feeding_errors(items: list[bytes], message: str) -> None:
-    signature = Signature(
-        {"x": TensorSpec("x", DType.DT_FLOAT, (-1, 2))}, {"y": TensorSpec("y", DType.DT_FLOAT, None)}
-    )
+    signature = Signature({"x": TensorSpec("x", DType.DT_FLOAT, (-1, 2))}, {"y": TensorSpec("y", DType.DT_FLOAT, None)})
     with pytest.raises(InvalidArgument, match=message):
         plan("classify", signature, items)
 
 
 def test_int64_features_feed_float_inputs_but_floats_never_feed_ints() -> None:
-    floats = Signature(
-        {"x": TensorSpec("x", DType.DT_FLOAT, (-1,))}, {"y": TensorSpec("y", DType.DT_FLOAT, None)}
-    )
+    floats = Signature({"x": TensorSpec("x", DType.DT_FLOAT, (-1,))}, {"y": TensorSpec("y", DType.DT_FLOAT, None)})
     assert plan("regress", floats, [ex(x=3)]).inputs["x"].tolist() == [3.0]
-    ints = Signature(
-        {"x": TensorSpec("x", DType.DT_INT32, (-1,))}, {"y": TensorSpec("y", DType.DT_FLOAT, None)}
-    )
+    ints = Signature({"x": TensorSpec("x", DType.DT_INT32, (-1,))}, {"y": TensorSpec("y", DType.DT_FLOAT, None)})
     with pytest.raises(InvalidArgument, match="float_list"):
         plan("regress", ints, [ex(x=3.0)])
 

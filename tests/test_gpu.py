@@ -94,8 +94,9 @@ def test_gpus_are_found_without_torch_and_nvml_reads_their_memory() -> None:
 def test_torch_on_cuda_with_two_instances_on_one_gpu(repo: Path) -> None:
     torch = torch_cuda()
     loader = PlacedLoader(LoadOptions(), INVENTORY)
-    group = loader(ModelConfig("a", str(repo / "a"), "pytorch", placement=Placement(("cuda:0",), 2, CAP)),
-                   repo / "a" / "1")
+    group = loader(
+        ModelConfig("a", str(repo / "a"), "pytorch", placement=Placement(("cuda:0",), 2, CAP)), repo / "a" / "1"
+    )
     try:
         statuses = group.instance_status()
         assert [(s.device, s.requested_device, s.memory_limit_bytes) for s in statuses] == [
@@ -128,8 +129,10 @@ def test_a_torch_model_over_its_cap_fails_before_touching_the_gpu(repo: Path) ->
     loader = PlacedLoader(LoadOptions(), INVENTORY)
     before = torch.cuda.memory_allocated(0)
     with pytest.raises(ResourceExhausted) as caught:
-        loader(ModelConfig("big", str(repo / "big"), "pytorch", placement=Placement(("cuda:0",), 1, 1 << 20)),
-               repo / "big" / "1")
+        loader(
+            ModelConfig("big", str(repo / "big"), "pytorch", placement=Placement(("cuda:0",), 1, 1 << 20)),
+            repo / "big" / "1",
+        )
     assert str(caught.value).startswith("Model big does not fit on cuda:0: its weights (")
     limit = "exceed its memory limit there (1.00 MiB (1048576 bytes))"
     assert f"({WEIGHT_BYTES} bytes)) {limit}" in str(caught.value)
@@ -139,8 +142,9 @@ def test_a_torch_model_over_its_cap_fails_before_touching_the_gpu(repo: Path) ->
 def test_onnxruntime_on_cuda_with_a_memory_cap(repo: Path) -> None:
     needs_onnxruntime_cuda()
     loader = PlacedLoader(LoadOptions(), INVENTORY)
-    group = loader(ModelConfig("onnx", str(repo / "onnx"), "onnx", placement=Placement(("cuda:0",), 2, CAP)),
-                   repo / "onnx" / "1")
+    group = loader(
+        ModelConfig("onnx", str(repo / "onnx"), "onnx", placement=Placement(("cuda:0",), 2, CAP)), repo / "onnx" / "1"
+    )
     try:
         assert [s.device for s in group.instance_status()] == ["cuda:0", "cuda:0"]
         assert all("CUDAExecutionProvider" in i.providers for i in group.instances)  # type: ignore[attr-defined]
@@ -166,15 +170,26 @@ def config_text(repo: Path, models: dict[str, str]) -> str:
 @pytest.fixture(scope="module")
 def server(repo: Path) -> Iterator[ServerThread]:
     path = repo / "models.config"
-    path.write_text(config_text(repo, {
-        "a": f'devices: "cuda:0" instances: 2 memory_limit_bytes: {CAP}',
-        "b": f'devices: "cuda:0" memory_limit_bytes: {CAP}',
-    }))
+    path.write_text(
+        config_text(
+            repo,
+            {
+                "a": f'devices: "cuda:0" instances: 2 memory_limit_bytes: {CAP}',
+                "b": f'devices: "cuda:0" memory_limit_bytes: {CAP}',
+            },
+        )
+    )
     batching = repo / "batching.txt"
-    batching.write_text("max_batch_size { value: 256 }\nbatch_timeout_micros { value: 2000 }\n"
-                        "num_batch_threads { value: 4 }\nmax_enqueued_batches { value: 1000 }\n")
-    with running_server(f"--model_config_file={path}", "--enable_batching",
-                        f"--batching_parameters_file={batching}", "--max_num_load_retries=0") as handle:
+    batching.write_text(
+        "max_batch_size { value: 256 }\nbatch_timeout_micros { value: 2000 }\n"
+        "num_batch_threads { value: 4 }\nmax_enqueued_batches { value: 1000 }\n"
+    )
+    with running_server(
+        f"--model_config_file={path}",
+        "--enable_batching",
+        f"--batching_parameters_file={batching}",
+        "--max_num_load_retries=0",
+    ) as handle:
         yield handle
 
 
@@ -213,16 +228,19 @@ def test_a_batch_over_the_cap_fails_alone_and_the_next_one_runs(server: ServerTh
         close_to_numpy(grpc_client.predict("b", {"input": x})["output"], x)
 
 
-def test_a_model_that_does_not_fit_fails_cleanly_and_the_others_keep_serving(
-    server: ServerThread, repo: Path
-) -> None:
+def test_a_model_that_does_not_fit_fails_cleanly_and_the_others_keep_serving(server: ServerThread, repo: Path) -> None:
     torch = torch_cuda()
     path = repo / "models_big.config"
-    path.write_text(config_text(repo, {
-        "a": f'devices: "cuda:0" instances: 2 memory_limit_bytes: {CAP}',
-        "b": f'devices: "cuda:0" memory_limit_bytes: {CAP}',
-        "big": 'devices: "cuda:0" memory_limit_bytes: 1048576',
-    }))
+    path.write_text(
+        config_text(
+            repo,
+            {
+                "a": f'devices: "cuda:0" instances: 2 memory_limit_bytes: {CAP}',
+                "b": f'devices: "cuda:0" memory_limit_bytes: {CAP}',
+                "big": 'devices: "cuda:0" memory_limit_bytes: 1048576',
+            },
+        )
+    )
     allocated = torch.cuda.memory_allocated(0)
     with pytest.raises(Exception, match="RESOURCE_EXHAUSTED: Model big does not fit on cuda:0"):
         server.server.core.reload_and_wait(read_model_config_file(str(path)))

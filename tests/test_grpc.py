@@ -80,9 +80,7 @@ def predict_request(model: str, inputs: dict[str, Any], **spec: Any) -> Any:
             setattr(request.model_spec, key, value)
     for alias, value in inputs.items():
         request.inputs[alias].CopyFrom(
-            value
-            if hasattr(value, "dtype") and hasattr(value, "tensor_shape")
-            else tf.make_tensor_proto(value)
+            value if hasattr(value, "dtype") and hasattr(value, "tensor_shape") else tf.make_tensor_proto(value)
         )
     return request
 
@@ -147,9 +145,7 @@ def test_tensor_content_responses_when_asked(repo: Path, batching: tuple[str, ..
 
 
 def test_predict_response_model_spec(stub: Any) -> None:
-    response = stub.Predict(
-        predict_request("versions", {"x": np.zeros(1, np.float32)}, version_label="stable"), 10.0
-    )
+    response = stub.Predict(predict_request("versions", {"x": np.zeros(1, np.float32)}, version_label="stable"), 10.0)
     assert response.model_spec.name == "versions"
     assert response.model_spec.version.value == 1
     assert response.model_spec.signature_name == "serving_default"
@@ -185,9 +181,7 @@ def test_seed_guide_client_against_an_onnx_mlp(server: ServerThread) -> None:
     """The seed guide's client class, modernised only where TF1 APIs are gone."""
 
     class TFServingClient:
-        def __init__(
-            self, host: str, port: int, model_name: str, signature_name: str = "serving_default"
-        ) -> None:
+        def __init__(self, host: str, port: int, model_name: str, signature_name: str = "serving_default") -> None:
             options = [
                 ("grpc.max_send_message_length", 1024 * 1024 * 1024),
                 ("grpc.max_receive_message_length", 1024 * 1024 * 1024),
@@ -341,9 +335,7 @@ def multi_error(stub: Any, tasks: list[tuple[str, str, str]]) -> grpc.RpcError:
 def test_multi_inference_errors(stub: Any) -> None:
     regress = "tensorflow/serving/regress"
     err = multi_error(stub, [("tf_regress", "", regress), ("by_name", "", regress)])
-    assert (
-        err.code() == grpc.StatusCode.INVALID_ARGUMENT and "must access the same model name" in err.details()
-    )
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "must access the same model name" in err.details()
     err = multi_error(stub, [("tf_regress", "", regress), ("tf_regress", "serving_default", regress)])
     assert err.details() == "Duplicate evaluation of signature: serving_default"
     err = multi_error(stub, [("tf_regress", "", "tensorflow/serving/predict")])
@@ -402,9 +394,7 @@ def test_reload_config_adds_and_removes_models(tmp_path: Path, batching: tuple[s
         (tmp_path / "empty").mkdir()
         config.base_path = str(tmp_path / "empty")
         err = rpc_error(models.HandleReloadConfigRequest, request)
-        assert (
-            err.code() == grpc.StatusCode.FAILED_PRECONDITION and "No versions of servable c" in err.details()
-        )
+        assert err.code() == grpc.StatusCode.FAILED_PRECONDITION and "No versions of servable c" in err.details()
         # A failed reload changed nothing.
         out = predictions.Predict(predict_request("b", {"x": np.zeros(1, np.float32)}), 10.0)
         assert tf.make_ndarray(out.outputs["y"]).tolist() == [4.0]
@@ -466,8 +456,7 @@ ERROR_CASES: list[tuple[str, Any, grpc.StatusCode, str]] = [
         "wrong input name",
         lambda: predict_request("half", {"z": np.zeros(1, np.float32)}),
         grpc.StatusCode.INVALID_ARGUMENT,
-        "input size does not match signature: 1!=1 len({z}) != len({x}). "
-        "Sent extra: {z}. Missing but required: {x}.",
+        "input size does not match signature: 1!=1 len({z}) != len({x}). Sent extra: {z}. Missing but required: {x}.",
     ),
     (
         "wrong dtype",

@@ -110,9 +110,7 @@ def test_a_taken_port_fails_start_up(half: Path, server_model: str) -> None:
 
 def test_channel_arguments_parse_like_tf_serving() -> None:
     assert parse_channel_arguments("") == []
-    parsed = parse_channel_arguments(
-        "grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x=y,grpc.a=99999999999"
-    )
+    parsed = parse_channel_arguments("grpc.max_connection_age_ms=2000,grpc.primary_user_agent=x=y,grpc.a=99999999999")
     assert parsed == [
         ("grpc.max_connection_age_ms", 2000),
         ("grpc.primary_user_agent", "x=y"),
@@ -142,9 +140,7 @@ def test_status_details_are_cut_at_1024() -> None:
 # --- TLS -----------------------------------------------------------------------------------------
 
 
-def _certificate(
-    name: str, issuer: tuple | None = None, ca: bool = False
-) -> tuple[bytes, bytes, object, object]:
+def _certificate(name: str, issuer: tuple | None = None, ca: bool = False) -> tuple[bytes, bytes, object, object]:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
@@ -165,9 +161,7 @@ def _certificate(
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if not ca:
-        builder = builder.add_extension(
-            x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False
-        )
+        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
     cert = builder.sign(issuer_key, hashes.SHA256())
     key_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
@@ -281,8 +275,11 @@ def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, 
         with pytest.raises(RuntimeError):
             call(request, context)
         # Unbatched, TF's "Deadline exceeded"; batched, the batch queue's own TF text.
-        expected = (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded") if server_model == "threaded" else (
-            grpc.StatusCode.RESOURCE_EXHAUSTED, "Run() timeout exceeded while waiting in batching queue")
+        expected = (
+            (grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline exceeded")
+            if server_model == "threaded"
+            else (grpc.StatusCode.RESOURCE_EXHAUSTED, "Run() timeout exceeded while waiting in batching queue")
+        )
         assert context.aborted == expected
         context = _Context(remaining=30.0)
         with pytest.raises(RuntimeError):

@@ -28,8 +28,9 @@ LIMIT = 100_000
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     root = tmp_path_factory.mktemp("models")
     om.write(root / "half", 1, om.half_plus_two())
-    with running_server(f"--model_base_path={root / 'half'}", "--model_name=half",
-                        f"--rest_api_max_body_bytes={LIMIT}") as s:
+    with running_server(
+        f"--model_base_path={root / 'half'}", "--model_name=half", f"--rest_api_max_body_bytes={LIMIT}"
+    ) as s:
         yield s
 
 
@@ -75,8 +76,10 @@ class Reader:
 
 def predict_request(values: list[float], extra: str = "", body: bytes | None = None) -> bytes:
     data = json.dumps({"instances": values}).encode() if body is None else body
-    return (f"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(data)}\r\n{extra}\r\n").encode() + data
+    return (
+        f"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n{extra}\r\n"
+    ).encode() + data
 
 
 def expected(values: list[float]) -> list[float]:
@@ -161,8 +164,11 @@ def test_early_answer_reads_the_rest_of_the_body_and_keeps_the_connection(server
 
 
 def test_unparseable_request_gets_400_and_the_server_goes_on(server: ServerThread) -> None:
-    for garbage in (b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n",
-                    b"POST /v1/models/half:predict HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n"):
+    for garbage in (
+        b"NOT HTTP AT ALL\r\n\r\n",
+        b"GET / HTTP/1.1\r\nBad Header Line\r\n\r\n",
+        b"POST /v1/models/half:predict HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+    ):
         with connect(server) as sock:
             sock.sendall(garbage)
             reader = Reader(sock)
@@ -199,7 +205,7 @@ def test_head_gets_headers_without_a_body(server: ServerThread) -> None:
 
 def test_client_that_disconnects_mid_body_costs_nothing(server: ServerThread) -> None:
     with connect(server) as sock:
-        sock.sendall(b"POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"inst")
+        sock.sendall(b'POST /v1/models/half:predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{"inst')
     with connect(server) as sock:
         sock.sendall(predict_request([6.0]))
         status, _, body = Reader(sock).response()

@@ -191,8 +191,7 @@ def test_head_answers_with_the_length_of_the_body_it_leaves_out(listener: Listen
 
 
 def test_idle_connections_close_after_the_keep_alive_time_busy_ones_do_not() -> None:
-    with listening(keep_alive_seconds=KEEP_ALIVE) as listener, listener.connect() as idle, \
-            listener.connect() as busy:
+    with listening(keep_alive_seconds=KEEP_ALIVE) as listener, listener.connect() as idle, listener.connect() as busy:
         idle.sendall(get("/once"))
         idle_reader = Reader(idle)
         assert idle_reader.response()[0] == 200

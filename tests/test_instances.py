@@ -168,8 +168,9 @@ def test_loader_places_instances_and_reports_them(repo: Path) -> None:
     try:
         size = (repo / "mlp" / "1" / "model.onnx").stat().st_size
         statuses = loaded.instance_status()
-        assert [(s.index, s.device, s.requested_device, s.weights_bytes, s.memory_limit_bytes)
-                for s in statuses] == [(i, "cpu", "cpu", size, (10 << 20) // 3) for i in range(3)]
+        assert [(s.index, s.device, s.requested_device, s.weights_bytes, s.memory_limit_bytes) for s in statuses] == [
+            (i, "cpu", "cpu", size, (10 << 20) // 3) for i in range(3)
+        ]
         assert all(s.device_memory_bytes is None for s in statuses)  # no device memory on a CPU
         x = np.random.default_rng(1).standard_normal((5, 6)).astype(np.float32)
         for _ in range(3):
@@ -208,8 +209,10 @@ def test_a_model_over_its_cap_fails_with_resource_exhausted(repo: Path) -> None:
     )
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
-                    reason="this onnxruntime has a CUDA provider: there is no fallback to see")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="this onnxruntime has a CUDA provider: there is no fallback to see",
+)
 def test_onnx_on_a_gpu_without_the_cuda_provider_falls_back_to_cpu_loudly(
     repo: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -218,8 +221,10 @@ def test_onnx_on_a_gpu_without_the_cuda_provider_falls_back_to_cpu_loudly(
     with caplog.at_level(logging.WARNING, "modelserve.platforms.onnx"):
         loaded = loader(config(repo, "small", Placement()), repo / "small" / "1")
     try:
-        assert "device cuda:0 requested but onnxruntime has no CUDA provider (install modelserve[gpu]); " \
-               "running on CPU" in caplog.text
+        assert (
+            "device cuda:0 requested but onnxruntime has no CUDA provider (install modelserve[gpu]); "
+            "running on CPU" in caplog.text
+        )
         status = loaded.instance_status()[0]
         assert (status.device, status.requested_device) == ("cpu", "cuda:0")
         out = loaded.predict(DEFAULT_SIGNATURE, {"x": np.array([1.0, 4.0], np.float32)})["y"]
@@ -228,9 +233,7 @@ def test_onnx_on_a_gpu_without_the_cuda_provider_falls_back_to_cpu_loudly(
         loaded.close()
 
 
-def test_torch_on_a_gpu_without_cuda_falls_back_to_cpu_loudly(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_torch_on_a_gpu_without_cuda_falls_back_to_cpu_loudly(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     torch = pytest.importorskip("torch", reason="needs the torch extra")
     if torch.cuda.is_available():
         pytest.skip("torch has CUDA here: there is no fallback to see")
@@ -269,15 +272,20 @@ def write_config(repo: Path, name: str, entries: Mapping[str, str]) -> Path:
 
 @pytest.fixture(scope="module", params=["direct", "batching"])
 def server(request: pytest.FixtureRequest, repo: Path) -> Iterator[ServerThread]:
-    models = write_config(repo, f"models_{request.param}.config", {
-        "mlp": 'mlp|placement { devices: "cpu" instances: 3 }',
-        "small": "small|",
-    })
+    models = write_config(
+        repo,
+        f"models_{request.param}.config",
+        {
+            "mlp": 'mlp|placement { devices: "cpu" instances: 3 }',
+            "small": "small|",
+        },
+    )
     batching = repo / "batching.txt"
-    batching.write_text("max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000 }\n"
-                        "num_batch_threads { value: 4 }\nmax_enqueued_batches { value: 1000 }\n")
-    flags = [f"--model_config_file={models}", "--tensorflow_intra_op_parallelism=1",
-             "--max_num_load_retries=0"]
+    batching.write_text(
+        "max_batch_size { value: 8 }\nbatch_timeout_micros { value: 1000 }\n"
+        "num_batch_threads { value: 4 }\nmax_enqueued_batches { value: 1000 }\n"
+    )
+    flags = [f"--model_config_file={models}", "--tensorflow_intra_op_parallelism=1", "--max_num_load_retries=0"]
     if request.param == "batching":
         flags += ["--enable_batching", f"--batching_parameters_file={batching}"]
     with running_server(*flags) as handle:
@@ -309,7 +317,9 @@ def test_concurrent_requests_get_their_own_answers_from_every_instance(server: S
     assert (version["version"], version["state"]) == ("1", "AVAILABLE")
     instances = version["instances"]
     assert [(i["index"], i["device"], i["requested_device"]) for i in instances] == [
-        (0, "cpu", "cpu"), (1, "cpu", "cpu"), (2, "cpu", "cpu")
+        (0, "cpu", "cpu"),
+        (1, "cpu", "cpu"),
+        (2, "cpu", "cpu"),
     ]
     assert all(i["calls"] > 0 for i in instances)
     assert sum(i["calls"] for i in instances) <= 72  # 72 requests; batching merges some
@@ -317,26 +327,33 @@ def test_concurrent_requests_get_their_own_answers_from_every_instance(server: S
 
 def test_status_endpoint_keeps_tf_serving_shape(server: ServerThread) -> None:
     status, body = get(server, "/v1/models/mlp")
-    assert (status, body) == (200, {"model_version_status": [
-        {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
-    ]})
+    assert (status, body) == (
+        200,
+        {
+            "model_version_status": [
+                {"version": "1", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
+            ]
+        },
+    )
     status, body = get(server, "/v1/models/small/versions/1/instances")
     assert status == 200
     (instance,) = body["model_version_instances"][0]["instances"]
     assert instance["device"] == "cpu" and instance["memory_limit_bytes"] == 0
-    assert get(server, "/v1/models/nope/instances") == (
-        404, {"error": "Could not find any versions of model nope"}
-    )
+    assert get(server, "/v1/models/nope/instances") == (404, {"error": "Could not find any versions of model nope"})
 
 
 def test_a_model_that_does_not_fit_fails_alone(server: ServerThread, repo: Path) -> None:
     # Add a model whose cap is below its weights: its load fails with RESOURCE_EXHAUSTED, naming the model,
     # device and sizes; the models already serving keep answering.
-    models = write_config(repo, f"models_big_{id(server)}.config", {
-        "mlp": 'mlp|placement { devices: "cpu" instances: 3 }',
-        "small": "small|",
-        "big": 'mlp|placement { devices: "cpu" memory_limit_bytes: 1024 }',
-    })
+    models = write_config(
+        repo,
+        f"models_big_{id(server)}.config",
+        {
+            "mlp": 'mlp|placement { devices: "cpu" instances: 3 }',
+            "small": "small|",
+            "big": 'mlp|placement { devices: "cpu" memory_limit_bytes: 1024 }',
+        },
+    )
     from modelserve.config_files import read_model_config_file
 
     with pytest.raises(Exception, match="big") as caught:
@@ -349,8 +366,9 @@ def test_a_model_that_does_not_fit_fails_alone(server: ServerThread, repo: Path)
     assert "exceed its memory limit there (1.00 KiB (1024 bytes))" in row["status"]["error_message"]
     with GrpcClient(server.grpc_target) as grpc_client:
         x = np.ones((2, 6), np.float32)
-        np.testing.assert_allclose(grpc_client.predict("mlp", {"input": x})["output"],
-                                   om.mlp_reference(WEIGHTS, x), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            grpc_client.predict("mlp", {"input": x})["output"], om.mlp_reference(WEIGHTS, x), rtol=1e-4, atol=1e-5
+        )
         small = grpc_client.predict("small", {"x": np.array([2.0], np.float32)})["y"]
         np.testing.assert_allclose(small, [3.0])
 
@@ -371,15 +389,19 @@ def test_torch_allocator_cap_is_the_sum_of_the_caps_while_all_have_one() -> None
 def test_onnx_cuda_provider_options(monkeypatch: pytest.MonkeyPatch) -> None:
     from modelserve.platforms import onnx as onnx_platform
 
-    monkeypatch.setattr(onnx_platform.ort, "get_available_providers",
-                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        onnx_platform.ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     assert onnx_platform.providers(LoadOptions(device="cuda:1", memory_limit_bytes=1 << 30)) == [
-        ("CUDAExecutionProvider",
-         {"device_id": 1, "gpu_mem_limit": 1 << 30, "arena_extend_strategy": "kSameAsRequested"}),
+        (
+            "CUDAExecutionProvider",
+            {"device_id": 1, "gpu_mem_limit": 1 << 30, "arena_extend_strategy": "kSameAsRequested"},
+        ),
         "CPUExecutionProvider",
     ]
     assert onnx_platform.providers(LoadOptions(device="cuda:0")) == [
-        ("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"
+        ("CUDAExecutionProvider", {"device_id": 0}),
+        "CPUExecutionProvider",
     ]
     assert onnx_platform.providers(LoadOptions(device="cpu")) == ["CPUExecutionProvider"]
 

@@ -226,21 +226,15 @@ def test_labels_move_with_the_config_file(tmp_path: Path, log_watch: Callable[[s
     stage(tmp_path / "m", 2)
     config = tmp_path / "models.config"
     policy = "model_version_policy { all {} }"
-    write_config(
-        config, [entry("m", tmp_path / "m", f'{policy} version_labels {{ key: "stable" value: 1 }}')]
-    )
+    write_config(config, [entry("m", tmp_path / "m", f'{policy} version_labels {{ key: "stable" value: 1 }}')])
     with running_server(f"--model_config_file={config}", **FAST) as server:
         # Labels of the initial config apply once their versions are loaded (TF Serving refuses them).
         assert served_version(server, suffix="/labels/stable") == 1
-        write_config(
-            config, [entry("m", tmp_path / "m", f'{policy} version_labels {{ key: "stable" value: 2 }}')]
-        )
+        write_config(config, [entry("m", tmp_path / "m", f'{policy} version_labels {{ key: "stable" value: 2 }}')])
         wait(server, lambda: server.server.manager.labels("m") == {"stable": 2})
         assert served_version(server, suffix="/labels/stable") == 2
         refused = log_watch("PollFilesystemAndReloadConfig failed to ReloadConfig")
-        write_config(
-            config, [entry("m", tmp_path / "m", f'{policy} version_labels {{ key: "stable" value: 7 }}')]
-        )
+        write_config(config, [entry("m", tmp_path / "m", f'{policy} version_labels {{ key: "stable" value: 7 }}')])
         assert refused.seen.wait(30)
         assert refused.lines[0].endswith(
             "FAILED_PRECONDITION: Request to assign label to version 7 of model m, "
@@ -251,9 +245,7 @@ def test_labels_move_with_the_config_file(tmp_path: Path, log_watch: Callable[[s
         assert (status, body) == (400, {"error": "Unrecognized servable version label: canary"})
 
 
-def test_config_file_reload_adds_and_removes_models(
-    tmp_path: Path, log_watch: Callable[[str], LogWatch]
-) -> None:
+def test_config_file_reload_adds_and_removes_models(tmp_path: Path, log_watch: Callable[[str], LogWatch]) -> None:
     for name in ("a", "b"):
         stage(tmp_path / name, 1)
     config = tmp_path / "models.config"
@@ -294,9 +286,7 @@ def test_grpc_reload_config(tmp_path: Path) -> None:
         with pytest.raises(ClientError) as raised:
             client.reload_config("model_config_list {" + entry("c", tmp_path / "c") + "}")
         assert raised.value.code == Code.UNKNOWN
-        assert "1 model(s) did not become available: {{{name: c version: 1} due to error: " in str(
-            raised.value
-        )
+        assert "1 model(s) did not become available: {{{name: c version: 1} due to error: " in str(raised.value)
 
 
 # ---- zero failed requests -----------------------------------------------------------------------
@@ -312,11 +302,9 @@ class Clients:
         self.answers: dict[str, list[int]] = {}
         self.failures: list[str] = []
         self._threads = [
-            threading.Thread(target=self._run, args=(f"rest-{i}", self._rest_predictions))
-            for i in range(rest_clients)
+            threading.Thread(target=self._run, args=(f"rest-{i}", self._rest_predictions)) for i in range(rest_clients)
         ] + [
-            threading.Thread(target=self._run, args=(f"grpc-{i}", self._grpc_predictions))
-            for i in range(grpc_clients)
+            threading.Thread(target=self._run, args=(f"grpc-{i}", self._grpc_predictions)) for i in range(grpc_clients)
         ]
 
     def __enter__(self) -> Clients:
@@ -372,9 +360,7 @@ class Clients:
                     yield None, f"HTTP {response.status}: {data!r}"
                 else:
                     predictions = json.loads(data)["predictions"]
-                    yield (
-                        (int(predictions[0]), "") if predictions[0] == predictions[1] else (None, repr(data))
-                    )
+                    yield ((int(predictions[0]), "") if predictions[0] == predictions[1] else (None, repr(data)))
         finally:
             conn.close()
 

@@ -156,9 +156,7 @@ def test_failed_load_is_retried_while_aspired(tmp_path: Path) -> None:
             raise OSError("disk hiccup")
         return EchoServable()
 
-    options = ManagerOptions(
-        file_system_poll_wait_seconds=0, max_num_load_retries=2, load_retry_interval_seconds=0
-    )
+    options = ManagerOptions(file_system_poll_wait_seconds=0, max_num_load_retries=2, load_retry_interval_seconds=0)
     manager = ModelManager(options, flaky, lambda config, version, servable: Runner(servable))
     versions(tmp_path, 1)
     manager.reload([ModelConfig("m", str(tmp_path))])
@@ -172,9 +170,7 @@ def test_retries_give_up_with_tf_serving_status(tmp_path: Path) -> None:
     with pytest.raises(ServingError) as raised:
         manager.reload([ModelConfig("m", str(tmp_path))])
     assert raised.value.code == Code.UNKNOWN
-    assert str(raised.value).startswith(
-        "1 servable(s) did not become available: {{name: m version: 1} due to error:"
-    )
+    assert str(raised.value).startswith("1 servable(s) did not become available: {{name: m version: 1} due to error:")
     [status] = manager.status("m")
     assert (status.state, status.error_code) == (State.END, Code.FAILED_PRECONDITION)
     manager.close()
@@ -256,9 +252,7 @@ def test_memory_uri_base_path_is_copied_locally_and_dropped_on_unload() -> None:
 def test_labels_of_the_initial_config_apply_once_loaded(tmp_path: Path) -> None:
     manager, _ = make_manager()
     versions(tmp_path, 1, 2)
-    manager.reload(
-        [ModelConfig("m", str(tmp_path), policy=VersionPolicy("all"), labels={"stable": 1, "canary": 2})]
-    )
+    manager.reload([ModelConfig("m", str(tmp_path), policy=VersionPolicy("all"), labels={"stable": 1, "canary": 2})])
     assert manager.labels("m") == {"stable": 1, "canary": 2}
     with manager.lease("m", label="stable") as lease:
         assert lease.version == 1
@@ -288,9 +282,7 @@ def test_label_rules_on_reload(tmp_path: Path) -> None:
     assert manager.labels("m") == {"stable": 2}
     # Point it at a version that is not loaded: refused whole, nothing changes.
     with pytest.raises(FailedPrecondition, match="assign label to version 3 of model m"):
-        manager.reload(
-            [ModelConfig("m", str(tmp_path), policy=VersionPolicy("latest"), labels={"stable": 3})]
-        )
+        manager.reload([ModelConfig("m", str(tmp_path), policy=VersionPolicy("latest"), labels={"stable": 3})])
     assert manager.labels("m") == {"stable": 2} and states(manager) == {1: "AVAILABLE", 2: "AVAILABLE"}
     manager.close()
 
@@ -321,9 +313,7 @@ def test_reload_errors_use_tf_texts_and_change_nothing(tmp_path: Path) -> None:
         manager.reload([ModelConfig("a", str(tmp_path / "a"), platform="pytorch")])
     with pytest.raises(InvalidArgument, match=r"^Illegal to list model a multiple times in config list$"):
         manager.reload([a, a])
-    with pytest.raises(
-        FailedPrecondition, match=f"^No versions of servable e found under base path {tmp_path}"
-    ):
+    with pytest.raises(FailedPrecondition, match=f"^No versions of servable e found under base path {tmp_path}"):
         manager.reload([a, ModelConfig("e", str(tmp_path / "empty"))])
     assert manager.model_names() == ["a"]
     with pytest.raises(ServingError) as raised:
@@ -350,9 +340,7 @@ def test_reload_adds_removes_and_repolicies_models(tmp_path: Path) -> None:
         ]
     )
     manager.wait_until_settled(["a"])  # reload waits for added models only
-    assert states(manager, "a") == {2: "AVAILABLE", 1: "AVAILABLE"} and states(manager, "b") == {
-        1: "AVAILABLE"
-    }
+    assert states(manager, "a") == {2: "AVAILABLE", 1: "AVAILABLE"} and states(manager, "b") == {1: "AVAILABLE"}
     manager.reload([ModelConfig("b", str(tmp_path / "b"))])
     with pytest.raises(NotFound):
         manager.lease("a")  # removed: no new requests...

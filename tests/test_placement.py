@@ -94,8 +94,7 @@ def test_extension_is_numbered_away_from_tf_serving() -> None:
 def test_bad_placements_are_refused(tmp_path: Path, block: str, message: str) -> None:
     path = tmp_path / "models.config"
     path.write_text(
-        f'model_config_list {{ config {{ name: "m" base_path: "/m" model_platform: "onnx" '
-        f'placement {{ {block} }} }} }}'
+        f'model_config_list {{ config {{ name: "m" base_path: "/m" model_platform: "onnx" placement {{ {block} }} }} }}'
     )
     with pytest.raises(InvalidArgument) as caught:
         read_model_config_file(str(path))
@@ -114,8 +113,15 @@ def test_unknown_placement_field_names_the_line(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "device"),
-    [("cpu", "cpu"), ("CPU", "cpu"), ("cuda", "cuda:0"), ("gpu", "cuda:0"), ("cuda:3", "cuda:3"),
-     ("GPU:1", "cuda:1"), (" cuda:2 ", "cuda:2")],
+    [
+        ("cpu", "cpu"),
+        ("CPU", "cpu"),
+        ("cuda", "cuda:0"),
+        ("gpu", "cuda:0"),
+        ("cuda:3", "cuda:3"),
+        ("GPU:1", "cuda:1"),
+        (" cuda:2 ", "cuda:2"),
+    ],
 )
 def test_device_names(text: str, device: str) -> None:
     assert devices.parse_device(text) == device
@@ -203,7 +209,10 @@ def test_default_device_is_gpu_0_when_visible_else_cpu() -> None:
 def test_instances_per_device_share_the_cap() -> None:
     placement = Placement(("cuda:0", "cuda:1"), 2, 1000)
     assert plan("m", placement, TWO_GPUS) == [
-        Slot(0, "cuda:0", 500), Slot(1, "cuda:0", 500), Slot(2, "cuda:1", 500), Slot(3, "cuda:1", 500),
+        Slot(0, "cuda:0", 500),
+        Slot(1, "cuda:0", 500),
+        Slot(2, "cuda:1", 500),
+        Slot(3, "cuda:1", 500),
     ]
 
 
@@ -222,8 +231,11 @@ def test_without_any_gpu_a_gpu_placement_runs_on_cpu_and_says_so(caplog: pytest.
 def test_fits_names_the_sizes() -> None:
     devices.check_fits(100, 0)
     devices.check_fits(100, 100, free=100)
-    with pytest.raises(ResourceExhausted, match=r"its weights \(2.00 KiB \(2048 bytes\)\) exceed its memory "
-                                                 r"limit there \(1.00 KiB \(1024 bytes\)\)"):
+    with pytest.raises(
+        ResourceExhausted,
+        match=r"its weights \(2.00 KiB \(2048 bytes\)\) exceed its memory "
+        r"limit there \(1.00 KiB \(1024 bytes\)\)",
+    ):
         devices.check_fits(2048, 1024)
     with pytest.raises(ResourceExhausted, match=r"do not fit in the device's free memory \(1000 bytes of "):
         devices.check_fits(2048, 0, free=1000, total=4096)

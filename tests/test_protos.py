@@ -132,9 +132,7 @@ WIRE_CASES: list[tuple[str, Callable[[], Any], bytes]] = [
     (
         "reload_config",
         lambda: pb.ReloadConfigRequest(
-            config=pb.ModelServerConfig(
-                model_config_list=pb.ModelConfigList(config=[pb.ModelConfig(name="m")])
-            )
+            config=pb.ModelServerConfig(model_config_list=pb.ModelConfigList(config=[pb.ModelConfig(name="m")]))
         ),
         b"\x0a\x07\x0a\x05\x0a\x03\x0a\x01m",
     ),
@@ -223,9 +221,7 @@ SERVICES = {
 @pytest.mark.parametrize("service", sorted(SERVICES))
 def test_tf_serving_services(service: str) -> None:
     descriptor = POOL.FindServiceByName(service)
-    methods = {
-        m.name: (m.input_type.full_name, m.output_type.full_name) for m in descriptor.methods
-    }
+    methods = {m.name: (m.input_type.full_name, m.output_type.full_name) for m in descriptor.methods}
     assert methods == {
         name: (f"tensorflow.serving.{req}", f"tensorflow.serving.{resp}")
         for name, (req, resp) in SERVICES[service].items()
@@ -235,8 +231,15 @@ def test_tf_serving_services(service: str) -> None:
 def test_v2_inference_service() -> None:
     methods = {m.name: m for m in POOL.FindServiceByName(INFERENCE_SERVICE).methods}
     required = {
-        "ServerLive", "ServerReady", "ModelReady", "ServerMetadata", "ModelMetadata", "ModelInfer",
-        "RepositoryIndex", "RepositoryModelLoad", "RepositoryModelUnload",
+        "ServerLive",
+        "ServerReady",
+        "ModelReady",
+        "ServerMetadata",
+        "ModelMetadata",
+        "ModelInfer",
+        "RepositoryIndex",
+        "RepositoryModelLoad",
+        "RepositoryModelUnload",
     }
     assert required <= set(methods)
     assert methods["ModelInfer"].input_type.full_name == "inference.ModelInferRequest"
@@ -246,22 +249,65 @@ def test_v2_inference_service() -> None:
 
 def test_enum_numbers() -> None:
     data_type = {
-        "DT_INVALID": 0, "DT_FLOAT": 1, "DT_DOUBLE": 2, "DT_INT32": 3, "DT_UINT8": 4, "DT_INT16": 5,
-        "DT_INT8": 6, "DT_STRING": 7, "DT_COMPLEX64": 8, "DT_INT64": 9, "DT_BOOL": 10, "DT_QINT8": 11,
-        "DT_QUINT8": 12, "DT_QINT32": 13, "DT_BFLOAT16": 14, "DT_QINT16": 15, "DT_QUINT16": 16,
-        "DT_UINT16": 17, "DT_COMPLEX128": 18, "DT_HALF": 19, "DT_RESOURCE": 20, "DT_VARIANT": 21,
-        "DT_UINT32": 22, "DT_UINT64": 23, "DT_FLOAT8_E5M2": 24, "DT_FLOAT8_E4M3FN": 25,
-        "DT_FLOAT8_E4M3FNUZ": 26, "DT_FLOAT8_E4M3B11FNUZ": 27, "DT_FLOAT8_E5M2FNUZ": 28, "DT_INT4": 29,
-        "DT_UINT4": 30, "DT_INT2": 31, "DT_UINT2": 32, "DT_FLOAT4_E2M1FN": 33,
-        "DT_FLOAT_REF": 101, "DT_FLOAT4_E2M1FN_REF": 133,
+        "DT_INVALID": 0,
+        "DT_FLOAT": 1,
+        "DT_DOUBLE": 2,
+        "DT_INT32": 3,
+        "DT_UINT8": 4,
+        "DT_INT16": 5,
+        "DT_INT8": 6,
+        "DT_STRING": 7,
+        "DT_COMPLEX64": 8,
+        "DT_INT64": 9,
+        "DT_BOOL": 10,
+        "DT_QINT8": 11,
+        "DT_QUINT8": 12,
+        "DT_QINT32": 13,
+        "DT_BFLOAT16": 14,
+        "DT_QINT16": 15,
+        "DT_QUINT16": 16,
+        "DT_UINT16": 17,
+        "DT_COMPLEX128": 18,
+        "DT_HALF": 19,
+        "DT_RESOURCE": 20,
+        "DT_VARIANT": 21,
+        "DT_UINT32": 22,
+        "DT_UINT64": 23,
+        "DT_FLOAT8_E5M2": 24,
+        "DT_FLOAT8_E4M3FN": 25,
+        "DT_FLOAT8_E4M3FNUZ": 26,
+        "DT_FLOAT8_E4M3B11FNUZ": 27,
+        "DT_FLOAT8_E5M2FNUZ": 28,
+        "DT_INT4": 29,
+        "DT_UINT4": 30,
+        "DT_INT2": 31,
+        "DT_UINT2": 32,
+        "DT_FLOAT4_E2M1FN": 33,
+        "DT_FLOAT_REF": 101,
+        "DT_FLOAT4_E2M1FN_REF": 133,
     }
     for name, number in data_type.items():
         assert pb.DataType.Value(name) == number, name
     assert len(pb.DataType.keys()) == 34 + 33
-    codes = ["OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-             "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-             "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-             "UNAUTHENTICATED"]
+    codes = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ]
     assert [pb.Code.Value(name) for name in codes] == list(range(17))
     states = {"UNKNOWN": 0, "START": 10, "LOADING": 20, "AVAILABLE": 30, "UNLOADING": 40, "END": 50}
     assert {name: pb.ModelVersionStatus.State.Value(name) for name in states} == states
@@ -271,10 +317,24 @@ def test_enum_numbers() -> None:
 
 def test_tensor_proto_field_numbers() -> None:
     expected = {
-        "dtype": 1, "tensor_shape": 2, "version_number": 3, "tensor_content": 4, "half_val": 13,
-        "float_val": 5, "double_val": 6, "int_val": 7, "string_val": 8, "scomplex_val": 9,
-        "int64_val": 10, "bool_val": 11, "dcomplex_val": 12, "resource_handle_val": 14,
-        "variant_val": 15, "uint32_val": 16, "uint64_val": 17, "float8_val": 18,
+        "dtype": 1,
+        "tensor_shape": 2,
+        "version_number": 3,
+        "tensor_content": 4,
+        "half_val": 13,
+        "float_val": 5,
+        "double_val": 6,
+        "int_val": 7,
+        "string_val": 8,
+        "scomplex_val": 9,
+        "int64_val": 10,
+        "bool_val": 11,
+        "dcomplex_val": 12,
+        "resource_handle_val": 14,
+        "variant_val": 15,
+        "uint32_val": 16,
+        "uint64_val": 17,
+        "float8_val": 18,
     }
     assert {f.name: f.number for f in pb.TensorProto.DESCRIPTOR.fields} == expected
 
@@ -282,15 +342,16 @@ def test_tensor_proto_field_numbers() -> None:
 def test_batching_parameters_use_wrapper_types() -> None:
     fields = pb.BatchingParameters.DESCRIPTOR.fields_by_name
     wrappers = {
-        "max_batch_size": (1, "Int64Value"), "batch_timeout_micros": (2, "Int64Value"),
-        "max_enqueued_batches": (3, "Int64Value"), "num_batch_threads": (4, "Int64Value"),
-        "thread_pool_name": (5, "StringValue"), "enable_large_batch_splitting": (8, "BoolValue"),
+        "max_batch_size": (1, "Int64Value"),
+        "batch_timeout_micros": (2, "Int64Value"),
+        "max_enqueued_batches": (3, "Int64Value"),
+        "num_batch_threads": (4, "Int64Value"),
+        "thread_pool_name": (5, "StringValue"),
+        "enable_large_batch_splitting": (8, "BoolValue"),
         "max_execution_batch_size": (9, "Int64Value"),
     }
     for name, (number, wrapper) in wrappers.items():
-        assert (fields[name].number, fields[name].message_type.full_name) == (
-            number, f"google.protobuf.{wrapper}"
-        )
+        assert (fields[name].number, fields[name].message_type.full_name) == (number, f"google.protobuf.{wrapper}")
     assert fields["allowed_batch_sizes"].number == 6
     assert fields["pad_variable_length_inputs"].number == 7
 
@@ -571,7 +632,11 @@ def test_server_reflection_serves_our_pool(sync_server: int) -> None:
             remote = descriptor_pool.DescriptorPool(database)
             service = remote.FindServiceByName(PREDICTION_SERVICE)
             assert [m.name for m in service.methods] == [
-                "Classify", "Regress", "Predict", "MultiInference", "GetModelMetadata"
+                "Classify",
+                "Regress",
+                "Predict",
+                "MultiInference",
+                "GetModelMetadata",
             ]
             tensor = remote.FindMessageTypeByName("tensorflow.TensorProto")
             assert tensor.fields_by_name["tensor_content"].number == 4
@@ -632,7 +697,10 @@ def test_predict_request_bytes_cross_parse_with_tensorflow_serving(tf_serving: M
 
 
 _SUBSET_ONLY = {  # messages we declare with fewer fields than TensorFlow does, on purpose
-    "tensorflow.ConfigProto", "tensorflow.GPUOptions", "tensorflow.RunOptions", "tensorflow.RunMetadata",
+    "tensorflow.ConfigProto",
+    "tensorflow.GPUOptions",
+    "tensorflow.RunOptions",
+    "tensorflow.RunMetadata",
 }
 _BYTES_FOR_MESSAGE = {"tensorflow.TensorInfo.CompositeTensor.type_spec"}
 # modelserve's own fields in TF's messages, numbered from 1000 (TF Serving's parser rejects them).
@@ -656,7 +724,9 @@ def _compare_message(ours: Descriptor, theirs: Descriptor) -> list[str]:
             problems.append(f"{field.full_name}: not in TensorFlow's descriptor")
         elif field.full_name in _BYTES_FOR_MESSAGE:
             assert (field.number, field.type, other.type) == (
-                other.number, FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_MESSAGE
+                other.number,
+                FieldDescriptor.TYPE_BYTES,
+                FieldDescriptor.TYPE_MESSAGE,
             )
         elif _field_signature(field) != _field_signature(other):
             problems.append(f"{field.full_name}: {_field_signature(field)} != {_field_signature(other)}")
@@ -715,9 +785,7 @@ def test_grpc_interop_with_tensorflow_serving_stubs(tf_serving: ModuleType, sync
             request = pb.GetModelStatusRequest()
             request.model_spec.version.value = 9
             status = Stub(channel, MODEL_SERVICE).GetModelStatus(request, timeout=10)
-            assert [(s.version, s.state) for s in status.model_version_status] == [
-                (9, pb.ModelVersionStatus.AVAILABLE)
-            ]
+            assert [(s.version, s.state) for s in status.model_version_status] == [(9, pb.ModelVersionStatus.AVAILABLE)]
     finally:
         server.stop(None)
 
@@ -733,9 +801,8 @@ def test_v2_messages_match_tritonclients_descriptors() -> None:
     for method in ours.services_by_name["GRPCInferenceService"].methods:
         other = their_service.methods_by_name[method.name]
         assert (method.input_type.full_name, method.output_type.full_name) == (
-            other.input_type.full_name, other.output_type.full_name
+            other.input_type.full_name,
+            other.output_type.full_name,
         )
-        assert (method.client_streaming, method.server_streaming) == (
-            other.client_streaming, other.server_streaming
-        )
+        assert (method.client_streaming, method.server_streaming) == (other.client_streaming, other.server_streaming)
     assert problems == []

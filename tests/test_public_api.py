@@ -38,7 +38,5 @@ def test_every_exported_member_resolves() -> None:
 def test_importing_the_package_loads_neither_grpc_nor_tensorflow() -> None:
     heavy = "('grpc', 'tensorflow', 'onnxruntime')"
     code = f"import sys, modelserve; print(sorted(m for m in {heavy} if m in sys.modules))"
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert done.stdout.strip() == "[]"

@@ -51,9 +51,7 @@ def test_exported_tuple_outputs_are_numbered_and_dtypes_come_from_the_program(tm
     folder = tm.export(Pair(), (torch.ones(2, 3), torch.arange(2)), tmp_path / "m")
     servable = ptp.load(folder, LoadOptions())
     sig = servable.signatures["serving_default"]
-    assert sig.inputs == {
-        "a": TensorSpec("a", DType.DT_FLOAT, (-1, 3)), "b": TensorSpec("b", DType.DT_INT64, (-1,))
-    }
+    assert sig.inputs == {"a": TensorSpec("a", DType.DT_FLOAT, (-1, 3)), "b": TensorSpec("b", DType.DT_INT64, (-1,))}
     assert list(sig.outputs) == ["output_0", "output_1"]
     assert sig.outputs["output_1"].dtype == DType.DT_INT64
     a, b = np.ones((4, 3), np.float32), np.arange(4, dtype=np.int64)
@@ -143,10 +141,16 @@ def test_device_is_a_parameter(tmp_path: Path) -> None:
     np.testing.assert_array_equal(out["y"], [2.5, 2.5])
 
 
-@pytest.mark.parametrize("text,dtype", [
-    ("float32", DType.DT_FLOAT), ("DT_INT64", DType.DT_INT64), ("float", DType.DT_FLOAT),
-    ("bool", DType.DT_BOOL), ("half", DType.DT_HALF),
-])
+@pytest.mark.parametrize(
+    "text,dtype",
+    [
+        ("float32", DType.DT_FLOAT),
+        ("DT_INT64", DType.DT_INT64),
+        ("float", DType.DT_FLOAT),
+        ("bool", DType.DT_BOOL),
+        ("half", DType.DT_HALF),
+    ],
+)
 def test_signature_file_dtype_spellings(text: str, dtype: DType) -> None:
     assert ptp.parse_dtype(text) == dtype
 

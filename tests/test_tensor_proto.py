@@ -31,12 +31,31 @@ from modelserve.protos import pb
 
 # numpy dtype -> TF DataType number, from the reference table (§3.2).
 DTYPES: list[tuple[Any, int]] = [
-    (np.float32, 1), (np.float64, 2), (np.int32, 3), (np.uint8, 4), (np.int16, 5), (np.int8, 6),
-    (np.complex64, 8), (np.int64, 9), (np.bool_, 10), (ml_dtypes.bfloat16, 14), (np.uint16, 17),
-    (np.complex128, 18), (np.float16, 19), (np.uint32, 22), (np.uint64, 23),
-    (ml_dtypes.float8_e5m2, 24), (ml_dtypes.float8_e4m3fn, 25), (ml_dtypes.float8_e4m3fnuz, 26),
-    (ml_dtypes.float8_e4m3b11fnuz, 27), (ml_dtypes.float8_e5m2fnuz, 28), (ml_dtypes.int4, 29),
-    (ml_dtypes.uint4, 30), (ml_dtypes.int2, 31), (ml_dtypes.uint2, 32), (ml_dtypes.float4_e2m1fn, 33),
+    (np.float32, 1),
+    (np.float64, 2),
+    (np.int32, 3),
+    (np.uint8, 4),
+    (np.int16, 5),
+    (np.int8, 6),
+    (np.complex64, 8),
+    (np.int64, 9),
+    (np.bool_, 10),
+    (ml_dtypes.bfloat16, 14),
+    (np.uint16, 17),
+    (np.complex128, 18),
+    (np.float16, 19),
+    (np.uint32, 22),
+    (np.uint64, 23),
+    (ml_dtypes.float8_e5m2, 24),
+    (ml_dtypes.float8_e4m3fn, 25),
+    (ml_dtypes.float8_e4m3fnuz, 26),
+    (ml_dtypes.float8_e4m3b11fnuz, 27),
+    (ml_dtypes.float8_e5m2fnuz, 28),
+    (ml_dtypes.int4, 29),
+    (ml_dtypes.uint4, 30),
+    (ml_dtypes.int2, 31),
+    (ml_dtypes.uint2, 32),
+    (ml_dtypes.float4_e2m1fn, 33),
 ]
 
 
@@ -124,10 +143,18 @@ def test_typed_encoding_bytes(array: np.ndarray, expected: bytes) -> None:
 
 @pytest.mark.parametrize(
     ("dtype", "number", "field"),
-    [(np.int32, 3, "int_val"), (np.int64, 9, "int64_val"), (np.uint32, 22, "uint32_val"),
-     (np.uint64, 23, "uint64_val"), (np.int8, 6, "int_val"), (np.uint16, 17, "int_val"),
-     (np.float32, 1, "float_val"), (np.float64, 2, "double_val"), (np.complex64, 8, "scomplex_val"),
-     (np.complex128, 18, "dcomplex_val")],
+    [
+        (np.int32, 3, "int_val"),
+        (np.int64, 9, "int64_val"),
+        (np.uint32, 22, "uint32_val"),
+        (np.uint64, 23, "uint64_val"),
+        (np.int8, 6, "int_val"),
+        (np.uint16, 17, "int_val"),
+        (np.float32, 1, "float_val"),
+        (np.float64, 2, "double_val"),
+        (np.complex64, 8, "scomplex_val"),
+        (np.complex128, 18, "dcomplex_val"),
+    ],
 )
 def test_typed_fields_match_protobufs_own_encoder(dtype: Any, number: int, field: str) -> None:
     rng = np.random.default_rng(7)
@@ -334,38 +361,44 @@ def test_shape_helpers() -> None:
 # --- make_tensor_proto / make_ndarray ---------------------------------------------------------
 
 
-
 @pytest.mark.parametrize(
     ("args", "kwargs", "expected"),
     [  # expectations copied from tf.make_tensor_proto 2.21's output
-        (([1, 2, 3],), {}, 'dtype: DT_INT32 tensor_shape { dim { size: 3 } } '
-         'tensor_content: "\\001\\000\\000\\000\\002\\000\\000\\000\\003\\000\\000\\000"'),
+        (
+            ([1, 2, 3],),
+            {},
+            "dtype: DT_INT32 tensor_shape { dim { size: 3 } } "
+            'tensor_content: "\\001\\000\\000\\000\\002\\000\\000\\000\\003\\000\\000\\000"',
+        ),
         ((3,), {}, "dtype: DT_INT32 tensor_shape { } int_val: 3"),
         ((2**40,), {}, "dtype: DT_INT64 tensor_shape { } int64_val: 1099511627776"),
-        ((3.0,), {"shape": [2, 2]},
-         "dtype: DT_FLOAT tensor_shape { dim { size: 2 } dim { size: 2 } } float_val: 3"),
-        (([1.0, 2.0],), {"shape": [2, 2]},
-         "dtype: DT_FLOAT tensor_shape { dim { size: 2 } dim { size: 2 } } float_val: 1 float_val: 2"),
-        (([True, False],), {},
-         "dtype: DT_BOOL tensor_shape { dim { size: 2 } } bool_val: true bool_val: false"),
-        (([1 + 2j],), {},
-         "dtype: DT_COMPLEX128 tensor_shape { dim { size: 1 } } dcomplex_val: 1 dcomplex_val: 2"),
-        ((["a", "bc"],), {},
-         'dtype: DT_STRING tensor_shape { dim { size: 2 } } string_val: "a" string_val: "bc"'),
+        ((3.0,), {"shape": [2, 2]}, "dtype: DT_FLOAT tensor_shape { dim { size: 2 } dim { size: 2 } } float_val: 3"),
+        (
+            ([1.0, 2.0],),
+            {"shape": [2, 2]},
+            "dtype: DT_FLOAT tensor_shape { dim { size: 2 } dim { size: 2 } } float_val: 1 float_val: 2",
+        ),
+        (([True, False],), {}, "dtype: DT_BOOL tensor_shape { dim { size: 2 } } bool_val: true bool_val: false"),
+        (([1 + 2j],), {}, "dtype: DT_COMPLEX128 tensor_shape { dim { size: 1 } } dcomplex_val: 1 dcomplex_val: 2"),
+        ((["a", "bc"],), {}, 'dtype: DT_STRING tensor_shape { dim { size: 2 } } string_val: "a" string_val: "bc"'),
         ((b"raw",), {}, 'dtype: DT_STRING tensor_shape { } string_val: "raw"'),
         ((1.5,), {"dtype": np.float16}, "dtype: DT_HALF tensor_shape { } half_val: 15872"),
-        ((np.array([1, 2], np.uint16),), {},
-         "dtype: DT_UINT16 tensor_shape { dim { size: 2 } } int_val: 1 int_val: 2"),
-        ((np.array([1.0, 2.0], np.float16),), {},
-         'dtype: DT_HALF tensor_shape { dim { size: 2 } } tensor_content: "\\000<\\000@"'),
+        ((np.array([1, 2], np.uint16),), {}, "dtype: DT_UINT16 tensor_shape { dim { size: 2 } } int_val: 1 int_val: 2"),
+        (
+            (np.array([1.0, 2.0], np.float16),),
+            {},
+            'dtype: DT_HALF tensor_shape { dim { size: 2 } } tensor_content: "\\000<\\000@"',
+        ),
         (([],), {}, "dtype: DT_FLOAT tensor_shape { dim { } }"),
-        (([1, 2],), {"dtype": 9}, 'dtype: DT_INT64 tensor_shape { dim { size: 2 } } tensor_content: '
-         '"\\001\\000\\000\\000\\000\\000\\000\\000\\002\\000\\000\\000\\000\\000\\000\\000"'),
+        (
+            ([1, 2],),
+            {"dtype": 9},
+            "dtype: DT_INT64 tensor_shape { dim { size: 2 } } tensor_content: "
+            '"\\001\\000\\000\\000\\000\\000\\000\\000\\002\\000\\000\\000\\000\\000\\000\\000"',
+        ),
     ],
 )
-def test_make_tensor_proto_matches_tensorflow(
-    args: tuple[Any, ...], kwargs: dict[str, Any], expected: str
-) -> None:
+def test_make_tensor_proto_matches_tensorflow(args: tuple[Any, ...], kwargs: dict[str, Any], expected: str) -> None:
     assert make_tensor_proto(*args, **kwargs) == text_format.Parse(expected, pb.TensorProto())
 
 
@@ -409,20 +442,31 @@ def tf() -> ModuleType:
 
 
 _TF_VALUES: list[tuple[Any, dict[str, Any]]] = [
-    ([1, 2, 3], {}), (3, {}), (2**40, {}), (3.0, {"shape": [2, 2]}), ([1.0, 2.0], {"shape": [2, 3]}),
-    ([True, False], {}), ([1 + 2j, 3], {}), (["a", "bc"], {}), (b"raw", {}),
+    ([1, 2, 3], {}),
+    (3, {}),
+    (2**40, {}),
+    (3.0, {"shape": [2, 2]}),
+    ([1.0, 2.0], {"shape": [2, 3]}),
+    ([True, False], {}),
+    ([1 + 2j, 3], {}),
+    (["a", "bc"], {}),
+    (b"raw", {}),
     ([[1, 2], [3, 4]], {"dtype": "float64"}),
-    (np.arange(12, dtype=np.int16).reshape(3, 4), {}), (np.array([1, 2], np.uint16), {}),
-    (np.array([1.5, -2], np.float16), {}), (np.array([0.5], np.float16), {}), (np.float32(1.5), {}),
-    (np.array([[b"x", b"yy"]], dtype=object), {}), ([], {}), (np.zeros((0, 3), np.float32), {}),
-    (np.array([2**63 - 1, -(2**63)], np.int64), {}), (np.array([2**64 - 1], np.uint64), {}),
+    (np.arange(12, dtype=np.int16).reshape(3, 4), {}),
+    (np.array([1, 2], np.uint16), {}),
+    (np.array([1.5, -2], np.float16), {}),
+    (np.array([0.5], np.float16), {}),
+    (np.float32(1.5), {}),
+    (np.array([[b"x", b"yy"]], dtype=object), {}),
+    ([], {}),
+    (np.zeros((0, 3), np.float32), {}),
+    (np.array([2**63 - 1, -(2**63)], np.int64), {}),
+    (np.array([2**64 - 1], np.uint64), {}),
 ]
 
 
 @pytest.mark.parametrize(("values", "kwargs"), _TF_VALUES)
-def test_make_tensor_proto_bytes_equal_tensorflows(
-    tf: ModuleType, values: Any, kwargs: dict[str, Any]
-) -> None:
+def test_make_tensor_proto_bytes_equal_tensorflows(tf: ModuleType, values: Any, kwargs: dict[str, Any]) -> None:
     theirs = tf.make_tensor_proto(values, **kwargs)
     ours = make_tensor_proto(values, **kwargs)
     assert ours.SerializeToString(deterministic=True) == theirs.SerializeToString(deterministic=True)
@@ -435,10 +479,15 @@ def test_make_tensor_proto_bytes_equal_tensorflows(
 @pytest.mark.parametrize(
     ("dtype", "fields", "shape"),
     [
-        (1, {"float_val": [1, 2]}, [4]), (1, {}, [3]), (7, {"string_val": [b"x", b"y"]}, [4]),
-        (7, {"tensor_content": b"\x02\x01abc"}, [2]), (4, {"int_val": [257, -1]}, [2]),
-        (19, {"half_val": [0x3C00, 0x13C00]}, [2]), (8, {"scomplex_val": [1, 2, 3]}, [3]),
-        (14, {"half_val": [0x3F80]}, [2, 2]), (10, {"tensor_content": b"\x01\x00"}, [2]),
+        (1, {"float_val": [1, 2]}, [4]),
+        (1, {}, [3]),
+        (7, {"string_val": [b"x", b"y"]}, [4]),
+        (7, {"tensor_content": b"\x02\x01abc"}, [2]),
+        (4, {"int_val": [257, -1]}, [2]),
+        (19, {"half_val": [0x3C00, 0x13C00]}, [2]),
+        (8, {"scomplex_val": [1, 2, 3]}, [3]),
+        (14, {"half_val": [0x3F80]}, [2, 2]),
+        (10, {"tensor_content": b"\x01\x00"}, [2]),
     ],
 )
 def test_decoding_agrees_with_tensorflows_c_plus_plus_parser(

@@ -55,9 +55,7 @@ def test_saved_model_folders_are_detected_as_tensorflow(models: dict[str, Path])
 @pytest.mark.parametrize("loader", LOADERS)
 def test_tf1_half_plus_two_signatures_are_tf_servings(models: dict[str, Path], loader: str) -> None:
     sigs = load(models["hp2_v1"], loader).signatures
-    assert set(sigs) == {
-        "serving_default", "regress_x_to_y", "regress_x_to_y2", "regress_x2_to_y3", "classify_x_to_y"
-    }
+    assert set(sigs) == {"serving_default", "regress_x_to_y", "regress_x_to_y2", "regress_x2_to_y3", "classify_x_to_y"}
     default = sigs["serving_default"]
     assert default.inputs == {"x": TensorSpec("x:0", DType.DT_FLOAT, (-1, 1))}
     assert default.outputs == {"y": TensorSpec("y:0", DType.DT_FLOAT, (-1, 1))}

@@ -23,8 +23,14 @@ from modelserve.dtypes import DType, tf_name
 from modelserve.errors import InvalidArgument, ServingError, Unimplemented
 from modelserve.servable import Signature, TensorSpec
 
-F32, F64, I32, I64, STR, BOOL = (DType.DT_FLOAT, DType.DT_DOUBLE, DType.DT_INT32, DType.DT_INT64,
-                                 DType.DT_STRING, DType.DT_BOOL)
+F32, F64, I32, I64, STR, BOOL = (
+    DType.DT_FLOAT,
+    DType.DT_DOUBLE,
+    DType.DT_INT32,
+    DType.DT_INT64,
+    DType.DT_STRING,
+    DType.DT_BOOL,
+)
 
 
 # ---- helpers -------------------------------------------------------------------------------
@@ -181,9 +187,7 @@ def test_numbers() -> None:
 def test_strings_keep_their_bytes() -> None:
     raw = b'{"inputs": ["caf\\u00e9", "\\ud83d\\ude00", "\xff\xfe", "a\\"b\\\\\\/\\b\\f\\n\\r\\t"]}'
     result, _ = predict(raw, {"x": STR})
-    assert result["x"].tolist() == [
-        "café".encode(), "😀".encode(), b"\xff\xfe", b'a"b\\/\b\f\n\r\t'
-    ]
+    assert result["x"].tolist() == ["café".encode(), "😀".encode(), b"\xff\xfe", b'a"b\\/\b\f\n\r\t']
 
 
 def test_deep_nesting_is_parsed_without_recursion() -> None:
@@ -309,11 +313,17 @@ def test_columnar_keeps_shapes_and_ignores_extra_keys() -> None:
 @pytest.mark.parametrize(
     ("dtype", "json_values", "expected"),
     [
-        (F32, "[1, 2.0, 3, 4, 5.003, 0.007, 0.0]",  # TF's MixedInputForFloatTensor
-         np.array([1, 2, 3, 4, 5.003, 0.007, 0], np.float32)),
+        (
+            F32,
+            "[1, 2.0, 3, 4, 5.003, 0.007, 0.0]",  # TF's MixedInputForFloatTensor
+            np.array([1, 2, 3, 4, 5.003, 0.007, 0], np.float32),
+        ),
         (F32, "[1435774380, 1435774380.0]", np.array([1435774336, 1435774336], np.float32)),
-        (F32, "[1.7976931348623157e308, -1.7976931348623157e308, 2.2250738585072014e-308, 1e39]",
-         np.array([np.inf, -np.inf, 0, np.inf], np.float32)),
+        (
+            F32,
+            "[1.7976931348623157e308, -1.7976931348623157e308, 2.2250738585072014e-308, 1e39]",
+            np.array([np.inf, -np.inf, 0, np.inf], np.float32),
+        ),
         (F32, "[NaN, Infinity, -Infinity, Inf]", np.array([np.nan, np.inf, -np.inf, np.inf], np.float32)),
         (F64, "[0.1, 1, 9007199254740993]", np.array([0.1, 1, 9007199254740992.0])),
         (DType.DT_HALF, "[1, 0.5, 70000, -1e10]", np.array([1, 0.5, np.inf, -np.inf], np.float16)),
@@ -323,8 +333,11 @@ def test_columnar_keeps_shapes_and_ignores_extra_keys() -> None:
         (DType.DT_UINT8, "[255, 256, -1, 300]", np.array([255, 0, 255, 44], np.uint8)),
         (DType.DT_INT8, "[127, 128, 200]", np.array([127, -128, -56], np.int8)),
         (DType.DT_INT16, "[32767, 32768]", np.array([32767, -32768], np.int16)),
-        (I64, "[9007199254740993, -9223372036854775808, 9223372036854775807]",
-         np.array([2**53 + 1, -(2**63), 2**63 - 1], np.int64)),
+        (
+            I64,
+            "[9007199254740993, -9223372036854775808, 9223372036854775807]",
+            np.array([2**53 + 1, -(2**63), 2**63 - 1], np.int64),
+        ),
         (DType.DT_UINT32, "[0, 4294967295]", np.array([0, 2**32 - 1], np.uint32)),
         (DType.DT_UINT64, "[0, 18446744073709551615]", np.array([0, 2**64 - 1], np.uint64)),
         (BOOL, "[true, false]", np.array([True, False])),
@@ -346,19 +359,30 @@ def test_int64_precision_survives() -> None:
 @pytest.mark.parametrize(
     ("dtype", "value", "shown", "json_type"),
     [
-        (F32, '"1"', '"1"', "String"), (F32, "true", "true", "True"), (F32, "null", "null", "Null"),
+        (F32, '"1"', '"1"', "String"),
+        (F32, "true", "true", "True"),
+        (F32, "null", "null", "Null"),
         (F64, "false", "false", "False"),
-        (I32, "1.0", "1.0", "Number"), (I32, "true", "true", "True"),
+        (I32, "1.0", "1.0", "Number"),
+        (I32, "true", "true", "True"),
         (I32, "2147483648", "2147483648", "Number"),
-        (I32, "-2147483649", "-2147483649", "Number"), (I32, "1e30", "1e30", "Number"),
-        (I32, "0.001", "0.001", "Number"), (I32, "1.5e-7", "1.5e-7", "Number"),
+        (I32, "-2147483649", "-2147483649", "Number"),
+        (I32, "1e30", "1e30", "Number"),
+        (I32, "0.001", "0.001", "Number"),
+        (I32, "1.5e-7", "1.5e-7", "Number"),
         (I32, "1e20", "100000000000000000000.0", "Number"),
         (DType.DT_UINT8, "2147483648", "2147483648", "Number"),
-        (I64, "9223372036854775808", "9223372036854775808", "Number"), (I64, "1.5", "1.5", "Number"),
-        (DType.DT_UINT32, "-1", "-1", "Number"), (DType.DT_UINT32, "4294967296", "4294967296", "Number"),
+        (I64, "9223372036854775808", "9223372036854775808", "Number"),
+        (I64, "1.5", "1.5", "Number"),
+        (DType.DT_UINT32, "-1", "-1", "Number"),
+        (DType.DT_UINT32, "4294967296", "4294967296", "Number"),
         (DType.DT_UINT64, "-1", "-1", "Number"),
-        (BOOL, "1", "1", "Number"), (BOOL, '"true"', '"true"', "String"), (BOOL, "null", "null", "Null"),
-        (STR, "1", "1", "Number"), (STR, "null", "null", "Null"), (STR, "[]", "[]", "Array"),
+        (BOOL, "1", "1", "Number"),
+        (BOOL, '"true"', '"true"', "String"),
+        (BOOL, "null", "null", "Null"),
+        (STR, "1", "1", "Number"),
+        (STR, "null", "null", "Null"),
+        (STR, "[]", "[]", "Array"),
         (DType.DT_HALF, '"x"', '"x"', "String"),
         (F32, '{"a": 1}', '{\n    "a": 1\n}', "Object"),
     ],
@@ -373,8 +397,10 @@ def test_rejected_values(dtype: DType, value: str, shown: str, json_type: str) -
     assert str(error) == message
     error = predict_error(f'{{"instances": [{value}]}}', {"x": dtype})
     if json_type == "Object":  # an object in "instances" names inputs
-        assert str(error) == ("Failed to process element: 0 key: a of 'instances' list. Error: "
-                              "INVALID_ARGUMENT: JSON object: does not have named input: a")
+        assert str(error) == (
+            "Failed to process element: 0 key: a of 'instances' list. Error: "
+            "INVALID_ARGUMENT: JSON object: does not have named input: a"
+        )
         return
     prefix = "Failed to process element: 0 of 'instances' list. Error: INVALID_ARGUMENT: "
     assert str(error) == prefix + message
@@ -410,15 +436,24 @@ def test_b64_rules() -> None:
         assert result["x"].tolist() == [expected], value
     for value in ('{"b64": "-_8="}', '{"b64": "aGVsbG8=="}', '{"b64": "a"}', '{"b64": "é"}'):
         assert str(predict_error(f'{{"inputs": [{value}]}}', {"x": STR})) == "Unable to base64 decode", value
-    for value, shown in (('{"b64": 1}', '{\n    "b64": 1\n}'),
-                         ('{"b64": "", "x": 1}', '{\n    "b64": "",\n    "x": 1\n}'),
-                         ("{}", "{}")):
+    for value, shown in (
+        ('{"b64": 1}', '{\n    "b64": 1\n}'),
+        ('{"b64": "", "x": 1}', '{\n    "b64": "",\n    "x": 1\n}'),
+        ("{}", "{}"),
+    ):
         error = predict_error(f'{{"inputs": [{value}]}}', {"x": STR})
         assert str(error) == f"JSON Value: {shown} not formatted correctly for base64 data"
 
 
-@pytest.mark.parametrize(("dtype", "name"), [(DType.DT_COMPLEX64, "complex64"), (DType.DT_UINT16, "uint16"),
-                                             (DType.DT_QINT8, "qint8"), (DType.DT_COMPLEX128, "complex128")])
+@pytest.mark.parametrize(
+    ("dtype", "name"),
+    [
+        (DType.DT_COMPLEX64, "complex64"),
+        (DType.DT_UINT16, "uint16"),
+        (DType.DT_QINT8, "qint8"),
+        (DType.DT_COMPLEX128, "complex128"),
+    ],
+)
 def test_unsupported_input_dtypes(dtype: DType, name: str) -> None:
     error = predict_error('{"inputs": [[1, 2]]}', {"x": dtype})
     assert isinstance(error, Unimplemented)
@@ -426,8 +461,10 @@ def test_unsupported_input_dtypes(dtype: DType, name: str) -> None:
     # The row format wraps every element error as INVALID_ARGUMENT, this one too (400, not 501).
     error = predict_error('{"instances": ["a"]}', {"x": dtype})
     assert type(error) is InvalidArgument
-    assert str(error) == (f"Failed to process element: 0 of 'instances' list. Error: UNIMPLEMENTED: "
-                          f'Conversion of JSON Value: "a" to type: {name}')
+    assert str(error) == (
+        f"Failed to process element: 0 of 'instances' list. Error: UNIMPLEMENTED: "
+        f'Conversion of JSON Value: "a" to type: {name}'
+    )
 
 
 # ---- predict request errors (§2.12) ---------------------------------------------------------
@@ -448,10 +485,10 @@ def test_both_keys() -> None:
 
 def test_instances_must_be_a_non_empty_list() -> None:
     assert str(predict_error('{"instances": 1}', {"x": I32})) == (
-        'JSON Value: {\n    "instances": 1\n} Expecting \'instances\' to be an list/array'
+        "JSON Value: {\n    \"instances\": 1\n} Expecting 'instances' to be an list/array"
     )
     assert str(predict_error('{"instances": []}', {"x": I32})) == (
-        'JSON Value: {\n    "instances": []\n} No values in \'instances\' array'
+        "JSON Value: {\n    \"instances\": []\n} No values in 'instances' array"
     )
 
 
@@ -470,8 +507,7 @@ def test_multiple_inputs_need_objects() -> None:
         "as per tensorinfo_map"
     )
     assert str(predict_error('{"inputs": [1, 2]}', TWO)) == (
-        "inputs is a plain value/list, but expecting an object as multiple input tensors required as "
-        "per tensorinfo_map"
+        "inputs is a plain value/list, but expecting an object as multiple input tensors required as per tensorinfo_map"
     )
 
 
@@ -490,8 +526,7 @@ def test_row_object_keys() -> None:
         "JSON object: does not have named input: z"
     )
     assert str(predict_error('{"instances": [{"a": 1, "b": 2}, {"a": 1}]}', TWO)) == (
-        "Failed to process element: 1 of 'instances' list. JSON object: {\n    \"a\": 1\n} keys must be "
-        "equal to: a,b"
+        "Failed to process element: 1 of 'instances' list. JSON object: {\n    \"a\": 1\n} keys must be equal to: a,b"
     )
 
 
@@ -509,10 +544,11 @@ def test_missing_named_input_in_columns() -> None:
         ("[[1, 2], [[3], [4]]]", "Expecting shape [2] but got: [2,1]"),
         ("[[1, 2], [3, [4]]]", "Encountered list at unexpected level: 1 expected < 1"),
         ("[[1, 2], [[3, 4], [5]]]", "Encountered list at unexpected size: 1 at level: 1 expected size: 2"),
-        ("[[1, 2], [[3], 4]]",
-         "JSON Value: 4 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
-        ("[[1, 2], [[3], {\"b64\": \"\"}]]",
-         'JSON Value: {\n    "b64": ""\n} found at incorrect level: 2 in the JSON DOM. Expected at level: 2'),
+        ("[[1, 2], [[3], 4]]", "JSON Value: 4 found at incorrect level: 2 in the JSON DOM. Expected at level: 2"),
+        (
+            '[[1, 2], [[3], {"b64": ""}]]',
+            'JSON Value: {\n    "b64": ""\n} found at incorrect level: 2 in the JSON DOM. Expected at level: 2',
+        ),
     ],
 )
 def test_element_shapes(instances: str, inner: str) -> None:
@@ -550,8 +586,7 @@ def exact_float32(text: str) -> float:
     value = Fraction(text)
     guess = np.float32(float(text))
     candidates = [guess, np.nextafter(guess, np.float32(np.inf)), np.nextafter(guess, np.float32(-np.inf))]
-    best = min(candidates, key=lambda c: (abs(Fraction(float(c)) - value),
-                                          int(np.array(c).view(np.uint32)) & 1))
+    best = min(candidates, key=lambda c: (abs(Fraction(float(c)) - value), int(np.array(c).view(np.uint32)) & 1))
     return float(best)
 
 
@@ -569,8 +604,15 @@ def tf_float32_text(x: np.float32) -> str:
 
 
 FLOAT32_EXAMPLES = [
-    (9000000, "9e+06"), (999999, "999999.0"), (0.5, "0.5"), (0.0003, "0.0003"), (0.00003, "3e-05"),
-    (555557.5, "555557.5"), (3, "3.0"), (1 / 3, "0.333333343"), (1435774380, "1.43577434e+09"),
+    (9000000, "9e+06"),
+    (999999, "999999.0"),
+    (0.5, "0.5"),
+    (0.0003, "0.0003"),
+    (0.00003, "3e-05"),
+    (555557.5, "555557.5"),
+    (3, "3.0"),
+    (1 / 3, "0.333333343"),
+    (1435774380, "1.43577434e+09"),
     (123456789, "123456792.0"),
 ]
 
@@ -580,8 +622,9 @@ def test_float32_examples(value: float, text: str) -> None:
     assert tfs_json.format_float32(value) == text
 
 
-@pytest.mark.parametrize(("value", "text"), [(1 / 3, "0.33333333333333331"), (0.1, "0.1"),
-                                             (1435774380.0, "1435774380.0")])
+@pytest.mark.parametrize(
+    ("value", "text"), [(1 / 3, "0.33333333333333331"), (0.1, "0.1"), (1435774380.0, "1435774380.0")]
+)
 def test_double_examples(value: float, text: str) -> None:
     assert tfs_json.format_double(value) == text
 
@@ -589,7 +632,11 @@ def test_double_examples(value: float, text: str) -> None:
 def test_non_finite_and_signed_zero() -> None:
     for fmt in (tfs_json.format_float32, tfs_json.format_double):
         assert [fmt(v) for v in (math.nan, math.inf, -math.inf, 0.0, -0.0)] == [
-            "NaN", "Infinity", "-Infinity", "0.0", "-0.0"
+            "NaN",
+            "Infinity",
+            "-Infinity",
+            "0.0",
+            "-0.0",
         ]
 
 
@@ -610,25 +657,34 @@ def test_a_six_digit_text_on_a_tie_reads_back_as_the_even_float() -> None:
     assert tfs_json.format_float32(67108896) == "6.71089e+07"
     assert tfs_json.format_float32(67108904) == "67108904.0"
     tiled = np.tile(np.array([67108896, 67108904], np.float32), render._VECTOR_MIN)
-    assert tfs_json.encode_predict({"y": tiled}, Format.COLUMNAR) == (
-        '{"outputs":[' + ",".join(["6.71089e+07,67108904.0"] * render._VECTOR_MIN) + "]}"
-    ).encode()
+    assert (
+        tfs_json.encode_predict({"y": tiled}, Format.COLUMNAR)
+        == ('{"outputs":[' + ",".join(["6.71089e+07,67108904.0"] * render._VECTOR_MIN) + "]}").encode()
+    )
 
 
 def test_float32_formatting_against_an_exact_oracle() -> None:
     rng = np.random.default_rng(7)
     bits = rng.integers(0, 2**32, size=3000, dtype=np.uint64).astype(np.uint32).view(np.float32)
-    special = np.array([1.4e-45, 1.17549435e-38, 3.4028235e38, 100000.5, 16777217, 1e-3, 9.99999e-5,
-                        -2.5e-40, 65504, 1e10, 1e-10], np.float32)
-    values = np.concatenate([bits, special, rng.random(1000).astype(np.float32),
-                             (rng.integers(-10**6, 10**6, 500) / 1000).astype(np.float32)])
+    special = np.array(
+        [1.4e-45, 1.17549435e-38, 3.4028235e38, 100000.5, 16777217, 1e-3, 9.99999e-5, -2.5e-40, 65504, 1e10, 1e-10],
+        np.float32,
+    )
+    values = np.concatenate(
+        [
+            bits,
+            special,
+            rng.random(1000).astype(np.float32),
+            (rng.integers(-(10**6), 10**6, 500) / 1000).astype(np.float32),
+        ]
+    )
     values = values[np.isfinite(values)]
     expected = [tf_float32_text(v) for v in values]
     assert [tfs_json.format_float32(float(v)) for v in values] == expected
     # The same values through the vectorised path, in one response.
-    assert tfs_json.encode_predict({"y": values}, Format.COLUMNAR) == (
-        '{"outputs":[' + ",".join(expected) + "]}"
-    ).encode()
+    assert (
+        tfs_json.encode_predict({"y": values}, Format.COLUMNAR) == ('{"outputs":[' + ",".join(expected) + "]}").encode()
+    )
 
 
 def tf_double_text(v: float) -> str:
@@ -652,14 +708,19 @@ def test_small_float_outputs_against_the_reference() -> None:
     # one parse of the %g texts); whole, tiny, non-finite and mixed lists, all list sizes.
     rng = np.random.default_rng(11)
     bits = rng.integers(0, 2**32, size=2000, dtype=np.uint64).astype(np.uint32).view(np.float32)
-    pool = np.concatenate([
-        bits, rng.random(300).astype(np.float32), (rng.integers(-999, 999, 300) / 4).astype(np.float32),
-        (rng.random(300) * 1e-5).astype(np.float32), np.float32([0.0, -0.0, 1e6, 16777216, 3.4028235e38]),
-    ])
+    pool = np.concatenate(
+        [
+            bits,
+            rng.random(300).astype(np.float32),
+            (rng.integers(-999, 999, 300) / 4).astype(np.float32),
+            (rng.random(300) * 1e-5).astype(np.float32),
+            np.float32([0.0, -0.0, 1e6, 16777216, 3.4028235e38]),
+        ]
+    )
     pool = pool[rng.permutation(len(pool))]
     for size in (1, 4, 5, 6, 10, 31):
         for start in range(0, 600, size):
-            chunk = pool[start:start + size]
+            chunk = pool[start : start + size]
             expected = "[" + ",".join(tf_float32_text(v) for v in chunk) + "]"
             body = tfs_json.encode_predict({"y": chunk}, Format.COLUMNAR)
             assert body == b'{"outputs":' + expected.encode() + b"}"
@@ -670,11 +731,16 @@ def test_small_float_outputs_against_the_reference() -> None:
 
 def test_small_double_outputs_against_python() -> None:
     rng = np.random.default_rng(12)
-    values = np.concatenate([rng.standard_normal(200), np.round(rng.standard_normal(200), 2),
-                             [1e308, 1e308, -1e308, 5e-324, 2.0**60, 0.0, -0.0, math.inf, math.nan]])
+    values = np.concatenate(
+        [
+            rng.standard_normal(200),
+            np.round(rng.standard_normal(200), 2),
+            [1e308, 1e308, -1e308, 5e-324, 2.0**60, 0.0, -0.0, math.inf, math.nan],
+        ]
+    )
     for size in (3, 5, 9):
         for start in range(0, len(values), size):
-            chunk = values[start:start + size]
+            chunk = values[start : start + size]
             expected = '{"outputs":[' + ",".join(map(tf_double_text, chunk.tolist())) + "]}"
             assert tfs_json.encode_predict({"y": chunk}, Format.COLUMNAR) == expected.encode()
 
@@ -690,7 +756,7 @@ def test_small_float32_outputs_share_one_formatting_pass() -> None:
         "c": np.float32([[[1e-7, 3]], [[np.nan, 1e6]]]),
         "d": rng.standard_normal((2, 4)),
         "e": np.arange(2, dtype=np.int64),
-        "f": finite[6:6 + 2 * (render._VECTOR_MIN // 2 + 1)].reshape(2, -1),  # the numpy path
+        "f": finite[6 : 6 + 2 * (render._VECTOR_MIN // 2 + 1)].reshape(2, -1),  # the numpy path
         "g": finite[-2:].reshape(2, 1, 1),
     }
 
@@ -757,19 +823,36 @@ def test_multiple_outputs() -> None:
         "str_tensor": np.array([[b"foo", b"bar"], [b"baz", b"bat"]], dtype=object),
         "str_tensor_bytes": np.array([[b"hello", b"world"], [b"tf", b"serving"]], dtype=object),
     }
-    assert encode(outputs) == {"predictions": [
-        {"double_scalar_tensor": 8.0, "float_tensor": [1.0], "int_tensor": [[1, 2], [3, 4], [5, 6]],
-         "str_tensor": ["foo", "bar"], "str_tensor_bytes": [{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}]},
-        {"double_scalar_tensor": 9.0, "float_tensor": [2.0], "int_tensor": [[7, 8], [9, 0], [1, 2]],
-         "str_tensor": ["baz", "bat"], "str_tensor_bytes": [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}]},
-    ]}
-    assert encode(outputs, Format.COLUMNAR) == {"outputs": {
-        "double_scalar_tensor": [8.0, 9.0], "float_tensor": [[1.0], [2.0]],
-        "int_tensor": [[[1, 2], [3, 4], [5, 6]], [[7, 8], [9, 0], [1, 2]]],
-        "str_tensor": [["foo", "bar"], ["baz", "bat"]],
-        "str_tensor_bytes": [[{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}],
-                             [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}]],
-    }}
+    assert encode(outputs) == {
+        "predictions": [
+            {
+                "double_scalar_tensor": 8.0,
+                "float_tensor": [1.0],
+                "int_tensor": [[1, 2], [3, 4], [5, 6]],
+                "str_tensor": ["foo", "bar"],
+                "str_tensor_bytes": [{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}],
+            },
+            {
+                "double_scalar_tensor": 9.0,
+                "float_tensor": [2.0],
+                "int_tensor": [[7, 8], [9, 0], [1, 2]],
+                "str_tensor": ["baz", "bat"],
+                "str_tensor_bytes": [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}],
+            },
+        ]
+    }
+    assert encode(outputs, Format.COLUMNAR) == {
+        "outputs": {
+            "double_scalar_tensor": [8.0, 9.0],
+            "float_tensor": [[1.0], [2.0]],
+            "int_tensor": [[[1, 2], [3, 4], [5, 6]], [[7, 8], [9, 0], [1, 2]]],
+            "str_tensor": [["foo", "bar"], ["baz", "bat"]],
+            "str_tensor_bytes": [
+                [{"b64": "aGVsbG8="}, {"b64": "d29ybGQ="}],
+                [{"b64": "dGY="}, {"b64": "c2VydmluZw=="}],
+            ],
+        }
+    }
 
 
 def test_multiple_large_float_outputs_per_row() -> None:
@@ -832,8 +915,12 @@ def test_non_finite_outputs_are_bare_tokens() -> None:
 def test_integer_and_bool_outputs() -> None:
     out = tfs_json.encode_predict({"a": np.array([2**53 + 1, -(2**63)], np.int64)}, Format.COLUMNAR)
     assert out == b'{"outputs":[9007199254740993,-9223372036854775808]}'
-    outputs = {"u": np.array([2**64 - 1], np.uint64), "i8": np.array([-128], np.int8),
-               "b": np.array([True]), "u32": np.array([4294967295], np.uint32)}
+    outputs = {
+        "u": np.array([2**64 - 1], np.uint64),
+        "i8": np.array([-128], np.int8),
+        "b": np.array([True]),
+        "u32": np.array([4294967295], np.uint32),
+    }
     assert encode(outputs) == {"predictions": [{"u": 2**64 - 1, "i8": -128, "b": True, "u32": 4294967295}]}
     big_endian = np.array([[1, 2], [3, 4]], dtype=">i4")
     transposed = np.arange(6, dtype=np.int16).reshape(2, 3).T
@@ -845,22 +932,24 @@ def test_integer_and_bool_outputs() -> None:
 def test_half_and_bfloat16_print_as_float32() -> None:
     values = [0.1, 1 / 3, 65504]
     half = np.array(values, np.float16)
-    assert tfs_json.encode_predict({"h": half}, Format.COLUMNAR) == (
-        '{"outputs":[' + ",".join(tf_float32_text(np.float32(v)) for v in half) + "]}"
-    ).encode()
+    assert (
+        tfs_json.encode_predict({"h": half}, Format.COLUMNAR)
+        == ('{"outputs":[' + ",".join(tf_float32_text(np.float32(v)) for v in half) + "]}").encode()
+    )
     bf16 = np.array(values, ml_dtypes.bfloat16)
     expected = ",".join(tf_float32_text(np.float32(v)) for v in bf16)
     assert tfs_json.encode_predict({"b": bf16}, Format.COLUMNAR) == f'{{"outputs":[{expected}]}}'.encode()
 
 
 def test_string_outputs() -> None:
-    outputs = {"text": strings(b"caf\xc3\xa9", b"\xff", b'q"'),
-               "image_bytes": strings(b"\x00\xff", b"", b"hi")}
-    assert encode(outputs) == {"predictions": [
-        {"text": "café", "image_bytes": {"b64": "AP8="}},
-        {"text": "\ufffd", "image_bytes": {"b64": ""}},
-        {"text": 'q"', "image_bytes": {"b64": "aGk="}},
-    ]}
+    outputs = {"text": strings(b"caf\xc3\xa9", b"\xff", b'q"'), "image_bytes": strings(b"\x00\xff", b"", b"hi")}
+    assert encode(outputs) == {
+        "predictions": [
+            {"text": "café", "image_bytes": {"b64": "AP8="}},
+            {"text": "\ufffd", "image_bytes": {"b64": ""}},
+            {"text": 'q"', "image_bytes": {"b64": "aGk="}},
+        ]
+    }
     # numpy's own string dtypes are DT_STRING too.
     assert encode({"s": np.array(["a", "b"]), "t_bytes": np.array([b"a", b"b"])}, Format.COLUMNAR) == {
         "outputs": {"s": ["a", "b"], "t_bytes": [{"b64": "YQ=="}, {"b64": "Yg=="}]}
@@ -869,10 +958,14 @@ def test_string_outputs() -> None:
     assert encode({"n_bytes": np.array([1, 2], np.int32)}, Format.COLUMNAR) == {"outputs": [1, 2]}
 
 
-@pytest.mark.parametrize(("array", "name"), [
-    (np.array([1 + 2j, 2], np.complex64), "complex64"), (np.array([1], np.uint16), "uint16"),
-    (np.array([1], np.complex128), "complex128"),
-])
+@pytest.mark.parametrize(
+    ("array", "name"),
+    [
+        (np.array([1 + 2j, 2], np.complex64), "complex64"),
+        (np.array([1], np.uint16), "uint16"),
+        (np.array([1], np.complex128), "complex128"),
+    ],
+)
 def test_unsupported_output_dtypes(array: np.ndarray, name: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
         tfs_json.encode_predict({"tensor": array}, Format.ROW)
@@ -941,26 +1034,26 @@ def test_feature_kinds() -> None:
     [
         ('{"examples": [{"names": [null]}]}', "Feature: names has element with unexpected JSON type: Null"),
         ('{"examples": [{"names": [[1]]}]}', "Feature: names has element with unexpected JSON type: Array"),
-        ('{"examples": [{"names": {"a": 1}}]}',
-         "Feature: names has element with unexpected JSON type: Object"),
-        ('{"examples": [{"names": ["a", 1]}]}',
-         "Unexpected element type in feature: names expecting type: bytes"),
-        ('{"examples": [{"names": [1, 1.5]}]}',
-         "Unexpected element type in feature: names expecting type: int64"),
-        ('{"examples": [{"names": [1.5, true]}]}',
-         "Unexpected element type in feature: names expecting type: float"),
-        ('{"examples": [{"names": [1, 9223372036854775808]}]}',
-         "Feature: names has uint64_t element. Only int64_t is supported."),
+        ('{"examples": [{"names": {"a": 1}}]}', "Feature: names has element with unexpected JSON type: Object"),
+        ('{"examples": [{"names": ["a", 1]}]}', "Unexpected element type in feature: names expecting type: bytes"),
+        ('{"examples": [{"names": [1, 1.5]}]}', "Unexpected element type in feature: names expecting type: int64"),
+        ('{"examples": [{"names": [1.5, true]}]}', "Unexpected element type in feature: names expecting type: float"),
+        (
+            '{"examples": [{"names": [1, 9223372036854775808]}]}',
+            "Feature: names has uint64_t element. Only int64_t is supported.",
+        ),
         ('{"examples": [{"names": {"b64": "!"}}]}', "Unable to base64 decode"),
         ('{"examples": [[1]]}', "Example must be JSON object but got JSON Array"),
         ('{"examples": [1]}', "Example must be JSON object but got JSON Number"),
         ('{"context": "x", "examples": [{}]}', "Example must be JSON object but got JSON String"),
         ('{"context": [], "examples": 1}', "Example must be JSON object but got JSON Array"),  # context first
-        ('{"examples": 1}',
-         'JSON Value: {\n    "examples": 1\n} Expecting \'examples\' value to be an list/array'),
-        ('{"examples": []}', 'JSON Value: {\n    "examples": []\n} \'examples\' value is an empty array'),
-        ('{"example": []}', 'JSON Value: {\n    "example": []\n} When method is classify, key \'examples\' '
-                            "is expected and was not found"),
+        ('{"examples": 1}', "JSON Value: {\n    \"examples\": 1\n} Expecting 'examples' value to be an list/array"),
+        ('{"examples": []}', "JSON Value: {\n    \"examples\": []\n} 'examples' value is an empty array"),
+        (
+            '{"example": []}',
+            "JSON Value: {\n    \"example\": []\n} When method is classify, key 'examples' "
+            "is expected and was not found",
+        ),
     ],
 )
 def test_examples_errors(body: str, message: str) -> None:
@@ -972,13 +1065,11 @@ def test_examples_errors(body: str, message: str) -> None:
 
 def test_encode_classify() -> None:
     # TF's JsonFromClassificationResult (scores are float32).
-    body = tfs_json.encode_classify([[("car", 0.2), ("bike", 0.7), ("bus", 0.1)],
-                                     [("car", 0.7), ("bike", 0.1), ("bus", 0.2)]])
-    assert body == (b'{"results":[[["car",0.2],["bike",0.7],["bus",0.1]],'
-                    b'[["car",0.7],["bike",0.1],["bus",0.2]]]}')
-    assert tfs_json.encode_classify([[("", 0.0), ('q"', 1 / 3)]]) == (
-        b'{"results":[[["",0.0],["q\\"",0.333333343]]]}'
+    body = tfs_json.encode_classify(
+        [[("car", 0.2), ("bike", 0.7), ("bus", 0.1)], [("car", 0.7), ("bike", 0.1), ("bus", 0.2)]]
     )
+    assert body == (b'{"results":[[["car",0.2],["bike",0.7],["bus",0.1]],[["car",0.7],["bike",0.1],["bus",0.2]]]}')
+    assert tfs_json.encode_classify([[("", 0.0), ('q"', 1 / 3)]]) == (b'{"results":[[["",0.0],["q\\"",0.333333343]]]}')
     with pytest.raises(InvalidArgument) as caught:
         tfs_json.encode_classify([])
     assert str(caught.value) == "Cannot convert empty ClassificationResults to JSON"
@@ -1003,10 +1094,12 @@ def test_encode_error() -> None:
 
 def test_encode_status() -> None:
     body = tfs_json.encode_status([(123, "AVAILABLE", "OK", ""), (7, "END", "UNKNOWN", "failed")])
-    assert json.loads(body) == {"model_version_status": [
-        {"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
-        {"version": "7", "state": "END", "status": {"error_code": "UNKNOWN", "error_message": "failed"}},
-    ]}
+    assert json.loads(body) == {
+        "model_version_status": [
+            {"version": "123", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}},
+            {"version": "7", "state": "END", "status": {"error_code": "UNKNOWN", "error_message": "failed"}},
+        ]
+    }
 
 
 def test_encode_metadata() -> None:
@@ -1014,31 +1107,41 @@ def test_encode_metadata() -> None:
     x = TensorSpec("x:0", DType.DT_FLOAT, (-1, 1))
     signatures = {
         "serving_default": Signature({"x": x}, {"y": TensorSpec("y:0", DType.DT_FLOAT, (-1, 1))}),
-        "classify_x_to_y": Signature({"inputs": TensorSpec("tf_example:0", DType.DT_STRING, None)},
-                                     {"scores": TensorSpec("y:0", DType.DT_FLOAT, (-1, 1))},
-                                     "tensorflow/serving/classify"),
+        "classify_x_to_y": Signature(
+            {"inputs": TensorSpec("tf_example:0", DType.DT_STRING, None)},
+            {"scores": TensorSpec("y:0", DType.DT_FLOAT, (-1, 1))},
+            "tensorflow/serving/classify",
+        ),
     }
     body = tfs_json.encode_metadata("saved_model_half_plus_two_2_versions", 123, signatures)
     dim = [{"size": "-1", "name": ""}, {"size": "1", "name": ""}]
     float_info = {"dtype": "DT_FLOAT", "tensor_shape": {"dim": dim, "unknown_rank": False}}
     assert json.loads(body) == {
-        "model_spec": {"name": "saved_model_half_plus_two_2_versions", "signature_name": "",
-                       "version": "123"},
-        "metadata": {"signature_def": {"signature_def": {
-            "serving_default": {
-                "inputs": {"x": {**float_info, "name": "x:0"}},
-                "outputs": {"y": {**float_info, "name": "y:0"}},
-                "method_name": "tensorflow/serving/predict",
-                "defaults": {},
-            },
-            "classify_x_to_y": {
-                "inputs": {"inputs": {"dtype": "DT_STRING", "tensor_shape": {"dim": [], "unknown_rank": True},
-                                      "name": "tf_example:0"}},
-                "outputs": {"scores": {**float_info, "name": "y:0"}},
-                "method_name": "tensorflow/serving/classify",
-                "defaults": {},
-            },
-        }}},
+        "model_spec": {"name": "saved_model_half_plus_two_2_versions", "signature_name": "", "version": "123"},
+        "metadata": {
+            "signature_def": {
+                "signature_def": {
+                    "serving_default": {
+                        "inputs": {"x": {**float_info, "name": "x:0"}},
+                        "outputs": {"y": {**float_info, "name": "y:0"}},
+                        "method_name": "tensorflow/serving/predict",
+                        "defaults": {},
+                    },
+                    "classify_x_to_y": {
+                        "inputs": {
+                            "inputs": {
+                                "dtype": "DT_STRING",
+                                "tensor_shape": {"dim": [], "unknown_rank": True},
+                                "name": "tf_example:0",
+                            }
+                        },
+                        "outputs": {"scores": {**float_info, "name": "y:0"}},
+                        "method_name": "tensorflow/serving/classify",
+                        "defaults": {},
+                    },
+                }
+            }
+        },
     }
     # Field order as in the golden file (protobuf JSON: plain fields, then the oneof).
     assert body.index(b'"dtype"') < body.index(b'"tensor_shape"') < body.index(b'"name":"x:0"')

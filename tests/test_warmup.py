@@ -26,9 +26,7 @@ from modelserve.workers import WorkerPool
 from . import onnx_models as om
 
 
-def predict_record(
-    inputs: dict[str, np.ndarray], signature: str = "", output_filter: Sequence[str] = ()
-) -> bytes:
+def predict_record(inputs: dict[str, np.ndarray], signature: str = "", output_filter: Sequence[str] = ()) -> bytes:
     entry: Any = pb.PredictionLog()
     request = entry.predict_log.request
     request.model_spec.name = "some other model"  # ignored: warm-up runs on the version being loaded
@@ -72,30 +70,21 @@ def warm(folder: Path, iterations: int = 0) -> CountingRunner:
 X = np.array([1.0, 2.0], dtype=np.float32)
 
 
-def test_each_record_runs_num_request_iterations_times(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_each_record_runs_num_request_iterations_times(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = om.write(tmp_path, 1, om.half_plus_two())
-    path = write_warmup(
-        folder, [predict_record({"x": X}), predict_record({"x": X}, "serving_default", ["y"])]
-    )
+    path = write_warmup(folder, [predict_record({"x": X}), predict_record({"x": X}, "serving_default", ["y"])])
     caplog.set_level(logging.INFO, "modelserve.warmup")
     assert warm(folder).calls == 2
     assert warm(folder, iterations=3).calls == 6
     assert f"Starting to read warmup data for model at {path} with model-warmup-options" in caplog.text
-    assert (
-        f"Finished reading warmup data for model at {path}. Number of warmup records read: 2." in caplog.text
-    )
+    assert f"Finished reading warmup data for model at {path}. Number of warmup records read: 2." in caplog.text
 
 
 def test_no_file_is_fine(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = om.write(tmp_path, 1, om.half_plus_two())
     caplog.set_level(logging.INFO, "modelserve.warmup")
     assert warm(folder).calls == 0
-    assert (
-        f"No warmup data file found at {folder / 'assets.extra' / 'tf_serving_warmup_requests'}"
-        in caplog.text
-    )
+    assert f"No warmup data file found at {folder / 'assets.extra' / 'tf_serving_warmup_requests'}" in caplog.text
 
 
 def test_classify_and_regress_records(tmp_path: Path) -> None:
@@ -106,9 +95,9 @@ def test_classify_and_regress_records(tmp_path: Path) -> None:
     task = multi.multi_inference_log.request.tasks.add()
     task.model_spec.name = "m"
     task.method_name = "tensorflow/serving/classify"
-    multi.multi_inference_log.request.input.example_list.examples.add().features.feature[
-        "input"
-    ].float_list.value[:] = [0.0, 1.0, 0.0, 1.0]
+    multi.multi_inference_log.request.input.example_list.examples.add().features.feature["input"].float_list.value[
+        :
+    ] = [0.0, 1.0, 0.0, 1.0]
     write_warmup(mlp, [classify.SerializeToString(), multi.SerializeToString()])
     assert warm(mlp).calls == 2
     half = om.write(tmp_path / "half", 1, om.half_plus_two())
@@ -154,9 +143,7 @@ def test_unsupported_log_types(tmp_path: Path) -> None:
 def test_more_than_1000_records(tmp_path: Path) -> None:
     folder = om.write(tmp_path, 1, om.half_plus_two())
     path = write_warmup(folder, [predict_record({"x": X})] * 1001)
-    with pytest.raises(
-        InvalidArgument, match=f"^Number of warmup records exceeds the maximum \\(1000\\) at {path}$"
-    ):
+    with pytest.raises(InvalidArgument, match=f"^Number of warmup records exceeds the maximum \\(1000\\) at {path}$"):
         warm(folder)
 
 
@@ -188,9 +175,7 @@ def statuses(server: Any, name: str) -> dict[int, tuple[str, str]]:
 
 def test_server_serves_a_version_only_after_its_warm_up(tmp_path: Path) -> None:
     stage(tmp_path, 1, om.version_marker(1), [predict_record({"x": X})])
-    with running_server(
-        f"--model_base_path={tmp_path}", "--model_name=m", "--max_num_load_retries=0"
-    ) as server:
+    with running_server(f"--model_base_path={tmp_path}", "--model_name=m", "--max_num_load_retries=0") as server:
         manager = server.server.manager
         stage(tmp_path, 2, om.version_marker(2), [predict_record({"x": X.astype(np.float64)})])
         manager.poll()
@@ -203,14 +188,10 @@ def test_server_serves_a_version_only_after_its_warm_up(tmp_path: Path) -> None:
             urllib.request.Request(f"{server.rest_url}/v1/models/m:predict", data=b'{"instances": [0.0]}'),
             timeout=10,
         ).read()
-        assert (
-            body.replace(b" ", b"").replace(b"\n", b"") == b'{"predictions":[1.0]}'
-        )  # version 1 still serves
+        assert body.replace(b" ", b"").replace(b"\n", b"") == b'{"predictions":[1.0]}'  # version 1 still serves
 
 
 def test_enable_model_warmup_false_skips_the_file(tmp_path: Path) -> None:
     stage(tmp_path, 1, om.version_marker(1), [b"not a prediction log"])
-    with running_server(
-        f"--model_base_path={tmp_path}", "--model_name=m", "--enable_model_warmup=false"
-    ) as server:
+    with running_server(f"--model_base_path={tmp_path}", "--model_name=m", "--enable_model_warmup=false") as server:
         assert statuses(server, "m") == {1: ("AVAILABLE", "")}

@@ -56,22 +56,27 @@ def half_plus_two_v1(base: Path, version: int = 1) -> Path:
     with _builder(folder) as (_, signatures):
         a, b, c = v1.Variable(0.5, name="a"), v1.Variable(2.0, name="b"), v1.Variable(3.0, name="c")
         serialized = v1.placeholder(tf.string, name="tf_example", shape=[None])
-        features = v1.parse_example(serialized, {
-            "x": v1.FixedLenFeature([1], dtype=tf.float32),
-            "x2": v1.FixedLenFeature([1], dtype=tf.float32, default_value=[0.0]),
-        })
+        features = v1.parse_example(
+            serialized,
+            {
+                "x": v1.FixedLenFeature([1], dtype=tf.float32),
+                "x2": v1.FixedLenFeature([1], dtype=tf.float32, default_value=[0.0]),
+            },
+        )
         x = tf.identity(features["x"], name="x")
         y = tf.identity(a * x + b, name="y")
         y2 = tf.identity(a * x + c, name="y2")
         x2 = tf.identity(features["x2"], name="x2")
         y3 = tf.identity(a * x2 + c, name="y3")
-        signatures.update({
-            "regress_x_to_y": _signature({"inputs": serialized}, {"outputs": y}, REGRESS),
-            "regress_x_to_y2": _signature({"inputs": serialized}, {"outputs": y2}, REGRESS),
-            "regress_x2_to_y3": _signature({"inputs": x2}, {"outputs": y3}, REGRESS),
-            "classify_x_to_y": _signature({"inputs": serialized}, {"scores": y}, CLASSIFY),
-            "serving_default": _signature({"x": x}, {"y": y}, PREDICT),
-        })
+        signatures.update(
+            {
+                "regress_x_to_y": _signature({"inputs": serialized}, {"outputs": y}, REGRESS),
+                "regress_x_to_y2": _signature({"inputs": serialized}, {"outputs": y2}, REGRESS),
+                "regress_x2_to_y3": _signature({"inputs": x2}, {"outputs": y3}, REGRESS),
+                "classify_x_to_y": _signature({"inputs": serialized}, {"scores": y}, CLASSIFY),
+                "serving_default": _signature({"x": x}, {"y": y}, PREDICT),
+            }
+        )
     return folder
 
 

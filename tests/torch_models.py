@@ -47,8 +47,7 @@ def _folder(base: Path, version: int) -> Path:
     return folder
 
 
-def write_signature(folder: Path,
-                    inputs: Sequence[dict[str, Any]], outputs: Sequence[dict[str, Any]]) -> None:
+def write_signature(folder: Path, inputs: Sequence[dict[str, Any]], outputs: Sequence[dict[str, Any]]) -> None:
     (folder / "signature.json").write_text(json.dumps({"inputs": list(inputs), "outputs": list(outputs)}))
 
 
@@ -77,8 +76,9 @@ def half_plus_two_pt2(base: Path, version: int = 1) -> Path:
 
 def half_plus_two_script(base: Path, version: int = 1) -> Path:
     folder = script(HalfPlusTwo(), base, version)
-    write_signature(folder, [{"name": "x", "dtype": "float32", "shape": [-1]}],
-                    [{"name": "y", "dtype": "float32", "shape": [-1]}])
+    write_signature(
+        folder, [{"name": "x", "dtype": "float32", "shape": [-1]}], [{"name": "y", "dtype": "float32", "shape": [-1]}]
+    )
     return folder
 
 
@@ -92,6 +92,9 @@ def mlp_pt2(base: Path, weights: Sequence[tuple[np.ndarray, np.ndarray]], versio
 def mlp_script(base: Path, weights: Sequence[tuple[np.ndarray, np.ndarray]], version: int = 1) -> Path:
     folder = script(Mlp(weights), base, version)
     n_in, n_out = weights[0][0].shape[0], weights[-1][0].shape[1]
-    write_signature(folder, [{"name": "input", "dtype": "float32", "shape": [-1, n_in]}],
-                    [{"name": "output", "dtype": "float32", "shape": [-1, n_out]}])
+    write_signature(
+        folder,
+        [{"name": "input", "dtype": "float32", "shape": [-1, n_in]}],
+        [{"name": "output", "dtype": "float32", "shape": [-1, n_out]}],
+    )
     return folder

@@ -301,9 +301,7 @@ class PredictionServicer:
 
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> RpcResult:
         tasks = list(request.tasks)
-        examples.check_multi_inference(
-            [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks]
-        )
+        examples.check_multi_inference([(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks])
         spec = spec_of(tasks[0].model_spec) if tasks else ModelSpec("")
         with self._core.lease(spec) as lease:
             plans = examples.multi_plans(
@@ -335,9 +333,7 @@ class Answer:
         return b"".join((self.message.SerializeToString(), *self.parts))
 
 
-def predict_answer(
-    outputs: Mapping[str, np.ndarray], spec: ModelSpec, version: int, tensor_content: bool
-) -> Answer:
+def predict_answer(outputs: Mapping[str, np.ndarray], spec: ModelSpec, version: int, tensor_content: bool) -> Answer:
     """The Predict answer: raw-buffer tensors as wire parts, the rest (strings, varints) via protobuf."""
     response = pb.PredictResponse()
     parts: list[bytes | memoryview] = []

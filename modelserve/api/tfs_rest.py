@@ -134,9 +134,7 @@ class TfsRestApp:
     def _status(self, spec: ModelSpec) -> bytes:
         # TF Serving's status endpoint ignores a label and lists every version.
         rows = self._core.status(spec.name, spec.version)
-        return tfs_json.encode_status(
-            [(s.version, s.state.name, s.error_code.name, s.error_message) for s in rows]
-        )
+        return tfs_json.encode_status([(s.version, s.state.name, s.error_code.name, s.error_message) for s in rows])
 
     def _instances(self, spec: ModelSpec) -> bytes:
         rows = self._core.status(spec.name, spec.version)
@@ -157,7 +155,8 @@ class TfsRestApp:
             signature = _rest_signature(lease.servable.signatures, signature_name)
             dtypes = input_dtypes(signature)
             inputs, fmt = (
-                await _offload(tfs_json.decode_predict, doc, dtypes, body=body) if big
+                await _offload(tfs_json.decode_predict, doc, dtypes, body=body)
+                if big
                 else tfs_json.decode_predict(doc, dtypes, body=body)
             )
             outputs = await self._core.predict(lease, signature_name, inputs, (), self._deadline(), options)
@@ -172,9 +171,7 @@ class TfsRestApp:
     async def _regress(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
         return await self._example_verb(spec, body, "regress", options)
 
-    async def _example_verb(
-        self, spec: ModelSpec, body: bytes, kind: examples.Kind, options: RequestOptions
-    ) -> bytes:
+    async def _example_verb(self, spec: ModelSpec, body: bytes, kind: examples.Kind, options: RequestOptions) -> bytes:
         doc = tfs_json.loads(body)
         signature_name = tfs_json.signature_name(doc)
         features, context = tfs_json.decode_examples(doc)
@@ -224,4 +221,3 @@ def _rest_signature(signatures: Mapping[str, Signature], name: str) -> Signature
     if not signature.inputs:
         raise InvalidArgument(f"Failed to get input map for signature: {name or 'DEFAULT'}")
     return signature
-

@@ -146,8 +146,13 @@ class Batcher:
         rows = tensors.task_rows(ordered)
         now = self._clock.now()
         task = Task(
-            ordered, rows, tensors.shape_key(ordered, self._params.pad_variable_length_inputs),
-            self._level(request_options.priority), now, self._expiry(now, deadline, request_options), future,
+            ordered,
+            rows,
+            tensors.shape_key(ordered, self._params.pad_variable_length_inputs),
+            self._level(request_options.priority),
+            now,
+            self._expiry(now, deadline, request_options),
+            future,
         )
         try:
             self._scheduler.submit(queue, task)
@@ -157,9 +162,7 @@ class Batcher:
         return queue, task
 
     def _new_queue(self, key: _QueueKey) -> BatchQueue:
-        queue = BatchQueue(
-            self._servable, key[0], key[2], self._params, self._busy, self._model, self._version
-        )
+        queue = BatchQueue(self._servable, key[0], key[2], self._params, self._busy, self._model, self._version)
         # setdefault: two threads may race to create it; one queue wins.
         winner = self._queues.setdefault(key, queue)
         if winner is queue:

@@ -143,9 +143,7 @@ def _check_splitting(params: BatchingParameters) -> None:
     if not params.enable_large_batch_splitting:
         return
     if params.max_execution_batch_size <= 0:
-        raise InvalidArgument(
-            f"max_execution_batch_size must be positive; was {params.max_execution_batch_size}"
-        )
+        raise InvalidArgument(f"max_execution_batch_size must be positive; was {params.max_execution_batch_size}")
     if params.max_batch_size < params.max_execution_batch_size:
         raise InvalidArgument(
             "When enable_large_batch_splitting is true, input_batch_size_limit must be "

@@ -54,8 +54,18 @@ class Task:
     """One request. Its mutable fields belong to the scheduler's lock."""
 
     __slots__ = (
-        "done_rows", "enqueued", "expires", "future", "inputs", "key", "level", "parts", "rows", "state",
-        "taken", "timer",
+        "done_rows",
+        "enqueued",
+        "expires",
+        "future",
+        "inputs",
+        "key",
+        "level",
+        "parts",
+        "rows",
+        "state",
+        "taken",
+        "timer",
     )
 
     def __init__(

@@ -46,16 +46,12 @@ class BatchingRunners:
         self._per_model = per_model
 
     @classmethod
-    def from_options(
-        cls, options: Any, direct: RunnerFactory, metrics: BatchMetrics = NO_METRICS
-    ) -> BatchingRunners:
+    def from_options(cls, options: Any, direct: RunnerFactory, metrics: BatchMetrics = NO_METRICS) -> BatchingRunners:
         """Read ``--batching_parameters_file`` (TF's defaults without it) and validate it."""
         if options.batching_parameters_file:
             params = batching_params.read_file(options.batching_parameters_file)
         else:
-            params = batching_params.validate(
-                BatchingParameters(thread_pool_name=batching_params.FLAGS_ONLY_POOL_NAME)
-            )
+            params = batching_params.validate(BatchingParameters(thread_pool_name=batching_params.FLAGS_ONLY_POOL_NAME))
         return cls(params, direct, options.enable_per_model_batching_parameters, metrics)
 
     def __call__(self, config: ModelConfig, version: int, servable: Servable) -> Runner:

@@ -136,7 +136,8 @@ class BatchScheduler:
         start = self._clock.now()
         try:
             merged = tensors.merge(
-                [(t.inputs, a, b) for t, a, b in batch.pieces], batch.padded_rows,
+                [(t.inputs, a, b) for t, a, b in batch.pieces],
+                batch.padded_rows,
                 queue.params.pad_variable_length_inputs,
             )
             result = queue.servable.predict(queue.signature, merged, queue.output_filter)
@@ -154,12 +155,19 @@ class BatchScheduler:
 
     def _report(self, batch: Batch, start: float, end: float, ok: bool) -> None:
         queue = batch.queue
-        self._metrics.batch_done(BatchStats(
-            model=queue.model, version=queue.version, signature=queue.signature,
-            rows=batch.rows, padded_rows=batch.padded_rows, task_rows=tuple(batch.sizes),
-            queue_seconds=tuple(start - t.enqueued for t, _, _ in batch.pieces),
-            run_seconds=end - start, ok=ok,
-        ))
+        self._metrics.batch_done(
+            BatchStats(
+                model=queue.model,
+                version=queue.version,
+                signature=queue.signature,
+                rows=batch.rows,
+                padded_rows=batch.padded_rows,
+                task_rows=tuple(batch.sizes),
+                queue_seconds=tuple(start - t.enqueued for t, _, _ in batch.pieces),
+                run_seconds=end - start,
+                ok=ok,
+            )
+        )
 
     def run_ready(self) -> int:
         """Run every batch due now on the calling thread (``threads=0``); returns how many ran."""
@@ -208,9 +216,7 @@ class BatchScheduler:
             thread.join()
 
 
-def _settle(
-    batch: Batch, outputs: list[dict[str, np.ndarray]], error: BaseException | None
-) -> list[_Settled]:
+def _settle(batch: Batch, outputs: list[dict[str, np.ndarray]], error: BaseException | None) -> list[_Settled]:
     """Per finished request, its result or error. Called under the scheduler's lock."""
     settled: list[_Settled] = []
     for index, (task, first, end) in enumerate(batch.pieces):

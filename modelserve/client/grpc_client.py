@@ -113,9 +113,7 @@ class GrpcClient(_GrpcBase):
             self._metadata_cache[key] = self.metadata(model, version=version, label=label)
         return self._metadata_cache[key]
 
-    def status(
-        self, model: str, *, version: int | None = None, timeout: float | None = None
-    ) -> list[VersionStatus]:
+    def status(self, model: str, *, version: int | None = None, timeout: float | None = None) -> list[VersionStatus]:
         return statuses_of(self._call(self._models.GetModelStatus, status_request(model, version), timeout))
 
     def classify(
@@ -130,9 +128,7 @@ class GrpcClient(_GrpcBase):
         timeout: float | None = None,
     ) -> list[Classes]:
         """(label, score) pairs per example, as TF Serving's Classify returns them."""
-        request = examples_request(
-            pb.ClassificationRequest, model, examples, context, version, label, signature
-        )
+        request = examples_request(pb.ClassificationRequest, model, examples, context, version, label, signature)
         return classes_of(self._call(self._prediction.Classify, request, timeout))
 
     def regress(
@@ -212,9 +208,7 @@ class AsyncGrpcClient(_GrpcBase):
     async def status(
         self, model: str, *, version: int | None = None, timeout: float | None = None
     ) -> list[VersionStatus]:
-        return statuses_of(
-            await self._call(self._models.GetModelStatus, status_request(model, version), timeout)
-        )
+        return statuses_of(await self._call(self._models.GetModelStatus, status_request(model, version), timeout))
 
     async def classify(
         self,
@@ -227,9 +221,7 @@ class AsyncGrpcClient(_GrpcBase):
         signature: str | None = None,
         timeout: float | None = None,
     ) -> list[Classes]:
-        request = examples_request(
-            pb.ClassificationRequest, model, examples, context, version, label, signature
-        )
+        request = examples_request(pb.ClassificationRequest, model, examples, context, version, label, signature)
         return classes_of(await self._call(self._prediction.Classify, request, timeout))
 
     async def regress(

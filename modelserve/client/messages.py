@@ -25,9 +25,7 @@ from .types import (
 )
 
 
-def fill_spec(
-    out: Message, model: str, version: int | None, label: str | None, signature: str | None
-) -> None:
+def fill_spec(out: Message, model: str, version: int | None, label: str | None, signature: str | None) -> None:
     out.name = model
     if version is not None:
         out.version.value = version

@@ -108,9 +108,7 @@ class RestClient:
     ``reload_config`` raises UNIMPLEMENTED: TF Serving reloads over gRPC only.
     """
 
-    def __init__(
-        self, url: str = "http://localhost:8501", *, timeout: float | None = DEFAULT_TIMEOUT
-    ) -> None:
+    def __init__(self, url: str = "http://localhost:8501", *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         parts = urlsplit(url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "localhost"
@@ -140,9 +138,7 @@ class RestClient:
             if conn.sock is not None:
                 conn.sock.settimeout(conn.timeout)
             try:
-                conn.request(
-                    method, self._prefix + path, body=body, headers={"Content-Type": "application/json"}
-                )
+                conn.request(method, self._prefix + path, body=body, headers={"Content-Type": "application/json"})
                 response = conn.getresponse()
                 data = response.read()
                 break
@@ -187,9 +183,7 @@ class RestClient:
         wanted = list(output_filter) if output_filter else list(outputs)
         return {alias: _from_json(outputs[alias], info.outputs[alias]) for alias in wanted}
 
-    def _signature(
-        self, model: str, version: int | None, label: str | None, signature: str | None
-    ) -> SignatureInfo:
+    def _signature(self, model: str, version: int | None, label: str | None, signature: str | None) -> SignatureInfo:
         key = (model, version, label)
         if key not in self._metadata_cache:
             self._metadata_cache[key] = self.metadata(model, version=version, label=label)
@@ -203,13 +197,9 @@ class RestClient:
         label: str | None = None,
         timeout: float | None = None,
     ) -> ModelMetadata:
-        return _rest_metadata(
-            self._request("GET", _model_path(model, version, label) + "/metadata", None, timeout)
-        )
+        return _rest_metadata(self._request("GET", _model_path(model, version, label) + "/metadata", None, timeout))
 
-    def status(
-        self, model: str, *, version: int | None = None, timeout: float | None = None
-    ) -> list[VersionStatus]:
+    def status(self, model: str, *, version: int | None = None, timeout: float | None = None) -> list[VersionStatus]:
         doc = self._request("GET", _model_path(model, version, None), None, timeout)
         return [
             VersionStatus(
@@ -265,9 +255,7 @@ class RestClient:
         return [float(v) for v in results]
 
     def reload_config(self, config: str | Message, *, timeout: float | None = None) -> None:
-        raise ClientError(
-            Code.UNIMPLEMENTED, "TF Serving's REST API cannot reload the config; use GrpcClient"
-        )
+        raise ClientError(Code.UNIMPLEMENTED, "TF Serving's REST API cannot reload the config; use GrpcClient")
 
     def close(self) -> None:
         with self._lock:
@@ -286,9 +274,7 @@ class RestClient:
 class AsyncRestClient:
     """``RestClient``'s methods as coroutines (each call runs on a worker thread)."""
 
-    def __init__(
-        self, url: str = "http://localhost:8501", *, timeout: float | None = DEFAULT_TIMEOUT
-    ) -> None:
+    def __init__(self, url: str = "http://localhost:8501", *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
         self._client = RestClient(url, timeout=timeout)
 
     async def predict(self, model: str, inputs: Inputs, **kwargs: Any) -> dict[str, np.ndarray]:

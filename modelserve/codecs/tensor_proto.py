@@ -57,29 +57,65 @@ _FIELDS: dict[DType, tuple[str, np.dtype]] = {
 }
 # Sub-32-bit integers share int_val (int4/int2 too, as tf.make_ndarray reads them;
 # their tensor_content is taken as one byte per value, numpy's layout).
-_FIELDS.update({
-    dtype: ("int_val", np.dtype(np.int32))
-    for dtype in (
-        DType.DT_INT32, DType.DT_INT16, DType.DT_INT8, DType.DT_UINT8, DType.DT_UINT16,
-        DType.DT_QINT8, DType.DT_QUINT8, DType.DT_QINT16, DType.DT_QUINT16, DType.DT_QINT32,
-        DType.DT_INT4, DType.DT_UINT4, DType.DT_INT2, DType.DT_UINT2,
-    )
-})
+_FIELDS.update(
+    {
+        dtype: ("int_val", np.dtype(np.int32))
+        for dtype in (
+            DType.DT_INT32,
+            DType.DT_INT16,
+            DType.DT_INT8,
+            DType.DT_UINT8,
+            DType.DT_UINT16,
+            DType.DT_QINT8,
+            DType.DT_QUINT8,
+            DType.DT_QINT16,
+            DType.DT_QUINT16,
+            DType.DT_QINT32,
+            DType.DT_INT4,
+            DType.DT_UINT4,
+            DType.DT_INT2,
+            DType.DT_UINT2,
+        )
+    }
+)
 # One byte per value in the `bytes float8_val` field.
-_FLOAT8 = frozenset({
-    DType.DT_FLOAT8_E5M2, DType.DT_FLOAT8_E4M3FN, DType.DT_FLOAT8_E4M3FNUZ,
-    DType.DT_FLOAT8_E4M3B11FNUZ, DType.DT_FLOAT8_E5M2FNUZ, DType.DT_FLOAT4_E2M1FN,
-})
+_FLOAT8 = frozenset(
+    {
+        DType.DT_FLOAT8_E5M2,
+        DType.DT_FLOAT8_E4M3FN,
+        DType.DT_FLOAT8_E4M3FNUZ,
+        DType.DT_FLOAT8_E4M3B11FNUZ,
+        DType.DT_FLOAT8_E5M2FNUZ,
+        DType.DT_FLOAT4_E2M1FN,
+    }
+)
 # Fields whose packed wire form is the little-endian buffer of their values.
 _PACKED_FIXED = frozenset({"float_val", "double_val", "scomplex_val", "dcomplex_val"})
 
 # The dtypes tf.make_tensor_proto writes as tensor_content (its _TENSOR_CONTENT_TYPES).
-_CONTENT_TYPES = frozenset({
-    DType.DT_HALF, DType.DT_FLOAT, DType.DT_DOUBLE, DType.DT_INT32, DType.DT_UINT8,
-    DType.DT_INT16, DType.DT_INT8, DType.DT_INT64, DType.DT_QINT8, DType.DT_QUINT8,
-    DType.DT_QINT16, DType.DT_QUINT16, DType.DT_QINT32, DType.DT_UINT32, DType.DT_UINT64,
-    DType.DT_BFLOAT16,
-}) | _FLOAT8
+_CONTENT_TYPES = (
+    frozenset(
+        {
+            DType.DT_HALF,
+            DType.DT_FLOAT,
+            DType.DT_DOUBLE,
+            DType.DT_INT32,
+            DType.DT_UINT8,
+            DType.DT_INT16,
+            DType.DT_INT8,
+            DType.DT_INT64,
+            DType.DT_QINT8,
+            DType.DT_QUINT8,
+            DType.DT_QINT16,
+            DType.DT_QUINT16,
+            DType.DT_QINT32,
+            DType.DT_UINT32,
+            DType.DT_UINT64,
+            DType.DT_BFLOAT16,
+        }
+    )
+    | _FLOAT8
+)
 
 
 # --- shapes -----------------------------------------------------------------------------------
@@ -160,9 +196,7 @@ def _strings_from_content(content: bytes, count: int) -> np.ndarray:
         length, pos = _read_varint(content, pos)
         lengths.append(length)
     if pos + sum(lengths) != len(content):
-        raise InvalidArgument(
-            f"DT_STRING tensor_content of {len(content)} bytes does not match its {count} lengths"
-        )
+        raise InvalidArgument(f"DT_STRING tensor_content of {len(content)} bytes does not match its {count} lengths")
     out = np.empty(count, dtype=_STRING)
     for i, length in enumerate(lengths):
         out[i] = content[pos : pos + length]

@@ -40,16 +40,10 @@ def parser() -> argparse.ArgumentParser:
         module = importlib.import_module(module_name)
         sub = commands.add_parser(name, help=module.HELP, description=module.HELP)
         sub.add_argument("source", help="the model file to convert")
-        sub.add_argument(
-            "base_path", help="the model's base path; the next free version folder is written there"
-        )
-        sub.add_argument(
-            "--samples", type=int, default=8, help="batch size of the random check inputs (default 8)"
-        )
+        sub.add_argument("base_path", help="the model's base path; the next free version folder is written there")
+        sub.add_argument("--samples", type=int, default=8, help="batch size of the random check inputs (default 8)")
         sub.add_argument("--seed", type=int, default=0, help="seed of the random check inputs")
-        sub.add_argument(
-            "--atol", type=float, default=1e-4, help="largest absolute difference accepted (1e-4)"
-        )
+        sub.add_argument("--atol", type=float, default=1e-4, help="largest absolute difference accepted (1e-4)")
         module.add_arguments(sub)
         sub.set_defaults(run=module.run)
     return root

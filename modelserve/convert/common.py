@@ -52,9 +52,7 @@ class Progress:
 def next_version(base_path: Path) -> int:
     """One more than the highest numeric folder under ``base_path`` (1 for a new model)."""
     numbers = (
-        [int(p.name) for p in base_path.iterdir() if p.is_dir() and p.name.isdigit()]
-        if base_path.is_dir()
-        else []
+        [int(p.name) for p in base_path.iterdir() if p.is_dir() and p.name.isdigit()] if base_path.is_dir() else []
     )
     return max(numbers, default=0) + 1
 
@@ -136,15 +134,11 @@ def check_version(folder: Path, check: Check, progress: Progress) -> dict[str, f
         progress.say(f"    max abs difference {alias}: {diff:.3g}")
     worst = max(diffs.values(), default=0.0)
     if not worst <= check.atol:
-        raise ConvertError(
-            f"the converted model differs from the source by {worst:.3g} (> --atol {check.atol:g})"
-        )
+        raise ConvertError(f"the converted model differs from the source by {worst:.3g} (> --atol {check.atol:g})")
     return diffs
 
 
-def convert_and_check(
-    base_path: str, check: Check, progress: Progress, write: Callable[[Path], None]
-) -> None:
+def convert_and_check(base_path: str, check: Check, progress: Progress, write: Callable[[Path], None]) -> None:
     """Write a version with ``write`` into a staging folder, check it, then make it the next version."""
     with staged_version(Path(base_path), progress) as staging:
         write(staging)

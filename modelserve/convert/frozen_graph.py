@@ -48,9 +48,7 @@ def _tensors(graph: Any, specs: list[str], kind: str) -> dict[str, Any]:
         try:
             found[alias] = graph.get_tensor_by_name(_tensor_name(name))
         except (KeyError, ValueError) as exc:
-            raise ConvertError(
-                f"{kind} {alias!r}: the graph has no tensor {_tensor_name(name)} ({exc})"
-            ) from None
+            raise ConvertError(f"{kind} {alias!r}: the graph has no tensor {_tensor_name(name)} ({exc})") from None
     return found
 
 
@@ -82,9 +80,7 @@ def run(args: argparse.Namespace, progress: Progress) -> None:
             )
             builder = v1.saved_model.builder.SavedModelBuilder(str(folder / "saved"))
             tags = [t for t in args.tags.split(",") if t]
-            builder.add_meta_graph_and_variables(
-                session, tags, signature_def_map={args.signature_name: signature}
-            )
+            builder.add_meta_graph_and_variables(session, tags, signature_def_map={args.signature_name: signature})
             builder.save()
             for item in (folder / "saved").iterdir():  # the builder insists on creating its folder itself
                 item.rename(folder / item.name)

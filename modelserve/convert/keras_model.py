@@ -77,6 +77,4 @@ def run(args: argparse.Namespace, progress: Progress) -> None:
         outputs = named_outputs(model, [feed[n] for n in input_names], output_names)
         return {n: np.asarray(v) for n, v in outputs.items()}
 
-    convert_and_check(
-        args.base_path, Check(source, "tensorflow", args.samples, args.seed, args.atol), progress, write
-    )
+    convert_and_check(args.base_path, Check(source, "tensorflow", args.samples, args.seed, args.atol), progress, write)

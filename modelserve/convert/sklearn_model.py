@@ -69,6 +69,4 @@ def run(args: argparse.Namespace, progress: Progress) -> None:
             return {"label": estimator.predict(x), "probabilities": estimator.predict_proba(x)}
         return {"variable": estimator.predict(x)}
 
-    convert_and_check(
-        args.base_path, Check(source, "onnx", args.samples, args.seed, args.atol), progress, write
-    )
+    convert_and_check(args.base_path, Check(source, "onnx", args.samples, args.seed, args.atol), progress, write)

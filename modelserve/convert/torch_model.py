@@ -128,9 +128,7 @@ def write_onnx(source: Source, folder: Path, opset: int) -> None:
     input_names = list(source.inputs)
     if source.exported:
         batch = torch.export.Dim("batch", min=1)
-        dynamic = tuple(
-            {0: batch} if (s.shape or (-1,))[0] == -1 else {} for s in source.inputs.values()
-        )
+        dynamic = tuple({0: batch} if (s.shape or (-1,))[0] == -1 else {} for s in source.inputs.values())
         program = torch.onnx.export(
             source.module,
             examples,
@@ -201,15 +199,11 @@ def run(args: argparse.Namespace, progress: Progress) -> None:
             progress.step(f"exporting to {target} with a dynamic batch dimension"),
             warnings.catch_warnings(),
         ):
-            warnings.simplefilter(
-                "ignore"
-            )  # the exporters' advice is for model authors, not for this command
+            warnings.simplefilter("ignore")  # the exporters' advice is for model authors, not for this command
             if args.to == "onnx":
                 write_onnx(source, folder, args.opset)
             else:
                 write_pt2(source, folder)
 
     platform = "onnx" if args.to == "onnx" else "pytorch"
-    convert_and_check(
-        args.base_path, Check(source, platform, args.samples, args.seed, args.atol), progress, write
-    )
+    convert_and_check(args.base_path, Check(source, platform, args.samples, args.seed, args.atol), progress, write)

@@ -75,8 +75,7 @@ def detect(version_dir: Path) -> str:
     if "model.pt2" in names or "model.pt" in names:
         return "pytorch"
     raise FailedPrecondition(
-        f"No model found in {version_dir}: expected model.onnx (or one *.onnx), "
-        "saved_model.pb, model.pt2 or model.pt"
+        f"No model found in {version_dir}: expected model.onnx (or one *.onnx), saved_model.pb, model.pt2 or model.pt"
     )
 
 

@@ -63,9 +63,7 @@ def find_model_file(version_dir: Path) -> Path:
         return preferred
     found = sorted(version_dir.glob("*.onnx"))
     if len(found) != 1:
-        raise FailedPrecondition(
-            f"Expected model.onnx or exactly one *.onnx file in {version_dir}, found {len(found)}"
-        )
+        raise FailedPrecondition(f"Expected model.onnx or exactly one *.onnx file in {version_dir}, found {len(found)}")
     return found[0]
 
 
@@ -126,8 +124,7 @@ def providers(options: LoadOptions) -> list[Any]:
         return ["CPUExecutionProvider"]
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         log.warning(
-            "device %s requested but onnxruntime has no CUDA provider (install modelserve[gpu]); "
-            "running on CPU",
+            "device %s requested but onnxruntime has no CUDA provider (install modelserve[gpu]); running on CPU",
             options.device,
         )
         return ["CPUExecutionProvider"]
@@ -238,6 +235,7 @@ def _running_on(session: ort.InferenceSession, device: str, wanted: list[Any]) -
         return device
     log.warning(
         "device %s requested but onnxruntime could not start its CUDA provider (CUDA or cuDNN "
-        "libraries missing or mismatched); running on CPU", device,
+        "libraries missing or mismatched); running on CPU",
+        device,
     )
     return CPU

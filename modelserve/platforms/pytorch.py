@@ -101,9 +101,7 @@ def read_signature_file(path: Path) -> tuple[Specs, Specs] | None:
         doc = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise FailedPrecondition(f"Cannot read {path}: {exc}") from exc
-    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not isinstance(
-        doc.get("outputs"), list
-    ):
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list) or not isinstance(doc.get("outputs"), list):
         raise FailedPrecondition(f'{path}: expected {{"inputs": [...], "outputs": [...]}}')
     inputs = dict(_file_spec(e, "inputs") for e in doc["inputs"])
     outputs = dict(_file_spec(e, "outputs") for e in doc["outputs"])
@@ -149,8 +147,7 @@ def merge(
     for kind, found, declared in (("inputs", program[0], file[0]), ("outputs", program[1], file[1])):
         if len(found) != len(declared):
             raise FailedPrecondition(
-                f"{SIGNATURE_FILE} lists {len(declared)} {kind} but the program has {len(found)}: "
-                f"{', '.join(found)}"
+                f"{SIGNATURE_FILE} lists {len(declared)} {kind} but the program has {len(found)}: {', '.join(found)}"
             )
         for ours, theirs in zip(found.values(), declared.values(), strict=True):
             if ours.dtype != theirs.dtype:
@@ -423,8 +420,7 @@ def load_torchscript(path: Path, file: Any) -> tuple[Any, tuple[Specs, Specs], i
         )
     if len(file[0]) != len(arguments):
         raise FailedPrecondition(
-            f"{SIGNATURE_FILE} lists {len(file[0])} inputs but forward() takes {len(arguments)}: "
-            f"{', '.join(arguments)}"
+            f"{SIGNATURE_FILE} lists {len(file[0])} inputs but forward() takes {len(arguments)}: {', '.join(arguments)}"
         )
     return module, file, tensors_bytes(itertools.chain(module.parameters(), module.buffers()))
 

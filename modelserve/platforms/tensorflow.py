@@ -131,10 +131,16 @@ def configure_runtime(options: LoadOptions) -> None:
     with _runtime_lock:
         threading_api = tf.config.threading
         wanted = (
-            (options.intra_op_threads, threading_api.get_intra_op_parallelism_threads,
-             threading_api.set_intra_op_parallelism_threads),
-            (options.inter_op_threads, threading_api.get_inter_op_parallelism_threads,
-             threading_api.set_inter_op_parallelism_threads),
+            (
+                options.intra_op_threads,
+                threading_api.get_intra_op_parallelism_threads,
+                threading_api.set_intra_op_parallelism_threads,
+            ),
+            (
+                options.inter_op_threads,
+                threading_api.get_inter_op_parallelism_threads,
+                threading_api.set_inter_op_parallelism_threads,
+            ),
         )
         for value, get, put in wanted:
             if value > 0 and get() != value:

@@ -70,14 +70,10 @@ def method_handlers(service: ServiceDescriptor | str, servicer: object) -> dict[
 
 def generic_handler(service: ServiceDescriptor | str, servicer: object) -> grpc.GenericRpcHandler:
     """A ``grpc.GenericRpcHandler`` serving ``servicer``'s implementation of ``service``."""
-    return grpc.method_handlers_generic_handler(
-        _service(service).full_name, method_handlers(service, servicer)
-    )
+    return grpc.method_handlers_generic_handler(_service(service).full_name, method_handlers(service, servicer))
 
 
-def add_servicer(
-    server: grpc.Server | grpc.aio.Server, service: ServiceDescriptor | str, servicer: object
-) -> None:
+def add_servicer(server: grpc.Server | grpc.aio.Server, service: ServiceDescriptor | str, servicer: object) -> None:
     """Register ``servicer`` for ``service`` on a sync or aio server, as generated code does.
 
     Raises TypeError if the servicer implements none of the service's RPCs

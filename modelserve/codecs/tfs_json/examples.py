@@ -50,10 +50,7 @@ def decode_examples(
 def _example(value: Any) -> dict[str, Feature]:
     if type(value) is not dict:
         raise InvalidArgument(f"Example must be JSON object but got JSON {json_type(value)}")
-    return {
-        name: _feature(name, content if type(content) is list else [content])
-        for name, content in value.items()
-    }
+    return {name: _feature(name, content if type(content) is list else [content]) for name, content in value.items()}
 
 
 def _feature(name: str, items: list[Any]) -> Feature:
@@ -71,9 +68,7 @@ def _feature_value(name: str, item: Any, kind: FeatureKind | None) -> tuple[Feat
     if item is None or item_type is list or (item_type is dict and not is_b64(item)):
         raise InvalidArgument(f"Feature: {name} has element with unexpected JSON type: {json_type(item)}")
     wanted: FeatureKind = (
-        "int64" if item_type is bool or item_type is int
-        else "float" if item_type is float
-        else "bytes"
+        "int64" if item_type is bool or item_type is int else "float" if item_type is float else "bytes"
     )
     if kind is not None and kind != wanted:
         raise InvalidArgument(f"Unexpected element type in feature: {name} expecting type: {kind}")
@@ -96,8 +91,10 @@ def encode_classify(results: Sequence[Sequence[tuple[str, float]]]) -> bytes:
         raise InvalidArgument("Cannot convert empty ClassificationResults to JSON")
     examples = []
     for classes in results:
-        pairs = [b"[" + orjson.dumps(text_value(label)) + b"," + format_float32(score).encode() + b"]"
-                 for label, score in classes]
+        pairs = [
+            b"[" + orjson.dumps(text_value(label)) + b"," + format_float32(score).encode() + b"]"
+            for label, score in classes
+        ]
         examples.append(b"[" + b",".join(pairs) + b"]")
     return b'{"results":[' + b",".join(examples) + b"]}"
 

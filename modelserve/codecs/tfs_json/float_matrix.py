@@ -136,12 +136,13 @@ def _g_matrix(negative: Array, digits: Array, exponent: Array, precision: Array)
     point = np.where(fixed, exponent + 1, np.where(sci & (count > 1), 1, 99))  # 99: none
     chars = [(digit[j] + np.uint8(48)) * (j < shown) for j in range(9)]
     slots = [chars[0]]
-    slots += [np.where(p < point, chars[p], np.where(p == point, np.uint8(46), chars[p - 1]))
-              for p in range(1, 9)]
+    slots += [np.where(p < point, chars[p], np.where(p == point, np.uint8(46), chars[p - 1])) for p in range(1, 9)]
     slots.append(np.where(point == 9, np.uint8(46), chars[8]) * (point <= 9))
     magnitude = np.abs(exponent)  # at most 45 for float32: two digits
     columns = [
-        _chars(negative, "-"), _chars(small, "0"), _chars(small, "."),
+        _chars(negative, "-"),
+        _chars(small, "0"),
+        _chars(small, "."),
         *(_chars(small & (z < -exponent - 1), "0") for z in range(3)),
         *slots,
         _chars(fixed & (count <= exponent + 1), "0"),

@@ -116,8 +116,9 @@ def join_double(values: list[Any]) -> str:
     return _join_values(values, format_f64, "%.17g", list)
 
 
-def _join_values(values: list[Any], one: Callable[[float], str], long: str,
-                 read: Callable[[list[Any]], list[Any]]) -> str:
+def _join_values(
+    values: list[Any], one: Callable[[float], str], long: str, read: Callable[[list[Any]], list[Any]]
+) -> str:
     # A finite sum proves every value finite (a float32 sum cannot overflow; a double sum
     # that does takes the value-by-value path). `v - v == 0` is a fast isfinite().
     if len(values) < _BULK_MIN or not math.isfinite(sum(values)):

@@ -15,8 +15,9 @@ from ...errors import InvalidArgument
 
 _DEBUG_LIMIT = 256
 _JSON_ESCAPES = {i: b"\\u%04X" % i for i in range(0x20)}
-_JSON_ESCAPES.update({0x08: b"\\b", 0x09: b"\\t", 0x0A: b"\\n", 0x0C: b"\\f", 0x0D: b"\\r",
-                      0x22: b'\\"', 0x5C: b"\\\\"})
+_JSON_ESCAPES.update(
+    {0x08: b"\\b", 0x09: b"\\t", 0x0A: b"\\n", 0x0C: b"\\f", 0x0D: b"\\r", 0x22: b'\\"', 0x5C: b"\\\\"}
+)
 _NEEDS_ESCAPE = re.compile(rb'[\x00-\x1f"\\]')
 _END = object()
 

@@ -55,8 +55,14 @@ _MISS_EXPONENT = "Miss exponent in number."
 # rapidjson's HandleError gives for the state the parser was in.
 _START, _FINISH, _OBJ_INIT, _KEY, _COLON, _MEMBER, _OBJ_COMMA, _ARR_INIT, _ELEMENT, _ARR_COMMA = range(10)
 _EOF_ERRORS = {
-    _START: _EMPTY, _OBJ_INIT: _MISS_NAME, _OBJ_COMMA: _MISS_NAME, _KEY: _MISS_COLON,
-    _MEMBER: _MISS_COMMA_CURLY, _COLON: _INVALID, _ARR_INIT: _INVALID, _ARR_COMMA: _INVALID,
+    _START: _EMPTY,
+    _OBJ_INIT: _MISS_NAME,
+    _OBJ_COMMA: _MISS_NAME,
+    _KEY: _MISS_COLON,
+    _MEMBER: _MISS_COMMA_CURLY,
+    _COLON: _INVALID,
+    _ARR_INIT: _INVALID,
+    _ARR_COMMA: _INVALID,
     _ELEMENT: _MISS_COMMA_BRACKET,
 }
 _WS = re.compile(rb"[ \t\n\r]*")
@@ -64,8 +70,16 @@ _PLAIN_STRING = re.compile(rb'"([^"\\\x00-\x1f]*)"')
 _STRING_CHUNK = re.compile(rb'[^"\\\x00-\x1f]*')
 _DIGITS = re.compile(rb"[0-9]*")
 _HEX4 = re.compile(rb"[0-9a-fA-F]{4}")
-_ESCAPES = {ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"\b",
-            ord("f"): b"\f", ord("n"): b"\n", ord("r"): b"\r", ord("t"): b"\t"}
+_ESCAPES = {
+    ord('"'): b'"',
+    ord("\\"): b"\\",
+    ord("/"): b"/",
+    ord("b"): b"\b",
+    ord("f"): b"\f",
+    ord("n"): b"\n",
+    ord("r"): b"\r",
+    ord("t"): b"\t",
+}
 INT64_MIN, INT64_MAX, UINT64_MAX = -(2**63), 2**63 - 1, 2**64 - 1
 _DBL_MAX_TENTH = int(1.7976931348623157e307)
 
@@ -207,7 +221,7 @@ class _ExactParser:
         code = self._hex4(start + 2, start)
         i = start + 6
         if 0xD800 <= code <= 0xDBFF:
-            if self.data[i:i + 2] != b"\\u":
+            if self.data[i : i + 2] != b"\\u":
                 raise _ParseError(_BAD_SURROGATE, start)
             low = self._hex4(i + 2, start)
             if not 0xDC00 <= low <= 0xDFFF:
@@ -291,8 +305,10 @@ class _ExactParser:
 
 # Array elements that need none of _number's checks: at most 18 integer digits, a 1-2
 # digit exponent, or a NaN/Infinity token; each must end where rapidjson's number ends.
-_PLAIN_NUMBER = (rb"(?:-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?(?:[eE][-+]?[0-9]{1,2})?(?![0-9.eE])"
-                 rb"|NaN|-?Infinity|-?Inf(?!i))")
+_PLAIN_NUMBER = (
+    rb"(?:-?(?:0|[1-9][0-9]{0,17})(?:\.[0-9]+)?(?:[eE][-+]?[0-9]{1,2})?(?![0-9.eE])"
+    rb"|NaN|-?Infinity|-?Inf(?!i))"
+)
 _NUMBER_RUN = re.compile(_PLAIN_NUMBER + rb"(?:[ \t\n\r]*,[ \t\n\r]*" + _PLAIN_NUMBER + rb")*")
 _SEPARATOR = re.compile(rb"[ \t\n\r]*,[ \t\n\r]*")
 _FLOAT_MARKS = re.compile(rb"[.eEIN]")

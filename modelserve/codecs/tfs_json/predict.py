@@ -52,8 +52,7 @@ def decode_predict(
         raise InvalidArgument(f"Failed to get input map for signature: {name or 'DEFAULT'}")
     has_instances, has_inputs = "instances" in doc, "inputs" in doc
     if has_instances and has_inputs:
-        raise value_error(doc, "Not formatted correctly expecting only one of 'inputs' or "
-                              "'instances' keys to exist ")
+        raise value_error(doc, "Not formatted correctly expecting only one of 'inputs' or 'instances' keys to exist ")
     hints = BodyHints(body)
     if has_instances:
         instances = doc["instances"]
@@ -81,9 +80,7 @@ def _decode_rows(instances: list[Any], inputs: Mapping[str, DType], hints: BodyH
     return _exact_rows(instances, inputs)
 
 
-def _fast_rows(
-    instances: list[Any], inputs: Mapping[str, DType], hints: BodyHints
-) -> dict[str, Array] | None:
+def _fast_rows(instances: list[Any], inputs: Mapping[str, DType], hints: BodyHints) -> dict[str, Array] | None:
     names = inputs.keys()
     if not _is_named(instances[0]):
         if len(inputs) > 1:
@@ -134,8 +131,7 @@ def _add_object_row(batch: _RowBatch, index: int, item: Any, inputs: Mapping[str
         try:
             batch.add(key, value)
         except ServingError as exc:
-            raise _wrap(exc, f"Failed to process element: {index} key: {key} of 'instances' list. "
-                             "Error: ") from None
+            raise _wrap(exc, f"Failed to process element: {index} key: {key} of 'instances' list. Error: ") from None
     if item.keys() != inputs.keys():
         raise InvalidArgument(
             f"Failed to process element: {index} of 'instances' list. JSON object: "

@@ -30,8 +30,9 @@ def render_outputs(arrays: Mapping[str, Array], *, split: bool) -> list[list[byt
     The values of all small float32 tensors are formatted in one join_float32 call, whose
     fixed cost (a few microseconds) would otherwise be paid per output.
     """
-    shared = [(name, array) for name, array in arrays.items()
-              if array.dtype == _FLOAT32 and 0 < array.size < _VECTOR_MIN]
+    shared = [
+        (name, array) for name, array in arrays.items() if array.dtype == _FLOAT32 and 0 < array.size < _VECTOR_MIN
+    ]
     if len(shared) < 2:
         return [render_output(name, array, split=split) for name, array in arrays.items()]
     values: list[Any] = []
@@ -90,7 +91,7 @@ def _layout(items: str, shape: tuple[int, ...], split: bool) -> list[bytes]:
         if dim == len(texts):
             texts = ["[" + ",".join(texts) + "]"]
         else:
-            texts = ["[" + ",".join(texts[i:i + dim]) + "]" for i in range(0, len(texts), dim)]
+            texts = ["[" + ",".join(texts[i : i + dim]) + "]" for i in range(0, len(texts), dim)]
     return [text.encode() for text in texts]
 
 
@@ -161,6 +162,8 @@ _RENDERERS: dict[np.dtype[Any], _Renderer] = {
     np.dtype(np.float16): _render_as_float32,
     to_numpy(DType.DT_BFLOAT16): _render_as_float32,
     np.dtype(np.float64): _render_float64,
-    **{np.dtype(t): _render_plain for t in (np.int8, np.int16, np.int32, np.int64, np.uint8,
-                                             np.uint32, np.uint64, np.bool_)},
+    **{
+        np.dtype(t): _render_plain
+        for t in (np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint32, np.uint64, np.bool_)
+    },
 }

@@ -23,38 +23,55 @@ def encode_error(message: str) -> bytes:
 
 def encode_status(versions: Sequence[tuple[int, str, str, str]]) -> bytes:
     """GetModelStatusResponse as protobuf JSON; rows are (version, state, error_code, message)."""
-    return orjson.dumps({
-        "model_version_status": [
-            {"version": str(version), "state": state,
-             "status": {"error_code": code, "error_message": message}}
-            for version, state, code, message in versions
-        ]
-    })
+    return orjson.dumps(
+        {
+            "model_version_status": [
+                {"version": str(version), "state": state, "status": {"error_code": code, "error_message": message}}
+                for version, state, code, message in versions
+            ]
+        }
+    )
 
 
 def encode_instances(versions: Sequence[tuple[int, str, Sequence[InstanceStatus]]]) -> bytes:
     """modelserve's ``/v1/models/NAME/instances``: per version, where its instances run (docs/gpu.md)."""
-    return orjson.dumps({
-        "model_version_instances": [
-            {"version": str(version), "state": state, "instances": [
-                {"index": i.index, "device": i.device, "requested_device": i.requested_device,
-                 "weights_bytes": i.weights_bytes, "device_memory_bytes": i.device_memory_bytes,
-                 "memory_limit_bytes": i.memory_limit_bytes, "calls": i.calls}
-                for i in instances
-            ]}
-            for version, state, instances in versions
-        ]
-    })
+    return orjson.dumps(
+        {
+            "model_version_instances": [
+                {
+                    "version": str(version),
+                    "state": state,
+                    "instances": [
+                        {
+                            "index": i.index,
+                            "device": i.device,
+                            "requested_device": i.requested_device,
+                            "weights_bytes": i.weights_bytes,
+                            "device_memory_bytes": i.device_memory_bytes,
+                            "memory_limit_bytes": i.memory_limit_bytes,
+                            "calls": i.calls,
+                        }
+                        for i in instances
+                    ],
+                }
+                for version, state, instances in versions
+            ]
+        }
+    )
 
 
 def encode_metadata(name: str, version: int, signatures: Mapping[str, Signature]) -> bytes:
     """GetModelMetadataResponse as TF Serving's REST layer prints it (int64s as strings)."""
-    return orjson.dumps({
-        "model_spec": {"name": name, "signature_name": "", "version": str(version)},
-        "metadata": {"signature_def": {"signature_def": {
-            key: _signature_json(signature) for key, signature in signatures.items()
-        }}},
-    })
+    return orjson.dumps(
+        {
+            "model_spec": {"name": name, "signature_name": "", "version": str(version)},
+            "metadata": {
+                "signature_def": {
+                    "signature_def": {key: _signature_json(signature) for key, signature in signatures.items()}
+                }
+            },
+        }
+    )
 
 
 def _signature_json(signature: Signature) -> dict[str, Any]:

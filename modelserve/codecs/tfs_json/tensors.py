@@ -56,9 +56,12 @@ _FLOAT_TYPES = frozenset({DType.DT_FLOAT, DType.DT_DOUBLE, DType.DT_HALF, DType.
 # Inclusive ranges of the JSON integers each integer dtype accepts; the narrow types
 # take any int32 and wrap, as TF stores them in int_val.
 _INT_RANGES: dict[DType, tuple[int, int]] = {
-    DType.DT_INT32: (-(2**31), 2**31 - 1), DType.DT_INT16: (-(2**31), 2**31 - 1),
-    DType.DT_INT8: (-(2**31), 2**31 - 1), DType.DT_UINT8: (-(2**31), 2**31 - 1),
-    DType.DT_INT64: (INT64_MIN, INT64_MAX), DType.DT_UINT32: (0, 2**32 - 1),
+    DType.DT_INT32: (-(2**31), 2**31 - 1),
+    DType.DT_INT16: (-(2**31), 2**31 - 1),
+    DType.DT_INT8: (-(2**31), 2**31 - 1),
+    DType.DT_UINT8: (-(2**31), 2**31 - 1),
+    DType.DT_INT64: (INT64_MIN, INT64_MAX),
+    DType.DT_UINT32: (0, 2**32 - 1),
     DType.DT_UINT64: (0, UINT64_MAX),
 }
 MAX_RANK = 64  # numpy's limit on dimensions (TF's is 254)
@@ -170,8 +173,7 @@ def exact_tensor(value: Any, dtype: DType, max_rank: int) -> tuple[tuple[int, ..
                 raise InvalidArgument(f"Encountered list at unexpected level: {level} expected < {rank}")
             if len(child) != shape[level]:
                 raise InvalidArgument(
-                    f"Encountered list at unexpected size: {len(child)} at level: {level} "
-                    f"expected size: {shape[level]}"
+                    f"Encountered list at unexpected size: {len(child)} at level: {level} expected size: {shape[level]}"
                 )
             stack.append((iter(child), level + 1))
         else:
@@ -192,8 +194,7 @@ def _dense_shape(value: Any) -> tuple[int, ...]:
 
 def _add_leaf(value: Any, level: int, rank: int, dtype: DType, values: list[Any]) -> None:
     if level != rank:
-        raise value_error(value, f"found at incorrect level: {level + 1} in the JSON DOM. "
-                                 f"Expected at level: {rank}")
+        raise value_error(value, f"found at incorrect level: {level + 1} in the JSON DOM. Expected at level: {rank}")
     if type(value) is dict:
         if dtype is not DType.DT_STRING:
             raise _type_error(value, dtype)
