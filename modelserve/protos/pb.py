@@ -47,8 +47,12 @@ RepositoryIndexRequest: type[Message] = message_class("inference.RepositoryIndex
 RepositoryIndexResponse: type[Message] = message_class("inference.RepositoryIndexResponse")
 RepositoryModelLoadRequest: type[Message] = message_class("inference.RepositoryModelLoadRequest")
 RepositoryModelLoadResponse: type[Message] = message_class("inference.RepositoryModelLoadResponse")
-RepositoryModelUnloadRequest: type[Message] = message_class("inference.RepositoryModelUnloadRequest")
-RepositoryModelUnloadResponse: type[Message] = message_class("inference.RepositoryModelUnloadResponse")
+RepositoryModelUnloadRequest: type[Message] = message_class(
+    "inference.RepositoryModelUnloadRequest"
+)
+RepositoryModelUnloadResponse: type[Message] = message_class(
+    "inference.RepositoryModelUnloadResponse"
+)
 GRPCInferenceService: ServiceDescriptor = service_descriptor("inference.GRPCInferenceService")
 # tensorflow/core/example/feature.proto
 BytesList: type[Message] = message_class("tensorflow.BytesList")
@@ -111,7 +115,9 @@ Any: type[Message] = message_class("google.protobuf.Any")
 # tensorflow_serving/apis/get_model_metadata.proto
 SignatureDefMap: type[Message] = message_class("tensorflow.serving.SignatureDefMap")
 GetModelMetadataRequest: type[Message] = message_class("tensorflow.serving.GetModelMetadataRequest")
-GetModelMetadataResponse: type[Message] = message_class("tensorflow.serving.GetModelMetadataResponse")
+GetModelMetadataResponse: type[Message] = message_class(
+    "tensorflow.serving.GetModelMetadataResponse"
+)
 # tensorflow_serving/apis/status.proto
 StatusProto: type[Message] = message_class("tensorflow.serving.StatusProto")
 # tensorflow_serving/apis/get_model_status.proto
@@ -137,7 +143,9 @@ LoggingConfig: type[Message] = message_class("tensorflow.serving.LoggingConfig")
 # tensorflow_serving/apis/logging.proto
 LogMetadata: type[Message] = message_class("tensorflow.serving.LogMetadata")
 # tensorflow_serving/config/file_system_storage_path_source.proto
-FileSystemStoragePathSourceConfig: type[Message] = message_class("tensorflow.serving.FileSystemStoragePathSourceConfig")
+FileSystemStoragePathSourceConfig: type[Message] = message_class(
+    "tensorflow.serving.FileSystemStoragePathSourceConfig"
+)
 # tensorflow_serving/config/model_server_config.proto
 ModelConfig: type[Message] = message_class("tensorflow.serving.ModelConfig")
 ModelPlacement: type[Message] = message_class("tensorflow.serving.ModelPlacement")
