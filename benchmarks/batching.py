@@ -73,9 +73,9 @@ from common import (
 )
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from modelserve.batching import params
 from modelserve.codecs.tensor_proto import from_ndarray
 from modelserve.demo import mlp
+from modelserve.execution.batching import params
 from modelserve.protos import pb
 
 SIZES = [256, 4096, 4096, 4096, 16]

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from modelserve.batching import Batcher, BatchingParameters, BatchScheduler, FakeClock
-from modelserve.batching import params as batching_params
-from modelserve.batching.queue import BatchQueue
 from modelserve.dtypes import DType
-from modelserve.request_options import DEFAULT
-from modelserve.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from modelserve.execution.batching import Batcher, BatchingParameters, BatchScheduler, FakeClock
+from modelserve.execution.batching import params as batching_params
+from modelserve.execution.batching.queue import BatchQueue
+from modelserve.platforms.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from modelserve.serving.request_options import DEFAULT
 
 Ready = Callable[[BatchQueue, float, bool], bool]
 

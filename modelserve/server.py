@@ -17,23 +17,24 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
-from . import devices, platforms
+from . import platforms
 from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.http import Router
 from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
-from .batching import NO_METRICS, BatchingRunners, BatchMetrics
-from .config import ModelConfig
-from .config_files import ConfigFileWatcher, read_model_config_file
-from .core import ServingCore
 from .errors import InvalidArgument, ServingError
-from .instances import PlacedLoader
-from .manager import ManagerOptions, ModelManager, RunnerFactory, no_warmup
+from .execution import devices
+from .execution.batching import NO_METRICS, BatchingRunners, BatchMetrics
+from .execution.instances import PlacedLoader
+from .execution.runner import DirectRunner, Runner
+from .execution.workers import WorkerPool
+from .lifecycle.config import ModelConfig
+from .lifecycle.config_files import ConfigFileWatcher, read_model_config_file
+from .lifecycle.manager import ManagerOptions, ModelManager, RunnerFactory, no_warmup
 from .options import FLAGS, ServerOptions
-from .runner import DirectRunner, Runner
-from .servable import Servable
-from .warmup import ReplayWarmup
-from .workers import WorkerPool
+from .platforms.servable import Servable
+from .serving.core import ServingCore
+from .serving.warmup import ReplayWarmup
 
 log = logging.getLogger("modelserve")
 

@@ -71,7 +71,7 @@ class EchoServable:
 
     def __init__(self, tag: float = 0.0) -> None:
         from .dtypes import DType
-        from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+        from .platforms.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
 
         spec = TensorSpec("x", DType.DT_FLOAT, (-1,))
         self.tag = tag

@@ -17,14 +17,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelserve.batching import (
-    QUEUE_TIMEOUT_MESSAGE,
-    Batcher,
-    BatchingParameters,
-    BatchScheduler,
-    BatchStats,
-    FakeClock,
-)
 from modelserve.dtypes import DType
 from modelserve.errors import (
     DeadlineExceeded,
@@ -33,8 +25,16 @@ from modelserve.errors import (
     ResourceExhausted,
     Unavailable,
 )
-from modelserve.request_options import RequestOptions
-from modelserve.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from modelserve.execution.batching import (
+    QUEUE_TIMEOUT_MESSAGE,
+    Batcher,
+    BatchingParameters,
+    BatchScheduler,
+    BatchStats,
+    FakeClock,
+)
+from modelserve.platforms.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from modelserve.serving.request_options import RequestOptions
 
 TIMEOUT = 0.010  # batch_timeout_micros of most tests, in seconds
 
@@ -81,7 +81,7 @@ class Rig:
         self.dropped: list[str] = []
         self.scheduler = BatchScheduler(0, clock=self.clock, metrics=self)
         self.servable = Rows()
-        self.servable.instance_count = instances  # type: ignore[attr-defined]  # what modelserve.instances exposes
+        self.servable.instance_count = instances  # type: ignore[attr-defined]  # what modelserve.execution.instances exposes
         self.batcher = Batcher(self.scheduler, self.servable, params(**changes), "m", 1)
 
     def batch_done(self, stats: BatchStats) -> None:
@@ -670,7 +670,7 @@ def test_batches_of_different_models_run_concurrently_up_to_num_batch_threads() 
 def test_a_batch_thread_leaves_the_other_idle_instances_share_to_a_second_thread() -> None:
     scheduler = BatchScheduler(2)
     gate = Gate()
-    gate.instance_count = 2  # type: ignore[attr-defined]  # what modelserve.instances exposes
+    gate.instance_count = 2  # type: ignore[attr-defined]  # what modelserve.execution.instances exposes
     batcher = Batcher(scheduler, gate, params(batch_timeout_micros=60_000_000), "m", 1)
     gate.gate.set()
     x = rows(8, 0)

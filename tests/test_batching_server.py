@@ -20,16 +20,16 @@ import grpc
 import numpy as np
 import pytest
 
-from modelserve.batching import Batcher, BatchingParameters, BatchingRunners
 from modelserve.codecs.tensor_proto import from_ndarray, to_ndarray
-from modelserve.config import ModelConfig
 from modelserve.dtypes import DType
-from modelserve.manager import ManagerOptions, ModelManager
+from modelserve.execution.batching import Batcher, BatchingParameters, BatchingRunners
+from modelserve.execution.runner import DirectRunner, Runner
+from modelserve.execution.workers import WorkerPool
+from modelserve.lifecycle.config import ModelConfig
+from modelserve.lifecycle.manager import ManagerOptions, ModelManager
+from modelserve.platforms.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
 from modelserve.protos import PREDICTION_SERVICE, Stub, pb
-from modelserve.runner import DirectRunner, Runner
-from modelserve.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
 from modelserve.testing import ServerThread, running_server
-from modelserve.workers import WorkerPool
 
 from . import onnx_models as om
 

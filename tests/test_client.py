@@ -267,7 +267,7 @@ def test_client_without_tensorflow(server: ServerThread) -> None:
 
 def test_numpy_scalar_features_keep_their_type_in_grpc_examples() -> None:
     # np.float32 is not a Python float: it must still go out as a float_list, not int64 0.
-    from modelserve.client.messages import examples_request
+    from modelserve.client.protos import examples_request
     from modelserve.protos import pb
 
     request = examples_request(

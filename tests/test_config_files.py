@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from modelserve.config import ModelConfig
-from modelserve.config_files import ConfigFileWatcher, read_model_config_file
 from modelserve.errors import FailedPrecondition, InvalidArgument
-from modelserve.policy import VersionPolicy
+from modelserve.lifecycle.config import ModelConfig
+from modelserve.lifecycle.config_files import ConfigFileWatcher, read_model_config_file
+from modelserve.lifecycle.policy import VersionPolicy
 
 USERS_WRITE_THIS = """
 # TF Serving's documentation example, with the text-format niceties users rely on
@@ -96,7 +96,7 @@ def test_watcher_applies_refuses_and_ignores_an_empty_file(tmp_path: Path, caplo
         applied.append(names)
 
     watcher = ConfigFileWatcher(str(path), 60, apply)
-    caplog.set_level(logging.INFO, "modelserve.config_files")
+    caplog.set_level(logging.INFO, "modelserve.lifecycle.config_files")
     path.write_text("model_config_list { config { name: 'a' base_path: '/a' model_platform: 'onnx' } }")
     assert watcher.check_now() and applied == [["a"]]
     path.write_text("")  # an editor caught mid-write: TF Serving takes no action either

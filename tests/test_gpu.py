@@ -18,15 +18,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from modelserve import devices
 from modelserve.client import GrpcClient
-from modelserve.config import ModelConfig
-from modelserve.config_files import read_model_config_file
 from modelserve.errors import ResourceExhausted
-from modelserve.instances import PlacedLoader
-from modelserve.placement import Placement
+from modelserve.execution import devices
+from modelserve.execution.instances import PlacedLoader
+from modelserve.execution.placement import Placement
+from modelserve.lifecycle.config import ModelConfig
+from modelserve.lifecycle.config_files import read_model_config_file
 from modelserve.platforms import LoadOptions
-from modelserve.servable import DEFAULT_SIGNATURE
+from modelserve.platforms.servable import DEFAULT_SIGNATURE
 from modelserve.testing import ServerThread, running_server
 
 from . import onnx_models as om

@@ -19,15 +19,15 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from modelserve.batching import Batcher, BatchingParameters, BatchScheduler
 from modelserve.client import GrpcClient
-from modelserve.config import ModelConfig
-from modelserve.devices import Inventory
 from modelserve.errors import ResourceExhausted
-from modelserve.instances import InstanceGroup, PlacedLoader
-from modelserve.placement import InstanceStatus, Placement
+from modelserve.execution.batching import Batcher, BatchingParameters, BatchScheduler
+from modelserve.execution.devices import Inventory
+from modelserve.execution.instances import InstanceGroup, PlacedLoader
+from modelserve.execution.placement import InstanceStatus, Placement
+from modelserve.lifecycle.config import ModelConfig
 from modelserve.platforms import LoadOptions
-from modelserve.servable import DEFAULT_SIGNATURE
+from modelserve.platforms.servable import DEFAULT_SIGNATURE
 from modelserve.testing import EchoServable, ServerThread, running_server
 
 from . import onnx_models as om
@@ -354,7 +354,7 @@ def test_a_model_that_does_not_fit_fails_alone(server: ServerThread, repo: Path)
             "big": 'mlp|placement { devices: "cpu" memory_limit_bytes: 1024 }',
         },
     )
-    from modelserve.config_files import read_model_config_file
+    from modelserve.lifecycle.config_files import read_model_config_file
 
     with pytest.raises(Exception, match="big") as caught:
         server.server.core.reload_and_wait(read_model_config_file(str(models)))

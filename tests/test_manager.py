@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from modelserve.config import ModelConfig
 from modelserve.errors import Code, FailedPrecondition, InvalidArgument, NotFound, ServingError
-from modelserve.manager import ManagerOptions, ModelManager, Warmup, no_warmup
-from modelserve.policy import State, VersionPolicy
+from modelserve.lifecycle.config import ModelConfig
+from modelserve.lifecycle.manager import ManagerOptions, ModelManager, Warmup, no_warmup
+from modelserve.lifecycle.policy import State, VersionPolicy
 from modelserve.testing import EchoServable
 
 

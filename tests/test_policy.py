@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelserve.policy import (
+from modelserve.lifecycle.policy import (
     Action,
     State,
     VersionPolicy,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from modelserve.codecs.tfrecord import encode_record, masked_crc32c, read_records, write_records
 from modelserve.errors import DataLoss
-from modelserve.tfrecord import encode_record, masked_crc32c, read_records, write_records
 
 
 def test_masked_crc_of_known_values() -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from modelserve.clock import FakeClock, TimerHeap
+from modelserve.execution.clock import FakeClock, TimerHeap
 
 
 def test_timers_fire_in_time_order_with_one_clock_timer_armed() -> None:

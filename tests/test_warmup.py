@@ -15,13 +15,13 @@ from google.protobuf.message import Message
 
 from modelserve import platforms
 from modelserve.codecs.tensor_proto import from_ndarray
+from modelserve.codecs.tfrecord import write_records
 from modelserve.errors import Code, DataLoss, FailedPrecondition, InvalidArgument, ServingError, Unimplemented
+from modelserve.execution.runner import DirectRunner
+from modelserve.execution.workers import WorkerPool
 from modelserve.protos import pb
-from modelserve.runner import DirectRunner
+from modelserve.serving.warmup import ReplayWarmup
 from modelserve.testing import running_server
-from modelserve.tfrecord import write_records
-from modelserve.warmup import ReplayWarmup
-from modelserve.workers import WorkerPool
 
 from . import onnx_models as om
 
@@ -73,7 +73,7 @@ X = np.array([1.0, 2.0], dtype=np.float32)
 def test_each_record_runs_num_request_iterations_times(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = om.write(tmp_path, 1, om.half_plus_two())
     path = write_warmup(folder, [predict_record({"x": X}), predict_record({"x": X}, "serving_default", ["y"])])
-    caplog.set_level(logging.INFO, "modelserve.warmup")
+    caplog.set_level(logging.INFO, "modelserve.serving.warmup")
     assert warm(folder).calls == 2
     assert warm(folder, iterations=3).calls == 6
     assert f"Starting to read warmup data for model at {path} with model-warmup-options" in caplog.text
@@ -82,7 +82,7 @@ def test_each_record_runs_num_request_iterations_times(tmp_path: Path, caplog: p
 
 def test_no_file_is_fine(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     folder = om.write(tmp_path, 1, om.half_plus_two())
-    caplog.set_level(logging.INFO, "modelserve.warmup")
+    caplog.set_level(logging.INFO, "modelserve.serving.warmup")
     assert warm(folder).calls == 0
     assert f"No warmup data file found at {folder / 'assets.extra' / 'tf_serving_warmup_requests'}" in caplog.text
 

@@ -27,11 +27,11 @@ from typing import Any
 import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 
-from ..config_files import read_text_proto
-from ..core import ServingCore
 from ..errors import InvalidArgument, Unknown
+from ..lifecycle.config_files import read_text_proto
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, pb
 from ..protos._pool import DESCRIPTOR_SET
+from ..serving.core import ServingCore
 from .tfs_grpc import add_services
 
 log = logging.getLogger(__name__)

@@ -29,16 +29,16 @@ import numpy as np
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from .. import examples, request_options
 from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarrays
 from ..codecs.tensor_wire import tensor_entry
-from ..config_files import model_configs
-from ..core import ModelSpec, ServingCore
 from ..errors import Code, InvalidArgument, ServingError, as_serving_error
-from ..leases import Lease
+from ..lifecycle.config_files import model_configs
+from ..lifecycle.leases import Lease
+from ..platforms.servable import Signature, TensorSpec
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
-from ..request_options import RequestOptions
-from ..servable import Signature, TensorSpec
+from ..serving import example_tasks, request_options
+from ..serving.core import ModelSpec, ServingCore
+from ..serving.request_options import RequestOptions
 
 log = logging.getLogger(__name__)
 
@@ -281,13 +281,13 @@ class PredictionServicer:
         return self._one_task("regress", request, context, pb.RegressionResponse())
 
     def _one_task(
-        self, kind: examples.Kind, request: Any, context: grpc.ServicerContext, response: Message
+        self, kind: example_tasks.Kind, request: Any, context: grpc.ServicerContext, response: Message
     ) -> RpcResult:
         """Classify or Regress: one plan run, its result and model spec written into ``response``."""
         spec = model_spec(request)
         with self._core.lease(spec) as lease:
-            plan = examples.plan(
-                kind, lease.servable.signatures, spec.signature_name, examples.from_input(request.input)
+            plan = example_tasks.plan(
+                kind, lease.servable.signatures, spec.signature_name, example_tasks.from_input(request.input)
             )
             (result,) = yield self._plans(lease, [plan], context)
             version = lease.version
@@ -295,19 +295,21 @@ class PredictionServicer:
         _answer_spec(response.model_spec, spec, version)
         return response
 
-    def _plans(self, lease: Lease, plans: list[examples.Plan], context: grpc.ServicerContext) -> CoreCall:
+    def _plans(self, lease: Lease, plans: list[example_tasks.Plan], context: grpc.ServicerContext) -> CoreCall:
         core = self._core
         return CoreCall(core.run_plans_blocking, core.run_plans, (lease, plans, _deadline(context), _options(context)))
 
     def MultiInference(self, request: Any, context: grpc.ServicerContext) -> RpcResult:
         tasks = list(request.tasks)
-        examples.check_multi_inference([(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks])
+        example_tasks.check_multi_inference(
+            [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks]
+        )
         spec = spec_of(tasks[0].model_spec) if tasks else ModelSpec("")
         with self._core.lease(spec) as lease:
-            plans = examples.multi_plans(
+            plans = example_tasks.multi_plans(
                 lease.servable.signatures,
                 [(t.model_spec.signature_name, t.method_name) for t in tasks],
-                examples.from_input(request.input),
+                example_tasks.from_input(request.input),
             )
             results = yield self._plans(lease, plans, context)
             version = lease.version
@@ -356,7 +358,7 @@ def _serialize(answer: Answer | Message) -> bytes:
     return data
 
 
-def _write_result(kind: examples.Kind, out: Message, result: examples.Result) -> None:
+def _write_result(kind: example_tasks.Kind, out: Message, result: example_tasks.Result) -> None:
     """A plan's result as a ClassificationResult or a RegressionResult (``out``)."""
     if kind == "classify":
         for classes in result:

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
-from .. import examples, request_options
 from ..codecs import tfs_json
-from ..core import ModelSpec, ServingCore, input_dtypes
 from ..errors import Code, InvalidArgument, ServingError
-from ..request_options import RequestOptions
-from ..servable import DEFAULT_SIGNATURE, Signature
+from ..platforms.servable import DEFAULT_SIGNATURE, Signature
+from ..serving import example_tasks, request_options
+from ..serving.core import ModelSpec, ServingCore, input_dtypes
+from ..serving.request_options import RequestOptions
 from .http import JSON_HEADERS, BodyTooLarge, Headers, Request, Response, request_body
 
 log = logging.getLogger(__name__)
@@ -171,16 +171,18 @@ class TfsRestApp:
     async def _regress(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
         return await self._example_verb(spec, body, "regress", options)
 
-    async def _example_verb(self, spec: ModelSpec, body: bytes, kind: examples.Kind, options: RequestOptions) -> bytes:
+    async def _example_verb(
+        self, spec: ModelSpec, body: bytes, kind: example_tasks.Kind, options: RequestOptions
+    ) -> bytes:
         doc = tfs_json.loads(body)
         signature_name = tfs_json.signature_name(doc)
         features, context = tfs_json.decode_examples(doc)
-        serialized = examples.serialized_examples(
-            [examples.example_bytes(f) for f in features],
-            None if context is None else examples.example_bytes(context),
+        serialized = example_tasks.serialized_examples(
+            [example_tasks.example_bytes(f) for f in features],
+            None if context is None else example_tasks.example_bytes(context),
         )
         with self._core.lease(spec) as lease:
-            plan = examples.plan(kind, lease.servable.signatures, signature_name, serialized)
+            plan = example_tasks.plan(kind, lease.servable.signatures, signature_name, serialized)
             (result,) = await self._core.run_plans(lease, [plan], self._deadline(), options)
         if kind == "classify":
             return tfs_json.encode_classify(result)  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ import numpy as np
 from google.protobuf.message import Message
 
 from ..protos import Stub, pb
-from .messages import (
+from .protos import (
     channel_options,
     check_reload,
     classes_of,

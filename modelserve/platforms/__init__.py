@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
-from ..servable import Servable
+from .servable import Servable
 
 # platform name -> "module:function"
 LOADERS = {

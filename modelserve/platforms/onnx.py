@@ -15,11 +15,11 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..devices import CPU, check_fits, cuda_index
 from ..dtypes import DType
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from ..servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from ..execution.devices import CPU, check_fits, cuda_index
 from . import LoadOptions
+from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 

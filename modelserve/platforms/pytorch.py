@@ -33,11 +33,11 @@ import ml_dtypes
 import numpy as np
 import torch
 
-from ..devices import check_fits, format_bytes
 from ..dtypes import DType, from_numpy, tf_name
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from ..servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from ..execution.devices import check_fits, format_bytes
 from . import LoadOptions
+from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 

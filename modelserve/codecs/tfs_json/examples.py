@@ -10,7 +10,7 @@ import orjson
 
 from ...errors import InvalidArgument
 from .floats import format_float32, round_f32
-from .messages import json_type, value_error
+from .json_text import json_type, value_error
 from .parser import INT64_MAX
 from .render import text_value
 from .tensors import decode_b64_object, is_b64

@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 
 from ...errors import InvalidArgument
-from .messages import value_error
+from .json_text import value_error
 
 
 def loads(body: bytes) -> dict[str, Any]:

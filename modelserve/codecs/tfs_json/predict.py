@@ -14,7 +14,7 @@ from orjson import Fragment
 
 from ...dtypes import DType
 from ...errors import InvalidArgument, ServingError
-from .messages import debug_json, value_error
+from .json_text import debug_json, value_error
 from .render import render_output, render_outputs
 from .tensors import MAX_RANK, BodyHints, exact_tensor, fast_array, is_b64, to_array
 

@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 
 from ...dtypes import DType
-from ...placement import InstanceStatus
-from ...servable import Signature, TensorSpec
+from ...execution.placement import InstanceStatus
+from ...platforms.servable import Signature, TensorSpec
 
 
 def encode_error(message: str) -> bytes:

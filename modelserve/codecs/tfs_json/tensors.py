@@ -13,7 +13,7 @@ import numpy.typing as npt
 
 from ...dtypes import DType, tf_name, to_numpy
 from ...errors import InvalidArgument, Unimplemented
-from .messages import debug_json, json_type, value_error
+from .json_text import debug_json, json_type, value_error
 from .parser import INT64_MAX, INT64_MIN, UINT64_MAX
 
 Array = npt.NDArray[Any]

@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from .placement import InstanceStatus
-from .runner import Runner
-from .servable import Servable
+from ..execution.placement import InstanceStatus
+from ..execution.runner import Runner
+from ..platforms.servable import Servable
 
 
 class LoadedVersion:

@@ -19,14 +19,14 @@ from typing import Any
 
 from google.protobuf.message import DecodeError, Message
 
-from . import examples
-from .codecs.tensor_proto import to_ndarrays
+from ..codecs.tensor_proto import to_ndarrays
+from ..codecs.tfrecord import read_records
+from ..errors import DataLoss, InvalidArgument, Unimplemented
+from ..execution.runner import Runner
+from ..platforms.servable import DEFAULT_SIGNATURE, Servable
+from ..protos import pb
+from . import example_tasks
 from .core import check_predict
-from .errors import DataLoss, InvalidArgument, Unimplemented
-from .protos import pb
-from .runner import Runner
-from .servable import DEFAULT_SIGNATURE, Servable
-from .tfrecord import read_records
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ def _predict(request: Any, servable: Servable, runner: Runner) -> None:
     runner.predict_blocking(name, inputs, output_filter)
 
 
-def _run_plans(plans: list[examples.Plan], runner: Runner) -> None:
+def _run_plans(plans: list[example_tasks.Plan], runner: Runner) -> None:
     for plan in plans:
         plan.interpret(runner.predict_blocking(plan.signature_name, plan.inputs, plan.output_filter))
 
@@ -119,19 +119,21 @@ def _regress(request: Any, servable: Servable, runner: Runner) -> None:
     _one_task("regress", request, servable, runner)
 
 
-def _one_task(kind: examples.Kind, request: Any, servable: Servable, runner: Runner) -> None:
-    found = examples.from_input(request.input)
-    _run_plans([examples.plan(kind, servable.signatures, request.model_spec.signature_name, found)], runner)
+def _one_task(kind: example_tasks.Kind, request: Any, servable: Servable, runner: Runner) -> None:
+    found = example_tasks.from_input(request.input)
+    _run_plans([example_tasks.plan(kind, servable.signatures, request.model_spec.signature_name, found)], runner)
 
 
 def _multi_inference(request: Any, servable: Servable, runner: Runner) -> None:
     tasks = list(request.tasks)
     # TF runs the request as it is: its task checks apply, model names included.
-    examples.check_multi_inference([(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks])
-    plans = examples.multi_plans(
+    example_tasks.check_multi_inference(
+        [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks]
+    )
+    plans = example_tasks.multi_plans(
         servable.signatures,
         [(t.model_spec.signature_name, t.method_name) for t in tasks],
-        examples.from_input(request.input),
+        example_tasks.from_input(request.input),
     )
     _run_plans(plans, runner)
 

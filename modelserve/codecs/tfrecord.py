@@ -21,7 +21,7 @@ from typing import BinaryIO
 
 import google_crc32c
 
-from .errors import DataLoss
+from ..errors import DataLoss
 
 _MASK_DELTA = 0xA282EAD8
 _HEADER = struct.Struct("<QI")

@@ -36,15 +36,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import InvalidArgument, Unavailable
-from ..servable import Servable
+from ...errors import InvalidArgument, Unavailable
+from ...platforms.servable import Servable
 from .params import BatchingParameters
 
 # Requests skipped for a different shape before a batch stops looking further.
 _SCAN_LIMIT = 1024
 
 
-class State(enum.Enum):
+class TaskState(enum.Enum):
     QUEUED = "queued"  # no row taken yet
     TAKEN = "taken"  # some or all rows are in batches
     DROPPED = "dropped"  # timed out or cancelled before it started
@@ -85,7 +85,7 @@ class Task:
         self.enqueued = enqueued
         self.expires = expires  # no row may start after this (deadline or queue timeout)
         self.future = future  # asyncio.Future or concurrent.futures.Future
-        self.state = State.QUEUED
+        self.state = TaskState.QUEUED
         self.taken = 0
         self.done_rows = 0
         self.parts: dict[int, dict[str, np.ndarray]] = {}
@@ -177,13 +177,13 @@ class BatchQueue:
 
     def drop(self, task: Task) -> None:
         """Take back the rows of ``task`` that no batch has taken (timeout, cancellation)."""
-        if task.state is State.DROPPED:
+        if task.state is TaskState.DROPPED:
             return
         left = task.rows - task.taken
-        if task.state is State.QUEUED or left:
+        if task.state is TaskState.QUEUED or left:
             self.rows -= left
             self.tasks -= 1
-        task.state = State.DROPPED
+        task.state = TaskState.DROPPED
 
     # ---- when ---------------------------------------------------------------------------------
 
@@ -215,11 +215,11 @@ class BatchQueue:
         oldest: float | None = None
         started = False
         for level in self._levels:
-            while level and level[0].state is State.DROPPED:
+            while level and level[0].state is TaskState.DROPPED:
                 level.popleft()
             if level:
                 head = level[0]
-                started = started or head.state is State.TAKEN
+                started = started or head.state is TaskState.TAKEN
                 if oldest is None or head.enqueued < oldest:
                     oldest = head.enqueued
         return oldest, started
@@ -266,9 +266,9 @@ class BatchQueue:
         skipped = 0
         holes = False
         for task in level:
-            if task.state is State.DROPPED:
+            if task.state is TaskState.DROPPED:
                 continue
-            if task.expires is not None and now >= task.expires and task.state is State.QUEUED:
+            if task.expires is not None and now >= task.expires and task.state is TaskState.QUEUED:
                 self.drop(task)  # its timer will answer it; never start it
                 continue
             if key is None:
@@ -286,7 +286,7 @@ class BatchQueue:
             pieces.append((task, task.taken, task.taken + take))
             rows += take
             task.taken += take
-            task.state = State.TAKEN
+            task.state = TaskState.TAKEN
             if task.taken == task.rows:
                 self.tasks -= 1
                 holes = holes or skipped > 0
@@ -320,4 +320,4 @@ class BatchQueue:
 
 def _gone(task: Task) -> bool:
     """Nothing of ``task`` waits any more."""
-    return task.state is State.DROPPED or (task.state is State.TAKEN and task.taken == task.rows)
+    return task.state is TaskState.DROPPED or (task.state is TaskState.TAKEN and task.taken == task.rows)

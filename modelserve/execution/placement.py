@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidArgument
 from .devices import Inventory, parse_devices
-from .errors import InvalidArgument
 
 
 @dataclass(frozen=True)

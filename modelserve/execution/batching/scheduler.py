@@ -23,11 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import InvalidArgument
 from ..clock import MONOTONIC, Clock
-from ..errors import InvalidArgument
-from . import tensors
+from . import rows as tensors
 from .metrics import NO_METRICS, BatchMetrics, BatchStats
-from .queue import Batch, BatchQueue, State, Task
+from .queue import Batch, BatchQueue, Task, TaskState
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class BatchScheduler:
     def withdraw(self, task: Task, queue: BatchQueue) -> bool:
         """Take ``task`` out of its queue (timeout, cancellation); False once a batch has taken rows of it."""
         with self._lock:
-            started = task.state is State.TAKEN
+            started = task.state is TaskState.TAKEN
             queue.drop(task)
             return not started
 

@@ -30,10 +30,10 @@ from typing import Any, Literal
 import numpy as np
 from google.protobuf.message import DecodeError, Message
 
-from .dtypes import DType, from_numpy, tf_name, to_numpy
-from .errors import InvalidArgument, Unimplemented
-from .protos import pb
-from .servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, Signature, TensorSpec
+from ..dtypes import DType, from_numpy, tf_name, to_numpy
+from ..errors import InvalidArgument, Unimplemented
+from ..platforms.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, Signature, TensorSpec
+from ..protos import pb
 
 Kind = Literal["classify", "regress"]
 # One example's classes: (label, score) pairs; label "" without a classes output, score 0 without scores.

@@ -12,9 +12,9 @@ from typing import Protocol
 
 import numpy as np
 
-from .errors import DeadlineExceeded
-from .request_options import DEFAULT, RequestOptions
-from .servable import Servable
+from ..errors import DeadlineExceeded
+from ..platforms.servable import Servable
+from ..serving.request_options import DEFAULT, RequestOptions
 from .workers import WorkerPool
 
 

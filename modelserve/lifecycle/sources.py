@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .errors import NotFound, Unavailable
+from ..errors import NotFound, Unavailable
 
 log = logging.getLogger(__name__)
 

@@ -28,9 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from . import platforms, sources
-from .config import ModelConfig, validate
-from .errors import (
+from .. import platforms
+from ..errors import (
     Code,
     DeadlineExceeded,
     FailedPrecondition,
@@ -41,8 +40,12 @@ from .errors import (
     Unknown,
     as_serving_error,
 )
+from ..execution.placement import InstanceStatus
+from ..execution.runner import Runner
+from ..platforms.servable import Servable
+from . import sources
+from .config import ModelConfig, validate
 from .leases import Lease, LoadedVersion, Routes
-from .placement import InstanceStatus
 from .policy import (
     Action,
     State,
@@ -52,8 +55,6 @@ from .policy import (
     missing_specific_versions,
     next_action,
 )
-from .runner import Runner
-from .servable import Servable
 
 __all__ = [
     "Lease",  # defined in .leases; requests take them through ModelManager.lease

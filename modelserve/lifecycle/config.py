@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from .errors import InvalidArgument
-from .placement import DEFAULT as DEFAULT_PLACEMENT
-from .placement import Placement
+from ..errors import InvalidArgument
+from ..execution.placement import DEFAULT as DEFAULT_PLACEMENT
+from ..execution.placement import Placement
 from .policy import VersionPolicy
 
 

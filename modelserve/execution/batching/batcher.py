@@ -1,6 +1,6 @@
 """The batching runner of one loaded version: requests wait in queues and run merged.
 
-``Batcher`` implements the ``Runner`` protocol (``modelserve.runner``), so the
+``Batcher`` implements the ``Runner`` protocol (``modelserve.execution.runner``), so the
 core calls it exactly as it calls the direct runner. It keeps one queue per
 signature, input set and output filter, and hands the queues to the shared
 ``BatchScheduler``.
@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from ...errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from ...platforms.servable import Servable
+from ...serving.request_options import DEFAULT, RequestOptions
 from ..clock import TimerHeap
-from ..errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
-from ..request_options import DEFAULT, RequestOptions
-from ..servable import Servable
-from . import tensors
+from . import rows as tensors
 from .metrics import DropReason
 from .params import BatchingParameters
 from .queue import BatchQueue, Busy, Task
@@ -58,7 +58,7 @@ class Batcher:
         self._params = params
         self._model = model
         self._version = version
-        # A model with several instances (modelserve.instances) runs that many batches at once.
+        # A model with several instances (modelserve.execution.instances) runs that many batches at once.
         self._busy = Busy(capacity=getattr(servable, "instance_count", 1))
         self._queues: dict[_QueueKey, BatchQueue] = {}
 

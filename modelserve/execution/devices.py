@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 
 log = logging.getLogger(__name__)
 

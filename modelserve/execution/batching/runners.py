@@ -14,12 +14,12 @@ import logging
 from pathlib import Path
 from typing import Any
 
+from ...lifecycle.config import ModelConfig
+from ...lifecycle.manager import RunnerFactory
+from ...lifecycle.sources import scan
+from ...platforms.servable import Servable
 from ..clock import MONOTONIC, Clock
-from ..config import ModelConfig
-from ..manager import RunnerFactory
 from ..runner import Runner
-from ..servable import Servable
-from ..sources import scan
 from . import params as batching_params
 from .batcher import Batcher
 from .metrics import NO_METRICS, BatchMetrics

@@ -17,12 +17,12 @@ from typing import Any
 from google.protobuf import text_format
 from google.protobuf.message import Message
 
-from . import placement
+from ..errors import InvalidArgument, ServingError
+from ..execution import placement
+from ..protos import pb
+from ..protos._pool import POOL
 from .config import ModelConfig
-from .errors import InvalidArgument, ServingError
 from .policy import VersionPolicy
-from .protos import pb
-from .protos._pool import POOL
 from .sources import read_bytes
 
 log = logging.getLogger(__name__)

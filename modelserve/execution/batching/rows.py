@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from ..errors import FailedPrecondition, InvalidArgument
+from ...errors import FailedPrecondition, InvalidArgument
 
 Tensors = Mapping[str, np.ndarray]
 # A piece of a request in a batch: its inputs and the rows [start, stop) of them.

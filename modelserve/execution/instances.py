@@ -28,12 +28,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import platforms
-from .config import ModelConfig
+from .. import platforms
+from ..errors import ResourceExhausted
+from ..lifecycle.config import ModelConfig
+from ..platforms.servable import Servable, Signature
 from .devices import CPU, Inventory, Nvml
-from .errors import ResourceExhausted
 from .placement import InstanceStatus, Slot, describe, plan
-from .servable import Servable, Signature
 
 log = logging.getLogger(__name__)
 

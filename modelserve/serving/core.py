@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import examples
-from .config import ModelConfig
-from .dtypes import DType, from_numpy, tf_name
-from .errors import FailedPrecondition, InvalidArgument
-from .manager import Lease, ModelManager, VersionStatus
+from ..dtypes import DType, from_numpy, tf_name
+from ..errors import FailedPrecondition, InvalidArgument
+from ..lifecycle.config import ModelConfig
+from ..lifecycle.manager import Lease, ModelManager, VersionStatus
+from ..platforms.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from . import example_tasks
 from .request_options import DEFAULT, RequestOptions
-from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 
 @dataclass(frozen=True)
@@ -79,11 +79,11 @@ class ServingCore:
     async def run_plans(
         self,
         lease: Lease,
-        plans: Sequence[examples.Plan],
+        plans: Sequence[example_tasks.Plan],
         deadline: float | None = None,
         request_options: RequestOptions = DEFAULT,
-    ) -> list[examples.Result]:
-        """Run classify/regress plans (``modelserve.examples``) and read their outputs."""
+    ) -> list[example_tasks.Result]:
+        """Run classify/regress plans (``modelserve.serving.example_tasks``) and read their outputs."""
         results = []
         for plan in plans:
             outputs = await lease.runner.predict(
@@ -95,10 +95,10 @@ class ServingCore:
     def run_plans_blocking(
         self,
         lease: Lease,
-        plans: Sequence[examples.Plan],
+        plans: Sequence[example_tasks.Plan],
         deadline: float | None = None,
         request_options: RequestOptions = DEFAULT,
-    ) -> list[examples.Result]:
+    ) -> list[example_tasks.Result]:
         run = lease.runner.predict_blocking
         return [
             plan.interpret(run(plan.signature_name, plan.inputs, plan.output_filter, deadline, request_options))

@@ -1,4 +1,4 @@
-"""Classify/regress planning (modelserve.examples) as plain functions: TF's checks and the by-name feeding."""
+"""Classify/regress planning (modelserve.serving.example_tasks): TF's checks and the by-name feeding."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from modelserve import examples
 from modelserve.dtypes import DType
 from modelserve.errors import InvalidArgument, Unimplemented
+from modelserve.platforms.servable import Signature, TensorSpec
 from modelserve.protos import pb
-from modelserve.servable import Signature, TensorSpec
+from modelserve.serving import example_tasks
 
 STRING_IN = {"inputs": TensorSpec("in:0", DType.DT_STRING, (-1,))}
 
@@ -31,13 +31,13 @@ def ex(**features: Any) -> bytes:
     return data
 
 
-def plan(kind: examples.Kind, signature: Signature, items: list[bytes], name: str = "") -> examples.Plan:
-    return examples.plan(kind, {"serving_default": signature}, name, items)
+def plan(kind: example_tasks.Kind, signature: Signature, items: list[bytes], name: str = "") -> example_tasks.Plan:
+    return example_tasks.plan(kind, {"serving_default": signature}, name, items)
 
 
 def test_tf_way_feeds_serialized_examples_and_reads_classes_and_scores() -> None:
     signature = sig(STRING_IN, {"classes": (DType.DT_STRING, (-1, 2)), "scores": (DType.DT_FLOAT, (-1, 2))})
-    items = examples.serialized_examples([ex(a=1), ex(a=2)], context=ex(c=b"x"))
+    items = example_tasks.serialized_examples([ex(a=1), ex(a=2)], context=ex(c=b"x"))
     p = plan("classify", signature, items)
     assert p.inputs["inputs"].tolist() == [ex(c=b"x") + ex(a=1), ex(c=b"x") + ex(a=2)]
     assert p.output_filter == ("classes", "scores")
@@ -81,7 +81,7 @@ def test_tf_way_feeds_serialized_examples_and_reads_classes_and_scores() -> None
         ),
     ],
 )
-def test_tf_way_signature_checks(signature: Signature, kind: examples.Kind, message: str) -> None:
+def test_tf_way_signature_checks(signature: Signature, kind: example_tasks.Kind, message: str) -> None:
     with pytest.raises(InvalidArgument, match=message.replace("(", r"\(").replace(".", r"\.")):
         plan(kind, signature, [ex(a=1)])
 
@@ -183,22 +183,22 @@ def test_int64_features_feed_float_inputs_but_floats_never_feed_ints() -> None:
 
 def test_multi_inference_checks() -> None:
     classify, regress = "tensorflow/serving/classify", "tensorflow/serving/regress"
-    examples.check_multi_inference([("m", "a", classify), ("m", "b", regress)])
+    example_tasks.check_multi_inference([("m", "a", classify), ("m", "b", regress)])
     with pytest.raises(InvalidArgument, match="same model name"):
-        examples.check_multi_inference([("m", "a", classify), ("n", "b", regress)])
+        example_tasks.check_multi_inference([("m", "a", classify), ("n", "b", regress)])
     with pytest.raises(InvalidArgument, match="Duplicate evaluation of signature: serving_default"):
-        examples.check_multi_inference([("m", "", classify), ("m", "serving_default", regress)])
+        example_tasks.check_multi_inference([("m", "", classify), ("m", "serving_default", regress)])
     with pytest.raises(Unimplemented, match="Unsupported signature method_name: x"):
-        examples.check_multi_inference([("m", "", "x")])
+        example_tasks.check_multi_inference([("m", "", "x")])
     with pytest.raises(InvalidArgument, match="empty model name"):
-        examples.check_multi_inference([("", "", classify)])
+        example_tasks.check_multi_inference([("", "", classify)])
 
 
 def test_input_message_to_serialized_examples() -> None:
     message = pb.Input()
-    assert examples.from_input(message) == []
+    assert example_tasks.from_input(message) == []
     message.example_list_with_context.context.features.feature["c"].int64_list.value.append(1)
     message.example_list_with_context.examples.add().features.feature["a"].float_list.value.append(2.0)
-    (data,) = examples.from_input(message)
+    (data,) = example_tasks.from_input(message)
     merged = pb.Example.FromString(data)
     assert set(merged.features.feature) == {"a", "c"}

@@ -13,7 +13,7 @@ from typing import Protocol
 
 import numpy as np
 
-from .dtypes import DType
+from ..dtypes import DType
 
 DEFAULT_SIGNATURE = "serving_default"
 PREDICT_METHOD = "tensorflow/serving/predict"

@@ -16,8 +16,8 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from ..errors import DeadlineExceeded, Unavailable
 from .clock import MONOTONIC, TimerHeap
-from .errors import DeadlineExceeded, Unavailable
 
 T = TypeVar("T")
 

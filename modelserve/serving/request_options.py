@@ -17,7 +17,7 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from .errors import InvalidArgument
+from ..errors import InvalidArgument
 
 PRIORITY_HEADER = "x-modelserve-priority"
 QUEUE_TIMEOUT_HEADER = "x-modelserve-queue-timeout-ms"

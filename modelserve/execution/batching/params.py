@@ -18,9 +18,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ..config_files import parse_text, read_text_proto
-from ..errors import InvalidArgument
-from ..protos import pb
+from ...errors import InvalidArgument
+from ...lifecycle.config_files import parse_text, read_text_proto
+from ...protos import pb
 
 # Name of the per-version file read with --enable_per_model_batching_parameters.
 PER_MODEL_FILE = "batching_params.pbtxt"
