@@ -35,8 +35,8 @@ from modelserve.dtypes import DType
 from modelserve.execution.batching import Batcher, BatchingParameters, BatchScheduler, FakeClock
 from modelserve.execution.batching import params as batching_params
 from modelserve.execution.batching.queue import BatchQueue
-from modelserve.platforms.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
-from modelserve.serving.request_options import DEFAULT
+from modelserve.execution.request_options import DEFAULT
+from modelserve.signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 Ready = Callable[[BatchQueue, float, bool], bool]
 

@@ -36,9 +36,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batching import BATCHING, RAW_SIZES, SIZES, raw_layouts, raw_rows_per_second
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from modelserve.cli import parse_flags
 from modelserve.demo import mlp
 from modelserve.execution.batching.metrics import BatchStats, NoMetrics
+from modelserve.options import parse_flags
 from modelserve.server import Server
 
 

@@ -109,7 +109,7 @@ modelserve demo: serving {root}
 
 
 def main(argv: Sequence[str]) -> int:
-    from .cli import UsageError, parse_flags
+    from .options import UsageError, parse_flags
     from .server import run
 
     args = list(argv)

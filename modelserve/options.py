@@ -8,6 +8,7 @@ warning line saying it has no effect yet.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -288,3 +289,52 @@ class ServerOptions:
         if unknown:
             raise KeyError(f"unknown options: {sorted(unknown)}")
         return ServerOptions({**self.values, **changes}, self.explicit | frozenset(changes))
+
+
+class UsageError(Exception):
+    """A command line that cannot be understood (exit status 2)."""
+
+
+_TRUE = {"true": True, "false": False}
+
+
+def _convert(flag: Flag, text: str) -> Any:
+    try:
+        if flag.kind == "bool":
+            return _TRUE[text]
+        if flag.kind == "int":
+            return int(text)
+        if flag.kind == "float":
+            return float(text)
+    except (KeyError, ValueError):
+        kind = "true or false" if flag.kind == "bool" else f"a{'n' if flag.kind == 'int' else ''} {flag.kind}"
+        raise UsageError(f"--{flag.name}: expected {kind}, got {text!r}") from None
+    return text
+
+
+def parse_flags(argv: Sequence[str]) -> ServerOptions:
+    """``--name=value``, bare ``--flag`` for booleans, and ``--name value`` (which TF Serving ignores)."""
+    values = {f.name: f.default for f in FLAGS}
+    explicit: set[str] = set()
+    args = list(argv)
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        i += 1
+        if not arg.startswith("--") or arg == "--":
+            raise UsageError(f"unexpected argument: {arg}")
+        name, eq, text = arg[2:].partition("=")
+        flag = FLAGS_BY_NAME.get(name)
+        if flag is None:
+            raise UsageError(f"unknown flag: --{name}")
+        if not eq:
+            if flag.kind == "bool":
+                text = "true"
+            elif i < len(args) and not args[i].startswith("--"):
+                text = args[i]
+                i += 1
+            else:
+                raise UsageError(f"--{name} needs a value: --{name}=VALUE")
+        values[name] = _convert(flag, text)
+        explicit.add(name)
+    return ServerOptions(values, frozenset(explicit))

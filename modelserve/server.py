@@ -23,15 +23,15 @@ from .api.http import Router
 from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
 from .errors import InvalidArgument, ServingError
-from .execution import devices
 from .execution.batching import NO_METRICS, BatchingRunners, BatchMetrics
 from .execution.instances import PlacedLoader
-from .execution.runner import DirectRunner, Runner
+from .execution.runner import DirectRunner, Runner, RunnerFactory
 from .execution.workers import WorkerPool
 from .lifecycle.config import ModelConfig
 from .lifecycle.config_files import ConfigFileWatcher, read_model_config_file
-from .lifecycle.manager import ManagerOptions, ModelManager, RunnerFactory, no_warmup
+from .lifecycle.manager import ManagerOptions, ModelManager, no_warmup
 from .options import FLAGS, ServerOptions
+from .platforms import devices
 from .platforms.servable import Servable
 from .serving.core import ServingCore
 from .serving.warmup import ReplayWarmup
@@ -127,10 +127,10 @@ class Server:
         self._batching: BatchingRunners | None = None
         self._runners: RunnerFactory = self._direct_runner  # chosen once, in start()
 
-    def _runner(self, config: ModelConfig, version: int, servable: Servable) -> Runner:
-        return self._runners(config, version, servable)
+    def _runner(self, model: str, version: int, folder: Path, servable: Servable) -> Runner:
+        return self._runners(model, version, folder, servable)
 
-    def _direct_runner(self, config: ModelConfig, version: int, servable: Servable) -> Runner:
+    def _direct_runner(self, model: str, version: int, folder: Path, servable: Servable) -> Runner:
         return DirectRunner(servable, self._pool)
 
     def _choose_runners(self) -> None:

@@ -40,7 +40,7 @@ def running_server(*flags: str, **values: Any) -> Iterator[ServerThread]:
 
     Ports default to ``-1`` (any free port); polling defaults to off unless given.
     """
-    from .cli import parse_flags
+    from .options import parse_flags
     from .server import Server
 
     base = ["--port=-1", "--rest_api_port=-1", "--file_system_poll_wait_seconds=0", "--host=127.0.0.1"]
@@ -71,7 +71,7 @@ class EchoServable:
 
     def __init__(self, tag: float = 0.0) -> None:
         from .dtypes import DType
-        from .platforms.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+        from .signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 
         spec = TensorSpec("x", DType.DT_FLOAT, (-1,))
         self.tag = tag

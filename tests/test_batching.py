@@ -33,8 +33,8 @@ from modelserve.execution.batching import (
     BatchStats,
     FakeClock,
 )
-from modelserve.platforms.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
-from modelserve.serving.request_options import RequestOptions
+from modelserve.execution.request_options import RequestOptions
+from modelserve.signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 TIMEOUT = 0.010  # batch_timeout_micros of most tests, in seconds
 

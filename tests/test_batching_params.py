@@ -126,7 +126,7 @@ def test_per_model_files_keep_the_servers_thread_pool() -> None:
 
 
 def test_request_options_come_from_headers_or_metadata() -> None:
-    from modelserve.serving.request_options import DEFAULT, RequestOptions, from_headers
+    from modelserve.execution.request_options import DEFAULT, RequestOptions, from_headers
 
     assert from_headers([(b"content-type", b"application/json")]) is DEFAULT
     assert from_headers([(b"X-ModelServe-Priority", b"2"), (b"x-modelserve-queue-timeout-ms", b"2.5")]) == (
@@ -145,7 +145,7 @@ def test_request_options_come_from_headers_or_metadata() -> None:
     ],
 )
 def test_malformed_request_options_are_invalid_arguments(header: str, value: str) -> None:
-    from modelserve.serving.request_options import from_headers
+    from modelserve.execution.request_options import from_headers
 
     with pytest.raises(InvalidArgument, match=header):
         from_headers([(header, value)])

@@ -27,8 +27,8 @@ from modelserve.execution.runner import DirectRunner, Runner
 from modelserve.execution.workers import WorkerPool
 from modelserve.lifecycle.config import ModelConfig
 from modelserve.lifecycle.manager import ManagerOptions, ModelManager
-from modelserve.platforms.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
 from modelserve.protos import PREDICTION_SERVICE, Stub, pb
+from modelserve.signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from modelserve.testing import ServerThread, running_server
 
 from . import onnx_models as om
@@ -195,6 +195,36 @@ def test_per_model_parameters_batch_only_the_models_that_have_them(repo: Path, t
         np.testing.assert_allclose(np.array(body["predictions"]), want, rtol=1e-4, atol=1e-5)
 
 
+def test_per_model_parameters_are_read_from_a_remote_base_path() -> None:
+    """A base path on an fsspec file system (memory:// here, as s3:// or gs:// would be): the version's
+    batching_params.pbtxt comes with its folder's local copy, and is honoured."""
+    fsspec = pytest.importorskip("fsspec")
+    fs = fsspec.filesystem("memory")
+    fs.pipe("/batching_remote/batched/1/model.onnx", om.mlp(WEIGHTS))
+    fs.pipe("/batching_remote/batched/1/batching_params.pbtxt", b"max_batch_size { value: 4 }\n")
+    fs.pipe("/batching_remote/plain/1/model.onnx", om.mlp(WEIGHTS))
+    config = (
+        "model_config_list {\n"
+        '  config { name: "batched" base_path: "memory://batching_remote/batched" model_platform: "onnx" }\n'
+        '  config { name: "plain" base_path: "memory://batching_remote/plain" model_platform: "onnx" }\n'
+        "}\n"
+    )
+    fs.pipe("/batching_remote/models.config", config.encode())
+    try:
+        with running_server(
+            "--enable_batching",
+            "--enable_per_model_batching_parameters",
+            "--model_config_file=memory://batching_remote/models.config",
+        ) as handle:
+            batched = runner_of(handle, "batched")
+            assert isinstance(batched, Batcher) and batched.params.max_batch_size == 4
+            assert isinstance(runner_of(handle, "plain"), DirectRunner)
+            status, body = post(handle, "/v1/models/batched:predict", {"instances": mlp_rows(5, 5).tolist()})
+            assert (status, body) == (400, {"error": "Task size 5 is larger than maximum input batch size 4"})
+    finally:
+        fs.rm("/batching_remote", recursive=True)
+
+
 def test_an_invalid_batching_file_stops_start_up_with_tf_servings_message(repo: Path, tmp_path: Path) -> None:
     bad = tmp_path / "bad.txt"
     bad.write_text("max_batch_size { value: 16 }\nallowed_batch_sizes: 8\n")
@@ -237,7 +267,7 @@ def test_a_version_swap_while_requests_wait_in_the_queue_loses_none_of_them(tmp_
     gate, entered = threading.Event(), threading.Semaphore(0)
     params = BatchingParameters(max_batch_size=8, batch_timeout_micros=60_000_000, num_batch_threads=2)
     pool = WorkerPool(1)
-    runners = BatchingRunners(params, lambda config, version, servable: DirectRunner(servable, pool))
+    runners = BatchingRunners(params, lambda model, version, folder, servable: DirectRunner(servable, pool))
     manager = ModelManager(
         ManagerOptions(file_system_poll_wait_seconds=0, max_num_load_retries=0),
         lambda config, path: Tagged(int(path.name), gate, entered),

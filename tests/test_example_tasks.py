@@ -9,9 +9,9 @@ import pytest
 
 from modelserve.dtypes import DType
 from modelserve.errors import InvalidArgument, Unimplemented
-from modelserve.platforms.servable import Signature, TensorSpec
 from modelserve.protos import pb
 from modelserve.serving import example_tasks
+from modelserve.signatures import Signature, TensorSpec
 
 STRING_IN = {"inputs": TensorSpec("in:0", DType.DT_STRING, (-1,))}
 

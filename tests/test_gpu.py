@@ -20,13 +20,12 @@ import pytest
 
 from modelserve.client import GrpcClient
 from modelserve.errors import ResourceExhausted
-from modelserve.execution import devices
 from modelserve.execution.instances import PlacedLoader
 from modelserve.execution.placement import Placement
 from modelserve.lifecycle.config import ModelConfig
 from modelserve.lifecycle.config_files import read_model_config_file
-from modelserve.platforms import LoadOptions
-from modelserve.platforms.servable import DEFAULT_SIGNATURE
+from modelserve.platforms import LoadOptions, devices
+from modelserve.signatures import DEFAULT_SIGNATURE
 from modelserve.testing import ServerThread, running_server
 
 from . import onnx_models as om

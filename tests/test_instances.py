@@ -22,12 +22,13 @@ import pytest
 from modelserve.client import GrpcClient
 from modelserve.errors import ResourceExhausted
 from modelserve.execution.batching import Batcher, BatchingParameters, BatchScheduler
-from modelserve.execution.devices import Inventory
 from modelserve.execution.instances import InstanceGroup, PlacedLoader
-from modelserve.execution.placement import InstanceStatus, Placement
+from modelserve.execution.placement import Placement
 from modelserve.lifecycle.config import ModelConfig
 from modelserve.platforms import LoadOptions
-from modelserve.platforms.servable import DEFAULT_SIGNATURE
+from modelserve.platforms.devices import Inventory
+from modelserve.platforms.servable import InstanceStatus
+from modelserve.signatures import DEFAULT_SIGNATURE
 from modelserve.testing import EchoServable, ServerThread, running_server
 
 from . import onnx_models as om

@@ -38,7 +38,7 @@ def make_manager(
         return loaded[version]
 
     settings = ManagerOptions(**{"file_system_poll_wait_seconds": 0, "max_num_load_retries": 0, **options})
-    manager = ModelManager(settings, loader, lambda config, version, servable: Runner(servable), warmup)
+    manager = ModelManager(settings, loader, lambda model, version, folder, servable: Runner(servable), warmup)
     return manager, loaded
 
 
@@ -157,7 +157,7 @@ def test_failed_load_is_retried_while_aspired(tmp_path: Path) -> None:
         return EchoServable()
 
     options = ManagerOptions(file_system_poll_wait_seconds=0, max_num_load_retries=2, load_retry_interval_seconds=0)
-    manager = ModelManager(options, flaky, lambda config, version, servable: Runner(servable))
+    manager = ModelManager(options, flaky, lambda model, version, folder, servable: Runner(servable))
     versions(tmp_path, 1)
     manager.reload([ModelConfig("m", str(tmp_path))])
     assert attempts == [1, 1, 1] and states(manager) == {1: "AVAILABLE"}
@@ -226,7 +226,7 @@ def test_memory_uri_base_path_is_copied_locally_and_dropped_on_unload() -> None:
         return EchoServable()
 
     options = ManagerOptions(file_system_poll_wait_seconds=0, max_num_load_retries=0)
-    manager = ModelManager(options, loader, lambda config, version, servable: Runner(servable))
+    manager = ModelManager(options, loader, lambda model, version, folder, servable: Runner(servable))
     try:
         manager.reload([ModelConfig("m", "memory://remote_m")])
         assert states(manager) == {1: "AVAILABLE"}

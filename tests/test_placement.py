@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 
 from modelserve.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from modelserve.execution import devices
-from modelserve.execution.devices import Inventory
 from modelserve.execution.placement import DEFAULT, Placement, Slot, plan
 from modelserve.lifecycle.config import ModelConfig
 from modelserve.lifecycle.config_files import read_model_config_file
+from modelserve.platforms import devices
+from modelserve.platforms.devices import Inventory
 from modelserve.protos import pb
 
 # ---- models.config ---------------------------------------------------------------------------
@@ -174,7 +174,7 @@ def test_nvidia_visible_devices(env: dict[str, str], driver: int, mapped: str | 
 
 def test_nvidia_visible_devices_is_applied_and_then_honoured(caplog: pytest.LogCaptureFixture) -> None:
     env = {"NVIDIA_VISIBLE_DEVICES": "2,3"}
-    with caplog.at_level(logging.INFO, "modelserve.execution.devices"):
+    with caplog.at_level(logging.INFO, "modelserve.platforms.devices"):
         devices.apply_nvidia_visibility(env, 4)
     assert env["CUDA_VISIBLE_DEVICES"] == "2,3"
     assert "CUDA_VISIBLE_DEVICES set to '2,3'" in caplog.text
@@ -222,7 +222,7 @@ def test_a_gpu_the_machine_lacks_fails_the_load() -> None:
 
 
 def test_without_any_gpu_a_gpu_placement_runs_on_cpu_and_says_so(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, "modelserve.execution.devices"):
+    with caplog.at_level(logging.WARNING, "modelserve.platforms.devices"):
         slots = plan("m", Placement(("cuda:0", "cuda:1"), 2), NO_GPU)
     assert slots == [Slot(0, "cpu", 0), Slot(1, "cpu", 0)]
     assert "Model m asks for cuda:0 but no GPU is visible; it runs on the CPU" in caplog.text

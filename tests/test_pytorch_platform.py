@@ -16,7 +16,7 @@ from modelserve.dtypes import DType  # noqa: E402
 from modelserve.errors import FailedPrecondition, InvalidArgument  # noqa: E402
 from modelserve.platforms import LoadOptions, detect  # noqa: E402
 from modelserve.platforms import pytorch as ptp  # noqa: E402
-from modelserve.platforms.servable import TensorSpec  # noqa: E402
+from modelserve.signatures import TensorSpec  # noqa: E402
 
 from . import onnx_models as om  # noqa: E402
 from . import torch_models as tm  # noqa: E402

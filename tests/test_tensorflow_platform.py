@@ -14,7 +14,7 @@ from modelserve.dtypes import DType
 from modelserve.errors import FailedPrecondition, InvalidArgument, NotFound
 from modelserve.platforms import LoadOptions, detect
 from modelserve.platforms import tensorflow as tfp
-from modelserve.platforms.servable import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD, TensorSpec
+from modelserve.signatures import CLASSIFY_METHOD, PREDICT_METHOD, REGRESS_METHOD, TensorSpec
 
 from . import onnx_models as om
 from . import tf_models

@@ -21,7 +21,7 @@ from modelserve.codecs import tfs_json
 from modelserve.codecs.tfs_json import Feature, Format, render
 from modelserve.dtypes import DType, tf_name
 from modelserve.errors import InvalidArgument, ServingError, Unimplemented
-from modelserve.platforms.servable import Signature, TensorSpec
+from modelserve.signatures import Signature, TensorSpec
 
 F32, F64, I32, I64, STR, BOOL = (
     DType.DT_FLOAT,

@@ -28,9 +28,9 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 from ..errors import InvalidArgument, Unknown
-from ..lifecycle.config_files import read_text_proto
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, pb
 from ..protos._pool import DESCRIPTOR_SET
+from ..protos.text import read_text_proto
 from ..serving.core import ServingCore
 from .tfs_grpc import add_services
 

@@ -32,13 +32,14 @@ from google.protobuf.message import DecodeError, Message
 from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarrays
 from ..codecs.tensor_wire import tensor_entry
 from ..errors import Code, InvalidArgument, ServingError, as_serving_error
+from ..execution import request_options
+from ..execution.request_options import RequestOptions
 from ..lifecycle.config_files import model_configs
 from ..lifecycle.leases import Lease
-from ..platforms.servable import Signature, TensorSpec
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
-from ..serving import example_tasks, request_options
+from ..serving import example_tasks
 from ..serving.core import ModelSpec, ServingCore
-from ..serving.request_options import RequestOptions
+from ..signatures import Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 

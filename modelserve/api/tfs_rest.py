@@ -11,16 +11,17 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
 from ..codecs import tfs_json
 from ..errors import Code, InvalidArgument, ServingError
-from ..platforms.servable import DEFAULT_SIGNATURE, Signature
-from ..serving import example_tasks, request_options
+from ..execution import request_options
+from ..execution.request_options import RequestOptions
+from ..serving import example_tasks
 from ..serving.core import ModelSpec, ServingCore, input_dtypes
-from ..serving.request_options import RequestOptions
+from ..signatures import DEFAULT_SIGNATURE, Signature
 from .http import JSON_HEADERS, BodyTooLarge, Headers, Request, Response, request_body
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ class TfsRestApp:
 
     def _instances(self, spec: ModelSpec) -> bytes:
         rows = self._core.status(spec.name, spec.version)
-        return tfs_json.encode_instances([(s.version, s.state.name, s.instances) for s in rows])
+        return tfs_json.encode_instances([(s.version, s.state.name, [asdict(i) for i in s.instances]) for s in rows])
 
     def _metadata(self, spec: ModelSpec) -> bytes:
         with self._core.lease(spec) as lease:

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import Code
-from ..platforms.servable import DEFAULT_SIGNATURE
+from ..signatures import DEFAULT_SIGNATURE
 
 DEFAULT_TIMEOUT = 30.0
 MAX_MESSAGE_BYTES = 2**31 - 1

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import DType, to_numpy
-from ..platforms.servable import DEFAULT_SIGNATURE, Signature
+from ..signatures import DEFAULT_SIGNATURE, Signature
 
 Outputs = Mapping[str, np.ndarray]
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ..platforms.servable import DEFAULT_SIGNATURE, PREDICT_METHOD
+from ..signatures import DEFAULT_SIGNATURE, PREDICT_METHOD
 from .common import Check, ConvertError, Progress, convert_and_check, split_alias
 
 HELP = "frozen TensorFlow GraphDef (.pb) -> SavedModel with a named signature"

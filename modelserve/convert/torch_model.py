@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..dtypes import tf_name
-from ..platforms.servable import TensorSpec
+from ..signatures import TensorSpec
 from .common import Check, ConvertError, Progress, convert_and_check, sample
 
 HELP = "TorchScript (.pt) or ExportedProgram (.pt2) -> ONNX with a dynamic batch, or model.pt2"

@@ -25,17 +25,31 @@ import logging
 import threading
 from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
 from .. import platforms
 from ..errors import ResourceExhausted
-from ..lifecycle.config import ModelConfig
-from ..platforms.servable import Servable, Signature
-from .devices import CPU, Inventory, Nvml
-from .placement import InstanceStatus, Slot, describe, plan
+from ..platforms.devices import CPU, Inventory, Nvml
+from ..platforms.servable import InstanceStatus, Servable
+from ..signatures import Signature
+from .placement import Placement, Slot, describe, plan
 
 log = logging.getLogger(__name__)
+
+
+class PlacedModel(Protocol):
+    """What loading a version needs to know of its model (``lifecycle.config.ModelConfig`` has it)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def platform(self) -> str: ...
+
+    @property
+    def placement(self) -> Placement: ...
 
 
 class InstanceGroup:
@@ -124,7 +138,7 @@ class PlacedLoader:
         self._locks: dict[str, threading.Lock] = collections.defaultdict(threading.Lock)
         self._locks_lock = threading.Lock()
 
-    def __call__(self, config: ModelConfig, folder: Path) -> InstanceGroup:
+    def __call__(self, config: PlacedModel, folder: Path) -> InstanceGroup:
         slots = plan(config.name, config.placement, self.inventory)
         platform = platforms.resolve(config.name, config.platform, folder)
         load = platforms.loader(platform)
@@ -149,7 +163,7 @@ class PlacedLoader:
         return InstanceGroup(loaded, statuses, config.placement.exclusive)
 
     def _load_one(
-        self, config: ModelConfig, folder: Path, slot: Slot, load: platforms.Loader
+        self, config: PlacedModel, folder: Path, slot: Slot, load: platforms.Loader
     ) -> tuple[Servable, InstanceStatus]:
         options = dataclasses.replace(self.options, device=slot.device, memory_limit_bytes=slot.memory_limit_bytes)
         with self._device_lock(slot.device):

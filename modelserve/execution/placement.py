@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import InvalidArgument
-from .devices import Inventory, parse_devices
+from ..platforms.devices import Inventory, parse_devices
 
 
 @dataclass(frozen=True)
@@ -68,27 +68,6 @@ def plan(model: str, placement: Placement, inventory: Inventory) -> list[Slot]:
         for _ in range(per_device):
             slots.append(Slot(len(slots), device, share))
     return slots
-
-
-@dataclass(frozen=True)
-class InstanceStatus:
-    """One loaded instance: where it runs, the memory it holds, how many calls it has run.
-
-    ``device`` is where it really runs (``cpu`` after a logged fallback),
-    ``requested_device`` what its placement asked for. ``weights_bytes``: the
-    bytes of its weights, as its platform counts them (None: the platform does
-    not say). ``device_memory_bytes``: the GPU memory that loading it took, read
-    from the driver before and after (None on the CPU or without NVML).
-    ``memory_limit_bytes``: its share of the model's cap (0: none).
-    """
-
-    index: int
-    device: str
-    requested_device: str
-    weights_bytes: int | None
-    device_memory_bytes: int | None
-    memory_limit_bytes: int
-    calls: int = 0
 
 
 def describe(slots: Sequence[Slot]) -> str:

@@ -7,14 +7,15 @@ request path never asks whether batching is on.
 from __future__ import annotations
 
 import time
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
 from ..errors import DeadlineExceeded
 from ..platforms.servable import Servable
-from ..serving.request_options import DEFAULT, RequestOptions
+from .request_options import DEFAULT, RequestOptions
 from .workers import WorkerPool
 
 
@@ -47,6 +48,12 @@ class Runner(Protocol):
     def close(self) -> None:
         """No call is running or will run; free what the runner holds."""
         ...
+
+
+# Makes the runner of a loaded version: (model name, version, its local folder, servable) -> runner.
+# The folder is where the version was loaded from (a local copy for a remote base path), so a
+# runner reads per-version files (batching_params.pbtxt) from there, whatever the base path.
+RunnerFactory = Callable[[str, int, Path, Servable], Runner]
 
 
 class DirectRunner:

@@ -14,41 +14,16 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from google.protobuf import text_format
-from google.protobuf.message import Message
-
 from ..errors import InvalidArgument, ServingError
 from ..execution import placement
 from ..protos import pb
-from ..protos._pool import POOL
+from ..protos.text import read_text_proto
 from .config import ModelConfig
 from .policy import VersionPolicy
-from .sources import read_bytes
 
 log = logging.getLogger(__name__)
 
 _MODEL_TYPES = {1: "tensorflow"}
-
-
-def parse_text(text: str, message: Message, path: str) -> Message:
-    """Parse ``text`` into ``message``; errors name the file, line and column."""
-    try:
-        text_format.Parse(text, message, descriptor_pool=POOL)
-    except text_format.ParseError as exc:
-        where = f"line {exc.GetLine()} column {exc.GetColumn()}: " if exc.GetLine() else ""
-        detail = str(exc).split(" : ", 1)[-1]
-        raise InvalidArgument(f"Invalid protobuf file: '{path}': {where}{detail}") from None
-    return message
-
-
-def read_text_proto(path: str, message: Message) -> Message:
-    try:
-        text = read_bytes(path).decode("utf-8")
-    except OSError as exc:
-        raise InvalidArgument(f"Invalid protobuf file: '{path}': {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, ServingError) as exc:
-        raise InvalidArgument(f"Invalid protobuf file: '{path}': {exc}") from None
-    return parse_text(text, message, path)
 
 
 def read_model_config_file(path: str) -> list[ModelConfig]:

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
-from ..execution.placement import InstanceStatus
 from ..execution.runner import Runner
-from ..platforms.servable import Servable
+from ..platforms.servable import InstanceStatus, Servable
 
 
 class LoadedVersion:

@@ -40,9 +40,8 @@ from ..errors import (
     Unknown,
     as_serving_error,
 )
-from ..execution.placement import InstanceStatus
-from ..execution.runner import Runner
-from ..platforms.servable import Servable
+from ..execution.runner import Runner, RunnerFactory
+from ..platforms.servable import InstanceStatus, Servable
 from . import sources
 from .config import ModelConfig, validate
 from .leases import Lease, LoadedVersion, Routes
@@ -72,7 +71,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 ServableLoader = Callable[[ModelConfig, Path], Servable]
-RunnerFactory = Callable[[ModelConfig, int, Servable], Runner]
 # Runs on a loaded version (local folder, servable, runner) before it is published; raising fails the load.
 Warmup = Callable[[Path, Servable, Runner], None]
 
@@ -454,7 +452,7 @@ class ModelManager:
             undo.callback(self._copies.drop, entry.location)  # the next attempt copies afresh
             servable = self._loader(config, folder)
             undo.callback(servable.close)
-            runner = self._runner_factory(config, entry.version, servable)
+            runner = self._runner_factory(config.name, entry.version, folder, servable)
             undo.callback(runner.close)
             self._warmup(folder, servable, runner)
             undo.pop_all()

@@ -20,9 +20,9 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..errors import NotFound, Unavailable
+from ..storage import filesystem, is_remote, local_path
 
 log = logging.getLogger(__name__)
 
@@ -34,40 +34,13 @@ class ScanResult:
     versions: dict[int, str]
 
 
-def is_remote(path: str) -> bool:
-    """A URI that fsspec resolves (``file://`` counts as local)."""
-    return "://" in path and not path.startswith("file://")
-
-
-def local_path(path: str) -> str:
-    return path[len("file://") :] if path.startswith("file://") else path
-
-
-def read_bytes(path: str) -> bytes:
-    """A whole file, local or remote (config files may live on any file system, as in TF Serving)."""
-    if not is_remote(path):
-        return Path(local_path(path)).read_bytes()
-    fs, root = _filesystem(path)
-    data: bytes = fs.cat_file(root)
-    return data
-
-
-def _filesystem(uri: str) -> tuple[Any, str]:
-    import fsspec  # only remote base paths need it
-
-    try:
-        return fsspec.core.url_to_fs(uri)  # type: ignore[no-any-return]
-    except (ImportError, ValueError) as exc:
-        raise Unavailable(f"Cannot open {uri}: {exc}") from None
-
-
 def _children(base_path: str) -> list[tuple[str, str, bool]]:
     """(name, location, is a folder) of each child; OSError when the base path cannot be listed."""
     if not is_remote(base_path):
         folder = local_path(base_path)
         paths = [(n, os.path.join(folder, n)) for n in os.listdir(folder)]
         return [(n, path, os.path.isdir(path)) for n, path in paths]
-    fs, root = _filesystem(base_path)
+    fs, root = filesystem(base_path)
     fs.invalidate_cache(root)  # s3fs, gcsfs ... cache listings: a poll must see new versions
     if not fs.isdir(root):
         raise FileNotFoundError(root)
@@ -143,7 +116,7 @@ class LocalCopies:
         if target.is_dir():
             return target
         staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
-        fs, root = _filesystem(location)
+        fs, root = filesystem(location)
         try:
             fs.get(root.rstrip("/") + "/", str(staging) + "/", recursive=True)
             staging.rename(target)

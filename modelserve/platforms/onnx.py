@@ -17,9 +17,9 @@ import onnxruntime as ort
 
 from ..dtypes import DType
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from ..execution.devices import CPU, check_fits, cuda_index
+from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import LoadOptions
-from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from .devices import CPU, check_fits, cuda_index
 
 log = logging.getLogger(__name__)
 

@@ -35,9 +35,9 @@ import torch
 
 from ..dtypes import DType, from_numpy, tf_name
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
-from ..execution.devices import check_fits, format_bytes
+from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import LoadOptions
-from .servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from .devices import check_fits, format_bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""What a platform hands the core: a loaded model version and its signatures.
+"""What a platform hands the core: a loaded model version, its signatures, and what it reports.
 
 Platforms take a batch and return a batch: ``predict`` receives whole tensors
 (dim 0 is the batch when the signature has one) and returns whole tensors.
@@ -8,41 +8,33 @@ Batching, request validation and wire formats all live above this line.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
 
-from ..dtypes import DType
-
-DEFAULT_SIGNATURE = "serving_default"
-PREDICT_METHOD = "tensorflow/serving/predict"
-CLASSIFY_METHOD = "tensorflow/serving/classify"
-REGRESS_METHOD = "tensorflow/serving/regress"
+from ..signatures import Signature
 
 
 @dataclass(frozen=True)
-class TensorSpec:
-    """One input or output of a signature.
+class InstanceStatus:
+    """One loaded instance: where it runs, the memory it holds, how many calls it has run.
 
-    ``name`` is the tensor's name inside the model (``x:0``, an ONNX input
-    name); clients address tensors by the signature's alias instead.
-    ``shape`` is None when the rank is unknown; -1 marks an unknown size.
+    ``device`` is where it really runs (``cpu`` after a logged fallback),
+    ``requested_device`` what its placement asked for. ``weights_bytes``: the
+    bytes of its weights, as its platform counts them (None: the platform does
+    not say). ``device_memory_bytes``: the GPU memory that loading it took, read
+    from the driver before and after (None on the CPU or without NVML).
+    ``memory_limit_bytes``: its share of the model's cap (0: none).
     """
 
-    name: str
-    dtype: DType
-    shape: tuple[int, ...] | None
-
-
-@dataclass(frozen=True)
-class Signature:
-    """A SignatureDef: inputs and outputs keyed by alias."""
-
-    inputs: Mapping[str, TensorSpec]
-    outputs: Mapping[str, TensorSpec]
-    method_name: str = PREDICT_METHOD
-    defaults: Mapping[str, np.ndarray] = field(default_factory=dict)
+    index: int
+    device: str
+    requested_device: str
+    weights_bytes: int | None
+    device_memory_bytes: int | None
+    memory_limit_bytes: int
+    calls: int = 0
 
 
 class Servable(Protocol):

@@ -38,8 +38,8 @@ from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
 from ..dtypes import DType
 from ..errors import Code as _Code
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, ServingError, error_for
+from ..signatures import Signature, TensorSpec
 from . import LoadOptions
-from .servable import Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 

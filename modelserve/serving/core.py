@@ -14,11 +14,11 @@ import numpy as np
 
 from ..dtypes import DType, from_numpy, tf_name
 from ..errors import FailedPrecondition, InvalidArgument
+from ..execution.request_options import DEFAULT, RequestOptions
 from ..lifecycle.config import ModelConfig
 from ..lifecycle.manager import Lease, ModelManager, VersionStatus
-from ..platforms.servable import DEFAULT_SIGNATURE, Signature, TensorSpec
+from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import example_tasks
-from .request_options import DEFAULT, RequestOptions
 
 
 @dataclass(frozen=True)

@@ -32,8 +32,8 @@ from google.protobuf.message import DecodeError, Message
 
 from ..dtypes import DType, from_numpy, tf_name, to_numpy
 from ..errors import InvalidArgument, Unimplemented
-from ..platforms.servable import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, Signature, TensorSpec
 from ..protos import pb
+from ..signatures import CLASSIFY_METHOD, DEFAULT_SIGNATURE, REGRESS_METHOD, Signature, TensorSpec
 
 Kind = Literal["classify", "regress"]
 # One example's classes: (label, score) pairs; label "" without a classes output, score 0 without scores.

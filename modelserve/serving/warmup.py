@@ -23,8 +23,9 @@ from ..codecs.tensor_proto import to_ndarrays
 from ..codecs.tfrecord import read_records
 from ..errors import DataLoss, InvalidArgument, Unimplemented
 from ..execution.runner import Runner
-from ..platforms.servable import DEFAULT_SIGNATURE, Servable
+from ..platforms.servable import Servable
 from ..protos import pb
+from ..signatures import DEFAULT_SIGNATURE
 from . import example_tasks
 from .core import check_predict
 

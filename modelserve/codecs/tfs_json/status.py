@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 
 from ...dtypes import DType
-from ...execution.placement import InstanceStatus
-from ...platforms.servable import Signature, TensorSpec
+from ...signatures import Signature, TensorSpec
 
 
 def encode_error(message: str) -> bytes:
@@ -33,27 +32,15 @@ def encode_status(versions: Sequence[tuple[int, str, str, str]]) -> bytes:
     )
 
 
-def encode_instances(versions: Sequence[tuple[int, str, Sequence[InstanceStatus]]]) -> bytes:
-    """modelserve's ``/v1/models/NAME/instances``: per version, where its instances run (docs/gpu.md)."""
+def encode_instances(versions: Sequence[tuple[int, str, Sequence[Mapping[str, Any]]]]) -> bytes:
+    """modelserve's ``/v1/models/NAME/instances``: per version, where its instances run (docs/gpu.md).
+
+    Each instance is a mapping of InstanceStatus's fields (``dataclasses.asdict``).
+    """
     return orjson.dumps(
         {
             "model_version_instances": [
-                {
-                    "version": str(version),
-                    "state": state,
-                    "instances": [
-                        {
-                            "index": i.index,
-                            "device": i.device,
-                            "requested_device": i.requested_device,
-                            "weights_bytes": i.weights_bytes,
-                            "device_memory_bytes": i.device_memory_bytes,
-                            "memory_limit_bytes": i.memory_limit_bytes,
-                            "calls": i.calls,
-                        }
-                        for i in instances
-                    ],
-                }
+                {"version": str(version), "state": state, "instances": [dict(i) for i in instances]}
                 for version, state, instances in versions
             ]
         }

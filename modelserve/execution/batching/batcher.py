@@ -28,8 +28,8 @@ import numpy as np
 
 from ...errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
 from ...platforms.servable import Servable
-from ...serving.request_options import DEFAULT, RequestOptions
 from ..clock import TimerHeap
+from ..request_options import DEFAULT, RequestOptions
 from . import rows as tensors
 from .metrics import DropReason
 from .params import BatchingParameters

@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from ...errors import InvalidArgument
-from ...lifecycle.config_files import parse_text, read_text_proto
 from ...protos import pb
+from ...protos.text import parse_text, read_text_proto
 
 # Name of the per-version file read with --enable_per_model_batching_parameters.
 PER_MODEL_FILE = "batching_params.pbtxt"

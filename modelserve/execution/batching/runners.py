@@ -14,12 +14,9 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ...lifecycle.config import ModelConfig
-from ...lifecycle.manager import RunnerFactory
-from ...lifecycle.sources import scan
 from ...platforms.servable import Servable
 from ..clock import MONOTONIC, Clock
-from ..runner import Runner
+from ..runner import Runner, RunnerFactory
 from . import params as batching_params
 from .batcher import Batcher
 from .metrics import NO_METRICS, BatchMetrics
@@ -54,23 +51,20 @@ class BatchingRunners:
             params = batching_params.validate(BatchingParameters(thread_pool_name=batching_params.FLAGS_ONLY_POOL_NAME))
         return cls(params, direct, options.enable_per_model_batching_parameters, metrics)
 
-    def __call__(self, config: ModelConfig, version: int, servable: Servable) -> Runner:
+    def __call__(self, model: str, version: int, folder: Path, servable: Servable) -> Runner:
         params = self.params
         if self._per_model:
-            own = self._version_params(config, version)
+            own = self._version_params(folder)
             if own is None:
-                return self._direct(config, version, servable)
+                return self._direct(model, version, folder, servable)
             params = own
-        log.info("Batching requests of servable version {name: %s version: %d}", config.name, version)
-        return Batcher(self.scheduler, servable, params, config.name, version)
+        log.info("Batching requests of servable version {name: %s version: %d}", model, version)
+        return Batcher(self.scheduler, servable, params, model, version)
 
-    def _version_params(self, config: ModelConfig, version: int) -> BatchingParameters | None:
+    def _version_params(self, folder: Path) -> BatchingParameters | None:
         """The version folder's own parameters; the thread pool stays the global one."""
-        folder = scan(config.name, config.base_path).versions.get(version)
-        if folder is None:
-            return None
         path = batching_params.per_model_file(folder)
-        if not Path(path).is_file():
+        if not path.is_file():
             return None
         own = batching_params.read_file(str(path))
         return batching_params.with_pool(own, self.params)

@@ -1,0 +1,35 @@
+"""TF Serving's text-format config files (ModelServerConfig, BatchingParameters, SSLConfig ...).
+
+Errors are INVALID_ARGUMENT naming the file, line and column, as TF Serving's.
+Files may be local paths or fsspec URIs (``modelserve.storage``).
+"""
+
+from __future__ import annotations
+
+from google.protobuf import text_format
+from google.protobuf.message import Message
+
+from ..errors import InvalidArgument, ServingError
+from ..storage import read_bytes
+from ._pool import POOL
+
+
+def parse_text(text: str, message: Message, path: str) -> Message:
+    """Parse ``text`` into ``message``; errors name the file, line and column."""
+    try:
+        text_format.Parse(text, message, descriptor_pool=POOL)
+    except text_format.ParseError as exc:
+        where = f"line {exc.GetLine()} column {exc.GetColumn()}: " if exc.GetLine() else ""
+        detail = str(exc).split(" : ", 1)[-1]
+        raise InvalidArgument(f"Invalid protobuf file: '{path}': {where}{detail}") from None
+    return message
+
+
+def read_text_proto(path: str, message: Message) -> Message:
+    try:
+        text = read_bytes(path).decode("utf-8")
+    except OSError as exc:
+        raise InvalidArgument(f"Invalid protobuf file: '{path}': {exc.strerror or exc}") from None
+    except (UnicodeDecodeError, ServingError) as exc:
+        raise InvalidArgument(f"Invalid protobuf file: '{path}': {exc}") from None
+    return parse_text(text, message, path)
