@@ -152,7 +152,7 @@ def mlserver_command(
 ) -> list[str]:
     """``mlserver start`` over a repository in ``folder`` serving ``model`` as "mlp" through
     ``mlserver_peer/runtime.py``, ``parallel_workers: 0`` (in-process, its fastest mode:
-    shared/BENCHMARKING.md); ``model_settings`` are added to its model-settings.json (batching)."""
+    docs/benchmarking.md); ``model_settings`` are added to its model-settings.json (batching)."""
     (folder / "mlp").mkdir(parents=True, exist_ok=True)
     shutil.copy(Path(__file__).resolve().parent / "mlserver_peer" / "runtime.py", folder / "mlp")
     (folder / "mlp" / "model-settings.json").write_text(

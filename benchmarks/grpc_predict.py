@@ -162,7 +162,7 @@ def run_servers(peers: dict[str, Peer], levels: list[int], seconds: int, rounds:
     return results
 
 
-# --- MLServer as a peer (its own virtual environment: shared/BENCHMARKING.md) -----------------------
+# --- MLServer as a peer (its own virtual environment: docs/benchmarking.md) -----------------------
 
 
 def mlserver_peer(mlserver_python: str, work: Path, model: Path, x: np.ndarray, expected: np.ndarray) -> Peer:

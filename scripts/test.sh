@@ -12,6 +12,11 @@ pip install -q --upgrade pip
 pip install -q "torch==2.13.0"
 pip install -q -e ".[dev,test,bench,tensorflow,torch,convert]"
 
+# The gate: lint, format and types, before any test runs; a finding fails the suite.
+ruff check .
+ruff format --check .
+mypy --strict modelserve
+
 python -m pytest "$@"
 
 # The protos must also load under protobuf 6.x (tritonclient, MLServer and KServe cap protobuf < 7).

@@ -1,6 +1,6 @@
 """BatchingParameters files: TF Serving's defaults, wrapper-typed fields, and its validation messages.
 
-Reference: ../shared/reference/tfserving.md §4.3.
+Reference: TF Serving's batching_session.cc and batching_parameters in session_bundle_config.proto.
 """
 
 from __future__ import annotations

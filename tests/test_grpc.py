@@ -1,8 +1,8 @@
 """TF Serving's gRPC API end to end, through the official ``tensorflow-serving-api`` stubs.
 
 A real server on free ports; requests built with ``tf.make_tensor_proto`` and
-the stubs' own message classes; expected values from numpy. Reference:
-../shared/reference/tfserving.md §3. TensorFlow and modelserve share this
+the stubs' own message classes; expected values from numpy. Reference: TF
+Serving's prediction_service.proto and model_service.proto. TensorFlow and modelserve share this
 process (the stubs register TF's protos in protobuf's default pool,
 modelserve keeps its own pool).
 """

@@ -1,6 +1,6 @@
 """TF Serving's REST API end to end: a real server on a free port, plain HTTP, numpy expectations.
 
-Reference: ../shared/reference/tfserving.md §2. Each test names the behaviour it checks.
+Reference: TF Serving's REST API documentation (api_rest.md). Each test names the behaviour it checks.
 """
 
 from __future__ import annotations

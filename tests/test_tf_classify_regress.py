@@ -1,6 +1,6 @@
 """Classify, Regress and MultiInference on a SavedModel built like TF Serving's saved_model_half_plus_two.
 
-Reference: ../shared/reference/tfserving.md §2.10 (REST) and §3.3 (gRPC). The values are the ones
+Reference: TF Serving's REST classify/regress API and its gRPC Classify/Regress. The values are the ones
 TF Serving's own tensorflow_model_server_test.py expects: x = 2.0 gives 3.0 (y = 0.5 x + 2).
 Both SavedModel loaders (functions, session) serve the same answers.
 """

@@ -1,6 +1,6 @@
 """The 20-line MLServer runtime the gRPC and batching benchmarks serve the same ONNX file with.
 
-Runs inside MLServer's own virtual environment (its pins fight modelserve's: shared/BENCHMARKING.md).
+Runs inside MLServer's own virtual environment (its pins fight modelserve's: docs/benchmarking.md).
 """
 
 import os
