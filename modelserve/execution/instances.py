@@ -32,7 +32,7 @@ import numpy as np
 from .. import platforms
 from ..errors import ResourceExhausted
 from ..platforms.devices import CPU, Inventory, Nvml
-from ..platforms.servable import InstanceStatus, Servable
+from ..platforms.servable import InstanceStatus, Placed, Servable
 from ..signatures import Signature
 from .placement import Placement, Slot, describe, plan
 
@@ -173,8 +173,9 @@ class PlacedLoader:
             except ResourceExhausted as exc:
                 raise ResourceExhausted(f"Model {config.name} does not fit on {slot.device}: {exc}") from exc
             after = self._free(slot.device)
-        device = str(getattr(servable, "device", slot.device))
-        weights = getattr(servable, "weights_bytes", None)
+        device, weights = slot.device, None
+        if isinstance(servable, Placed):
+            device, weights = str(servable.device), servable.weights_bytes
         measured = None
         if before is not None and after is not None and device != CPU:
             measured = max(0, before - after)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -59,4 +59,20 @@ class Servable(Protocol):
 
     def close(self) -> None:
         """Release the model's resources; no predict call is running or will run."""
+        ...
+
+
+@runtime_checkable
+class Placed(Protocol):
+    """A servable that says where it really runs and what its weights weigh (ONNX and PyTorch do;
+    TensorFlow places its own ops). Read once per loaded instance, for its ``InstanceStatus``."""
+
+    @property
+    def device(self) -> object:
+        """Where it runs (``cpu``, ``cuda:0``; a ``torch.device`` prints the same)."""
+        ...
+
+    @property
+    def weights_bytes(self) -> int | None:
+        """Bytes of its weights as the platform counts them; None when it cannot say."""
         ...
