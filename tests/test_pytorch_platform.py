@@ -14,7 +14,11 @@ torch = pytest.importorskip("torch", reason="needs the torch extra: pip install 
 
 from modelserve.dtypes import DType  # noqa: E402
 from modelserve.errors import FailedPrecondition, InvalidArgument  # noqa: E402
-from modelserve.platforms import LoadOptions, detect  # noqa: E402
+from modelserve.platforms import (  # noqa: E402
+    LoadOptions,
+    detect,
+    torch_signature,
+)
 from modelserve.platforms import pytorch as ptp  # noqa: E402
 from modelserve.signatures import TensorSpec  # noqa: E402
 
@@ -152,7 +156,7 @@ def test_device_is_a_parameter(tmp_path: Path) -> None:
     ],
 )
 def test_signature_file_dtype_spellings(text: str, dtype: DType) -> None:
-    assert ptp.parse_dtype(text) == dtype
+    assert torch_signature.parse_dtype(text) == dtype
 
 
 def test_predict_is_thread_safe(tmp_path: Path) -> None:

@@ -35,6 +35,13 @@ def _pt() -> Any:
     return pytorch
 
 
+def _sig() -> Any:
+    """The PyTorch platform's signature rules, imported (with torch) only when this command runs."""
+    from ..platforms import torch_signature
+
+    return torch_signature
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--to", choices=("onnx", "pt2"), default="onnx", help="what to write (default: onnx)")
     parser.add_argument(
@@ -60,7 +67,7 @@ def parse_input(text: str) -> tuple[str, TensorSpec]:
         dims = tuple(int(d) for d in shape.split(",") if d)
     except ValueError:
         raise ConvertError(f"--input {text!r}: expected NAME:DTYPE:SHAPE such as x:float32:-1,4") from None
-    return name, TensorSpec(name, _pt().parse_dtype(dtype), dims)
+    return name, TensorSpec(name, _sig().parse_dtype(dtype), dims)
 
 
 @contextmanager
@@ -78,7 +85,7 @@ class Source:
 
         self.exported = path.suffix == ".pt2"
         if self.exported:
-            from ..platforms.pytorch import exported_signature
+            from ..platforms.torch_signature import exported_signature
 
             self.program = torch.export.load(str(path))
             found_in, found_out = exported_signature(self.program)
@@ -94,7 +101,7 @@ class Source:
             self.inputs = dict(map(parse_input, inputs))
             names = []
         for alias, spec in self.inputs.items():
-            if spec.dtype not in _pt().TORCH_DTYPES.values():
+            if spec.dtype not in _sig().TORCH_DTYPES.values():
                 raise ConvertError(f"input {alias!r}: torch has no {tf_name(spec.dtype)} tensors")
         self.outputs = outputs or names
 
@@ -114,7 +121,7 @@ class Source:
         with torch.inference_mode():
             result = self.module(*(_pt().to_torch(feed[a], torch.device("cpu")) for a in self.inputs))
         count = len(result) if isinstance(result, (tuple, list, dict)) else 1
-        names = self.outputs or _pt().output_names(count, list(result) if isinstance(result, dict) else None)
+        names = self.outputs or _sig().output_names(count, list(result) if isinstance(result, dict) else None)
         self.outputs = names
         values = _pt().flatten_outputs(result, names)
         return {n: _pt().to_numpy(v) for n, v in zip(names, values, strict=True)}
@@ -173,7 +180,7 @@ def write_pt2(source: Source, folder: Path) -> None:
     spec = {
         "inputs": [{"name": a, "dtype": tf_name(s.dtype)} for a, s in source.inputs.items()],
         "outputs": [
-            {"name": n, "dtype": tf_name(_pt().TORCH_DTYPES[v.meta["val"].dtype])}
+            {"name": n, "dtype": tf_name(_sig().TORCH_DTYPES[v.meta["val"].dtype])}
             for n, v in zip(source.outputs, _output_nodes(program), strict=True)
         ],
     }
