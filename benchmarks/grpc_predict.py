@@ -37,7 +37,7 @@ from common import ensure_tools, frame_file, free_port, h2load, mlserver_command
 from rest_predict import raw_onnxruntime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from modelserve.codecs.tensor_proto import make_ndarray, make_tensor_proto
+from modelserve.codecs.tensor_util import make_ndarray, make_tensor_proto
 from modelserve.demo import mlp
 from modelserve.protos import Stub, pb
 

@@ -27,8 +27,8 @@ _EXPORTS = {
     "SignatureInfo": "modelserve.client:SignatureInfo",
     "TensorInfo": "modelserve.client:TensorInfo",
     "VersionStatus": "modelserve.client:VersionStatus",
-    "make_ndarray": "modelserve.codecs.tensor_proto:make_ndarray",
-    "make_tensor_proto": "modelserve.codecs.tensor_proto:make_tensor_proto",
+    "make_ndarray": "modelserve.codecs.tensor_util:make_ndarray",
+    "make_tensor_proto": "modelserve.codecs.tensor_util:make_tensor_proto",
 }
 
 __all__ = [
@@ -58,7 +58,7 @@ if TYPE_CHECKING:
         TensorInfo,
         VersionStatus,
     )
-    from .codecs.tensor_proto import make_ndarray, make_tensor_proto
+    from .codecs.tensor_util import make_ndarray, make_tensor_proto
 
 
 def __getattr__(name: str) -> Any:

@@ -18,14 +18,8 @@ import numpy as np
 import pytest
 from google.protobuf import text_format
 
-from modelserve.codecs.tensor_proto import (
-    from_ndarray,
-    make_ndarray,
-    make_tensor_proto,
-    shape_from_proto,
-    shape_to_proto,
-    to_ndarray,
-)
+from modelserve.codecs.tensor_proto import from_ndarray, shape_from_proto, shape_to_proto, to_ndarray
+from modelserve.codecs.tensor_util import make_ndarray, make_tensor_proto
 from modelserve.errors import InvalidArgument, ResourceExhausted
 from modelserve.protos import pb
 

@@ -22,7 +22,7 @@ the model's signature up once per model/version/label and cache it.
 
 from __future__ import annotations
 
-from ..codecs.tensor_proto import make_ndarray, make_tensor_proto
+from ..codecs.tensor_util import make_ndarray, make_tensor_proto
 from .grpc_client import AsyncGrpcClient, GrpcClient
 from .rest_client import AsyncRestClient, RestClient
 from .types import ClientError, ModelMetadata, SignatureInfo, TensorInfo, VersionStatus

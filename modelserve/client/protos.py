@@ -9,7 +9,8 @@ import grpc
 import numpy as np
 from google.protobuf.message import Message
 
-from ..codecs.tensor_proto import make_ndarray, make_tensor_proto, shape_from_proto
+from ..codecs.tensor_proto import shape_from_proto
+from ..codecs.tensor_util import make_ndarray, make_tensor_proto
 from ..dtypes import DType
 from ..errors import Code, ServingError
 from ..protos import parse_text, pb

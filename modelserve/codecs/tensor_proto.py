@@ -14,9 +14,8 @@ Pure functions, no I/O. On the gRPC hot path:
   fields are merged as packed wire bytes straight from the array's buffer,
   varint fields go through protobuf's C encoder.
 
-TF-compatible helpers for clients and tests: ``make_tensor_proto`` and
-``make_ndarray`` follow ``tf.make_tensor_proto`` / ``tf.make_ndarray`` for the
-common cases; ``shape_to_proto`` / ``shape_from_proto`` convert shapes.
+``shape_to_proto`` / ``shape_from_proto`` convert shapes; TF's client-side
+helpers are in ``tensor_util``.
 
 DT_STRING tensors are numpy object arrays of ``bytes``. DT_HALF/DT_BFLOAT16
 travel as uint16 bit patterns in ``half_val``; complex values as (re, im)
@@ -26,7 +25,7 @@ pairs. Raw buffers are little-endian, like every host TF and modelserve run on.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -92,8 +91,8 @@ _FLOAT8 = frozenset(
 # Fields whose packed wire form is the little-endian buffer of their values.
 _PACKED_FIXED = frozenset({"float_val", "double_val", "scomplex_val", "dcomplex_val"})
 
-# The dtypes tf.make_tensor_proto writes as tensor_content (its _TENSOR_CONTENT_TYPES).
-_CONTENT_TYPES = (
+# The dtypes tf.make_tensor_proto writes as tensor_content (its _TENSORCONTENT_TYPES).
+CONTENT_TYPES = (
     frozenset(
         {
             DType.DT_HALF,
@@ -283,10 +282,10 @@ def length_delimited(field: int, length: int) -> bytes:
     return varint(field << 3 | 2) + varint(length)
 
 
-def _write_typed(proto: Message, dtype: DType, flat: np.ndarray) -> None:
+def write_typed(proto: Message, dtype: DType, flat: np.ndarray) -> None:
     """Append ``flat`` (1-D, of ``dtype``'s numpy type) to the dtype's typed field."""
     if dtype == DType.DT_STRING:
-        proto.string_val.extend(_as_bytes_list(flat))
+        proto.string_val.extend(as_bytes_list(flat))
         return
     if dtype in _FLOAT8:
         proto.float8_val = np.ascontiguousarray(flat).view(np.uint8).tobytes()
@@ -311,7 +310,7 @@ def _write_typed(proto: Message, dtype: DType, flat: np.ndarray) -> None:
         getattr(proto, name).extend(flat.astype(stored, copy=False).tolist())
 
 
-def _as_bytes_list(flat: np.ndarray) -> list[bytes]:
+def as_bytes_list(flat: np.ndarray) -> list[bytes]:
     out = []
     for item in flat.tolist():
         if isinstance(item, bytes):
@@ -323,7 +322,7 @@ def _as_bytes_list(flat: np.ndarray) -> list[bytes]:
     return out
 
 
-def _native(array: np.ndarray) -> np.ndarray:
+def native(array: np.ndarray) -> np.ndarray:
     """``array`` in native (little-endian) byte order, C-contiguous."""
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
@@ -340,7 +339,7 @@ def from_ndarray(array: np.ndarray, *, tensor_content: bool = False, out: Messag
     for numpy dtypes TF has no equivalent of. ``out``: an empty TensorProto
     to fill (e.g. a response's map entry) instead of a new one, saving a copy.
     """
-    array = _native(np.asarray(array))
+    array = native(np.asarray(array))
     dtype = from_numpy(array.dtype)
     proto = pb.TensorProto() if out is None else out
     proto.dtype = dtype
@@ -348,111 +347,8 @@ def from_ndarray(array: np.ndarray, *, tensor_content: bool = False, out: Messag
     if tensor_content and dtype != DType.DT_STRING:
         proto.tensor_content = array.tobytes()
     else:
-        _write_typed(proto, dtype, array.reshape(-1))
+        write_typed(proto, dtype, array.reshape(-1))
     return proto
-
-
-# --- TensorFlow-style helpers -----------------------------------------------------------------
-
-
-def _as_dtype(dtype: Any) -> DType:
-    """A DType from a DType/int, a tf.DType, a numpy dtype or anything np.dtype() takes."""
-    enum_value = getattr(dtype, "as_datatype_enum", dtype)  # tf.DType without importing TF
-    if isinstance(enum_value, int):
-        return DType(enum_value)
-    return from_numpy(np.dtype(dtype))
-
-
-def _flatten(values: Any) -> Iterable[Any]:
-    if isinstance(values, (list, tuple)):
-        for item in values:
-            yield from _flatten(item)
-    else:
-        yield values
-
-
-# numpy kinds of Python values each kind of dtype accepts (TF's _AssertCompatible).
-_ACCEPTED_KINDS = {"b": "b", "i": "biu", "u": "biu", "f": "biuf", "c": "biufc", "O": "USO"}
-
-
-def _check_compatible(values: np.ndarray, dtype: DType) -> None:
-    """TF refuses e.g. 1.5 for an int32 tensor instead of truncating it."""
-    accepted = _ACCEPTED_KINDS.get(to_numpy(dtype).kind)
-    if accepted is not None and values.dtype.kind not in accepted:
-        raise TypeError(f"Expected {tf_name(dtype)}, but got values of numpy type {values.dtype}")
-
-
-def _to_array(values: Any, dtype: DType | None, shape: Sequence[int] | None) -> np.ndarray:
-    if isinstance(values, (np.ndarray, np.generic)):
-        array = np.asarray(values)
-        return array if dtype is None else array.astype(to_numpy(dtype))
-    if values is None:
-        raise ValueError("None values not supported.")
-    if shape is not None and math.prod(shape) == 0:
-        array = np.empty(shape, dtype=None if dtype is None else to_numpy(dtype))
-    else:
-        array = np.array(values)
-        if dtype is not None:
-            _check_compatible(array, dtype)
-    if dtype is not None:
-        return array.astype(to_numpy(dtype))
-    # Python floats and ints default to float32 / int32, as in TF.
-    if array.dtype == np.float64:
-        return array.astype(np.float32)
-    if array.dtype == np.int64 and np.array_equal(array.astype(np.int32), array):
-        return array.astype(np.int32)
-    return array
-
-
-def make_tensor_proto(values: Any, dtype: Any = None, shape: Sequence[int] | None = None) -> Message:
-    """Like ``tf.make_tensor_proto``: a TensorProto from a scalar, list, bytes/str or array.
-
-    ``dtype`` may be a DType, a tf.DType, or a numpy dtype (or anything
-    ``np.dtype`` accepts). Without it Python floats become DT_FLOAT and ints
-    DT_INT32 (DT_INT64 if they do not fit); str/bytes become DT_STRING. With
-    ``shape``, fewer values are allowed (the reader repeats the last one);
-    more raise ValueError. Like TF, arrays of more than one element of most
-    numeric types go into ``tensor_content``, everything else into typed
-    fields. Raises TypeError for values that do not fit ``dtype``.
-    """
-    if isinstance(values, pb.TensorProto):
-        return values
-    wanted = None if dtype is None else _as_dtype(dtype)
-    array = _native(_to_array(values, wanted, shape))
-    actual = wanted if wanted is not None else from_numpy(array.dtype)
-    dims = list(array.shape) if shape is None else [int(size) for size in shape]
-    count = math.prod(dims)
-    if array.size > count:
-        raise ValueError(f"Too many elements provided. Takes at most {count}, but got {array.size}.")
-    proto = pb.TensorProto(dtype=actual, tensor_shape=shape_to_proto(dims))
-    if array.size == count > 1 and actual in _CONTENT_TYPES:
-        proto.tensor_content = array.tobytes()
-    elif actual == DType.DT_STRING and not isinstance(values, np.ndarray):
-        # From the original values: numpy's 'S' arrays drop trailing NULs.
-        proto.string_val.extend(_as_bytes_list(np.array(list(_flatten(values)), dtype=_STRING)))
-    else:
-        _write_typed(proto, actual, array.reshape(-1))
-    return proto
-
-
-def make_ndarray(proto: Message) -> np.ndarray:
-    """Like ``tf.make_ndarray``: the proto's values as a new, writable array.
-
-    Raises InvalidArgument (a ServingError) where ``to_ndarray`` does.
-    """
-    array = to_ndarray(proto)
-    return array if array.flags.writeable else array.copy()
-
-
-__all__ = [
-    "MAX_DECODED_BYTES",
-    "from_ndarray",
-    "make_ndarray",
-    "make_tensor_proto",
-    "shape_from_proto",
-    "shape_to_proto",
-    "to_ndarray",
-]
 
 
 def to_ndarrays(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
@@ -464,3 +360,13 @@ def to_ndarrays(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
         except ServingError as exc:
             raise type(exc)(f"tensor parsing error: {alias}: {exc.message}") from None
     return arrays
+
+
+__all__ = [
+    "MAX_DECODED_BYTES",
+    "from_ndarray",
+    "shape_from_proto",
+    "shape_to_proto",
+    "to_ndarray",
+    "to_ndarrays",
+]
