@@ -1,9 +1,9 @@
 """Every command-line flag: TF Serving's 48 (same names, types and defaults) plus ours.
 
 ``ServerOptions`` is the one table: a frozen dataclass with one typed field per
-flag, whose metadata holds the flag's group and help. ``FLAGS`` (read by the
-parser, ``--help`` and the docs) is derived from it, and a flag's kind
-(int, float, bool, str) is its field's type. A flag marked ``effect=False`` is
+flag, whose metadata holds the flag's group and help. ``FLAGS`` (what the
+parser and ``--help`` read) is derived from it, and a flag's kind (int,
+float, bool, str) is its field's type. A flag marked ``effect=False`` is
 accepted for compatibility and produces one warning line saying it has no
 effect yet.
 """
@@ -21,6 +21,9 @@ Group = Literal["Models", "gRPC", "REST", "Lifecycle", "Batching", "Runtime", "M
 GROUPS: tuple[Group, ...] = get_args(Group)  # --help prints the groups in this order
 
 _T = TypeVar("_T", bool, int, float, str)
+
+# ``flag`` and ``computed`` return a ``dataclasses.Field``, which @dataclass takes as the field's
+# definition; mypy sees a default of type _T, so a default that does not fit the field is an error.
 
 
 def flag(default: _T, group: Group, help: str, *, effect: bool = True, tf: bool = True) -> _T:
@@ -185,6 +188,7 @@ class Flag:
     tf: bool = True  # one of tensorflow_model_server's own flags
 
 
+# A field of any other type has no conversion: _flags() fails at import, not at the first use.
 _KINDS: dict[object, Kind] = {bool: "bool", int: "int", float: "float", str: "str"}
 
 
