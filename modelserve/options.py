@@ -1,29 +1,39 @@
 """Every command-line flag: TF Serving's 48 (same names, types and defaults) plus ours.
 
-``FLAGS`` is the one table the parser, ``--help`` and the docs read. A flag
-marked ``effect=False`` is accepted for compatibility and produces one
-warning line saying it has no effect yet.
+``ServerOptions`` is the one table: a frozen dataclass with one typed field per
+flag, whose metadata holds the flag's group and help. ``FLAGS`` (what the
+parser and ``--help`` read) is derived from it, and a flag's kind (int,
+float, bool, str) is its field's type. A flag marked ``effect=False`` is
+accepted for compatibility and produces one warning line saying it has no
+effect yet.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, get_args, get_type_hints
 
 Kind = Literal["int", "float", "bool", "str"]
+Group = Literal["Models", "gRPC", "REST", "Lifecycle", "Batching", "Runtime", "Monitoring", "Other"]
+GROUPS: tuple[Group, ...] = get_args(Group)  # --help prints the groups in this order
+
+_T = TypeVar("_T", bool, int, float, str)
+
+# ``flag`` and ``computed`` return a ``dataclasses.Field``, which @dataclass takes as the field's
+# definition; mypy sees a default of type _T, so a default that does not fit the field is an error.
 
 
-@dataclass(frozen=True)
-class Flag:
-    name: str
-    kind: Kind
-    default: Any
-    group: str
-    help: str
-    effect: bool = True  # False: accepted, warned about, ignored
-    tf: bool = True  # one of tensorflow_model_server's own flags
+def flag(default: _T, group: Group, help: str, *, effect: bool = True, tf: bool = True) -> _T:
+    """A flag field; ``effect=False``: accepted, warned about, ignored; ``tf``: one of tensorflow_model_server's own."""
+    return field(default=default, metadata={"group": group, "help": help, "effect": effect, "tf": tf})
+
+
+def computed(factory: Callable[[], _T], group: Group, help: str, *, effect: bool = True, tf: bool = True) -> _T:
+    """A flag whose default depends on the machine, computed when the options are made."""
+    return field(default_factory=factory, metadata={"group": group, "help": help, "effect": effect, "tf": tf})
 
 
 def _cpus() -> int:
@@ -33,262 +43,167 @@ def _cpus() -> int:
         return os.cpu_count() or 1
 
 
-GROUPS = ("Models", "gRPC", "REST", "Lifecycle", "Batching", "Runtime", "Monitoring", "Other")
+@dataclass(frozen=True, kw_only=True)
+class ServerOptions:
+    """Parsed flags, one field per flag (defaults filled in), and which of them the command line set."""
 
-FLAGS: tuple[Flag, ...] = (
     # Models
-    Flag(
-        "model_name",
-        "str",
-        "default",
-        "Models",
-        "Name of the single model to serve (ignored with --model_config_file).",
-    ),
-    Flag(
-        "model_base_path",
-        "str",
-        "",
-        "Models",
-        "Base path of the single model: the folder holding numeric version folders.",
-    ),
-    Flag("model_config_file", "str", "", "Models", "Text-format ModelServerConfig listing the models to serve."),
-    Flag(
-        "model_config_file_poll_wait_seconds",
-        "int",
-        0,
-        "Models",
-        "Re-read --model_config_file every N seconds (0: read once).",
-    ),
-    Flag(
-        "file_system_poll_wait_seconds",
-        "int",
-        1,
-        "Models",
-        "Scan base paths for new versions every N seconds (0 or less: only when a config is applied).",
-    ),
-    Flag(
-        "allow_version_labels_for_unavailable_models",
-        "bool",
-        False,
-        "Models",
-        "Allow a new label to point at a version that is not yet AVAILABLE.",
-    ),
-    Flag(
-        "flush_filesystem_caches",
-        "bool",
-        True,
-        "Models",
-        "TF Serving frees file-system caches after loads; no equivalent here.",
-        effect=False,
-    ),
+    model_name: str = flag("default", "Models", "Name of the single model to serve (ignored with --model_config_file).")
+    model_base_path: str = flag(
+        "", "Models", "Base path of the single model: the folder holding numeric version folders."
+    )
+    model_config_file: str = flag("", "Models", "Text-format ModelServerConfig listing the models to serve.")
+    model_config_file_poll_wait_seconds: int = flag(
+        0, "Models", "Re-read --model_config_file every N seconds (0: read once)."
+    )
+    file_system_poll_wait_seconds: int = flag(
+        1, "Models", "Scan base paths for new versions every N seconds (0 or less: only when a config is applied)."
+    )
+    allow_version_labels_for_unavailable_models: bool = flag(
+        False, "Models", "Allow a new label to point at a version that is not yet AVAILABLE."
+    )
+    flush_filesystem_caches: bool = flag(
+        True, "Models", "TF Serving frees file-system caches after loads; no equivalent here.", effect=False
+    )
     # gRPC
-    Flag("port", "int", 8500, "gRPC", "gRPC port (0: no TCP gRPC; -1: any free port, logged)."),
-    Flag("grpc_socket_path", "str", "", "gRPC", "Also serve gRPC on this UNIX domain socket."),
-    Flag("grpc_channel_arguments", "str", "", "gRPC", "Comma-separated key=value gRPC server channel arguments."),
-    Flag(
-        "grpc_max_threads",
-        "int",
-        4 * _cpus(),
+    port: int = flag(8500, "gRPC", "gRPC port (0: no TCP gRPC; -1: any free port, logged).")
+    grpc_socket_path: str = flag("", "gRPC", "Also serve gRPC on this UNIX domain socket.")
+    grpc_channel_arguments: str = flag("", "gRPC", "Comma-separated key=value gRPC server channel arguments.")
+    grpc_max_threads: int = computed(
+        lambda: 4 * _cpus(),
         "gRPC",
         "Threads of the threaded gRPC server (without --enable_batching); each runs its requests' inference inline.",
-    ),
-    Flag("enable_grpc_healthcheck_service", "bool", False, "gRPC", "Serve the standard grpc.health.v1.Health service."),
-    Flag("ssl_config_file", "str", "", "gRPC", "Text-format SSLConfig: TLS (and mTLS) for gRPC."),
-    Flag("use_alts_credentials", "bool", False, "gRPC", "Google ALTS credentials; not supported here.", effect=False),
-    Flag("enable_profiler", "bool", True, "gRPC", "TF profiler service; not provided.", effect=False),
-    Flag(
-        "enable_serialization_as_tensor_content",
-        "bool",
-        False,
-        "gRPC",
-        "Predict responses carry tensor bytes in tensor_content.",
-    ),
+    )
+    enable_grpc_healthcheck_service: bool = flag(False, "gRPC", "Serve the standard grpc.health.v1.Health service.")
+    ssl_config_file: str = flag("", "gRPC", "Text-format SSLConfig: TLS (and mTLS) for gRPC.")
+    use_alts_credentials: bool = flag(False, "gRPC", "Google ALTS credentials; not supported here.", effect=False)
+    enable_profiler: bool = flag(True, "gRPC", "TF profiler service; not provided.", effect=False)
+    enable_serialization_as_tensor_content: bool = flag(
+        False, "gRPC", "Predict responses carry tensor bytes in tensor_content."
+    )
     # REST
-    Flag(
-        "rest_api_port",
-        "int",
+    rest_api_port: int = flag(
         8501,
         "REST",
         "HTTP/REST port (0: no REST; -1: any free port, logged). TF Serving's own default is 0; its Docker image uses 8501.",
-    ),
-    Flag(
-        "rest_api_num_threads",
-        "int",
-        4 * _cpus(),
+    )
+    rest_api_num_threads: int = computed(
+        lambda: 4 * _cpus(),
         "REST",
         "TF Serving's REST thread pool size; requests here share --num_inference_threads.",
         effect=False,
-    ),
-    Flag(
-        "rest_api_timeout_in_ms",
-        "int",
-        30000,
-        "REST",
-        "Deadline of a REST inference request (<=0: none); expiry answers HTTP 504.",
-    ),
-    Flag("rest_api_enable_cors_support", "bool", False, "REST", "Add CORS headers to every REST response."),
-    Flag(
-        "rest_api_max_body_bytes",
-        "int",
-        256 * 1024 * 1024,
-        "REST",
-        "Largest accepted request body (after gunzip); larger gets HTTP 413.",
-        tf=False,
-    ),
-    Flag("host", "str", "0.0.0.0", "REST", "Interface both servers bind (TF Serving binds all interfaces).", tf=False),
+    )
+    rest_api_timeout_in_ms: int = flag(
+        30000, "REST", "Deadline of a REST inference request (<=0: none); expiry answers HTTP 504."
+    )
+    rest_api_enable_cors_support: bool = flag(False, "REST", "Add CORS headers to every REST response.")
+    rest_api_max_body_bytes: int = flag(
+        256 * 1024 * 1024, "REST", "Largest accepted request body (after gunzip); larger gets HTTP 413.", tf=False
+    )
+    host: str = flag("0.0.0.0", "REST", "Interface both servers bind (TF Serving binds all interfaces).", tf=False)
     # Lifecycle
-    Flag(
-        "num_load_threads",
-        "int",
-        0,
-        "Lifecycle",
-        "Threads loading versions after start-up (0: as many as needed, up to 4 x CPUs).",
-    ),
-    Flag("num_unload_threads", "int", 0, "Lifecycle", "Threads unloading versions (0: one)."),
-    Flag("max_num_load_retries", "int", 5, "Lifecycle", "Retries after a failed load of a version."),
-    Flag("load_retry_interval_micros", "int", 60_000_000, "Lifecycle", "Wait between load retries, in microseconds."),
-    Flag(
-        "enable_model_warmup",
-        "bool",
-        True,
-        "Lifecycle",
-        "Replay assets.extra/tf_serving_warmup_requests when a version loads.",
-    ),
-    Flag("num_request_iterations_for_warmup", "int", 0, "Lifecycle", "Replay each warm-up record N times (0: once)."),
-    Flag(
-        "drain_grace_seconds",
-        "float",
-        30.0,
-        "Lifecycle",
-        "On SIGTERM/SIGINT, how long in-flight requests may take to finish.",
-        tf=False,
-    ),
+    num_load_threads: int = flag(
+        0, "Lifecycle", "Threads loading versions after start-up (0: as many as needed, up to 4 x CPUs)."
+    )
+    num_unload_threads: int = flag(0, "Lifecycle", "Threads unloading versions (0: one).")
+    max_num_load_retries: int = flag(5, "Lifecycle", "Retries after a failed load of a version.")
+    load_retry_interval_micros: int = flag(60_000_000, "Lifecycle", "Wait between load retries, in microseconds.")
+    enable_model_warmup: bool = flag(
+        True, "Lifecycle", "Replay assets.extra/tf_serving_warmup_requests when a version loads."
+    )
+    num_request_iterations_for_warmup: int = flag(0, "Lifecycle", "Replay each warm-up record N times (0: once).")
+    drain_grace_seconds: float = flag(
+        30.0, "Lifecycle", "On SIGTERM/SIGINT, how long in-flight requests may take to finish.", tf=False
+    )
     # Batching
-    Flag(
-        "enable_batching",
-        "bool",
-        False,
-        "Batching",
-        "Batch requests per model version (see --batching_parameters_file).",
-    ),
-    Flag("batching_parameters_file", "str", "", "Batching", "Text-format BatchingParameters."),
-    Flag(
-        "enable_per_model_batching_parameters",
-        "bool",
-        False,
-        "Batching",
-        "Read batching_params.pbtxt from each version folder.",
-    ),
+    enable_batching: bool = flag(
+        False, "Batching", "Batch requests per model version (see --batching_parameters_file)."
+    )
+    batching_parameters_file: str = flag("", "Batching", "Text-format BatchingParameters.")
+    enable_per_model_batching_parameters: bool = flag(
+        False, "Batching", "Read batching_params.pbtxt from each version folder."
+    )
     # Runtime
-    Flag(
-        "tensorflow_session_parallelism",
-        "int",
-        0,
-        "Runtime",
-        "Threads per model for both intra- and inter-op work (0: runtime default).",
-    ),
-    Flag(
-        "tensorflow_intra_op_parallelism",
-        "int",
-        0,
-        "Runtime",
-        "Intra-op threads per model, for every platform (0: runtime default).",
-    ),
-    Flag(
-        "tensorflow_inter_op_parallelism",
-        "int",
-        0,
-        "Runtime",
-        "Inter-op threads per model, for every platform (0: runtime default).",
-    ),
-    Flag(
-        "num_inference_threads",
-        "int",
-        _cpus(),
-        "Runtime",
-        "Worker threads running model calls when batching is off.",
-        tf=False,
-    ),
-    Flag(
-        "tensorflow_session_config_file",
-        "str",
-        "",
-        "Runtime",
-        "Text-format TF ConfigProto for TensorFlow models.",
-        effect=False,
-    ),
-    Flag(
-        "per_process_gpu_memory_fraction",
-        "float",
-        0.0,
-        "Runtime",
-        "Fraction of GPU memory TensorFlow may take (0: TF decides).",
-    ),
-    Flag("saved_model_tags", "str", "serve", "Runtime", "Comma-separated MetaGraph tags of SavedModels to load."),
-    Flag("platform_config_file", "str", "", "Runtime", "Text-format PlatformConfigMap.", effect=False),
-    Flag(
-        "remove_unused_fields_from_bundle_metagraph",
-        "bool",
-        True,
-        "Runtime",
-        "TF Serving memory optimisation; no equivalent.",
-        effect=False,
-    ),
-    Flag("prefer_tflite_model", "bool", False, "Runtime", "TFLite is not supported.", effect=False),
-    Flag("num_tflite_pools", "int", _cpus(), "Runtime", "TFLite is not supported.", effect=False),
-    Flag("num_tflite_interpreters_per_pool", "int", 1, "Runtime", "TFLite is not supported.", effect=False),
-    Flag(
-        "enable_signature_method_name_check",
-        "bool",
-        False,
-        "Runtime",
-        "Enforce SignatureDef.method_name for classify/regress/predict.",
-    ),
-    Flag(
-        "xla_cpu_compilation_enabled", "bool", False, "Runtime", "XLA JIT on CPU for TensorFlow models.", effect=False
-    ),
-    Flag(
-        "xla_gpu_compilation_enabled", "bool", False, "Runtime", "XLA JIT on GPU for TensorFlow models.", effect=False
-    ),
-    Flag(
-        "thread_pool_factory_config_file", "str", "", "Runtime", "Custom TF thread pools; not supported.", effect=False
-    ),
-    Flag("mixed_precision", "str", "", "Runtime", "TF auto mixed precision (bfloat16).", effect=False),
-    Flag("skip_initialize_tpu", "bool", False, "Runtime", "TPU builds only.", effect=False),
+    tensorflow_session_parallelism: int = flag(
+        0, "Runtime", "Threads per model for both intra- and inter-op work (0: runtime default)."
+    )
+    tensorflow_intra_op_parallelism: int = flag(
+        0, "Runtime", "Intra-op threads per model, for every platform (0: runtime default)."
+    )
+    tensorflow_inter_op_parallelism: int = flag(
+        0, "Runtime", "Inter-op threads per model, for every platform (0: runtime default)."
+    )
+    num_inference_threads: int = computed(
+        _cpus, "Runtime", "Worker threads running model calls when batching is off.", tf=False
+    )
+    tensorflow_session_config_file: str = flag(
+        "", "Runtime", "Text-format TF ConfigProto for TensorFlow models.", effect=False
+    )
+    per_process_gpu_memory_fraction: float = flag(
+        0.0, "Runtime", "Fraction of GPU memory TensorFlow may take (0: TF decides)."
+    )
+    saved_model_tags: str = flag("serve", "Runtime", "Comma-separated MetaGraph tags of SavedModels to load.")
+    platform_config_file: str = flag("", "Runtime", "Text-format PlatformConfigMap.", effect=False)
+    remove_unused_fields_from_bundle_metagraph: bool = flag(
+        True, "Runtime", "TF Serving memory optimisation; no equivalent.", effect=False
+    )
+    prefer_tflite_model: bool = flag(False, "Runtime", "TFLite is not supported.", effect=False)
+    num_tflite_pools: int = computed(_cpus, "Runtime", "TFLite is not supported.", effect=False)
+    num_tflite_interpreters_per_pool: int = flag(1, "Runtime", "TFLite is not supported.", effect=False)
+    enable_signature_method_name_check: bool = flag(
+        False, "Runtime", "Enforce SignatureDef.method_name for classify/regress/predict."
+    )
+    xla_cpu_compilation_enabled: bool = flag(False, "Runtime", "XLA JIT on CPU for TensorFlow models.", effect=False)
+    xla_gpu_compilation_enabled: bool = flag(False, "Runtime", "XLA JIT on GPU for TensorFlow models.", effect=False)
+    thread_pool_factory_config_file: str = flag("", "Runtime", "Custom TF thread pools; not supported.", effect=False)
+    mixed_precision: str = flag("", "Runtime", "TF auto mixed precision (bfloat16).", effect=False)
+    skip_initialize_tpu: bool = flag(False, "Runtime", "TPU builds only.", effect=False)
     # Monitoring
-    Flag(
-        "monitoring_config_file",
-        "str",
-        "",
-        "Monitoring",
-        "Text-format MonitoringConfig: Prometheus metrics on the REST port.",
-        effect=False,
-    ),
+    monitoring_config_file: str = flag(
+        "", "Monitoring", "Text-format MonitoringConfig: Prometheus metrics on the REST port.", effect=False
+    )
     # Other
-    Flag("version", "bool", False, "Other", "Print the version and exit."),
-)
+    version: bool = flag(False, "Other", "Print the version and exit.")
 
-FLAGS_BY_NAME = {f.name: f for f in FLAGS}
-
-
-@dataclass(frozen=True)
-class ServerOptions:
-    """Parsed flags: ``values`` holds every flag by name (defaults filled in)."""
-
-    values: dict[str, Any] = field(default_factory=lambda: {f.name: f.default for f in FLAGS})
-    explicit: frozenset[str] = frozenset()
-
-    def __getattr__(self, name: str) -> Any:
-        values = self.__dict__.get("values")
-        if values is not None and name in values:
-            return values[name]
-        raise AttributeError(name)
+    explicit: frozenset[str] = frozenset()  # not a flag: the flags the command line set
 
     def replace(self, **changes: Any) -> ServerOptions:
+        """These flags changed (and counted as set explicitly); an unknown name is a ``KeyError``."""
         unknown = set(changes) - set(FLAGS_BY_NAME)
         if unknown:
             raise KeyError(f"unknown options: {sorted(unknown)}")
-        return ServerOptions({**self.values, **changes}, self.explicit | frozenset(changes))
+        return dataclasses.replace(self, **changes, explicit=self.explicit | frozenset(changes))
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One row of the table, as ``--help`` and the parser read it."""
+
+    name: str
+    kind: Kind
+    default: bool | int | float | str  # a computed default as it is on this machine
+    group: Group
+    help: str
+    effect: bool = True  # False: accepted, warned about, ignored
+    tf: bool = True  # one of tensorflow_model_server's own flags
+
+
+# A field of any other type has no conversion: _flags() fails at import, not at the first use.
+_KINDS: dict[object, Kind] = {bool: "bool", int: "int", float: "float", str: "str"}
+
+
+def _flags() -> tuple[Flag, ...]:
+    types = get_type_hints(ServerOptions)
+    defaults = ServerOptions()
+    return tuple(
+        Flag(f.name, _KINDS[types[f.name]], getattr(defaults, f.name), **f.metadata)
+        for f in dataclasses.fields(ServerOptions)
+        if f.name != "explicit"
+    )
+
+
+FLAGS = _flags()
+FLAGS_BY_NAME = {f.name: f for f in FLAGS}
 
 
 class UsageError(Exception):
@@ -298,7 +213,7 @@ class UsageError(Exception):
 _TRUE = {"true": True, "false": False}
 
 
-def _convert(flag: Flag, text: str) -> Any:
+def _convert(flag: Flag, text: str) -> bool | int | float | str:
     try:
         if flag.kind == "bool":
             return _TRUE[text]
@@ -314,8 +229,7 @@ def _convert(flag: Flag, text: str) -> Any:
 
 def parse_flags(argv: Sequence[str]) -> ServerOptions:
     """``--name=value``, bare ``--flag`` for booleans, and ``--name value`` (which TF Serving ignores)."""
-    values = {f.name: f.default for f in FLAGS}
-    explicit: set[str] = set()
+    values: dict[str, Any] = {}
     args = list(argv)
     i = 0
     while i < len(args):
@@ -336,5 +250,4 @@ def parse_flags(argv: Sequence[str]) -> ServerOptions:
             else:
                 raise UsageError(f"--{name} needs a value: --{name}=VALUE")
         values[name] = _convert(flag, text)
-        explicit.add(name)
-    return ServerOptions(values, frozenset(explicit))
+    return ServerOptions(**values, explicit=frozenset(values))

@@ -136,7 +136,12 @@ class Server:
     def _choose_runners(self) -> None:
         """--enable_batching: batch every version (or those with their own parameters); reads the file."""
         if self.options.enable_batching:
-            self._batching = BatchingRunners.from_options(self.options, self._direct_runner, self._batch_metrics)
+            self._batching = BatchingRunners.from_flags(
+                self.options.batching_parameters_file,
+                self.options.enable_per_model_batching_parameters,
+                self._direct_runner,
+                self._batch_metrics,
+            )
             self._runners = self._batching
 
     async def start(self) -> None:

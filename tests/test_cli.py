@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import signal
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from modelserve.cli import UsageError, parse_flags, usage
-from modelserve.options import FLAGS
+from modelserve.options import FLAGS, FLAGS_BY_NAME, GROUPS, ServerOptions
 
 from . import onnx_models as om
 
@@ -50,6 +51,31 @@ def test_flag_syntax() -> None:
 def test_bad_flags(argv: list[str], message: str) -> None:
     with pytest.raises(UsageError, match=re.escape(message)):
         parse_flags(argv)
+
+
+def test_each_flag_is_a_typed_field() -> None:
+    # the parser converts by kind, and kind comes from the field's type: a default of another type is a slip
+    types = {"bool": bool, "int": int, "float": float, "str": str}
+    defaults = ServerOptions()
+    for flag in FLAGS:
+        assert type(flag.default) is types[flag.kind], flag.name
+        assert type(getattr(defaults, flag.name)) is types[flag.kind], flag.name
+        assert flag.group in GROUPS, flag.name
+    assert {f.name for f in dataclasses.fields(ServerOptions)} == {*FLAGS_BY_NAME, "explicit"}
+    assert defaults.grpc_max_threads == 4 * defaults.num_inference_threads  # computed per machine
+
+
+def test_replace_and_explicit() -> None:
+    options = parse_flags(["--port=9000", "--enable_batching"])
+    assert options.explicit == {"port", "enable_batching"}
+    changed = options.replace(rest_api_port=-1, drain_grace_seconds=1.5)
+    assert (changed.port, changed.rest_api_port, changed.drain_grace_seconds) == (9000, -1, 1.5)
+    assert changed.explicit == {"port", "enable_batching", "rest_api_port", "drain_grace_seconds"}
+    assert options.rest_api_port == 8501  # frozen: replace made a new one
+    with pytest.raises(KeyError, match="no_such_flag"):
+        options.replace(no_such_flag=1)
+    with pytest.raises(KeyError, match="explicit"):
+        options.replace(explicit=frozenset())
 
 
 def test_every_tf_serving_flag_is_known() -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
 from ...platforms.servable import Servable
 from ..clock import MONOTONIC, Clock
@@ -43,13 +42,16 @@ class BatchingRunners:
         self._per_model = per_model
 
     @classmethod
-    def from_options(cls, options: Any, direct: RunnerFactory, metrics: BatchMetrics = NO_METRICS) -> BatchingRunners:
-        """Read ``--batching_parameters_file`` (TF's defaults without it) and validate it."""
-        if options.batching_parameters_file:
-            params = batching_params.read_file(options.batching_parameters_file)
+    def from_flags(
+        cls, parameters_file: str, per_model: bool, direct: RunnerFactory, metrics: BatchMetrics = NO_METRICS
+    ) -> BatchingRunners:
+        """The factory the two flags ask for: ``--batching_parameters_file`` (read and validated; TF's
+        defaults when it is empty) and ``--enable_per_model_batching_parameters``."""
+        if parameters_file:
+            params = batching_params.read_file(parameters_file)
         else:
             params = batching_params.validate(BatchingParameters(thread_pool_name=batching_params.FLAGS_ONLY_POOL_NAME))
-        return cls(params, direct, options.enable_per_model_batching_parameters, metrics)
+        return cls(params, direct, per_model, metrics)
 
     def __call__(self, model: str, version: int, folder: Path, servable: Servable) -> Runner:
         params = self.params
