@@ -1,6 +1,9 @@
 """REST predict throughput on a small MLP (784→128→10): modelserve vs a Starlette baseline vs raw onnxruntime.
 
-    python benchmarks/rest_predict.py [--seconds=10] [--rounds=3] [--concurrency=1,8,64]
+    python benchmarks/rest_predict.py [--seconds=10] [--rounds=3] [--concurrency=1,8,64] [--checkout=DIR ...]
+
+``--checkout=DIR`` adds modelserve as it is in another checkout (``git worktree add DIR COMMIT``), run from
+there, to the same interleaved rounds: how a change moved the figures, measured side by side.
 
 Each server runs pinned to CPU 1 (onnxruntime intra-op threads 1); wrk runs pinned to CPU 0, so the
 figures are server-bound and comparable. Raw onnxruntime is measured in-process on CPU 1 in the same run.
@@ -20,7 +23,7 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import LoadResult, ensure_tools, free_port, median, pinned, python, wait_http, wrk
+from common import ROOT, LoadResult, ensure_tools, free_port, median, pinned, python, wait_http, wrk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.demo import mlp
@@ -49,6 +52,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--checkout", action="append", default=[], help="another checkout's modelserve too")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     ensure_tools("wrk")
@@ -79,32 +83,32 @@ def main() -> None:
         "--port",
         "{port}",
     ]
-    servers = {
-        "starlette+uvicorn baseline": (starlette, {"MODEL": str(model)}),
-        "same, inference in a thread pool": (starlette, {"MODEL": str(model), "THREADPOOL": "1"}),
-        "modelserve": (
-            [
-                python(),
-                "-m",
-                "modelserve",
-                "--model_name=mlp",
-                f"--model_base_path={work / 'mlp'}",
-                "--rest_api_port={port}",
-                "--port=-1",
-                "--tensorflow_intra_op_parallelism=1",
-                "--num_inference_threads=1",
-                "--file_system_poll_wait_seconds=0",
-            ],
-            {},
-        ),
+    modelserve = [
+        python(),
+        "-m",
+        "modelserve",
+        "--model_name=mlp",
+        f"--model_base_path={work / 'mlp'}",
+        "--rest_api_port={port}",
+        "--port=-1",
+        "--tensorflow_intra_op_parallelism=1",
+        "--num_inference_threads=1",
+        "--file_system_poll_wait_seconds=0",
+    ]
+    servers: dict[str, tuple[list[str], dict[str, str], Path]] = {
+        "starlette+uvicorn baseline": (starlette, {"MODEL": str(model)}, ROOT),
+        "same, inference in a thread pool": (starlette, {"MODEL": str(model), "THREADPOOL": "1"}, ROOT),
+        "modelserve": (modelserve, {}, ROOT),
     }
+    for checkout in args.checkout:
+        servers[f"modelserve at {checkout}"] = (modelserve, {}, Path(checkout).resolve())
     # Rounds interleave the servers so that noise from other work on the machine falls on all alike;
     # each figure is the median over rounds.
     runs: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in levels} for name in servers}
     for _ in range(args.rounds):
-        for name, (cmd, env) in servers.items():
+        for name, (cmd, env, cwd) in servers.items():
             port = free_port()
-            with pinned([c.replace("{port}", str(port)) for c in cmd], "1", env):
+            with pinned([c.replace("{port}", str(port)) for c in cmd], "1", env, cwd=cwd):
                 url = f"http://127.0.0.1:{port}/v1/models/mlp:predict"
                 wait_http(f"http://127.0.0.1:{port}/v1/models/mlp")
                 wrk(url, body, 8, 2)  # warm-up
