@@ -10,7 +10,7 @@ PY=${PYTHON:-python3}
 pip install -q --upgrade pip
 # torch first, pinned: the CPU wheel; a bare "torch" would fetch a multi-GB CUDA build.
 pip install -q "torch==2.13.0"
-pip install -q -e ".[dev,test,bench,tensorflow,torch,convert]"
+pip install -q -e ".[dev,test,bench,tensorflow,torch,tflite,convert]"
 
 # The gate: lint, format and types, before any test runs; a finding fails the suite.
 ruff check .

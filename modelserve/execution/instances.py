@@ -140,7 +140,7 @@ class PlacedLoader:
 
     def __call__(self, config: PlacedModel, folder: Path) -> InstanceGroup:
         slots = plan(config.name, config.placement, self.inventory)
-        platform = platforms.resolve(config.name, config.platform, folder)
+        platform = platforms.resolve(config.name, config.platform, folder, self.options.prefer_tflite_model)
         load = platforms.loader(platform)
         if platform == "tensorflow" and (config.placement.devices or config.placement.memory_limit_bytes):
             log.warning(

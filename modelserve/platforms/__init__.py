@@ -20,6 +20,7 @@ LOADERS = {
     "onnx": "modelserve.platforms.onnx:load",
     "tensorflow": "modelserve.platforms.tensorflow:load",
     "pytorch": "modelserve.platforms.pytorch:load",
+    "tflite": "modelserve.platforms.tflite:load",
 }
 
 # Names a models.config may use for each platform. TF Serving's configs all say
@@ -33,6 +34,8 @@ ALIASES = {
     "pytorch": "pytorch",
     "torch": "pytorch",
     "pytorch_libtorch": "pytorch",
+    "tflite": "tflite",
+    "litert": "tflite",
 }
 
 
@@ -42,6 +45,9 @@ class LoadOptions:
 
     ``intra_op_threads``/``inter_op_threads`` of 0 let the runtime choose.
     ``device`` is ``cpu`` or ``cuda:N``; ``memory_limit_bytes`` of 0 means no cap.
+    ``prefer_tflite_model``: a folder holding both a SavedModel and ``model.tflite``
+    serves the latter (TF Serving's ``--prefer_tflite_model``). ``tflite_interpreters``:
+    how many interpreters a TF Lite model runs at once (``--num_tflite_pools``; 0 = one per CPU).
     """
 
     intra_op_threads: int = 0
@@ -50,6 +56,8 @@ class LoadOptions:
     device: str = "cpu"
     memory_limit_bytes: int = 0
     gpu_memory_fraction: float = 0.0
+    prefer_tflite_model: bool = False
+    tflite_interpreters: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -63,26 +71,34 @@ def check_platform_name(model: str, platform: str) -> None:
         raise InvalidArgument(f"Model {model} requests unsupported platform {platform}")
 
 
-def detect(version_dir: Path) -> str:
-    """The platform whose files ``version_dir`` holds."""
+def detect(version_dir: Path, prefer_tflite_model: bool = False) -> str:
+    """The platform whose files ``version_dir`` holds.
+
+    TF Serving's two formats first: a SavedModel, unless ``model.tflite`` sits
+    beside it and ``prefer_tflite_model`` is set; then ``model.tflite`` alone.
+    """
     if not version_dir.is_dir():
         raise NotFound(f"Could not find version directory {version_dir}")
     names = {p.name for p in version_dir.iterdir()}
+    tflite = "model.tflite" in names
     if "saved_model.pb" in names or "saved_model.pbtxt" in names:
-        return "tensorflow"
+        return "tflite" if tflite and prefer_tflite_model else "tensorflow"
+    if tflite:
+        return "tflite"
     if any(n.endswith(".onnx") for n in names):
         return "onnx"
     if "model.pt2" in names or "model.pt" in names:
         return "pytorch"
     raise FailedPrecondition(
-        f"No model found in {version_dir}: expected model.onnx (or one *.onnx), saved_model.pb, model.pt2 or model.pt"
+        f"No model found in {version_dir}: expected model.onnx (or one *.onnx), saved_model.pb, "
+        "model.tflite, model.pt2 or model.pt"
     )
 
 
-def resolve(model: str, configured: str, version_dir: Path) -> str:
+def resolve(model: str, configured: str, version_dir: Path, prefer_tflite_model: bool = False) -> str:
     """The platform to load ``version_dir`` with, given the config's ``model_platform``."""
     check_platform_name(model, configured)
-    return ALIASES[configured] or detect(version_dir)
+    return ALIASES[configured] or detect(version_dir, prefer_tflite_model)
 
 
 def loader(platform: str) -> Loader:
@@ -99,4 +115,4 @@ def loader(platform: str) -> Loader:
 
 
 def load(model: str, configured: str, version_dir: Path, options: LoadOptions) -> Servable:
-    return loader(resolve(model, configured, version_dir))(version_dir, options)
+    return loader(resolve(model, configured, version_dir, options.prefer_tflite_model))(version_dir, options)
