@@ -147,9 +147,14 @@ class ServerOptions:
     remove_unused_fields_from_bundle_metagraph: bool = flag(
         True, "Runtime", "TF Serving memory optimisation; no equivalent.", effect=False
     )
-    prefer_tflite_model: bool = flag(False, "Runtime", "TFLite is not supported.", effect=False)
-    num_tflite_pools: int = computed(_cpus, "Runtime", "TFLite is not supported.", effect=False)
-    num_tflite_interpreters_per_pool: int = flag(1, "Runtime", "TFLite is not supported.", effect=False)
+    prefer_tflite_model: bool = flag(
+        False, "Runtime", "A version folder holding both a SavedModel and model.tflite serves the TF Lite model."
+    )
+    use_tflite_model: bool = flag(False, "Runtime", "Older name of --prefer_tflite_model.")
+    num_tflite_pools: int = computed(_cpus, "Runtime", "TF Lite interpreters each TF Lite model runs at once.")
+    num_tflite_interpreters_per_pool: int = flag(
+        1, "Runtime", "TF Serving batches inside each TF Lite pool; here batching is --enable_batching's.", effect=False
+    )
     enable_signature_method_name_check: bool = flag(
         False, "Runtime", "Enforce SignatureDef.method_name for classify/regress/predict."
     )

@@ -85,6 +85,8 @@ def load_options(options: ServerOptions) -> platforms.LoadOptions:
         inter_op_threads=options.tensorflow_inter_op_parallelism or session,
         saved_model_tags=tuple(t for t in options.saved_model_tags.split(",") if t),
         gpu_memory_fraction=options.per_process_gpu_memory_fraction,
+        prefer_tflite_model=options.prefer_tflite_model or options.use_tflite_model,
+        tflite_interpreters=options.num_tflite_pools,
     )
 
 
