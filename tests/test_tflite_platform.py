@@ -408,6 +408,12 @@ def test_rest_a_folder_with_both_formats_serves_the_saved_model_by_default(serve
     assert rest(server, "POST", "/v1/models/both:predict", {"instances": [2.0]}) == (200, {"predictions": [3.0]})
 
 
+@pytest.mark.parametrize("flag", ["--prefer_tflite_model", "--use_tflite_model=true"])
+def test_the_prefer_flags_serve_the_tflite_model_of_a_folder_with_both(both: Path, flag: str) -> None:
+    with running_server(f"--model_base_path={both.parent}", "--model_name=both", flag) as s:
+        assert rest(s, "POST", "/v1/models/both:predict", {"instances": [2.0]}) == (200, {"predictions": [4.0]})
+
+
 def grpc_predict(server: ServerThread, name: str, x: np.ndarray, output_filter: list[str]) -> Any:
     request = predict_pb2.PredictRequest()
     request.model_spec.name = name
