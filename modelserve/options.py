@@ -11,10 +11,11 @@ effect yet.
 from __future__ import annotations
 
 import dataclasses
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_type_hints
+
+from .platforms import cpus
 
 Kind = Literal["int", "float", "bool", "str"]
 Group = Literal["Models", "gRPC", "REST", "Lifecycle", "Batching", "Runtime", "Monitoring", "Other"]
@@ -34,13 +35,6 @@ def flag(default: _T, group: Group, help: str, *, effect: bool = True, tf: bool 
 def computed(factory: Callable[[], _T], group: Group, help: str, *, effect: bool = True, tf: bool = True) -> _T:
     """A flag whose default depends on the machine, computed when the options are made."""
     return field(default_factory=factory, metadata={"group": group, "help": help, "effect": effect, "tf": tf})
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,7 +64,7 @@ class ServerOptions:
     grpc_socket_path: str = flag("", "gRPC", "Also serve gRPC on this UNIX domain socket.")
     grpc_channel_arguments: str = flag("", "gRPC", "Comma-separated key=value gRPC server channel arguments.")
     grpc_max_threads: int = computed(
-        lambda: 4 * _cpus(),
+        lambda: 4 * cpus.available(),
         "gRPC",
         "Threads of the threaded gRPC server (without --enable_batching); each runs its requests' inference inline.",
     )
@@ -88,7 +82,7 @@ class ServerOptions:
         "HTTP/REST port (0: no REST; -1: any free port, logged). TF Serving's own default is 0; its Docker image uses 8501.",
     )
     rest_api_num_threads: int = computed(
-        lambda: 4 * _cpus(),
+        lambda: 4 * cpus.available(),
         "REST",
         "TF Serving's REST thread pool size; requests here share --num_inference_threads.",
         effect=False,
@@ -125,16 +119,16 @@ class ServerOptions:
     )
     # Runtime
     tensorflow_session_parallelism: int = flag(
-        0, "Runtime", "Threads per model for both intra- and inter-op work (0: runtime default)."
+        0, "Runtime", "Threads per model for both intra- and inter-op work (0: the CPUs this process may use: affinity and cgroup quota)."
     )
     tensorflow_intra_op_parallelism: int = flag(
-        0, "Runtime", "Intra-op threads per model, for every platform (0: runtime default)."
+        0, "Runtime", "Intra-op threads per model, for every platform (0: the CPUs this process may use: affinity and cgroup quota)."
     )
     tensorflow_inter_op_parallelism: int = flag(
-        0, "Runtime", "Inter-op threads per model, for every platform (0: runtime default)."
+        0, "Runtime", "Inter-op threads per model, for every platform (0: the CPUs this process may use: affinity and cgroup quota)."
     )
     num_inference_threads: int = computed(
-        _cpus, "Runtime", "Worker threads running model calls when batching is off.", tf=False
+        cpus.available, "Runtime", "Worker threads running model calls when batching is off.", tf=False
     )
     tensorflow_session_config_file: str = flag(
         "", "Runtime", "Text-format TF ConfigProto for TensorFlow models.", effect=False
@@ -151,7 +145,7 @@ class ServerOptions:
         False, "Runtime", "A version folder holding both a SavedModel and model.tflite serves the TF Lite model."
     )
     use_tflite_model: bool = flag(False, "Runtime", "Older name of --prefer_tflite_model.")
-    num_tflite_pools: int = computed(_cpus, "Runtime", "TF Lite interpreters each TF Lite model runs at once.")
+    num_tflite_pools: int = computed(cpus.available, "Runtime", "TF Lite interpreters each TF Lite model runs at once.")
     num_tflite_interpreters_per_pool: int = flag(
         1, "Runtime", "TF Serving batches inside each TF Lite pool; here batching is --enable_batching's.", effect=False
     )

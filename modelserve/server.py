@@ -31,7 +31,7 @@ from .lifecycle.config import ModelConfig
 from .lifecycle.config_files import ConfigFileWatcher, read_model_config_file
 from .lifecycle.manager import ManagerOptions, ModelManager, no_warmup
 from .options import FLAGS, ServerOptions
-from .platforms import devices
+from .platforms import cpus, devices
 from .platforms.servable import Servable
 from .serving.core import ServingCore
 from .serving.warmup import ReplayWarmup
@@ -70,6 +70,20 @@ def warn_ignored_flags(options: ServerOptions) -> None:
     for flag in FLAGS:
         if not flag.effect and flag.name in options.explicit:
             log.warning("--%s is accepted for compatibility with TF Serving and has no effect yet", flag.name)
+
+
+def log_thread_choices(options: ServerOptions) -> None:
+    """Every thread default follows the CPUs this process may really use (docs/platforms.md); say which."""
+    budget = cpus.budget()
+    intra = options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
+    log.info(
+        "%s; threads: %s intra-op per model, %d inference, %d gRPC%s",
+        budget.describe(),
+        intra or f"{platforms.threads(0)} (default)",
+        options.num_inference_threads,
+        options.grpc_max_threads,
+        "" if not options.enable_batching else ", batch threads per --batching_parameters_file",
+    )
 
 
 def model_list(options: ServerOptions) -> list[ModelConfig]:
@@ -149,6 +163,7 @@ class Server:
     async def start(self) -> None:
         check_options(self.options)
         warn_ignored_flags(self.options)
+        log_thread_choices(self.options)
         self._placed.inventory = devices.prepare(os.environ)
         self._choose_runners()
         models = model_list(self.options)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from . import cpus
 from .servable import Servable
 
 # platform name -> "module:function"
@@ -43,7 +44,8 @@ ALIASES = {
 class LoadOptions:
     """Platform-neutral knobs; each platform reads what applies to it.
 
-    ``intra_op_threads``/``inter_op_threads`` of 0 let the runtime choose.
+    ``intra_op_threads``/``inter_op_threads`` of 0: as many as the CPUs this process may use
+    (``threads``), not the runtime's own default, which counts the host's cores.
     ``device`` is ``cpu`` or ``cuda:N``; ``memory_limit_bytes`` of 0 means no cap.
     ``prefer_tflite_model``: a folder holding both a SavedModel and ``model.tflite``
     serves the latter (TF Serving's ``--prefer_tflite_model``). ``tflite_interpreters``:
@@ -63,6 +65,12 @@ class LoadOptions:
 
 class Loader(Protocol):
     def __call__(self, version_dir: Path, options: LoadOptions) -> Servable: ...
+
+
+def threads(value: int) -> int:
+    """A thread count from LoadOptions, with 0 meaning the CPUs this process may really use
+    (affinity and cgroup quota, ``cpus.available``)."""
+    return value if value > 0 else cpus.available()
 
 
 def check_platform_name(model: str, platform: str) -> None:

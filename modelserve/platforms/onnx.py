@@ -18,7 +18,7 @@ import onnxruntime as ort
 from ..dtypes import DType
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
-from . import LoadOptions
+from . import LoadOptions, threads
 from .devices import CPU, check_fits, cuda_index
 
 log = logging.getLogger(__name__)
@@ -104,8 +104,7 @@ def _unrank(spec: TensorSpec) -> TensorSpec:
 
 def session_options(options: LoadOptions) -> ort.SessionOptions:
     so = ort.SessionOptions()
-    if options.intra_op_threads > 0:
-        so.intra_op_num_threads = options.intra_op_threads
+    so.intra_op_num_threads = threads(options.intra_op_threads)
     if options.inter_op_threads > 0:
         so.inter_op_num_threads = options.inter_op_threads
         so.execution_mode = ort.ExecutionMode.ORT_PARALLEL

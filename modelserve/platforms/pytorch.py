@@ -34,7 +34,7 @@ import torch
 
 from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from ..signatures import DEFAULT_SIGNATURE, Signature
-from . import LoadOptions
+from . import LoadOptions, threads
 from .devices import check_fits, format_bytes
 from .torch_signature import (
     SIGNATURE_FILE,
@@ -241,11 +241,14 @@ _export_load_lock = threading.Lock()
 def configure_threads(options: LoadOptions) -> None:
     """torch's thread pools are process-wide; the inter-op pool is fixed once work has run."""
     with _threads_lock:
-        if options.intra_op_threads > 0 and torch.get_num_threads() != options.intra_op_threads:
-            torch.set_num_threads(options.intra_op_threads)
-        if options.inter_op_threads > 0 and torch.get_num_interop_threads() != options.inter_op_threads:
+        intra, inter = threads(options.intra_op_threads), options.inter_op_threads
+        if torch.get_num_threads() != intra:
+            torch.set_num_threads(intra)
+        # Only when asked: torch fixes its inter-op pool once any work has run, and TorchScript's
+        # fork() is the only user of it.
+        if inter > 0 and torch.get_num_interop_threads() != inter:
             try:
-                torch.set_num_interop_threads(options.inter_op_threads)
+                torch.set_num_interop_threads(inter)
             except RuntimeError:
                 log.warning("torch's inter-op pool already has %d threads", torch.get_num_interop_threads())
 

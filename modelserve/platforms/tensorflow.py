@@ -39,7 +39,7 @@ from ..dtypes import DType
 from ..errors import Code as _Code
 from ..errors import FailedPrecondition, InvalidArgument, NotFound, ServingError, error_for
 from ..signatures import Signature, TensorSpec
-from . import LoadOptions
+from . import LoadOptions, threads
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +132,12 @@ def configure_runtime(options: LoadOptions) -> None:
         threading_api = tf.config.threading
         wanted = (
             (
-                options.intra_op_threads,
+                threads(options.intra_op_threads),
                 threading_api.get_intra_op_parallelism_threads,
                 threading_api.set_intra_op_parallelism_threads,
             ),
             (
-                options.inter_op_threads,
+                threads(options.inter_op_threads),
                 threading_api.get_inter_op_parallelism_threads,
                 threading_api.set_inter_op_parallelism_threads,
             ),
@@ -171,8 +171,8 @@ def _set_gpu_memory_fraction(fraction: float) -> None:
 
 def session_config(options: LoadOptions) -> tf.compat.v1.ConfigProto:
     config = tf.compat.v1.ConfigProto(allow_soft_placement=True)
-    config.intra_op_parallelism_threads = options.intra_op_threads
-    config.inter_op_parallelism_threads = options.inter_op_threads
+    config.intra_op_parallelism_threads = threads(options.intra_op_threads)
+    config.inter_op_parallelism_threads = threads(options.inter_op_threads)
     config.gpu_options.per_process_gpu_memory_fraction = options.gpu_memory_fraction
     return config
 

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from ...errors import InvalidArgument
+from ...platforms import cpus
 from ...protos import pb
 from ...protos.text import parse_text, read_text_proto
 
@@ -27,13 +27,6 @@ PER_MODEL_FILE = "batching_params.pbtxt"
 DEFAULT_POOL_NAME = "batch_threads"
 # TF Serving names the pool this way when --enable_batching comes without a file.
 FLAGS_ONLY_POOL_NAME = "model_server_batch_threads"
-
-
-def _cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -48,7 +41,7 @@ class BatchingParameters:
     max_batch_size: int = 1000
     batch_timeout_micros: int = 0
     max_enqueued_batches: int = 10
-    num_batch_threads: int = field(default_factory=_cpus)  # TF: port::MaxParallelism()
+    num_batch_threads: int = field(default_factory=cpus.available)  # TF: port::MaxParallelism()
     thread_pool_name: str = DEFAULT_POOL_NAME
     allowed_batch_sizes: tuple[int, ...] = ()
     pad_variable_length_inputs: bool = False
@@ -100,7 +93,7 @@ def from_proto(message: Any, pool_name: str = DEFAULT_POOL_NAME) -> BatchingPara
         max_batch_size=max_batch_size,
         batch_timeout_micros=int(wrapped("batch_timeout_micros", 0)),
         max_enqueued_batches=int(wrapped("max_enqueued_batches", BatchingParameters.max_enqueued_batches)),
-        num_batch_threads=int(wrapped("num_batch_threads", _cpus())),
+        num_batch_threads=int(wrapped("num_batch_threads", cpus.available())),
         thread_pool_name=str(wrapped("thread_pool_name", pool_name)),
         allowed_batch_sizes=tuple(int(s) for s in message.allowed_batch_sizes),
         pad_variable_length_inputs=bool(message.pad_variable_length_inputs),
