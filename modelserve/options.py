@@ -119,13 +119,19 @@ class ServerOptions:
     )
     # Runtime
     tensorflow_session_parallelism: int = flag(
-        0, "Runtime", "Threads per model for both intra- and inter-op work (0: the CPUs this process may use: affinity and cgroup quota)."
+        0,
+        "Runtime",
+        "Threads per model for both intra- and inter-op work (0: the CPUs this process may use: affinity and cgroup quota).",
     )
     tensorflow_intra_op_parallelism: int = flag(
-        0, "Runtime", "Intra-op threads per model, for every platform (0: the CPUs this process may use: affinity and cgroup quota)."
+        0,
+        "Runtime",
+        "Intra-op threads per model, for every platform (0: the CPUs this process may use: affinity and cgroup quota).",
     )
     tensorflow_inter_op_parallelism: int = flag(
-        0, "Runtime", "Inter-op threads per model, for every platform (0: the CPUs this process may use: affinity and cgroup quota)."
+        0,
+        "Runtime",
+        "Inter-op threads per model, for every platform (0: the CPUs this process may use: affinity and cgroup quota).",
     )
     num_inference_threads: int = computed(
         cpus.available, "Runtime", "Worker threads running model calls when batching is off.", tf=False
