@@ -27,9 +27,9 @@ from .execution.batching import NO_METRICS, BatchingRunners, BatchMetrics
 from .execution.instances import PlacedLoader
 from .execution.runner import DirectRunner, Runner, RunnerFactory
 from .execution.workers import WorkerPool
-from .lifecycle.config import ModelConfig
-from .lifecycle.config_files import ConfigFileWatcher, read_model_config_file
+from .lifecycle.config import ModelConfig, read_model_config_file
 from .lifecycle.manager import ManagerOptions, ModelManager, no_warmup
+from .lifecycle.reload import ConfigFileWatcher
 from .options import FLAGS, ServerOptions
 from .platforms import cpus, devices
 from .platforms.servable import Servable

@@ -22,8 +22,7 @@ from modelserve.client import GrpcClient
 from modelserve.errors import ResourceExhausted
 from modelserve.execution.instances import PlacedLoader
 from modelserve.execution.placement import Placement
-from modelserve.lifecycle.config import ModelConfig
-from modelserve.lifecycle.config_files import read_model_config_file
+from modelserve.lifecycle.config import ModelConfig, read_model_config_file
 from modelserve.platforms import LoadOptions, devices
 from modelserve.signatures import DEFAULT_SIGNATURE
 from modelserve.testing import ServerThread, running_server

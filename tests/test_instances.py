@@ -355,7 +355,7 @@ def test_a_model_that_does_not_fit_fails_alone(server: ServerThread, repo: Path)
             "big": 'mlp|placement { devices: "cpu" memory_limit_bytes: 1024 }',
         },
     )
-    from modelserve.lifecycle.config_files import read_model_config_file
+    from modelserve.lifecycle.config import read_model_config_file
 
     with pytest.raises(Exception, match="big") as caught:
         server.server.core.reload_and_wait(read_model_config_file(str(models)))

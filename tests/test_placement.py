@@ -12,8 +12,7 @@ import pytest
 
 from modelserve.errors import FailedPrecondition, InvalidArgument, ResourceExhausted
 from modelserve.execution.placement import DEFAULT, Placement, Slot, plan
-from modelserve.lifecycle.config import ModelConfig
-from modelserve.lifecycle.config_files import read_model_config_file
+from modelserve.lifecycle.config import ModelConfig, read_model_config_file
 from modelserve.platforms import devices
 from modelserve.platforms.devices import Inventory
 from modelserve.protos import pb

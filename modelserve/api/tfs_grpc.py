@@ -34,7 +34,7 @@ from ..codecs.tensor_wire import tensor_entry
 from ..errors import Code, InvalidArgument, ServingError, as_serving_error
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
-from ..lifecycle.config_files import model_configs
+from ..lifecycle.config import model_configs
 from ..lifecycle.leases import Lease
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
 from ..serving import example_tasks

@@ -1,4 +1,5 @@
-"""Which versions of which models are loaded: config, sources, version policy, the manager, leases.
+"""Which versions of which models are loaded: config, sources, version policy, leases, and the manager
+in TF Serving's three parts (``versions`` + ``loading``, ``aspired``, ``reload``) behind ``manager``.
 
 Imports only downward: ``execution`` (runners, placement), ``platforms``, ``protos``.
 """

@@ -16,7 +16,7 @@ from ..dtypes import DType, from_numpy, tf_name
 from ..errors import FailedPrecondition, InvalidArgument
 from ..execution.request_options import DEFAULT, RequestOptions
 from ..lifecycle.config import ModelConfig
-from ..lifecycle.manager import Lease, ModelManager, VersionStatus
+from ..lifecycle.manager import Lease, ModelManager, VersionReport
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import example_tasks
 
@@ -46,7 +46,7 @@ class ServingCore:
             raise InvalidArgument("ModelSpec has no name specified.")
         return self.manager.lease(spec.name, spec.version, spec.label)
 
-    def status(self, name: str, version: int | None = None) -> list[VersionStatus]:
+    def status(self, name: str, version: int | None = None) -> list[VersionReport]:
         return self.manager.status(name, version)
 
     def predict(
@@ -104,10 +104,6 @@ class ServingCore:
             plan.interpret(run(plan.signature_name, plan.inputs, plan.output_filter, deadline, request_options))
             for plan in plans
         ]
-
-    def reload(self, models: Sequence[ModelConfig]) -> None:
-        """Apply ``models`` without waiting for loads (see ``reload_and_wait``)."""
-        self.manager.apply_config(models)
 
     def reload_and_wait(self, models: Sequence[ModelConfig], timeout: float | None = None) -> None:
         """TF Serving's ReloadConfig (gRPC HandleReloadConfigRequest, --model_config_file polls).

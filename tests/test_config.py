@@ -1,15 +1,13 @@
-"""models.config files (reference §4.1): TF Serving's text format, its validation texts, the file watcher."""
+"""models.config files (reference §4.1): TF Serving's text format and its validation texts."""
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import pytest
 
-from modelserve.errors import FailedPrecondition, InvalidArgument
-from modelserve.lifecycle.config import ModelConfig
-from modelserve.lifecycle.config_files import ConfigFileWatcher, read_model_config_file
+from modelserve.errors import InvalidArgument
+from modelserve.lifecycle.config import ModelConfig, read_model_config_file
 from modelserve.lifecycle.policy import VersionPolicy
 
 USERS_WRITE_THIS = """
@@ -83,30 +81,3 @@ def test_tf_serving_errors(tmp_path: Path, text: str, message: str) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(InvalidArgument, match=r"^Invalid protobuf file: '.*absent': No such file or directory$"):
         read_model_config_file(str(tmp_path / "absent"))
-
-
-def test_watcher_applies_refuses_and_ignores_an_empty_file(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    path = tmp_path / "models.config"
-    applied: list[list[str]] = []
-
-    def apply(models: object) -> None:
-        names = [m.name for m in models]  # type: ignore[attr-defined]
-        if "refused" in names:
-            raise FailedPrecondition("no thanks")
-        applied.append(names)
-
-    watcher = ConfigFileWatcher(str(path), 60, apply)
-    caplog.set_level(logging.INFO, "modelserve.lifecycle.config_files")
-    path.write_text("model_config_list { config { name: 'a' base_path: '/a' model_platform: 'onnx' } }")
-    assert watcher.check_now() and applied == [["a"]]
-    path.write_text("")  # an editor caught mid-write: TF Serving takes no action either
-    assert watcher.check_now() and applied == [["a"]]
-    assert "Taking no action for empty config." in caplog.text
-    path.write_text("model_config_list { config { name: 'a' ")
-    assert not watcher.check_now()
-    assert f"Failed to read ModelServerConfig file: Invalid protobuf file: '{path}'" in caplog.text
-    path.write_text("model_config_list { config { name: 'refused' base_path: '/r' model_platform: 'onnx' } }")
-    assert not watcher.check_now()
-    assert "PollFilesystemAndReloadConfig failed to ReloadConfig: FAILED_PRECONDITION: no thanks" in caplog.text
-    path.write_text("model_config_list { }")  # an empty list is a config: it removes every model
-    assert watcher.check_now() and applied == [["a"], []]

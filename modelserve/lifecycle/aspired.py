@@ -1,0 +1,160 @@
+"""Reconciliation: which versions each model should serve, one step at a time (TF's AspiredVersionsManager).
+
+A scan of a model's base path (``sources.scan``) goes through its version
+policy (``policy.aspired_versions``) and the whole aspired set is handed to
+``versions.Versions``; then the availability-preserving policy
+(``policy.next_action``, a pure function of a snapshot) picks the model's next
+step until it has none. Reconciliation is driven by events: a scan, a config
+change, and every load or unload that ends (``Versions.listen``).
+
+Locking: one lock guards the configured models and which of them have been
+scanned, and is held from reading a snapshot to starting the step decided on
+it (TF's read-modify-write mutex), so two events never start the same step.
+It is taken after the reloader's locks and before the versions' lock; scans
+run without it, and listeners are called with no lock held.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+from ..errors import ServingError
+from . import sources
+from .config import ModelConfig
+from .policy import aspired_versions, missing_specific_versions, next_action
+from .versions import Versions
+
+log = logging.getLogger(__name__)
+
+
+class AspiredVersions:
+    """Every configured model's aspired versions. Thread-safe; the constructor starts no thread."""
+
+    def __init__(self, versions: Versions, poll_wait_seconds: float = 1.0) -> None:
+        self._versions = versions
+        self._poll_wait = poll_wait_seconds
+        self._lock = threading.Lock()
+        self._configs: dict[str, ModelConfig] = {}
+        self._scanned: set[str] = set()  # base path scanned since the model was (re)added
+        self._listeners: list[Callable[[str], None]] = []
+        self._stop = threading.Event()  # set by close(): ends polling, starts no more steps
+        self._thread: threading.Thread | None = None
+        versions.listen(self.reconcile)
+
+    def configs(self) -> dict[str, ModelConfig]:
+        with self._lock:
+            return dict(self._configs)
+
+    def model_names(self) -> list[str]:
+        with self._lock:
+            return sorted(self._configs)
+
+    def settled(self, name: str) -> bool:
+        """Not configured, or scanned since it was added with no aspired version still to load."""
+        with self._lock:
+            if name not in self._configs:
+                return True
+            if name not in self._scanned:
+                return False
+            return not self._versions.loading(name)
+
+    def listen(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(model name)`` after each reconciliation of that model, with no lock held."""
+        self._listeners.append(listener)
+
+    def configure(self, models: Sequence[ModelConfig]) -> None:
+        """Serve exactly ``models``: the others unload (once their requests end); new ones await a scan."""
+        wanted = {m.name: m for m in models}
+        with self._lock:
+            removed = [name for name in self._configs if name not in wanted]
+            for name in removed:
+                log.info("Removing model %s: its versions unload once their requests finish", name)
+                self._versions.retire(name)
+            for name, config in wanted.items():
+                if name not in self._configs:
+                    self._scanned.discard(name)
+                self._versions.configure(config)
+            self._configs = wanted
+        for name in removed:
+            self.reconcile(name)
+
+    def poll(self, names: Iterable[str] | None = None) -> dict[str, ServingError]:
+        """Scan base paths now (the named models, or all) and reconcile; returns the models whose scan failed."""
+        chosen = set(names or ())
+        with self._lock:
+            targets = [c for n, c in self._configs.items() if not chosen or n in chosen]
+        failures: dict[str, ServingError] = {}
+        for config in targets:
+            try:
+                found: Mapping[int, str] | None = sources.scan(config.name, config.base_path).versions
+            except ServingError as exc:  # this model only: the others keep being polled
+                log.error("%s", exc)
+                failures[config.name] = exc
+                found = None
+            self._set_on_disk(config, found)
+            self.reconcile(config.name)
+        return failures
+
+    def _set_on_disk(self, config: ModelConfig, found: Mapping[int, str] | None) -> None:
+        """Hand versions the aspired set of what a scan found (None: the scan failed; the last set stays)."""
+        locations = None if found is None else {v: found[v] for v in _aspired(config, found)}
+        with self._lock:
+            if self._configs.get(config.name) is not config:
+                return  # reconfigured while scanning: the next scan decides
+            if locations is not None:
+                self._versions.set_aspired(config.name, locations)
+            self._scanned.add(config.name)
+        self._versions.changes.bump()
+
+    def reconcile(self, name: str) -> None:
+        """Take every step the policy allows ``name`` now; called on every event."""
+        with self._lock:
+            while not self._stop.is_set() and (action := next_action(self._versions.views(name))) is not None:
+                if not self._versions.start(name, action):
+                    break
+        for listener in self._listeners:
+            listener(name)
+
+    def start_polling(self) -> None:
+        """Re-scan base paths every ``poll_wait_seconds`` on a thread of its own.
+
+        0 or less: no periodic scan (base paths are scanned when a config is
+        applied). TF Serving never scans at all for a negative value, so its
+        server waits forever at start-up; that is not reproduced.
+        """
+        if self._poll_wait <= 0 or self._thread is not None:
+            return
+        self._thread = threading.Thread(target=self._poll_forever, name="modelserve-manager", daemon=True)
+        self._thread.start()
+
+    def _poll_forever(self) -> None:
+        while not self._stop.wait(self._poll_wait):
+            try:
+                self.poll()
+            except Exception:  # a poll must never kill the polling thread
+                log.exception("Polling model base paths failed")
+
+    def close(self) -> None:
+        """Stop polling and starting steps; every model counts as removed from now on (waiters wake)."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        with self._lock:
+            self._configs, self._scanned = {}, set()
+        self._versions.changes.bump()
+
+
+def _aspired(config: ModelConfig, found: Mapping[int, str]) -> frozenset[int]:
+    policy = config.policy
+    for missing in missing_specific_versions(policy, found):
+        log.warning(
+            "Version %d of servable %s, which was requested to be served as a 'specific' version "
+            "in the servable's version policy, was not found in the file system",
+            missing,
+            config.name,
+        )
+    if policy.kind == "specific" and not policy.versions:
+        log.warning("No specific versions requested for servable %s.", config.name)
+    return aspired_versions(policy, found)
