@@ -40,7 +40,7 @@ log = logging.getLogger("modelserve")
 
 
 def check_options(options: ServerOptions) -> None:
-    """TF Serving's start-up validation (reference §1.3), with its messages."""
+    """TF Serving's start-up validation, with its messages."""
     if options.port == 0 and not options.grpc_socket_path:
         raise InvalidArgument(
             "At least one of server_options.grpc_port or server_options.grpc_socket_path must be set."

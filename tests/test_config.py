@@ -1,4 +1,4 @@
-"""models.config files (reference §4.1): TF Serving's text format and its validation texts."""
+"""models.config files: TF Serving's text format and its validation texts."""
 
 from __future__ import annotations
 

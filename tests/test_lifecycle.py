@@ -1,4 +1,4 @@
-"""Model lifecycle end to end (reference §4, §5): a real server, real clients, version folders on disk.
+"""Model lifecycle end to end: a real server, real clients, version folders on disk.
 
 Each version of the test model answers with its own number (``om.version_marker``), so every
 answer tells which version served it. Versions are written aside and renamed in, so a scan

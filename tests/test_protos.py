@@ -428,7 +428,7 @@ def test_signature_def_map_travels_in_an_any() -> None:
     assert unpacked.signature_def["serving_default"].inputs["x"].name == "x:0"
 
 
-# --- config files (reference §4) --------------------------------------------------------------
+# --- config files --------------------------------------------------------------
 
 MODEL_CONFIG = """
 model_config_list {

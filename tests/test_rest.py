@@ -118,7 +118,7 @@ def test_half_plus_two_predict_and_status(server: ServerThread) -> None:
     }
 
 
-# ---- status and metadata (§2.3–2.5) ------------------------------------------------------
+# ---- status and metadata ------------------------------------------------------
 
 
 def test_status_of_one_version_and_label_is_ignored(server: ServerThread) -> None:
@@ -163,7 +163,7 @@ def test_metadata_resolves_versions_and_labels(server: ServerThread) -> None:
     )
 
 
-# ---- predict formats (§2.6–2.7) ------------------------------------------------------------
+# ---- predict formats ------------------------------------------------------------
 
 
 def test_row_and_columnar_formats(server: ServerThread) -> None:
@@ -244,7 +244,7 @@ def test_nan_and_infinity_tokens(server: ServerThread) -> None:
 
 
 def test_float32_output_formatting(server: ServerThread) -> None:
-    # y = 0.5 x + 2: choose x so that y hits the reference's formatting examples
+    # y = 0.5 x + 2: choose x so that y hits TF Serving's formatting cases
     ys = np.array([9000000, 999999, 0.5, 3, 1 / 3, 123456789], dtype=np.float32)
     xs = ((ys.astype(np.float64) - 2) * 2).tolist()
     status, _, body = request(server, "POST", "/v1/models/half:predict", json.dumps({"inputs": xs}))
@@ -268,7 +268,7 @@ def test_empty_batch(server: ServerThread) -> None:
     assert (status, message) == (400, "Input 'a' has shape [0] but the signature expects [-1,2]")
 
 
-# ---- errors (§2.2, §2.8, §2.11, §2.12) -------------------------------------------------------
+# ---- errors -------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -403,7 +403,7 @@ def test_classify_and_regress_on_a_predict_signature(server: ServerThread) -> No
     assert "When method is classify, key 'examples' is expected and was not found" in message
 
 
-# ---- HTTP behaviour (§2.1) -----------------------------------------------------------------
+# ---- HTTP behaviour -----------------------------------------------------------------
 
 
 def test_non_v1_paths_get_an_html_404(server: ServerThread) -> None:

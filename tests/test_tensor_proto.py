@@ -23,7 +23,7 @@ from modelserve.codecs.tensor_util import make_ndarray, make_tensor_proto
 from modelserve.errors import InvalidArgument, ResourceExhausted
 from modelserve.protos import pb
 
-# numpy dtype -> TF DataType number, from the reference table (§3.2).
+# numpy dtype -> TF DataType number, from TF's types.proto.
 DTYPES: list[tuple[Any, int]] = [
     (np.float32, 1),
     (np.float64, 2),

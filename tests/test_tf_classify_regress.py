@@ -58,7 +58,7 @@ def example(**features: float) -> Any:
     return ex
 
 
-# ---- REST (§2.10) --------------------------------------------------------------------------
+# ---- REST --------------------------------------------------------------------------
 
 
 def test_rest_regress(server: ServerThread) -> None:
@@ -97,7 +97,7 @@ def test_rest_predict_still_works(server: ServerThread) -> None:
     assert post(server, "predict", {"instances": [[2.0]]}) == (200, {"predictions": [[3.0]]})
 
 
-# ---- gRPC (§3.3) ---------------------------------------------------------------------------
+# ---- gRPC ---------------------------------------------------------------------------
 
 
 def test_grpc_classify(stub: Stub) -> None:

@@ -1,4 +1,4 @@
-"""TF Serving's REST JSON codec, checked against the reference (tfserving.md §2.4-2.12).
+"""TF Serving's REST JSON codec, checked against TF Serving's json_tensor.cc and its tests.
 
 Expected values are written out by hand, taken from TF Serving's docs and its
 ``json_tensor_test.cc``, or computed independently (numpy, ``fractions``) —
@@ -90,7 +90,7 @@ def strings(*values: bytes) -> np.ndarray:
     return array
 
 
-# ---- parsing (§2.6 parser flags, §2.12 parse errors) ---------------------------------------
+# ---- parsing ---------------------------------------
 
 
 def test_empty_body() -> None:
@@ -307,7 +307,7 @@ def test_columnar_keeps_shapes_and_ignores_extra_keys() -> None:
     assert_same(result["x"], np.zeros((2, 0), np.int32))
 
 
-# ---- dtype rules (§2.8) -----------------------------------------------------------------
+# ---- dtype rules -----------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -467,7 +467,7 @@ def test_unsupported_input_dtypes(dtype: DType, name: str) -> None:
     )
 
 
-# ---- predict request errors (§2.12) ---------------------------------------------------------
+# ---- predict request errors ---------------------------------------------------------
 
 TWO = {"a": I32, "b": I32}
 
@@ -578,7 +578,7 @@ def test_error_values_are_cut_after_256_bytes() -> None:
     assert load_error(json.dumps(list(range(1000)))).startswith("JSON Value: [0, 1, 2, 3, ")
 
 
-# ---- predict responses (§2.7, §2.9) -------------------------------------------------------
+# ---- predict responses -------------------------------------------------------
 
 
 def exact_float32(text: str) -> float:
@@ -591,7 +591,7 @@ def exact_float32(text: str) -> float:
 
 
 def tf_float32_text(x: np.float32) -> str:
-    """§2.9 for DT_FLOAT, written from the reference: %g, else %.9g, then '.0'."""
+    """For DT_FLOAT, as TF Serving's json_tensor.cc writes it: %g, else %.9g, then '.0'."""
     v = float(x)
     if math.isnan(v):
         return "NaN"
@@ -688,7 +688,7 @@ def test_float32_formatting_against_an_exact_oracle() -> None:
 
 
 def tf_double_text(v: float) -> str:
-    """§2.9 for DT_DOUBLE: %g, else %.17g (Python's float() reads a decimal exactly), then '.0'."""
+    """For DT_DOUBLE: %g, else %.17g (Python's float() reads a decimal exactly), then '.0'."""
     if not math.isfinite(v):
         return tf_float32_text(np.float32(v))  # NaN and the infinities are written alike
     text = f"{v:g}"
@@ -982,7 +982,7 @@ def test_large_output_round_trips() -> None:
     assert np.signbit(parsed[0, 0, 1])
 
 
-# ---- classify / regress requests (§2.10) ----------------------------------------------------
+# ---- classify / regress requests ----------------------------------------------------
 
 
 def examples(body: str) -> tuple[list[dict[str, Feature]], dict[str, Feature] | None]:

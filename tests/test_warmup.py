@@ -1,4 +1,4 @@
-"""Model warm-up (reference §5.6): TFRecord files of PredictionLog replayed before a version serves."""
+"""Model warm-up: TFRecord files of PredictionLog replayed before a version serves."""
 
 from __future__ import annotations
 

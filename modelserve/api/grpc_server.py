@@ -46,7 +46,7 @@ HEALTH_SERVICES = ("", "ModelService", "PredictionService", PREDICTION_SERVICE, 
 
 @dataclass(frozen=True)
 class GrpcOptions:
-    """What the gRPC front end takes from the flags (reference §1.2)."""
+    """What the gRPC front end takes from the flags."""
 
     host: str = "0.0.0.0"
     port: int = 8500  # 0: no TCP listener; -1: any free port

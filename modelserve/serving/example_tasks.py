@@ -6,7 +6,7 @@ merge semantics, as TF Serving does) and asks for a ``Plan``: the inputs to
 feed one signature, the outputs to fetch, and how to read them back as
 classes/scores or regression values. ``ServingCore`` runs plans.
 
-Two ways to feed a signature (reference §2.10, §3.3; docs/grpc.md):
+Two ways to feed a signature (docs/grpc.md):
 
 * **TF Serving's way**: the signature has a DT_STRING input keyed ``inputs``;
   it gets the 1-D tensor of serialized examples and parses them itself.

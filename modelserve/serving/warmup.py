@@ -6,7 +6,7 @@ being loaded (its ``model_spec`` is ignored), ``num_request_iterations`` times,
 through the same runner and with the same validation as a real request. Any
 failure fails the load (which is then retried like any failed load), so a
 version is AVAILABLE only after its warm-up succeeded. Errors and log lines
-are TF Serving's (reference §5.6).
+are TF Serving's.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Pure functions, no I/O. Every accepted input, shape rule, error text and
 float rendering follows TF Serving's ``util/json_tensor.cc`` (rapidjson
-v1.1.0, absl base64) as inventoried in the reference (tfserving.md §2.6-2.12):
+v1.1.0, absl base64):
 clients match on these strings and compare these numbers.
 
 Two speeds, one behaviour. Requests are parsed by orjson and converted with

@@ -1,4 +1,4 @@
-"""§2.9 float32 texts for large tensors, computed with numpy as a uint8 matrix, and their JSON.
+"""TF Serving's float32 texts for large tensors, computed with numpy as a uint8 matrix, and their JSON.
 
 For large tensors the same %g / %.9g digits are computed with numpy: the decimal
 exponent from log10 (fixed by exact comparisons), the rounded digits from a scaled

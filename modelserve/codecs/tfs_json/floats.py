@@ -1,4 +1,4 @@
-"""Float formatting (§2.9) of one value or a list of values (float_matrix.py: large tensors).
+"""Float formatting of one value or a list of values (float_matrix.py: large tensors).
 
 %g, re-formatted with max_digits10 unless it round-trips, ".0" appended to whole
 numbers, bare NaN/Infinity/-Infinity.

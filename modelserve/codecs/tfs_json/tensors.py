@@ -1,4 +1,4 @@
-"""One JSON tensor -> numpy: the dtype rules (§2.8), the fast path and the exact walker."""
+"""One JSON tensor -> numpy: the dtype rules, the fast path and the exact walker."""
 
 from __future__ import annotations
 
