@@ -163,3 +163,29 @@ def test_the_polling_thread_finds_new_versions_and_close_stops_it(tmp_path: Path
     assert aspired.poll() == {} and parts.states() == {2: "AVAILABLE", 1: "END"}
     parts.versions.close()
     assert parts.states() == {2: "END", 1: "END"}
+
+
+def test_a_version_that_comes_back_while_it_unloads_is_loaded_again(tmp_path: Path) -> None:
+    """Roll back by restoring a folder while its version still drains: it must serve again, not stay END."""
+    loader = FakeLoader()
+    parts = Parts(loader)
+    aspired = parts.aspired
+    folders(tmp_path, 1)
+    aspired.configure([ModelConfig("m", str(tmp_path))])
+    aspired.poll()
+    parts.wait(lambda: parts.states() == {1: "AVAILABLE"})
+    folders(tmp_path, 2)
+    aspired.poll()
+    parts.wait(lambda: parts.states() == {2: "AVAILABLE", 1: "END"})
+    held = parts.versions.lease("m")  # a request still running on version 2
+    (tmp_path / "2").rmdir()  # version 2 is withdrawn: 1 is aspired again, 2 unloads once its request ends
+    aspired.poll()
+    parts.wait(lambda: parts.states() == {2: "UNLOADING", 1: "AVAILABLE"})
+    folders(tmp_path, 2)  # ...and restored before its request has ended
+    aspired.poll()
+    held.release()
+    parts.wait(lambda: parts.states() == {2: "AVAILABLE", 1: "END"})
+    with parts.versions.lease("m") as lease:
+        assert lease.version == 2
+    assert loader.calls == [("m", 1), ("m", 2), ("m", 1), ("m", 2)]
+    parts.close()

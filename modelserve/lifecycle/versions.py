@@ -86,6 +86,8 @@ class _Version:
     aspired: bool = True
     error: ServingError | None = None
     loaded: LoadedVersion | None = None
+    # Aspired again while it unloaded (its folder came back, a rollback): load it afresh once freed.
+    reload: bool = False
 
     def report(self) -> VersionReport:
         if self.error is not None:
@@ -273,6 +275,8 @@ class Versions:
                 entry.state, entry.error, entry.location = State.START, None, location
             elif entry.state == State.START:
                 entry.location = location
+            elif entry.state == State.UNLOADING and not entry.aspired:
+                entry.reload, entry.location = True, location
         for entry in model.versions.values():
             entry.aspired = entry.version in locations
             if entry.state == State.START and not entry.aspired:
@@ -349,6 +353,9 @@ class Versions:
             self._loader.free(loaded, entry.location)
         with self._lock:
             entry.state, entry.loaded = State.END, None
+            if entry.reload and entry.aspired and not model.retired:
+                entry.state, entry.error = State.START, None
+            entry.reload = False
         log.info("Successfully unloaded servable version {name: %s version: %d}", model.config.name, entry.version)
         self._finished(model.config.name)
 
