@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -60,3 +60,13 @@ class Servable(Protocol):
     def close(self) -> None:
         """Release the model's resources; no predict call is running or will run."""
         ...
+
+
+@runtime_checkable
+class MultiInstance(Protocol):
+    """A servable that runs its calls on several instances of the model (``execution.instances``'s
+    ``InstanceGroup``); a batcher runs that many batches of it at once. Optional: a servable
+    without it counts as one instance."""
+
+    @property
+    def instance_count(self) -> int: ...

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
-from ...platforms.servable import Servable
+from ...platforms.servable import MultiInstance, Servable
 from ..clock import TimerHeap
 from ..request_options import DEFAULT, RequestOptions
 from . import rows as tensors
@@ -59,8 +59,8 @@ class Batcher:
         self._params = params
         self._model = model
         self._version = version
-        # A model with several instances (modelserve.execution.instances) runs that many batches at once.
-        self._busy = Busy(capacity=getattr(servable, "instance_count", 1))
+        # A model with several instances runs that many batches at once.
+        self._busy = Busy(capacity=servable.instance_count if isinstance(servable, MultiInstance) else 1)
         self._queues: dict[_QueueKey, BatchQueue] = {}
 
     @property
