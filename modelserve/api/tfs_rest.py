@@ -7,6 +7,7 @@ the answer, and map core errors to HTTP once (``HTTP_STATUS``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -156,13 +157,15 @@ class TfsRestApp:
         big = len(body) >= _OFFLOAD_BYTES
         doc = await _offload(tfs_json.loads, body) if big else tfs_json.loads(body)
         signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
-        inputs = _JsonInputs(doc, body, signature_name, big)
+        inputs = functools.partial(_json_inputs, doc, body, signature_name, big)
         request = InferenceRequest(spec, inputs, signature_name, (), self._deadline(), options)
         outputs = (await self._core.predict(request)).outputs
+        # The answer mirrors the request's layout; a body that decoded had one of the two keys.
+        layout = tfs_json.Format.ROW if "instances" in doc else tfs_json.Format.COLUMNAR
         if sum(a.nbytes for a in outputs.values()) >= _OFFLOAD_BYTES:
-            encoded: bytes = await _offload(tfs_json.encode_predict, outputs, inputs.format)
+            encoded: bytes = await _offload(tfs_json.encode_predict, outputs, layout)
             return encoded
-        return tfs_json.encode_predict(outputs, inputs.format)
+        return tfs_json.encode_predict(outputs, layout)
 
     async def _classify(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
         response = await self._core.classify(self._examples(spec, body, options))
@@ -197,31 +200,20 @@ async def _offload(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
 
 
-class _JsonInputs:
-    """A predict body's inputs, decoded once the core holds the version (``InputDecoder``): TF
-    Serving reads the JSON by the input dtypes of the signature it names. A big body is decoded
-    off the event loop. ``format`` (rows or columns) is the body's, for the answer."""
+def _json_inputs(
+    doc: dict[str, Any], body: bytes, signature_name: str, big: bool, signatures: Mapping[str, Signature]
+) -> Mapping[str, np.ndarray] | asyncio.Future[Mapping[str, np.ndarray]]:
+    """A predict body's inputs, decoded once the core holds the version (an ``InputDecoder``): TF
+    Serving reads the JSON by the input dtypes of the signature it names. A big body is decoded off
+    the event loop."""
+    dtypes = input_dtypes(_rest_signature(signatures, signature_name))
+    if big:
+        return asyncio.get_running_loop().run_in_executor(None, _decoded, doc, dtypes, body)
+    return tfs_json.decode_predict(doc, dtypes, body=body)[0]
 
-    __slots__ = ("_big", "_body", "_doc", "_signature_name", "format")
 
-    def __init__(self, doc: dict[str, Any], body: bytes, signature_name: str, big: bool) -> None:
-        self._doc = doc
-        self._body = body
-        self._signature_name = signature_name
-        self._big = big
-        self.format = tfs_json.Format.ROW
-
-    def __call__(
-        self, signatures: Mapping[str, Signature]
-    ) -> Mapping[str, np.ndarray] | Awaitable[Mapping[str, np.ndarray]]:
-        dtypes = input_dtypes(_rest_signature(signatures, self._signature_name))
-        if self._big:
-            return asyncio.get_running_loop().run_in_executor(None, self._decode, dtypes)
-        return self._decode(dtypes)
-
-    def _decode(self, dtypes: Mapping[str, DType]) -> Mapping[str, np.ndarray]:
-        inputs, self.format = tfs_json.decode_predict(self._doc, dtypes, body=self._body)
-        return inputs
+def _decoded(doc: dict[str, Any], dtypes: Mapping[str, DType], body: bytes) -> Mapping[str, np.ndarray]:
+    return tfs_json.decode_predict(doc, dtypes, body=body)[0]
 
 
 def _spec(name: str, version: str | None, label: str | None) -> ModelSpec:

@@ -16,6 +16,7 @@ for its batch, in place (docs/grpc.md "Server model").
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 
@@ -61,7 +62,7 @@ class ServingCore:
             given = request.inputs
             if callable(given):
                 decoded = given(signatures)
-                inputs = decoded if isinstance(decoded, Mapping) else await decoded
+                inputs = await decoded if isinstance(decoded, asyncio.Future) else decoded
             else:
                 inputs = given
             name = request.signature_name or DEFAULT_SIGNATURE

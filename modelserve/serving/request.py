@@ -8,7 +8,8 @@ be handed between threads; slotted, as one is made per request.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+import asyncio
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,8 +22,8 @@ Inputs = Mapping[str, np.ndarray]
 # Inputs that can be decoded only once the version is known: TF Serving's REST API reads a JSON
 # body by the input dtypes of the signature it names. The core calls the decoder under the
 # request's lease with that version's signatures, so the version cannot change between the
-# lookup and the run. It may return an awaitable: a big body decoded off the event loop.
-InputDecoder = Callable[[Mapping[str, Signature]], Inputs | Awaitable[Inputs]]
+# lookup and the run. It may return a future instead: a big body decoded off the event loop.
+InputDecoder = Callable[[Mapping[str, Signature]], "Inputs | asyncio.Future[Inputs]"]
 
 
 @dataclass(frozen=True, slots=True)
