@@ -3,13 +3,10 @@
 Thin by design: decode protos to numpy, call the core, encode the answer, and
 map core errors to gRPC status codes once (``GRPC_STATUS``).
 
-Each RPC is written once, as a coroutine, for both server models
-(``api.grpc_server``). Under ``grpc.aio`` (with ``--enable_batching``) it is
-awaited on the event loop, so a call waiting in a batch queue holds no thread;
-on grpcio's threaded server the handler thread runs it inline
-(``execution.runner.run_inline``), the model on that thread itself, with no
-hand-off. Both live in the same process as the REST server and share the
-core, the models and their leases with it.
+Each RPC is a coroutine, awaited on the event loop (``grpc.aio``, which
+``api.grpc_server`` serves on): a call waiting for the worker pool or a batch
+queue holds no thread. It runs in the same process as the REST server and
+shares the core, the models and their leases with it.
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -31,7 +28,6 @@ from ..codecs.tensor_wire import tensor_entry
 from ..errors import Code, InvalidArgument, ServingError, as_serving_error
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
-from ..execution.runner import run_inline
 from ..lifecycle.config_files import model_configs
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
 from ..serving import example_tasks
@@ -96,30 +92,17 @@ def _lenient_parser(cls: type[Message]) -> Callable[[bytes], Message | _Malforme
     return parse
 
 
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 # An RPC's body: a coroutine method of a servicer, (request, context) -> answer.
-Body = Callable[[Any, Any], Coroutine[Any, Any, Any]]
+Body = Callable[[Any, Context], Coroutine[Any, Any, Any]]
 
 
-def blocking_rpc(body: Body) -> Callable[[Any, grpc.ServicerContext], Any]:
-    """For grpcio's threaded server: the body runs inline on the handler thread. Errors become gRPC
-    statuses (once, in ``_status``); a bug costs one request, never the server."""
-
-    @functools.wraps(body)
-    def handler(request: Any, context: grpc.ServicerContext) -> Any:
-        try:
-            return run_inline(body(_parsed(request), context))
-        except Exception as exc:
-            context.abort(*_status(exc, body))
-        raise AssertionError("unreachable: abort raises")
-
-    return handler
-
-
-def async_rpc(body: Body) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
-    """For ``grpc.aio``: the same body, awaited on the event loop."""
+def async_rpc(body: Body) -> Callable[[Any, Context], Awaitable[Any]]:
+    """The gRPC handler of an RPC body. Errors become gRPC statuses (once, in ``_status``); a bug
+    costs one request, never the server."""
 
     @functools.wraps(body)
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+    async def handler(request: Any, context: Context) -> Any:
         try:
             return await body(_parsed(request), context)
         except Exception as exc:
@@ -142,14 +125,14 @@ def _status(exc: Exception, body: Body) -> tuple[grpc.StatusCode, str]:
     return GRPC_STATUS.get(exc.code, grpc.StatusCode.UNKNOWN), status_details(exc.message)
 
 
-def _deadline(context: grpc.ServicerContext) -> float | None:
+def _deadline(context: Context) -> float | None:
     remaining: float | None = context.time_remaining()
     if remaining is None or not math.isfinite(remaining) or remaining > 1e8:
         return None
     return time.monotonic() + remaining
 
 
-def _options(context: grpc.ServicerContext) -> RequestOptions:
+def _options(context: Context) -> RequestOptions:
     return request_options.from_headers(context.invocation_metadata())
 
 
@@ -180,13 +163,13 @@ def _answer_spec(out: Message, model: str, version: int, signature_name: str) ->
 
 
 class PredictionServicer:
-    """``tensorflow.serving.PredictionService``; its methods are RPC bodies (``blocking_rpc``, ``async_rpc``)."""
+    """``tensorflow.serving.PredictionService``; its methods are RPC bodies (``async_rpc``)."""
 
     def __init__(self, core: ServingCore, *, tensor_content: bool = False) -> None:
         self._core = core
         self._tensor_content = tensor_content
 
-    async def Predict(self, request: Any, context: grpc.ServicerContext) -> Answer:
+    async def Predict(self, request: Any, context: Context) -> Answer:
         spec = model_spec(request)
         response = await self._core.predict(
             InferenceRequest(
@@ -200,7 +183,7 @@ class PredictionServicer:
         )
         return predict_answer(response, self._tensor_content)
 
-    async def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Message:
+    async def GetModelMetadata(self, request: Any, context: Context) -> Message:
         spec = model_spec(request)
         if not request.metadata_field:
             raise InvalidArgument("GetModelMetadataRequest must specify at least one metadata_field")
@@ -214,27 +197,27 @@ class PredictionServicer:
         response.metadata["signature_def"].Pack(signature_def_map(metadata.signatures))
         return response
 
-    async def Classify(self, request: Any, context: grpc.ServicerContext) -> Message:
+    async def Classify(self, request: Any, context: Context) -> Message:
         response = pb.ClassificationResponse()
         answer = await self._core.classify(self._examples(request, context))
         _write_result("classify", response.result, answer.results[0])
         _answer_spec(response.model_spec, answer.model, answer.version, request.model_spec.signature_name)
         return response
 
-    async def Regress(self, request: Any, context: grpc.ServicerContext) -> Message:
+    async def Regress(self, request: Any, context: Context) -> Message:
         response = pb.RegressionResponse()
         answer = await self._core.regress(self._examples(request, context))
         _write_result("regress", response.result, answer.results[0])
         _answer_spec(response.model_spec, answer.model, answer.version, request.model_spec.signature_name)
         return response
 
-    def _examples(self, request: Any, context: grpc.ServicerContext) -> ExamplesRequest:
+    def _examples(self, request: Any, context: Context) -> ExamplesRequest:
         spec = model_spec(request)
         examples = example_tasks.from_input(request.input)
         signature_name = request.model_spec.signature_name
         return ExamplesRequest(spec, examples, signature_name, deadline=_deadline(context), options=_options(context))
 
-    async def MultiInference(self, request: Any, context: grpc.ServicerContext) -> Message:
+    async def MultiInference(self, request: Any, context: Context) -> Message:
         tasks = list(request.tasks)
         answer = await self._core.multi_inference(
             ExamplesRequest(
@@ -336,7 +319,7 @@ class ModelServicer:
     def __init__(self, core: ServingCore) -> None:
         self._core = core
 
-    async def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Message:
+    async def GetModelStatus(self, request: Any, context: Context) -> Message:
         spec = model_spec(request)  # a label is ignored, as in TF Serving
         response = pb.GetModelStatusResponse()
         for row in self._core.status(spec.name, spec.version):
@@ -345,7 +328,7 @@ class ModelServicer:
             entry.status.error_message = row.error_message
         return response
 
-    async def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> Message:
+    async def HandleReloadConfigRequest(self, request: Any, context: Context) -> Message:
         response = pb.ReloadConfigResponse()
         if request.config.WhichOneof("config") is None:
             log.info("Taking no action for empty config.")  # as TF Serving: a later config may follow
@@ -358,17 +341,15 @@ class ModelServicer:
 # --- registration ---------------------------------------------------------------------------
 
 
-def add_services(server: Any, core: ServingCore, *, tensor_content: bool = False) -> list[str]:
-    """Register PredictionService and ModelService on ``server`` (threaded or ``grpc.aio``); returns
-    their full names."""
+def add_services(server: grpc.aio.Server, core: ServingCore, *, tensor_content: bool = False) -> list[str]:
+    """Register PredictionService and ModelService on ``server``; returns their full names."""
     _register(server, PREDICTION_SERVICE, PredictionServicer(core, tensor_content=tensor_content))
     _register(server, MODEL_SERVICE, ModelServicer(core))
     return [PREDICTION_SERVICE, MODEL_SERVICE]
 
 
-def _register(server: Any, service: str, servicer: object) -> None:
+def _register(server: grpc.aio.Server, service: str, servicer: object) -> None:
     descriptor: ServiceDescriptor = service_descriptor(service)
-    wrap = async_rpc if isinstance(server, grpc.aio.Server) else blocking_rpc
     handlers = {}
     for method in descriptor.methods:
         body = getattr(servicer, method.name, None)
@@ -376,7 +357,7 @@ def _register(server: Any, service: str, servicer: object) -> None:
             continue  # clients get UNIMPLEMENTED
         request = message_class(method.input_type.full_name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            wrap(body),
+            async_rpc(body),
             request_deserializer=_lenient_parser(request),
             response_serializer=_serialize,
         )

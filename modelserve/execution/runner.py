@@ -4,15 +4,14 @@ The choice is made once, when the server starts (a runner factory), so the
 request path never asks whether batching is on.
 
 A runner's ``predict`` is awaited on the event loop, or driven by
-``run_inline`` on a thread of its own with no loop running (the threaded gRPC
-server's handlers, warm-up on a loader thread). There it cannot suspend, so it
-does the work in place: the direct runner calls the model on the caller's
-thread (a hand-off would only add a wait), the batcher waits for its batch.
+``run_inline`` on a thread of its own with no loop running (warm-up on a
+loader thread). There it cannot suspend, so it does the work in place: the
+direct runner calls the model on the caller's thread (a hand-off would only
+add a wait), the batcher waits for its batch.
 """
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -67,14 +66,6 @@ def run_inline(call: Awaitable[T]) -> T:
         return result
     steps.close()
     raise RuntimeError("a call run inline waited for an event loop")
-
-
-async def in_thread(fn: Callable[[], T]) -> T:
-    """``fn()``, which blocks for long (a config reload), from a coroutine: on a thread of its own when
-    awaited on the event loop, on the caller's thread when run inline."""
-    if asyncio._get_running_loop() is None:
-        return fn()
-    return await asyncio.to_thread(fn)
 
 
 class DirectRunner:

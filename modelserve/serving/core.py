@@ -6,18 +6,16 @@ own status codes; everything else a request needs lives here, once: the
 version or label is resolved, a lease held while the request runs, the request
 validated against that version's signatures and handed to its runner.
 
-There is one execution path, awaited. On the event loop (REST, ``grpc.aio``)
-the runner hands the model call to a worker thread or a batch queue; a caller
-on a thread of its own with no loop running there (the threaded gRPC server's
-handlers, warm-up on a loader thread) drives the same coroutine with
+There is one execution path, awaited. On the event loop (REST and gRPC) the
+runner hands the model call to a worker thread or a batch queue; warm-up, on
+a loader thread with no loop running there, drives the same coroutines with
 ``execution.runner.run_inline``, and the runner then runs the model, or waits
-for its batch, in place (docs/grpc.md "Server model").
+for its batch, in place.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections.abc import Awaitable, Collection, Mapping, Sequence
 
 import numpy as np
@@ -25,7 +23,7 @@ import numpy as np
 from ..dtypes import DType, from_numpy, tf_name
 from ..errors import FailedPrecondition, InvalidArgument
 from ..execution.request_options import DEFAULT, RequestOptions
-from ..execution.runner import Runner, in_thread
+from ..execution.runner import Runner
 from ..lifecycle.config import ModelConfig
 from ..lifecycle.manager import Lease, ModelManager, VersionStatus
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
@@ -41,8 +39,7 @@ from .request import (
 
 
 class ServingCore:
-    """Shared by all front ends. Thread-safe; its coroutines are awaited on the event loop or run
-    inline on a thread with no loop (``run_inline``)."""
+    """Shared by all front ends. Thread-safe; its coroutines are awaited on the event loop."""
 
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
@@ -110,7 +107,7 @@ class ServingCore:
 
     async def reload_config(self, models: Sequence[ModelConfig]) -> None:
         """``reload_and_wait`` for a coroutine: the loads take seconds, so never on the event loop."""
-        await in_thread(functools.partial(self.reload_and_wait, models))
+        await asyncio.to_thread(self.reload_and_wait, models)
 
 
 def run_checked(
