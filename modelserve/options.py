@@ -66,7 +66,8 @@ class ServerOptions:
     grpc_max_threads: int = computed(
         lambda: 4 * cpus.available(),
         "gRPC",
-        "Threads of the threaded gRPC server (without --enable_batching); each runs its requests' inference inline.",
+        "TF Serving's gRPC thread pool size; gRPC here runs on the event loop, its calls sharing --num_inference_threads.",
+        effect=False,
     )
     enable_grpc_healthcheck_service: bool = flag(False, "gRPC", "Serve the standard grpc.health.v1.Health service.")
     ssl_config_file: str = flag("", "gRPC", "Text-format SSLConfig: TLS (and mTLS) for gRPC.")

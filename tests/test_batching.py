@@ -34,6 +34,7 @@ from modelserve.execution.batching import (
     FakeClock,
 )
 from modelserve.execution.request_options import RequestOptions
+from modelserve.execution.runner import run_inline
 from modelserve.signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 TIMEOUT = 0.010  # batch_timeout_micros of most tests, in seconds
@@ -651,7 +652,7 @@ def test_batches_of_different_models_run_concurrently_up_to_num_batch_threads() 
     results: list[Any] = [None] * 3
 
     def call(i: int) -> None:
-        results[i] = batchers[i].predict_blocking(DEFAULT_SIGNATURE, {"x": rows(1, i)})
+        results[i] = run_inline(batchers[i].predict(DEFAULT_SIGNATURE, {"x": rows(1, i)}))
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(3)]
     for t in threads:
@@ -675,13 +676,13 @@ def test_a_batch_thread_leaves_the_other_idle_instances_share_to_a_second_thread
     gate.gate.set()
     x = rows(8, 0)
     # One 8-row request runs alone: from now on an instance's share of the load is 4 rows.
-    assert_outputs(batcher.predict_blocking(DEFAULT_SIGNATURE, {"x": x}), x)
+    assert_outputs(run_inline(batcher.predict(DEFAULT_SIGNATURE, {"x": x})), x)
     assert gate.entered.acquire(timeout=30)
     gate.gate.clear()
     results: list[Any] = [None] * 4
 
     def call(i: int) -> None:
-        results[i] = batcher.predict_blocking(DEFAULT_SIGNATURE, {"x": rows(1, 10 * i)})
+        results[i] = run_inline(batcher.predict(DEFAULT_SIGNATURE, {"x": rows(1, 10 * i)}))
 
     threads = [threading.Thread(target=call, args=(i,)) for i in range(4)]
     for t in threads:
@@ -702,11 +703,11 @@ def test_predict_blocking_times_out_in_the_queue_like_predict() -> None:
     scheduler = BatchScheduler(1)
     gate = Gate()
     batcher = Batcher(scheduler, gate, params(batch_timeout_micros=0, max_batch_size=1), "m", 1)
-    first = threading.Thread(target=lambda: batcher.predict_blocking(DEFAULT_SIGNATURE, {"x": rows(1)}))
+    first = threading.Thread(target=lambda: run_inline(batcher.predict(DEFAULT_SIGNATURE, {"x": rows(1)})))
     first.start()
     assert gate.entered.acquire(timeout=30)
     with pytest.raises(ResourceExhausted, match=re.escape(QUEUE_TIMEOUT_MESSAGE)):
-        batcher.predict_blocking(DEFAULT_SIGNATURE, {"x": rows(1)}, request_options=RequestOptions(0, 0.001))
+        run_inline(batcher.predict(DEFAULT_SIGNATURE, {"x": rows(1)}, request_options=RequestOptions(0, 0.001)))
     gate.gate.set()
     first.join(30)
     scheduler.close()

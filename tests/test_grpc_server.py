@@ -29,7 +29,7 @@ def half(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(params=["threaded", "asyncio"])
 def server_model(request: pytest.FixtureRequest) -> str:
-    """The gRPC server model: grpcio's threaded server, or grpc.aio (which --enable_batching picks)."""
+    """Without and with --enable_batching (grpc.aio both; the ids name the server models they once picked)."""
     return str(request.param)
 
 
@@ -256,17 +256,15 @@ class _AsyncContext:
 
 
 def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, server_model: str) -> None:
-    from modelserve.api.tfs_grpc import PredictionServicer, async_rpc, blocking_rpc
+    from modelserve.api.tfs_grpc import PredictionServicer, async_rpc
     from modelserve.protos import pb
 
     with running_server(*flags(half, server_model)) as s:
         servicer = PredictionServicer(s.server.core)
 
         def call(request: object, context: _Context) -> None:
-            if server_model == "threaded":
-                blocking_rpc(servicer.Predict)(request, context)
-            else:  # on the server's own loop, as grpc.aio runs it
-                s.call(async_rpc(servicer.Predict)(request, _AsyncContext(context)))  # type: ignore[arg-type]
+            # on the server's own loop, as grpc.aio runs it
+            s.call(async_rpc(servicer.Predict)(request, _AsyncContext(context)))  # type: ignore[arg-type]
 
         request = pb.PredictRequest()
         request.model_spec.name = "half"

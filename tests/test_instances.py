@@ -24,6 +24,7 @@ from modelserve.errors import ResourceExhausted
 from modelserve.execution.batching import Batcher, BatchingParameters, BatchScheduler
 from modelserve.execution.instances import InstanceGroup, PlacedLoader
 from modelserve.execution.placement import Placement
+from modelserve.execution.runner import run_inline
 from modelserve.lifecycle.config import ModelConfig
 from modelserve.platforms import LoadOptions
 from modelserve.platforms.devices import Inventory
@@ -132,7 +133,7 @@ def test_the_batcher_runs_one_batch_per_instance_at_once() -> None:
     batcher = Batcher(scheduler, instances, params, "m", 1)
 
     def request(value: float) -> float:
-        answer = batcher.predict_blocking(DEFAULT_SIGNATURE, {"x": np.array([value], np.float32)})
+        answer = run_inline(batcher.predict(DEFAULT_SIGNATURE, {"x": np.array([value], np.float32)}))
         return float(answer["y"][0])
 
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -55,9 +55,9 @@ def write_warmup(folder: Path, records: Sequence[bytes]) -> Path:
 class CountingRunner(DirectRunner):
     calls = 0
 
-    def predict_blocking(self, *args: Any, **kwargs: Any) -> dict[str, np.ndarray]:
+    def predict(self, *args: Any, **kwargs: Any) -> Awaitable[dict[str, np.ndarray]]:
         self.calls += 1
-        return super().predict_blocking(*args, **kwargs)
+        return super().predict(*args, **kwargs)
 
 
 def warm(folder: Path, iterations: int = 0) -> CountingRunner:

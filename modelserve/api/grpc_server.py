@@ -5,21 +5,20 @@ Serving's message-size defaults, TLS from ``--ssl_config_file``, the standard he
 (``--enable_grpc_healthcheck_service``) and server reflection. The services themselves are
 ``api.tfs_grpc``'s.
 
-Two server models, chosen at start-up. Without batching, grpcio's threaded
-server: a handler thread runs its request's model call inline, which measured
-best for calls that do not wait (docs/grpc.md). With ``--enable_batching``,
-``grpc.aio`` on the process's event loop: a call waiting in a batch queue holds
-no thread, and the batch's answers go out without waking a thread per call —
-1.6x the rows/s of the threaded server at 64-128 calls in flight
-(docs/performance.md).
+One server model: ``grpc.aio`` on the process's event loop, which the REST
+listener shares. Its handlers await the core, whose runner hands the model
+call to the worker pool or a batch queue; a call waiting there holds no
+thread, and finished calls' answers go out from the loop without waking a
+thread per call. Without batching the server used to be grpcio's threaded
+one, running the model inline on its handler threads; on two unpinned cores
+``grpc.aio`` measured no more CPU per request and more requests per second
+(on one pinned core the threaded server was cheaper; docs/grpc.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Iterable
-from concurrent import futures
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -52,11 +51,9 @@ class GrpcOptions:
     port: int = 8500  # 0: no TCP listener; -1: any free port
     socket_path: str = ""
     channel_arguments: str = ""
-    max_threads: int = 8  # the threaded server's handler threads
     health: bool = False
     tensor_content: bool = False
     ssl_config_file: str = ""
-    asyncio: bool = False  # grpc.aio on the event loop instead of the threaded server
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
@@ -106,12 +103,12 @@ def server_credentials(ssl_config_file: str) -> grpc.ServerCredentials | None:
 
 class GrpcServer:
     """The gRPC listener(s) of one modelserve process. The constructor does no I/O; ``start`` and
-    ``stop`` are awaited on the event loop (which the asyncio model serves on)."""
+    ``stop`` are awaited on the event loop the server then serves on."""
 
     def __init__(self, core: ServingCore, options: GrpcOptions) -> None:
         self._core = core
         self._options = options
-        self._server: Any = None  # grpc.Server or grpc.aio.Server
+        self._server: grpc.aio.Server | None = None
         self._health: Any = None
         self.port: int | None = None
 
@@ -119,11 +116,7 @@ class GrpcServer:
         """Bind, register the services and start serving; Unknown if a listener cannot bind."""
         options = self._options
         channel_options = server_channel_options(options.channel_arguments)
-        if options.asyncio:
-            server: Any = grpc.aio.server(options=channel_options)
-        else:
-            threads = futures.ThreadPoolExecutor(max(1, options.max_threads), thread_name_prefix="modelserve-grpc")
-            server = grpc.server(threads, options=channel_options)
+        server = grpc.aio.server(options=channel_options)
         names = add_services(server, self._core, tensor_content=options.tensor_content)
         if options.health:
             names.append(await self._add_health(server))
@@ -133,43 +126,32 @@ class GrpcServer:
             self.port = _listen(server, f"{options.host}:{max(options.port, 0)}", credentials)
         if options.socket_path:
             _listen(server, f"unix:{options.socket_path}", credentials)
-        if options.asyncio:
-            await server.start()
-        else:
-            await asyncio.to_thread(server.start)
+        await server.start()
         self._server = server
         if self.port is not None:
             log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.port)
         if options.socket_path:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", options.socket_path)
 
-    async def _add_health(self, server: Any) -> str:
+    async def _add_health(self, server: grpc.aio.Server) -> str:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-        servicer = health.aio.HealthServicer() if self._options.asyncio else health.HealthServicer()
+        servicer = health.aio.HealthServicer()
         for name in HEALTH_SERVICES:
-            done = servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-            if self._options.asyncio:
-                await done  # the asyncio servicer's set is a coroutine
+            await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         self._health = servicer
         return HEALTH_SERVICE
 
     async def stop(self, grace: float) -> None:
         """Refuse new RPCs, let running ones finish for up to ``grace`` seconds."""
-        if self._options.asyncio:
-            if self._health is not None:
-                await self._health.enter_graceful_shutdown()
-            if self._server is not None:
-                await self._server.stop(grace)
-            return
         if self._health is not None:
-            self._health.enter_graceful_shutdown()
+            await self._health.enter_graceful_shutdown()
         if self._server is not None:
-            await asyncio.to_thread(lambda: self._server.stop(grace).wait())
+            await self._server.stop(grace)
 
 
-def _add_reflection(server: Any, names: Iterable[str]) -> None:
+def _add_reflection(server: grpc.aio.Server, names: Iterable[str]) -> None:
     """Server reflection, so ``grpcurl list`` / ``describe`` and calls by name work."""
     try:
         from grpc_reflection.v1alpha import reflection, reflection_pb2
@@ -200,7 +182,7 @@ def reflection_pool(extra_files: Iterable[bytes]) -> descriptor_pool.DescriptorP
     return pool
 
 
-def _listen(server: Any, address: str, credentials: grpc.ServerCredentials | None) -> int:
+def _listen(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
     try:
         if credentials is None:
             port = server.add_insecure_port(address)

@@ -3,29 +3,23 @@
 Thin by design: decode protos to numpy, call the core, encode the answer, and
 map core errors to gRPC status codes once (``GRPC_STATUS``).
 
-Each RPC is written once, for both server models (``api.grpc_server``): a
-method that needs the core's inference yields a ``CoreCall`` and gets its
-result back. On grpcio's threaded server the call runs blocking on the
-handler thread (the model inline, no hand-off); on ``grpc.aio`` (with
-``--enable_batching``) it is awaited on the event loop, so a call waiting in a
-batch queue holds no thread. Both live in the same process as the REST server
-and share the core, the models and their leases with it.
+Each RPC is a coroutine, awaited on the event loop (``grpc.aio``, which
+``api.grpc_server`` serves on): a call waiting for the worker pool or a batch
+queue holds no thread. It runs in the same process as the REST server and
+shares the core, the models and their leases with it.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Generator, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, TypeAlias
 
 import grpc
-import numpy as np
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
@@ -35,11 +29,11 @@ from ..errors import Code, InvalidArgument, ServingError, as_serving_error
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
 from ..lifecycle.config import model_configs
-from ..lifecycle.leases import Lease
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
 from ..serving import example_tasks
-from ..serving.core import ModelSpec, ServingCore
-from ..signatures import Signature, TensorSpec
+from ..serving.core import ServingCore
+from ..serving.request import ExamplesRequest, ExamplesResponse, InferenceRequest, InferenceResponse, ModelSpec
+from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 
 log = logging.getLogger(__name__)
 
@@ -98,49 +92,21 @@ def _lenient_parser(cls: type[Message]) -> Callable[[bytes], Message | _Malforme
     return parse
 
 
-class CoreCall(NamedTuple):
-    """A core call an RPC needs: made blocking on a threaded server's handler thread, or awaited on
-    the event loop under ``grpc.aio`` (``_run_blocking`` / ``_run_awaited``)."""
-
-    blocking: Callable[..., Any]
-    awaited: Callable[..., Awaitable[Any]]
-    args: tuple[Any, ...]
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+# An RPC's body: a coroutine method of a servicer, (request, context) -> answer.
+Body = Callable[[Any, Context], Coroutine[Any, Any, Any]]
 
 
-# An RPC's body: its answer, or a generator that yields CoreCalls and returns the answer.
-Body = Callable[[Any, Any], Any]
-
-
-def blocking_rpc(body: Body) -> Callable[[Any, grpc.ServicerContext], Any]:
-    """For grpcio's threaded server. Errors become gRPC statuses (once, here); a bug costs one
-    request, never the server."""
+def async_rpc(body: Body) -> Callable[[Any, Context], Awaitable[Any]]:
+    """The gRPC handler of an RPC body. Errors become gRPC statuses (once, in ``_status``); a bug
+    costs one request, never the server."""
 
     @functools.wraps(body)
-    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+    async def handler(request: Any, context: Context) -> Any:
         try:
-            return _run_blocking(body(_parsed(request), context))
-        except ServingError as exc:
-            _abort(context, exc)
+            return await body(_parsed(request), context)
         except Exception as exc:
-            log.exception("Unhandled error in %s", body.__name__)
-            _abort(context, as_serving_error(exc))
-        raise AssertionError("unreachable: abort raises")
-
-    return handler
-
-
-def async_rpc(body: Body) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
-    """For ``grpc.aio``: the same, with the core's calls awaited on the event loop."""
-
-    @functools.wraps(body)
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        try:
-            return await _run_awaited(body(_parsed(request), context))
-        except ServingError as exc:
-            await _abort_async(context, exc)
-        except Exception as exc:
-            log.exception("Unhandled error in %s", body.__name__)
-            await _abort_async(context, as_serving_error(exc))
+            await context.abort(*_status(exc, body))
         raise AssertionError("unreachable: abort raises")
 
     return handler
@@ -152,63 +118,21 @@ def _parsed(request: Any) -> Any:
     return request
 
 
-def _run_blocking(result: Any) -> Any:
-    if not isinstance(result, Generator):
-        return result
-    with contextlib.closing(result):  # a call cut short (cancelled) still unwinds the RPC's leases
-        done, value = _resume(result, None, None)
-        while not done:
-            try:
-                reply, error = value.blocking(*value.args), None
-            except Exception as exc:  # thrown back into the RPC, where its with-blocks unwind
-                reply, error = None, exc
-            done, value = _resume(result, reply, error)
-    return value
+def _status(exc: Exception, body: Body) -> tuple[grpc.StatusCode, str]:
+    if not isinstance(exc, ServingError):
+        log.exception("Unhandled error in %s", body.__name__)
+        exc = as_serving_error(exc)
+    return GRPC_STATUS.get(exc.code, grpc.StatusCode.UNKNOWN), status_details(exc.message)
 
 
-async def _run_awaited(result: Any) -> Any:
-    if not isinstance(result, Generator):
-        return result
-    with contextlib.closing(result):
-        done, value = _resume(result, None, None)
-        while not done:
-            try:
-                reply, error = await value.awaited(*value.args), None
-            except Exception as exc:
-                reply, error = None, exc
-            done, value = _resume(result, reply, error)
-    return value
-
-
-def _resume(rpc: Generator[CoreCall, Any, Any], reply: Any, error: Exception | None) -> tuple[bool, Any]:
-    """Send the last call's reply (or throw its error) into the RPC: (True, answer) or (False, next call)."""
-    try:
-        return False, (rpc.throw(error) if error is not None else rpc.send(reply))
-    except StopIteration as stop:
-        return True, stop.value
-
-
-def _abort(context: grpc.ServicerContext, exc: ServingError) -> None:
-    context.abort(GRPC_STATUS.get(exc.code, grpc.StatusCode.UNKNOWN), status_details(exc.message))
-
-
-async def _abort_async(context: grpc.aio.ServicerContext[Any, Any], exc: ServingError) -> None:
-    await context.abort(GRPC_STATUS.get(exc.code, grpc.StatusCode.UNKNOWN), status_details(exc.message))
-
-
-def _in_thread(fn: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-    """A blocking core call (a config reload) awaited from the event loop, on a thread of its own."""
-    return functools.partial(asyncio.to_thread, fn)
-
-
-def _deadline(context: grpc.ServicerContext) -> float | None:
+def _deadline(context: Context) -> float | None:
     remaining: float | None = context.time_remaining()
     if remaining is None or not math.isfinite(remaining) or remaining > 1e8:
         return None
     return time.monotonic() + remaining
 
 
-def _options(context: grpc.ServicerContext) -> RequestOptions:
+def _options(context: Context) -> RequestOptions:
     return request_options.from_headers(context.invocation_metadata())
 
 
@@ -225,103 +149,98 @@ def spec_of(spec: Message) -> ModelSpec:
         name=spec.name,
         version=spec.version.value if choice == "version" else None,
         label=spec.version_label if choice == "version_label" else None,
-        signature_name=spec.signature_name,
     )
 
 
-def _answer_spec(out: Message, spec: ModelSpec, version: int) -> None:
+def _answer_spec(out: Message, model: str, version: int, signature_name: str) -> None:
     """TF's MakeModelSpec: the requested name, the version used, the signature (default filled in)."""
-    out.name = spec.name
+    out.name = model
     out.version.value = version
-    out.signature_name = spec.signature
+    out.signature_name = signature_name or DEFAULT_SIGNATURE
 
 
 # --- PredictionService ----------------------------------------------------------------------
 
 
-RpcResult = Generator[CoreCall, Any, Message]
-
-
 class PredictionServicer:
-    """``tensorflow.serving.PredictionService``; its methods are RPC bodies (see ``CoreCall``)."""
+    """``tensorflow.serving.PredictionService``; its methods are RPC bodies (``async_rpc``)."""
 
     def __init__(self, core: ServingCore, *, tensor_content: bool = False) -> None:
         self._core = core
         self._tensor_content = tensor_content
 
-    def Predict(self, request: Any, context: grpc.ServicerContext) -> Generator[CoreCall, Any, Answer]:
+    async def Predict(self, request: Any, context: Context) -> Answer:
         spec = model_spec(request)
-        core = self._core
-        with core.lease(spec) as lease:
-            inputs = to_ndarrays(request.inputs)
-            args = (lease, spec.signature, inputs, list(request.output_filter), _deadline(context), _options(context))
-            outputs = yield CoreCall(core.predict_blocking, core.predict, args)
-            version = lease.version
-        return predict_answer(outputs, spec, version, self._tensor_content)
+        response = await self._core.predict(
+            InferenceRequest(
+                spec,
+                lambda _: to_ndarrays(request.inputs),  # decoded once the model is found, as TF
+                request.model_spec.signature_name,
+                list(request.output_filter),
+                _deadline(context),
+                _options(context),
+            )
+        )
+        return predict_answer(response, self._tensor_content)
 
-    def GetModelMetadata(self, request: Any, context: grpc.ServicerContext) -> Message:
+    async def GetModelMetadata(self, request: Any, context: Context) -> Message:
         spec = model_spec(request)
         if not request.metadata_field:
             raise InvalidArgument("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
             if field != "signature_def":
                 raise InvalidArgument(f"Metadata field {field} is not supported")
-        with self._core.lease(spec) as lease:
-            signatures = signature_def_map(lease.servable.signatures)
-            version = lease.version
+        metadata = self._core.metadata(spec)
         response = pb.GetModelMetadataResponse()
         response.model_spec.name = spec.name
-        response.model_spec.version.value = version
-        response.metadata["signature_def"].Pack(signatures)
+        response.model_spec.version.value = metadata.version
+        response.metadata["signature_def"].Pack(signature_def_map(metadata.signatures))
         return response
 
-    def Classify(self, request: Any, context: grpc.ServicerContext) -> RpcResult:
-        return self._one_task("classify", request, context, pb.ClassificationResponse())
+    async def Classify(self, request: Any, context: Context) -> Message:
+        response = pb.ClassificationResponse()
+        answer = await self._core.classify(self._examples(request, context))
+        _write_result("classify", response.result, answer.results[0])
+        _answer_spec(response.model_spec, answer.model, answer.version, request.model_spec.signature_name)
+        return response
 
-    def Regress(self, request: Any, context: grpc.ServicerContext) -> RpcResult:
-        return self._one_task("regress", request, context, pb.RegressionResponse())
+    async def Regress(self, request: Any, context: Context) -> Message:
+        response = pb.RegressionResponse()
+        answer = await self._core.regress(self._examples(request, context))
+        _write_result("regress", response.result, answer.results[0])
+        _answer_spec(response.model_spec, answer.model, answer.version, request.model_spec.signature_name)
+        return response
 
-    def _one_task(
-        self, kind: example_tasks.Kind, request: Any, context: grpc.ServicerContext, response: Message
-    ) -> RpcResult:
-        """Classify or Regress: one plan run, its result and model spec written into ``response``."""
+    def _examples(self, request: Any, context: Context) -> ExamplesRequest:
         spec = model_spec(request)
-        with self._core.lease(spec) as lease:
-            plan = example_tasks.plan(
-                kind, lease.servable.signatures, spec.signature_name, example_tasks.from_input(request.input)
-            )
-            (result,) = yield self._plans(lease, [plan], context)
-            version = lease.version
-        _write_result(kind, response.result, result)
-        _answer_spec(response.model_spec, spec, version)
-        return response
+        examples = example_tasks.from_input(request.input)
+        signature_name = request.model_spec.signature_name
+        return ExamplesRequest(spec, examples, signature_name, deadline=_deadline(context), options=_options(context))
 
-    def _plans(self, lease: Lease, plans: list[example_tasks.Plan], context: grpc.ServicerContext) -> CoreCall:
-        core = self._core
-        return CoreCall(core.run_plans_blocking, core.run_plans, (lease, plans, _deadline(context), _options(context)))
-
-    def MultiInference(self, request: Any, context: grpc.ServicerContext) -> RpcResult:
+    async def MultiInference(self, request: Any, context: Context) -> Message:
         tasks = list(request.tasks)
-        example_tasks.check_multi_inference(
-            [(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks]
-        )
-        spec = spec_of(tasks[0].model_spec) if tasks else ModelSpec("")
-        with self._core.lease(spec) as lease:
-            plans = example_tasks.multi_plans(
-                lease.servable.signatures,
-                [(t.model_spec.signature_name, t.method_name) for t in tasks],
+        answer = await self._core.multi_inference(
+            ExamplesRequest(
+                spec_of(tasks[0].model_spec) if tasks else ModelSpec(""),
                 example_tasks.from_input(request.input),
+                tasks=[(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks],
+                deadline=_deadline(context),
+                options=_options(context),
             )
-            results = yield self._plans(lease, plans, context)
-            version = lease.version
-        response = pb.MultiInferenceResponse()
-        for task, plan, result in zip(tasks, plans, results, strict=True):
-            out = response.results.add()
-            out.model_spec.CopyFrom(task.model_spec)
-            out.model_spec.version.value = version
-            field = "classification_result" if plan.kind == "classify" else "regression_result"
-            _write_result(plan.kind, getattr(out, field), result)
-        return response
+        )
+        return _multi_response(tasks, answer)
+
+
+def _multi_response(tasks: list[Any], answer: ExamplesResponse) -> Message:
+    response = pb.MultiInferenceResponse()
+    for task, result in zip(tasks, answer.results, strict=True):
+        out = response.results.add()
+        out.model_spec.CopyFrom(task.model_spec)
+        out.model_spec.version.value = answer.version
+        kind = example_tasks.METHODS[task.method_name]
+        field = "classification_result" if kind == "classify" else "regression_result"
+        _write_result(kind, getattr(out, field), result)
+    return response
 
 
 @dataclass(frozen=True)
@@ -336,11 +255,11 @@ class Answer:
         return b"".join((self.message.SerializeToString(), *self.parts))
 
 
-def predict_answer(outputs: Mapping[str, np.ndarray], spec: ModelSpec, version: int, tensor_content: bool) -> Answer:
+def predict_answer(answer: InferenceResponse, tensor_content: bool) -> Answer:
     """The Predict answer: raw-buffer tensors as wire parts, the rest (strings, varints) via protobuf."""
     response = pb.PredictResponse()
     parts: list[bytes | memoryview] = []
-    for alias, array in outputs.items():
+    for alias, array in answer.outputs.items():
         entry = None
         if array.nbytes >= _WIRE_BYTES:
             entry = tensor_entry(_OUTPUTS_FIELD, alias, array, tensor_content=tensor_content)
@@ -348,7 +267,7 @@ def predict_answer(outputs: Mapping[str, np.ndarray], spec: ModelSpec, version: 
             from_ndarray(array, tensor_content=tensor_content, out=response.outputs[alias])
         else:
             parts += entry
-    _answer_spec(response.model_spec, spec, version)
+    _answer_spec(response.model_spec, answer.model, answer.version, answer.signature_name)
     return Answer(response, tuple(parts))
 
 
@@ -400,7 +319,7 @@ class ModelServicer:
     def __init__(self, core: ServingCore) -> None:
         self._core = core
 
-    def GetModelStatus(self, request: Any, context: grpc.ServicerContext) -> Message:
+    async def GetModelStatus(self, request: Any, context: Context) -> Message:
         spec = model_spec(request)  # a label is ignored, as in TF Serving
         response = pb.GetModelStatusResponse()
         for row in self._core.status(spec.name, spec.version):
@@ -409,13 +328,12 @@ class ModelServicer:
             entry.status.error_message = row.error_message
         return response
 
-    def HandleReloadConfigRequest(self, request: Any, context: grpc.ServicerContext) -> RpcResult:
+    async def HandleReloadConfigRequest(self, request: Any, context: Context) -> Message:
         response = pb.ReloadConfigResponse()
         if request.config.WhichOneof("config") is None:
             log.info("Taking no action for empty config.")  # as TF Serving: a later config may follow
         else:
-            reload = self._core.reload_and_wait
-            yield CoreCall(reload, _in_thread(reload), (model_configs(request.config),))
+            await self._core.reload_config(model_configs(request.config))
         response.status.error_code = int(Code.OK)
         return response
 
@@ -423,17 +341,15 @@ class ModelServicer:
 # --- registration ---------------------------------------------------------------------------
 
 
-def add_services(server: Any, core: ServingCore, *, tensor_content: bool = False) -> list[str]:
-    """Register PredictionService and ModelService on ``server`` (threaded or ``grpc.aio``); returns
-    their full names."""
+def add_services(server: grpc.aio.Server, core: ServingCore, *, tensor_content: bool = False) -> list[str]:
+    """Register PredictionService and ModelService on ``server``; returns their full names."""
     _register(server, PREDICTION_SERVICE, PredictionServicer(core, tensor_content=tensor_content))
     _register(server, MODEL_SERVICE, ModelServicer(core))
     return [PREDICTION_SERVICE, MODEL_SERVICE]
 
 
-def _register(server: Any, service: str, servicer: object) -> None:
+def _register(server: grpc.aio.Server, service: str, servicer: object) -> None:
     descriptor: ServiceDescriptor = service_descriptor(service)
-    wrap = async_rpc if isinstance(server, grpc.aio.Server) else blocking_rpc
     handlers = {}
     for method in descriptor.methods:
         body = getattr(servicer, method.name, None)
@@ -441,7 +357,7 @@ def _register(server: Any, service: str, servicer: object) -> None:
             continue  # clients get UNIMPLEMENTED
         request = message_class(method.input_type.full_name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            wrap(body),
+            async_rpc(body),
             request_deserializer=_lenient_parser(request),
             response_serializer=_serialize,
         )

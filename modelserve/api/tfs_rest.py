@@ -7,6 +7,7 @@ the answer, and map core errors to HTTP once (``HTTP_STATUS``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 import time
@@ -15,12 +16,16 @@ from dataclasses import asdict, dataclass
 from typing import Any, ClassVar
 from urllib.parse import unquote
 
+import numpy as np
+
 from ..codecs import tfs_json
+from ..dtypes import DType
 from ..errors import Code, InvalidArgument, ServingError
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
 from ..serving import example_tasks
-from ..serving.core import ModelSpec, ServingCore, input_dtypes
+from ..serving.core import ServingCore, input_dtypes
+from ..serving.request import ExamplesRequest, InferenceRequest, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .http import JSON_HEADERS, BodyTooLarge, Headers, Request, Response, request_body
 
@@ -142,8 +147,8 @@ class TfsRestApp:
         return tfs_json.encode_instances([(s.version, s.state.name, [asdict(i) for i in s.instances]) for s in rows])
 
     def _metadata(self, spec: ModelSpec) -> bytes:
-        with self._core.lease(spec) as lease:
-            return tfs_json.encode_metadata(spec.name, lease.version, lease.servable.signatures)
+        metadata = self._core.metadata(spec)
+        return tfs_json.encode_metadata(spec.name, metadata.version, metadata.signatures)
 
     # ---- POST -----------------------------------------------------------------------------
 
@@ -152,29 +157,25 @@ class TfsRestApp:
         big = len(body) >= _OFFLOAD_BYTES
         doc = await _offload(tfs_json.loads, body) if big else tfs_json.loads(body)
         signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
-        with self._core.lease(spec) as lease:
-            signature = _rest_signature(lease.servable.signatures, signature_name)
-            dtypes = input_dtypes(signature)
-            inputs, fmt = (
-                await _offload(tfs_json.decode_predict, doc, dtypes, body=body)
-                if big
-                else tfs_json.decode_predict(doc, dtypes, body=body)
-            )
-            outputs = await self._core.predict(lease, signature_name, inputs, (), self._deadline(), options)
+        inputs = functools.partial(_json_inputs, doc, body, signature_name, big)
+        request = InferenceRequest(spec, inputs, signature_name, (), self._deadline(), options)
+        outputs = (await self._core.predict(request)).outputs
+        # The answer mirrors the request's layout; a body that decoded had one of the two keys.
+        layout = tfs_json.Format.ROW if "instances" in doc else tfs_json.Format.COLUMNAR
         if sum(a.nbytes for a in outputs.values()) >= _OFFLOAD_BYTES:
-            encoded: bytes = await _offload(tfs_json.encode_predict, outputs, fmt)
+            encoded: bytes = await _offload(tfs_json.encode_predict, outputs, layout)
             return encoded
-        return tfs_json.encode_predict(outputs, fmt)
+        return tfs_json.encode_predict(outputs, layout)
 
     async def _classify(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
-        return await self._example_verb(spec, body, "classify", options)
+        response = await self._core.classify(self._examples(spec, body, options))
+        return tfs_json.encode_classify(response.results[0])  # type: ignore[arg-type]
 
     async def _regress(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
-        return await self._example_verb(spec, body, "regress", options)
+        response = await self._core.regress(self._examples(spec, body, options))
+        return tfs_json.encode_regress(response.results[0])  # type: ignore[arg-type]
 
-    async def _example_verb(
-        self, spec: ModelSpec, body: bytes, kind: example_tasks.Kind, options: RequestOptions
-    ) -> bytes:
+    def _examples(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> ExamplesRequest:
         doc = tfs_json.loads(body)
         signature_name = tfs_json.signature_name(doc)
         features, context = tfs_json.decode_examples(doc)
@@ -182,12 +183,7 @@ class TfsRestApp:
             [example_tasks.example_bytes(f) for f in features],
             None if context is None else example_tasks.example_bytes(context),
         )
-        with self._core.lease(spec) as lease:
-            plan = example_tasks.plan(kind, lease.servable.signatures, signature_name, serialized)
-            (result,) = await self._core.run_plans(lease, [plan], self._deadline(), options)
-        if kind == "classify":
-            return tfs_json.encode_classify(result)  # type: ignore[arg-type]
-        return tfs_json.encode_regress(result)  # type: ignore[arg-type]
+        return ExamplesRequest(spec, serialized, signature_name, deadline=self._deadline(), options=options)
 
     _post_handlers: ClassVar[dict[str, Callable[[TfsRestApp, ModelSpec, bytes, RequestOptions], Awaitable[bytes]]]] = {
         "predict": _predict,
@@ -202,6 +198,22 @@ class TfsRestApp:
 
 async def _offload(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
     return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+
+def _json_inputs(
+    doc: dict[str, Any], body: bytes, signature_name: str, big: bool, signatures: Mapping[str, Signature]
+) -> Mapping[str, np.ndarray] | asyncio.Future[Mapping[str, np.ndarray]]:
+    """A predict body's inputs, decoded once the core holds the version (an ``InputDecoder``): TF
+    Serving reads the JSON by the input dtypes of the signature it names. A big body is decoded off
+    the event loop."""
+    dtypes = input_dtypes(_rest_signature(signatures, signature_name))
+    if big:
+        return asyncio.get_running_loop().run_in_executor(None, _decoded, doc, dtypes, body)
+    return tfs_json.decode_predict(doc, dtypes, body=body)[0]
+
+
+def _decoded(doc: dict[str, Any], dtypes: Mapping[str, DType], body: bytes) -> Mapping[str, np.ndarray]:
+    return tfs_json.decode_predict(doc, dtypes, body=body)[0]
 
 
 def _spec(name: str, version: str | None, label: str | None) -> ModelSpec:

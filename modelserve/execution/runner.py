@@ -2,47 +2,42 @@
 
 The choice is made once, when the server starts (a runner factory), so the
 request path never asks whether batching is on.
+
+A runner's ``predict`` is awaited on the event loop, or driven by
+``run_inline`` on a thread of its own with no loop running (warm-up on a
+loader thread). There it cannot suspend, so it does the work in place: the
+direct runner calls the model on the caller's thread (a hand-off would only
+add a wait), the batcher waits for its batch.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
-from ..errors import DeadlineExceeded
 from ..platforms.servable import Servable
 from .request_options import DEFAULT, RequestOptions
 from .workers import WorkerPool
 
+T = TypeVar("T")
+
 
 class Runner(Protocol):
-    async def predict(
+    def predict(
         self,
         signature: str,
         inputs: Mapping[str, np.ndarray],
         output_filter: Collection[str] = (),
         deadline: float | None = None,
         request_options: RequestOptions = DEFAULT,
-    ) -> dict[str, np.ndarray]:
+    ) -> Awaitable[dict[str, np.ndarray]]:
         """Outputs for one request; ``deadline`` is on the ``time.monotonic()`` clock.
 
         ``request_options`` (priority, queue timeout) matter only to runners that queue.
         """
-        ...
-
-    def predict_blocking(
-        self,
-        signature: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Collection[str] = (),
-        deadline: float | None = None,
-        request_options: RequestOptions = DEFAULT,
-    ) -> dict[str, np.ndarray]:
-        """The same, from a thread that is not the event loop's (the threaded gRPC server's handlers)."""
         ...
 
     def close(self) -> None:
@@ -56,36 +51,41 @@ class Runner(Protocol):
 RunnerFactory = Callable[[str, int, Path, Servable], Runner]
 
 
+def run_inline(call: Awaitable[T]) -> T:
+    """``call``'s result, computed on this thread, which runs no event loop.
+
+    The runners do their work in place here, so the call finishes without
+    suspending; one that suspends all the same is closed (its leases unwind)
+    and reported as the bug it is.
+    """
+    steps = call.__await__()
+    try:
+        steps.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    steps.close()
+    raise RuntimeError("a call run inline waited for an event loop")
+
+
 class DirectRunner:
-    """Each request is one call of the servable on a shared worker pool."""
+    """Each request is one call of the servable on a shared worker pool (inline off the loop)."""
 
     def __init__(self, servable: Servable, pool: WorkerPool) -> None:
         self._servable = servable
         self._pool = pool
 
-    async def predict(
+    def predict(
         self,
         signature: str,
         inputs: Mapping[str, np.ndarray],
         output_filter: Collection[str] = (),
         deadline: float | None = None,
         request_options: RequestOptions = DEFAULT,
-    ) -> dict[str, np.ndarray]:
+    ) -> Awaitable[dict[str, np.ndarray]]:
+        # Not a coroutine itself: the pool's is the only frame a request awaits here.
         servable = self._servable
-        return await self._pool.run(lambda: servable.predict(signature, inputs, output_filter), deadline)
-
-    def predict_blocking(
-        self,
-        signature: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Collection[str] = (),
-        deadline: float | None = None,
-        request_options: RequestOptions = DEFAULT,
-    ) -> dict[str, np.ndarray]:
-        # The caller's thread is already off the event loop: run inline, no hand-off.
-        if deadline is not None and time.monotonic() > deadline:
-            raise DeadlineExceeded("Deadline exceeded")
-        return self._servable.predict(signature, inputs, output_filter)
+        return self._pool.run(lambda: servable.predict(signature, inputs, output_filter), deadline)
 
     def close(self) -> None:
         pass

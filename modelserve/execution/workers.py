@@ -27,9 +27,10 @@ _Item = tuple["asyncio.Future[Any]", Callable[[], Any], "float | None"]
 class WorkerPool:
     """``threads`` daemon threads running submitted callables in FIFO order.
 
-    ``run`` must be awaited on the event loop that first used the pool.
-    A call whose deadline (``time.monotonic()`` based) has passed before a
-    worker picks it up is not run at all.
+    ``run`` must be awaited on the event loop that first used the pool, or
+    driven on a thread that runs no loop (``runner.run_inline``), which then
+    calls ``fn`` itself. A call whose deadline (``time.monotonic()`` based)
+    has passed before a worker (or that thread) gets to it is not run at all.
     """
 
     def __init__(self, threads: int, name: str = "modelserve-worker") -> None:
@@ -57,7 +58,11 @@ class WorkerPool:
 
     async def run(self, fn: Callable[[], T], deadline: float | None = None) -> T:
         """Run ``fn()`` on a worker; DeadlineExceeded once ``deadline`` passes."""
-        loop = asyncio.get_running_loop()
+        loop = asyncio._get_running_loop()
+        if loop is None:  # the caller's own thread is free to run it: a hand-off would only add a wait
+            if deadline is not None and time.monotonic() > deadline:
+                raise DeadlineExceeded("Deadline exceeded")
+            return fn()
         if self._loop is None:
             self._loop = loop
             self._start()

@@ -16,7 +16,7 @@ from functools import cached_property
 from pathlib import Path
 
 from ..execution.runner import Runner
-from ..platforms.servable import InstanceStatus, Servable
+from ..platforms.servable import InstanceStatus, Reporting, Servable
 
 
 class LoadedVersion:
@@ -36,8 +36,8 @@ class LoadedVersion:
 
     def instances(self) -> tuple[InstanceStatus, ...]:
         """Where its instances run, their memory and calls (empty for a servable that does not say)."""
-        report = getattr(self.servable, "instance_status", None)
-        return tuple(report()) if report is not None else ()
+        servable = self.servable
+        return tuple(servable.instance_status()) if isinstance(servable, Reporting) else ()
 
     def acquire(self) -> bool:
         """Take a lease; False once the version is retiring (look it up again)."""

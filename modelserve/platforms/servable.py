@@ -7,7 +7,7 @@ Batching, request validation and wire formats all live above this line.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -76,3 +76,21 @@ class Placed(Protocol):
     def weights_bytes(self) -> int | None:
         """Bytes of its weights as the platform counts them; None when it cannot say."""
         ...
+
+
+@runtime_checkable
+class MultiInstance(Protocol):
+    """A servable that runs its calls on several instances of the model (``execution.instances``'s
+    ``InstanceGroup``); a batcher runs that many batches of it at once. Optional: a servable
+    without it counts as one instance."""
+
+    @property
+    def instance_count(self) -> int: ...
+
+
+@runtime_checkable
+class Reporting(Protocol):
+    """A servable that reports its instances: where each runs, its memory, its calls
+    (``execution.instances``'s ``InstanceGroup``; read by the status pages)."""
+
+    def instance_status(self) -> Sequence[InstanceStatus]: ...

@@ -1,109 +1,100 @@
 """The protocol-neutral core every front end calls: lookup, validation, inference.
 
-Front ends translate their wire format to ``dict[str, numpy.ndarray]`` and
-back, and map ``ServingError`` codes to their own status codes; everything
-else a request needs lives here, once.
+Front ends decode their wire format into a request (``serving.request``), call
+one method here and encode its answer, mapping ``ServingError`` codes to their
+own status codes; everything else a request needs lives here, once: the
+version or label is resolved, a lease held while the request runs, the request
+validated against that version's signatures and handed to its runner.
+
+There is one execution path, awaited. On the event loop (REST and gRPC) the
+runner hands the model call to a worker thread or a batch queue; warm-up, on
+a loader thread with no loop running there, drives the same coroutines with
+``execution.runner.run_inline``, and the runner then runs the model, or waits
+for its batch, in place.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Collection, Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 
 from ..dtypes import DType, from_numpy, tf_name
 from ..errors import FailedPrecondition, InvalidArgument
 from ..execution.request_options import DEFAULT, RequestOptions
+from ..execution.runner import Runner
 from ..lifecycle.config import ModelConfig
 from ..lifecycle.manager import Lease, ModelManager, VersionReport
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import example_tasks
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Which model, version and signature a request names (TF Serving's ModelSpec)."""
-
-    name: str
-    version: int | None = None
-    label: str | None = None
-    signature_name: str = ""
-
-    @property
-    def signature(self) -> str:
-        return self.signature_name or DEFAULT_SIGNATURE
+from .request import (
+    ExamplesRequest,
+    ExamplesResponse,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    ModelSpec,
+)
 
 
 class ServingCore:
-    """Shared by all front ends. Thread-safe; ``predict`` is awaited on the event loop."""
+    """Shared by all front ends. Thread-safe; its coroutines are awaited on the event loop."""
 
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
 
-    def lease(self, spec: ModelSpec) -> Lease:
-        if not spec.name:
-            raise InvalidArgument("ModelSpec has no name specified.")
-        return self.manager.lease(spec.name, spec.version, spec.label)
-
     def status(self, name: str, version: int | None = None) -> list[VersionReport]:
         return self.manager.status(name, version)
 
-    def predict(
-        self,
-        lease: Lease,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-        deadline: float | None = None,
-        request_options: RequestOptions = DEFAULT,
-    ) -> Awaitable[dict[str, np.ndarray]]:
-        """Validate a Predict request against its signature (gRPC's rules and texts; a bad one raises
-        here), then the runner's awaitable outputs."""
-        check_predict(lease.servable.signatures, signature_name, inputs, output_filter)
-        return lease.runner.predict(signature_name, inputs, output_filter, deadline, request_options)
+    def metadata(self, model: ModelSpec) -> ModelMetadata:
+        with self._lease(model) as lease:
+            return ModelMetadata(model.name, lease.version, lease.servable.signatures)
 
-    def predict_blocking(
-        self,
-        lease: Lease,
-        signature_name: str,
-        inputs: Mapping[str, np.ndarray],
-        output_filter: Sequence[str] = (),
-        deadline: float | None = None,
-        request_options: RequestOptions = DEFAULT,
-    ) -> dict[str, np.ndarray]:
-        """``predict`` for callers on their own thread (never the event loop): same checks, inline run."""
-        check_predict(lease.servable.signatures, signature_name, inputs, output_filter)
-        return lease.runner.predict_blocking(signature_name, inputs, output_filter, deadline, request_options)
-
-    async def run_plans(
-        self,
-        lease: Lease,
-        plans: Sequence[example_tasks.Plan],
-        deadline: float | None = None,
-        request_options: RequestOptions = DEFAULT,
-    ) -> list[example_tasks.Result]:
-        """Run classify/regress plans (``modelserve.serving.example_tasks``) and read their outputs."""
-        results = []
-        for plan in plans:
-            outputs = await lease.runner.predict(
-                plan.signature_name, plan.inputs, plan.output_filter, deadline, request_options
+    async def predict(self, request: InferenceRequest) -> InferenceResponse:
+        """Decode (when the inputs wait for the version's signatures), validate with gRPC's rules and
+        texts, run; the answer names the version that ran."""
+        with self._lease(request.model) as lease:
+            signatures = lease.servable.signatures
+            given = request.inputs
+            if callable(given):
+                decoded = given(signatures)
+                inputs = await decoded if isinstance(decoded, asyncio.Future) else decoded
+            else:
+                inputs = given
+            name = request.signature_name or DEFAULT_SIGNATURE
+            outputs = await run_checked(
+                signatures, lease.runner, name, inputs, request.output_filter, request.deadline, request.options
             )
-            results.append(plan.interpret(outputs))
-        return results
+            return InferenceResponse(request.model.name, lease.version, name, outputs)
 
-    def run_plans_blocking(
-        self,
-        lease: Lease,
-        plans: Sequence[example_tasks.Plan],
-        deadline: float | None = None,
-        request_options: RequestOptions = DEFAULT,
-    ) -> list[example_tasks.Result]:
-        run = lease.runner.predict_blocking
-        return [
-            plan.interpret(run(plan.signature_name, plan.inputs, plan.output_filter, deadline, request_options))
-            for plan in plans
-        ]
+    async def classify(self, request: ExamplesRequest) -> ExamplesResponse:
+        return await self._examples(request, "classify")
+
+    async def regress(self, request: ExamplesRequest) -> ExamplesResponse:
+        return await self._examples(request, "regress")
+
+    async def multi_inference(self, request: ExamplesRequest) -> ExamplesResponse:
+        """TF's MultiInference: its task checks come before the model is looked up."""
+        example_tasks.check_multi_inference(request.tasks)
+        return await self._examples(request, None)
+
+    async def _examples(self, request: ExamplesRequest, kind: example_tasks.Kind | None) -> ExamplesResponse:
+        """Plan (``serving.example_tasks``) against the leased version's signatures, run, read the outputs."""
+        with self._lease(request.model) as lease:
+            signatures = lease.servable.signatures
+            if kind is None:
+                tasks = [(signature, method) for _, signature, method in request.tasks]
+                plans = example_tasks.multi_plans(signatures, tasks, request.examples)
+            else:
+                plans = [example_tasks.plan(kind, signatures, request.signature_name, request.examples)]
+            results = await run_plans(lease.runner, plans, request.deadline, request.options)
+            return ExamplesResponse(request.model.name, lease.version, results)
+
+    def _lease(self, model: ModelSpec) -> Lease:
+        if not model.name:
+            raise InvalidArgument("ModelSpec has no name specified.")
+        return self.manager.lease(model.name, model.version, model.label)
 
     def reload_and_wait(self, models: Sequence[ModelConfig], timeout: float | None = None) -> None:
         """TF Serving's ReloadConfig (gRPC HandleReloadConfigRequest, --model_config_file polls).
@@ -113,6 +104,41 @@ class ServingCore:
         call it from a thread. Semantics in ``ModelManager.reload``.
         """
         self.manager.reload(models, timeout)
+
+    async def reload_config(self, models: Sequence[ModelConfig]) -> None:
+        """``reload_and_wait`` for a coroutine: the loads take seconds, so never on the event loop."""
+        await asyncio.to_thread(self.reload_and_wait, models)
+
+
+def run_checked(
+    signatures: Mapping[str, Signature],
+    runner: Runner,
+    signature_name: str,
+    inputs: Mapping[str, np.ndarray],
+    output_filter: Sequence[str] = (),
+    deadline: float | None = None,
+    options: RequestOptions = DEFAULT,
+) -> Awaitable[dict[str, np.ndarray]]:
+    """A Predict request's every check (a bad one raises here), then the runner's awaitable outputs.
+
+    Also how warm-up runs its Predict records, so they are checked and run as requests are.
+    """
+    check_predict(signatures, signature_name, inputs, output_filter)
+    return runner.predict(signature_name, inputs, output_filter, deadline, options)
+
+
+async def run_plans(
+    runner: Runner,
+    plans: Sequence[example_tasks.Plan],
+    deadline: float | None = None,
+    options: RequestOptions = DEFAULT,
+) -> list[example_tasks.Result]:
+    """Run classify/regress plans one after the other and read their outputs."""
+    results = []
+    for plan in plans:
+        outputs = await runner.predict(plan.signature_name, plan.inputs, plan.output_filter, deadline, options)
+        results.append(plan.interpret(outputs))
+    return results
 
 
 def check_predict(

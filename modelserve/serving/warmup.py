@@ -3,7 +3,8 @@
 TF Serving's ``saved_model_warmup`` for every platform: the file is a TFRecord
 of ``PredictionLog`` messages; each record's request runs against the version
 being loaded (its ``model_spec`` is ignored), ``num_request_iterations`` times,
-through the same runner and with the same validation as a real request. Any
+through the same runner and with the same validation as a real request: the
+core's own coroutines, run inline on the loader thread (``run_inline``). Any
 failure fails the load (which is then retried like any failed load), so a
 version is AVAILABLE only after its warm-up succeeded. Errors and log lines
 are TF Serving's.
@@ -22,12 +23,12 @@ from google.protobuf.message import DecodeError, Message
 from ..codecs.tensor_proto import to_ndarrays
 from ..codecs.tfrecord import read_records
 from ..errors import DataLoss, InvalidArgument, Unimplemented
-from ..execution.runner import Runner
+from ..execution.runner import Runner, run_inline
 from ..platforms.servable import Servable
 from ..protos import pb
 from ..signatures import DEFAULT_SIGNATURE
 from . import example_tasks
-from .core import check_predict
+from .core import run_checked, run_plans
 
 log = logging.getLogger(__name__)
 
@@ -102,14 +103,11 @@ def run_record(entry: Any, servable: Servable, runner: Runner) -> None:
 def _predict(request: Any, servable: Servable, runner: Runner) -> None:
     name = request.model_spec.signature_name or DEFAULT_SIGNATURE
     inputs = to_ndarrays(request.inputs)
-    output_filter = list(request.output_filter)
-    check_predict(servable.signatures, name, inputs, output_filter)
-    runner.predict_blocking(name, inputs, output_filter)
+    run_inline(run_checked(servable.signatures, runner, name, inputs, list(request.output_filter)))
 
 
 def _run_plans(plans: list[example_tasks.Plan], runner: Runner) -> None:
-    for plan in plans:
-        plan.interpret(runner.predict_blocking(plan.signature_name, plan.inputs, plan.output_filter))
+    run_inline(run_plans(runner, plans))
 
 
 def _classify(request: Any, servable: Servable, runner: Runner) -> None:

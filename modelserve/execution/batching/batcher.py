@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from ...errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
-from ...platforms.servable import Servable
+from ...platforms.servable import MultiInstance, Servable
 from ..clock import TimerHeap
 from ..request_options import DEFAULT, RequestOptions
 from . import rows as tensors
@@ -41,7 +41,8 @@ _QueueKey = tuple[str, tuple[str, ...], tuple[str, ...]]
 
 
 class Batcher:
-    """Runner of one loaded version: ``predict`` on the event loop, ``predict_blocking`` on other threads."""
+    """Runner of one loaded version: ``predict`` awaited on the event loop, or run inline (``run_inline``)
+    on a thread with no loop, which then waits for its batch."""
 
     def __init__(
         self,
@@ -58,8 +59,8 @@ class Batcher:
         self._params = params
         self._model = model
         self._version = version
-        # A model with several instances (modelserve.execution.instances) runs that many batches at once.
-        self._busy = Busy(capacity=getattr(servable, "instance_count", 1))
+        # A model with several instances runs that many batches at once.
+        self._busy = Busy(capacity=servable.instance_count if isinstance(servable, MultiInstance) else 1)
         self._queues: dict[_QueueKey, BatchQueue] = {}
 
     @property
@@ -74,7 +75,10 @@ class Batcher:
         deadline: float | None = None,
         request_options: RequestOptions = DEFAULT,
     ) -> dict[str, np.ndarray]:
-        future: asyncio.Future[dict[str, np.ndarray]] = asyncio.get_running_loop().create_future()
+        loop = asyncio._get_running_loop()
+        if loop is None:  # driven inline on a thread of its own (warm-up): wait for the batch here
+            return self._wait(signature, inputs, output_filter, deadline, request_options)
+        future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
         queue, task = self._submit(signature, inputs, output_filter, deadline, request_options, future)
         if task.expires is not None:
             task.timer = self._timers.call_at(task.expires, self._expire, queue, task, deadline)
@@ -99,14 +103,16 @@ class Batcher:
         else:  # its queue timeout came while it was running: only the deadline counts now
             task.timer = self._timers.call_at(deadline, self._expire, queue, task, deadline)
 
-    def predict_blocking(
+    def _wait(
         self,
         signature: str,
         inputs: Mapping[str, np.ndarray],
-        output_filter: Collection[str] = (),
-        deadline: float | None = None,
-        request_options: RequestOptions = DEFAULT,
+        output_filter: Collection[str],
+        deadline: float | None,
+        request_options: RequestOptions,
     ) -> dict[str, np.ndarray]:
+        """``predict`` off the event loop: the same queue, timeouts and texts, with the caller's thread
+        waiting (event-loop timers cannot reach it)."""
         future: concurrent.futures.Future[dict[str, np.ndarray]] = concurrent.futures.Future()
         queue, task = self._submit(signature, inputs, output_filter, deadline, request_options, future)
         try:
