@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from modelserve.platforms.pytorch import torchscript_allowed
 
 
 class HalfPlusTwo(torch.nn.Module):
@@ -64,8 +65,7 @@ def export(module: torch.nn.Module, example: tuple[torch.Tensor, ...], base: Pat
 def script(module: torch.nn.Module, base: Path, version: int = 1) -> Path:
     """``model.pt`` (TorchScript, scripted); the caller writes signature.json."""
     folder = _folder(base, version)
-    with warnings.catch_warnings():  # TorchScript is deprecated, and exactly what users still have
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with torchscript_allowed():  # TorchScript is deprecated, and exactly what users still have
         torch.jit.save(torch.jit.script(module), str(folder / "model.pt"))
     return folder
 

@@ -72,8 +72,7 @@ def parse_input(text: str) -> tuple[str, TensorSpec]:
 
 @contextmanager
 def _quiet_torchscript() -> Iterator[None]:
-    with warnings.catch_warnings():  # TorchScript APIs are deprecated, and still what users have
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with _pt().torchscript_allowed():
         yield
 
 

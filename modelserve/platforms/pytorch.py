@@ -284,10 +284,20 @@ def exported_module(program: torch.export.ExportedProgram, device: torch.device)
     return program.module()
 
 
+@contextlib.contextmanager
+def torchscript_allowed() -> Iterator[None]:
+    """TorchScript is deprecated in favour of torch.export (a DeprecationWarning, and since torch 2.14
+    a FutureWarning on every ``torch.jit`` call), yet ``model.pt`` is what many users have: loading it
+    must neither warn on every version nor fail where warnings are errors."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated", FutureWarning)
+        yield
+
+
 def load_torchscript(path: Path, file: Any) -> tuple[Any, tuple[Specs, Specs], int]:
     """The module (on the CPU), its signature from ``signature.json``, and the bytes of its weights."""
-    with warnings.catch_warnings():  # deprecated in favour of torch.export, and still what many users have
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with torchscript_allowed():
         module = torch.jit.load(str(path), map_location="cpu")  # type: ignore[no-untyped-call]
     module.eval()
     arguments = [a.name for a in module.forward.schema.arguments[1:]]
