@@ -3,36 +3,32 @@
     python benchmarks/grpc_server_models.py [--seconds=4] [--windows=14] [--concurrency=64]
                                             [--server-cpu=1 --client-cpu=0]
 
-Why it exists: without batching, modelserve's gRPC server used to be grpcio's threaded
-``grpc.server``, each handler thread running its request's model call inline; since issue 15 it is
-``grpc.aio`` on the event loop, the model call on the worker pool (docs/grpc.md "Server model").
-This measures what that costs, with ``request_cost.py``'s model (256→16, one row), flags and figure
-(the server process's CPU time per answered request, h2load at 64 calls in flight).
+Why it exists: without batching, modelserve's gRPC server is grpcio's threaded ``grpc.server``, each
+handler thread running its call's model inline (``run_inline``); with batching it is ``grpc.aio`` on
+the event loop. This measures the two server models on the unbatched path, where ``grpc.aio`` would
+hand the model call to the worker pool and back (docs/grpc.md "Server model"), with
+``request_cost.py``'s model (256→16, one row), flags and figure (the server process's CPU time per
+answered request, h2load at 64 calls in flight).
 
-One modelserve process serves three listeners on the same core, models and worker pool: its own
-``grpc.aio`` one, and two threaded ``grpc.server`` listeners whose handlers run the Predict
-coroutine inline (``run_inline``), as the threaded server did. The second threaded listener is the
-control: what it differs from the first by is chance. Load goes to one listener at a time, in
-windows that rotate (A B C, C B A, ...), so drift in the shared machine's speed weighs on all alike;
-ratios are taken window by window against the first threaded listener. Nothing is pinned unless
-asked (``--server-cpu`` / ``--client-cpu`` pin the server and h2load).
+One modelserve process (no ``--enable_batching``) serves three listeners sharing its core, models
+and worker pool, each an ``api.grpc_server.GrpcServer``: its own threaded one, a ``grpc.aio`` one,
+and a second threaded one as the control: what it differs from the first by is chance. Load goes to
+one listener at a time, in windows that rotate (A B C, C B A, ...), so drift in the shared machine's
+speed weighs on all alike; ratios are taken window by window against the first threaded listener.
+Nothing is pinned unless asked (``--server-cpu`` / ``--client-cpu`` pin the server and h2load).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import statistics
 import sys
 import tempfile
-from collections.abc import Callable, Iterator
-from concurrent import futures
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import grpc
 import numpy as np
 import onnxruntime as ort
 
@@ -49,42 +45,21 @@ from modelserve.demo import mlp
 LISTENERS = ("threaded", "grpc.aio", "threaded (control)")
 
 
-def serve(threaded_ports: list[int], threads: int, flags: list[str]) -> None:
-    """modelserve with ``flags``, plus threaded listeners on ``threaded_ports`` sharing its core."""
+def serve(extra_ports: dict[str, int], threads: int, flags: list[str]) -> None:
+    """modelserve with ``flags`` (its own listener threaded), plus ``extra_ports``' listeners on its core."""
     from modelserve import server
-    from modelserve.api.tfs_grpc import GRPC_STATUS, PredictionServicer
+    from modelserve.api.grpc_server import GrpcOptions, GrpcServer
     from modelserve.cli import main as modelserve
-    from modelserve.errors import ServingError
-    from modelserve.execution.runner import run_inline
-    from modelserve.protos import pb
 
-    def inline(body: Callable[..., Any]) -> Callable[[Any, grpc.ServicerContext], Any]:
-        def handler(request: Any, context: grpc.ServicerContext) -> Any:
-            try:
-                return run_inline(body(request, context))
-            except ServingError as exc:
-                context.abort(GRPC_STATUS[exc.code], exc.message)
-
-        return handler
-
-    listeners: list[grpc.Server] = []
     start = server.Server.start
+    listeners: list[GrpcServer] = []
 
     async def start_all(self: server.Server) -> None:
         await start(self)
-        predict = inline(PredictionServicer(self.core).Predict)
-        handlers = {
-            "Predict": grpc.unary_unary_rpc_method_handler(
-                predict, request_deserializer=pb.PredictRequest.FromString, response_serializer=lambda a: a.serialize()
-            )
-        }
-        for port in threaded_ports:
-            listener = grpc.server(futures.ThreadPoolExecutor(threads))
-            listener.add_generic_rpc_handlers(
-                (grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", handlers),)
-            )
-            listener.add_insecure_port(f"127.0.0.1:{port}")
-            await asyncio.to_thread(listener.start)
+        for name, port in extra_ports.items():
+            options = GrpcOptions(host="127.0.0.1", port=port, max_threads=threads, asyncio=name == "grpc.aio")
+            listener = GrpcServer(self.core, options)
+            await listener.start()
             listeners.append(listener)
 
     server.Server.start = start_all  # type: ignore[method-assign]  # a benchmark's own listeners
@@ -93,8 +68,8 @@ def serve(threaded_ports: list[int], threads: int, flags: list[str]) -> None:
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "serve":
-        ports, threads = json.loads(sys.argv[2]), int(sys.argv[3])
-        serve(ports, threads, sys.argv[4:])
+        extra, threads = json.loads(sys.argv[2]), int(sys.argv[3])
+        serve(extra, threads, sys.argv[4:])
         return
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=4)
@@ -120,16 +95,17 @@ def main() -> None:
 
     ports = {name: free_port() for name in LISTENERS}
     rest = free_port()
-    threaded = [ports[name] for name in LISTENERS if name.startswith("threaded")]
+    extra = {name: ports[name] for name in LISTENERS[1:]}
     flags = [
         "--model_name=mlp",
         f"--model_base_path={work / 'mlp'}",
         f"--rest_api_port={rest}",
-        f"--port={ports['grpc.aio']}",
+        f"--port={ports[LISTENERS[0]]}",
         *COMMON_FLAGS.split(),
+        f"--grpc_max_threads={args.threads}",
         "--tensorflow_intra_op_parallelism=1",
     ]
-    cmd = [python(), __file__, "serve", json.dumps(threaded), str(args.threads), *flags]
+    cmd = [python(), __file__, "serve", json.dumps(extra), str(args.threads), *flags]
     results: dict[str, list[float]] = {name: [] for name in LISTENERS}
     rates: dict[str, list[float]] = {name: [] for name in LISTENERS}
     with running(cmd, args.server_cpu, f"http://127.0.0.1:{rest}/v1/models/mlp") as pid:

@@ -66,8 +66,8 @@ class ServerOptions:
     grpc_max_threads: int = computed(
         lambda: 4 * cpus.available(),
         "gRPC",
-        "TF Serving's gRPC thread pool size; gRPC here runs on the event loop, its calls sharing --num_inference_threads.",
-        effect=False,
+        "Threads of the threaded gRPC server (without --enable_batching), each running its calls' inference inline; "
+        "with --enable_batching gRPC runs on the event loop and this is unused.",
     )
     enable_grpc_healthcheck_service: bool = flag(False, "gRPC", "Serve the standard grpc.health.v1.Health service.")
     ssl_config_file: str = flag("", "gRPC", "Text-format SSLConfig: TLS (and mTLS) for gRPC.")

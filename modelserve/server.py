@@ -188,9 +188,11 @@ class Server:
                 port=o.port,
                 socket_path=o.grpc_socket_path,
                 channel_arguments=o.grpc_channel_arguments,
+                max_threads=o.grpc_max_threads,
                 health=o.enable_grpc_healthcheck_service,
                 tensor_content=o.enable_serialization_as_tensor_content,
                 ssl_config_file=o.ssl_config_file,
+                asyncio=o.enable_batching,  # docs/grpc.md: the server model follows batching
             ),
         )
         await self._grpc.start()

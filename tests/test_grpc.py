@@ -48,7 +48,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module", params=["threaded", "asyncio"])
 def server(repo: Path, request: pytest.FixtureRequest) -> Iterator[ServerThread]:
-    """Without and with --enable_batching (grpc.aio both; the ids name the server models they once picked)."""
+    """Both gRPC server models: grpcio's threaded server, and grpc.aio (which --enable_batching picks)."""
     batching = ["--enable_batching"] if request.param == "asyncio" else []
     with running_server(f"--model_config_file={repo}", *batching) as s:
         yield s

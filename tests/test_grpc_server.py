@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime
+import threading
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -29,7 +31,7 @@ def half(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(params=["threaded", "asyncio"])
 def server_model(request: pytest.FixtureRequest) -> str:
-    """Without and with --enable_batching (grpc.aio both; the ids name the server models they once picked)."""
+    """The gRPC server model: grpcio's threaded server, or grpc.aio (which --enable_batching picks)."""
     return str(request.param)
 
 
@@ -256,15 +258,17 @@ class _AsyncContext:
 
 
 def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, server_model: str) -> None:
-    from modelserve.api.tfs_grpc import PredictionServicer, async_rpc
+    from modelserve.api.tfs_grpc import PredictionServicer, async_rpc, inline_rpc
     from modelserve.protos import pb
 
     with running_server(*flags(half, server_model)) as s:
         servicer = PredictionServicer(s.server.core)
 
         def call(request: object, context: _Context) -> None:
-            # on the server's own loop, as grpc.aio runs it
-            s.call(async_rpc(servicer.Predict)(request, _AsyncContext(context)))  # type: ignore[arg-type]
+            if server_model == "threaded":  # on this thread, which runs no loop, as a handler thread
+                inline_rpc(servicer.Predict)(request, context)  # type: ignore[arg-type]
+            else:  # on the server's own loop, as grpc.aio runs it
+                s.call(async_rpc(servicer.Predict)(request, _AsyncContext(context)))  # type: ignore[arg-type]
 
         request = pb.PredictRequest()
         request.model_spec.name = "half"
@@ -283,3 +287,51 @@ def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, 
         with pytest.raises(RuntimeError):
             call(object(), context)  # not a request at all: a bug, not the client's fault
         assert context.aborted is not None and context.aborted[0] == grpc.StatusCode.UNKNOWN
+
+
+def test_each_server_model_runs_the_model_where_it_should(
+    half: Path, server_model: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Threaded: inline on the gRPC handler thread, never a worker's; grpc.aio: off the loop, on a batch
+    thread. What each id names is the server that really runs."""
+    from modelserve.platforms.onnx import OnnxServable
+
+    threads: list[str] = []
+    predict = OnnxServable.predict
+
+    def recording(self: OnnxServable, *args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.current_thread().name)
+        return predict(self, *args, **kwargs)
+
+    monkeypatch.setattr(OnnxServable, "predict", recording)
+    with running_server(*flags(half, server_model)) as s, GrpcClient(s.grpc_target) as client:
+        server = s.server._grpc._server
+        assert isinstance(server, grpc.aio.Server) == (server_model == "asyncio")
+        threads.clear()  # warm-up and loading ran it on other threads
+        for _ in range(3):
+            assert client.predict("half", {"x": np.array([2.0], np.float32)})["y"].tolist() == [3.0]
+    assert len(threads) == 3
+    if server_model == "threaded":
+        assert all(name.startswith("modelserve-grpc") for name in threads), threads
+    else:
+        assert not any(
+            name.startswith(("modelserve-grpc", "modelserve-infer", "modelserve-test-loop")) for name in threads
+        )
+
+
+def test_reload_config_on_both_server_models(half: Path, tmp_path: Path, server_model: str) -> None:
+    """HandleReloadConfigRequest blocks for the loads: on the threaded server inline on its handler
+    thread, under grpc.aio on a thread of its own."""
+    other = tmp_path / "marker"
+    om.write(other, 4, om.version_marker(4))
+    config = f"""model_config_list {{
+      config {{ name: "half" base_path: "{half}" model_platform: "tensorflow" }}
+      config {{ name: "marker" base_path: "{other}" model_platform: "tensorflow" }}
+    }}"""
+    with running_server(*flags(half, server_model)) as s, GrpcClient(s.grpc_target, timeout=60) as client:
+        client.reload_config(config)
+        assert client.predict("marker", {"x": np.zeros(1, np.float32)})["y"].tolist() == [4.0]
+        assert client.predict("half", {"x": np.array([2.0], np.float32)})["y"].tolist() == [3.0]
+        with pytest.raises(ClientError) as missing:
+            client.reload_config(config.replace(f'"marker" base_path: "{other}"', f'"gone" base_path: "{tmp_path}/no"'))
+        assert missing.value.code == Code.NOT_FOUND  # a failed reload's status comes back on both models

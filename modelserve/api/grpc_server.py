@@ -5,20 +5,23 @@ Serving's message-size defaults, TLS from ``--ssl_config_file``, the standard he
 (``--enable_grpc_healthcheck_service``) and server reflection. The services themselves are
 ``api.tfs_grpc``'s.
 
-One server model: ``grpc.aio`` on the process's event loop, which the REST
-listener shares. Its handlers await the core, whose runner hands the model
-call to the worker pool or a batch queue; a call waiting there holds no
-thread, and finished calls' answers go out from the loop without waking a
-thread per call. Without batching the server used to be grpcio's threaded
-one, running the model inline on its handler threads; on two unpinned cores
-``grpc.aio`` measured no more CPU per request and more requests per second
-(on one pinned core the threaded server was cheaper; docs/grpc.md).
+Two server models, chosen at start-up, both driving the same RPC coroutines
+(``api.tfs_grpc``). Without batching, grpcio's threaded server
+(``--grpc_max_threads`` threads): a handler thread runs its call inline
+(``run_inline``), the model on that thread, with no hand-off to the worker
+pool and back (on one pinned core ``grpc.aio`` cost 1.24x its CPU per
+request; docs/grpc.md). With ``--enable_batching``, ``grpc.aio`` on the
+process's event loop, which the REST listener shares: a call waiting in a
+batch queue holds no thread, and a batch's answers go out from the loop
+without waking a thread per call.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterable
+from concurrent import futures
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -51,9 +54,11 @@ class GrpcOptions:
     port: int = 8500  # 0: no TCP listener; -1: any free port
     socket_path: str = ""
     channel_arguments: str = ""
+    max_threads: int = 8  # the threaded server's handler threads
     health: bool = False
     tensor_content: bool = False
     ssl_config_file: str = ""
+    asyncio: bool = False  # grpc.aio on the event loop instead of the threaded server
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
@@ -103,12 +108,12 @@ def server_credentials(ssl_config_file: str) -> grpc.ServerCredentials | None:
 
 class GrpcServer:
     """The gRPC listener(s) of one modelserve process. The constructor does no I/O; ``start`` and
-    ``stop`` are awaited on the event loop the server then serves on."""
+    ``stop`` are awaited on the event loop (which the ``grpc.aio`` model serves on)."""
 
     def __init__(self, core: ServingCore, options: GrpcOptions) -> None:
         self._core = core
         self._options = options
-        self._server: grpc.aio.Server | None = None
+        self._server: grpc.Server | grpc.aio.Server | None = None
         self._health: Any = None
         self.port: int | None = None
 
@@ -116,7 +121,12 @@ class GrpcServer:
         """Bind, register the services and start serving; Unknown if a listener cannot bind."""
         options = self._options
         channel_options = server_channel_options(options.channel_arguments)
-        server = grpc.aio.server(options=channel_options)
+        server: grpc.Server | grpc.aio.Server
+        if options.asyncio:
+            server = grpc.aio.server(options=channel_options)
+        else:
+            threads = futures.ThreadPoolExecutor(max(1, options.max_threads), thread_name_prefix="modelserve-grpc")
+            server = grpc.server(threads, options=channel_options)
         names = add_services(server, self._core, tensor_content=options.tensor_content)
         if options.health:
             names.append(await self._add_health(server))
@@ -126,32 +136,44 @@ class GrpcServer:
             self.port = _listen(server, f"{options.host}:{max(options.port, 0)}", credentials)
         if options.socket_path:
             _listen(server, f"unix:{options.socket_path}", credentials)
-        await server.start()
+        if isinstance(server, grpc.aio.Server):
+            await server.start()
+        else:
+            await asyncio.to_thread(server.start)
         self._server = server
         if self.port is not None:
             log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.port)
         if options.socket_path:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", options.socket_path)
 
-    async def _add_health(self, server: grpc.aio.Server) -> str:
+    async def _add_health(self, server: grpc.Server | grpc.aio.Server) -> str:
         from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-        servicer = health.aio.HealthServicer()
+        asynchronous = isinstance(server, grpc.aio.Server)
+        servicer = health.aio.HealthServicer() if asynchronous else health.HealthServicer()
         for name in HEALTH_SERVICES:
-            await servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            done = servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+            if asynchronous:
+                await done  # the grpc.aio servicer's set is a coroutine
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         self._health = servicer
         return HEALTH_SERVICE
 
     async def stop(self, grace: float) -> None:
         """Refuse new RPCs, let running ones finish for up to ``grace`` seconds."""
+        server = self._server
+        if isinstance(server, grpc.aio.Server):
+            if self._health is not None:
+                await self._health.enter_graceful_shutdown()
+            await server.stop(grace)
+            return
         if self._health is not None:
-            await self._health.enter_graceful_shutdown()
-        if self._server is not None:
-            await self._server.stop(grace)
+            self._health.enter_graceful_shutdown()
+        if server is not None:  # its stop returns at once; the event is set once the calls are done
+            await asyncio.to_thread(lambda: server.stop(grace).wait())
 
 
-def _add_reflection(server: grpc.aio.Server, names: Iterable[str]) -> None:
+def _add_reflection(server: grpc.Server | grpc.aio.Server, names: Iterable[str]) -> None:
     """Server reflection, so ``grpcurl list`` / ``describe`` and calls by name work."""
     try:
         from grpc_reflection.v1alpha import reflection, reflection_pb2
@@ -182,7 +204,7 @@ def reflection_pool(extra_files: Iterable[bytes]) -> descriptor_pool.DescriptorP
     return pool
 
 
-def _listen(server: grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
+def _listen(server: grpc.Server | grpc.aio.Server, address: str, credentials: grpc.ServerCredentials | None) -> int:
     try:
         if credentials is None:
             port = server.add_insecure_port(address)

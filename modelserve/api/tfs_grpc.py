@@ -3,10 +3,14 @@
 Thin by design: decode protos to numpy, call the core, encode the answer, and
 map core errors to gRPC status codes once (``GRPC_STATUS``).
 
-Each RPC is a coroutine, awaited on the event loop (``grpc.aio``, which
-``api.grpc_server`` serves on): a call waiting for the worker pool or a batch
-queue holds no thread. It runs in the same process as the REST server and
-shares the core, the models and their leases with it.
+Each RPC is written once, as a coroutine, for both server models
+(``api.grpc_server``): one execution path, two drivers. On grpcio's threaded
+server (without ``--enable_batching``) the handler thread runs it inline
+(``inline_rpc``, ``execution.runner.run_inline``), the model on that thread
+itself, with no hand-off; under ``grpc.aio`` (with batching) it is awaited on
+the event loop (``async_rpc``), so a call waiting in a batch queue holds no
+thread. Both live in the same process as the REST server and share the core,
+the models and their leases with it.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from ..codecs.tensor_wire import tensor_entry
 from ..errors import Code, InvalidArgument, ServingError, as_serving_error
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
+from ..execution.runner import run_inline
 from ..lifecycle.config import model_configs
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
 from ..serving import example_tasks
@@ -92,17 +97,32 @@ def _lenient_parser(cls: type[Message]) -> Callable[[bytes], Message | _Malforme
     return parse
 
 
-Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+# Either server model's context; bodies read only time_remaining() and invocation_metadata().
+Context: TypeAlias = grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]
 # An RPC's body: a coroutine method of a servicer, (request, context) -> answer.
 Body = Callable[[Any, Context], Coroutine[Any, Any, Any]]
 
 
-def async_rpc(body: Body) -> Callable[[Any, Context], Awaitable[Any]]:
-    """The gRPC handler of an RPC body. Errors become gRPC statuses (once, in ``_status``); a bug
-    costs one request, never the server."""
+def inline_rpc(body: Body) -> Callable[[Any, grpc.ServicerContext], Any]:
+    """The threaded server's handler of an RPC body: run inline on the handler thread. Errors become
+    gRPC statuses (once, in ``_status``); a bug costs one request, never the server."""
 
     @functools.wraps(body)
-    async def handler(request: Any, context: Context) -> Any:
+    def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return run_inline(body(_parsed(request), context))
+        except Exception as exc:
+            context.abort(*_status(exc, body))
+        raise AssertionError("unreachable: abort raises")
+
+    return handler
+
+
+def async_rpc(body: Body) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    """``grpc.aio``'s handler of the same body, awaited on the event loop; errors as ``inline_rpc``."""
+
+    @functools.wraps(body)
+    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await body(_parsed(request), context)
         except Exception as exc:
@@ -163,7 +183,7 @@ def _answer_spec(out: Message, model: str, version: int, signature_name: str) ->
 
 
 class PredictionServicer:
-    """``tensorflow.serving.PredictionService``; its methods are RPC bodies (``async_rpc``)."""
+    """``tensorflow.serving.PredictionService``; its methods are RPC bodies (``inline_rpc``, ``async_rpc``)."""
 
     def __init__(self, core: ServingCore, *, tensor_content: bool = False) -> None:
         self._core = core
@@ -341,15 +361,19 @@ class ModelServicer:
 # --- registration ---------------------------------------------------------------------------
 
 
-def add_services(server: grpc.aio.Server, core: ServingCore, *, tensor_content: bool = False) -> list[str]:
-    """Register PredictionService and ModelService on ``server``; returns their full names."""
+def add_services(
+    server: grpc.Server | grpc.aio.Server, core: ServingCore, *, tensor_content: bool = False
+) -> list[str]:
+    """Register PredictionService and ModelService on ``server`` (threaded or ``grpc.aio``); returns
+    their full names."""
     _register(server, PREDICTION_SERVICE, PredictionServicer(core, tensor_content=tensor_content))
     _register(server, MODEL_SERVICE, ModelServicer(core))
     return [PREDICTION_SERVICE, MODEL_SERVICE]
 
 
-def _register(server: grpc.aio.Server, service: str, servicer: object) -> None:
+def _register(server: grpc.Server | grpc.aio.Server, service: str, servicer: object) -> None:
     descriptor: ServiceDescriptor = service_descriptor(service)
+    wrap = async_rpc if isinstance(server, grpc.aio.Server) else inline_rpc
     handlers = {}
     for method in descriptor.methods:
         body = getattr(servicer, method.name, None)
@@ -357,7 +381,7 @@ def _register(server: grpc.aio.Server, service: str, servicer: object) -> None:
             continue  # clients get UNIMPLEMENTED
         request = message_class(method.input_type.full_name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            async_rpc(body),
+            wrap(body),
             request_deserializer=_lenient_parser(request),
             response_serializer=_serialize,
         )

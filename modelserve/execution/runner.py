@@ -4,10 +4,10 @@ The choice is made once, when the server starts (a runner factory), so the
 request path never asks whether batching is on.
 
 A runner's ``predict`` is awaited on the event loop, or driven by
-``run_inline`` on a thread of its own with no loop running (warm-up on a
-loader thread). There it cannot suspend, so it does the work in place: the
-direct runner calls the model on the caller's thread (a hand-off would only
-add a wait), the batcher waits for its batch.
+``run_inline`` on a thread of its own with no loop running (the threaded gRPC
+server's handlers, warm-up on a loader thread). There it cannot suspend, so it
+does the work in place: the direct runner calls the model on the caller's
+thread (a hand-off would only add a wait), the batcher waits for its batch.
 """
 
 from __future__ import annotations

@@ -6,11 +6,12 @@ own status codes; everything else a request needs lives here, once: the
 version or label is resolved, a lease held while the request runs, the request
 validated against that version's signatures and handed to its runner.
 
-There is one execution path, awaited. On the event loop (REST and gRPC) the
-runner hands the model call to a worker thread or a batch queue; warm-up, on
-a loader thread with no loop running there, drives the same coroutines with
-``execution.runner.run_inline``, and the runner then runs the model, or waits
-for its batch, in place.
+There is one execution path, awaited. On the event loop (REST, and gRPC on
+``grpc.aio`` with batching) the runner hands the model call to a worker thread
+or a batch queue; a caller on a thread of its own with no loop running there
+(the threaded gRPC server's handlers, warm-up on a loader thread) drives the
+same coroutines with ``execution.runner.run_inline``, and the runner then runs
+the model, or waits for its batch, in place (docs/grpc.md "Server model").
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ from .request import (
 
 
 class ServingCore:
-    """Shared by all front ends. Thread-safe; its coroutines are awaited on the event loop."""
+    """Shared by all front ends. Thread-safe; its coroutines are awaited on the event loop or run
+    inline on a thread with no loop (``run_inline``)."""
 
     def __init__(self, manager: ModelManager) -> None:
         self.manager = manager
@@ -107,6 +109,9 @@ class ServingCore:
 
     async def reload_config(self, models: Sequence[ModelConfig]) -> None:
         """``reload_and_wait`` for a coroutine: the loads take seconds, so never on the event loop."""
+        if asyncio._get_running_loop() is None:  # run inline: this thread is already off the loop
+            self.reload_and_wait(models)
+            return
         await asyncio.to_thread(self.reload_and_wait, models)
 
 
