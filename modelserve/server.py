@@ -216,7 +216,7 @@ class Server:
             self.core,
             RestOptions(
                 timeout_ms=self.options.rest_api_timeout_in_ms,
-                enable_cors=self.options.rest_api_enable_cors_support,
+                enable_cors=self.options.rest_api_enable_cors_support or self.options.rest_api_enable_cors_headers,
                 max_body_bytes=self.options.rest_api_max_body_bytes,
             ),
         )

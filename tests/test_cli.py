@@ -79,11 +79,19 @@ def test_replace_and_explicit() -> None:
 
 
 def test_every_tf_serving_flag_is_known() -> None:
-    # main.cc of the current release defines 48; 2.0-2.2 also shipped --use_tflite_model (since renamed)
-    assert sum(1 for f in FLAGS if f.tf) == 49
+    # From tensorflow_serving/model_servers/main.cc in tensorflow/serving: the union of the flags over
+    # every 2.x release tag is 49 (the current release's 48, and --use_tflite_model of 2.0-2.2); nightly
+    # builds between 2.4 and 2.5 also had --rest_api_enable_cors_headers and --num_tflite_interpreters.
+    assert sum(1 for f in FLAGS if f.tf) == 51
     text = usage()
     for flag in FLAGS:
         assert f"--{flag.name}=" in text
+
+
+def test_older_2x_flag_names_are_accepted() -> None:
+    options = parse_flags(["--use_tflite_model=false", "--rest_api_enable_cors_headers", "--num_tflite_interpreters=2"])
+    assert (options.use_tflite_model, options.rest_api_enable_cors_headers) == (False, True)
+    assert not FLAGS_BY_NAME["num_tflite_interpreters"].effect  # warned about at start, ignored
 
 
 # ---- the real process ------------------------------------------------------------------------
