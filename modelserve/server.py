@@ -89,7 +89,9 @@ def log_thread_choices(options: ServerOptions) -> None:
 def model_list(options: ServerOptions) -> list[ModelConfig]:
     if options.model_config_file:
         return read_model_config_file(options.model_config_file)
-    return [ModelConfig(name=options.model_name, base_path=str(Path(options.model_base_path).absolute()))]
+    base = options.model_base_path
+    # A URI (s3://, file://, ...) is kept as given, as in models.config; only a plain path is made absolute.
+    return [ModelConfig(name=options.model_name, base_path=base if "://" in base else str(Path(base).absolute()))]
 
 
 def load_options(options: ServerOptions) -> platforms.LoadOptions:
