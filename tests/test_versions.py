@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from modelserve import platforms
 from modelserve.errors import Code, NotFound
 from modelserve.lifecycle.config import ModelConfig
 from modelserve.lifecycle.policy import Action, State
@@ -100,6 +101,20 @@ def test_failed_loads_are_retried_while_aspired_and_report_the_last_error(tmp_pa
     [failed] = versions.failures(["m", "unknown"])["m"]
     assert (failed.state, failed.error_code) == (State.END, Code.FAILED_PRECONDITION)
     assert failed.error_message == f"cannot load {tmp_path / '1'}"
+    versions.close()
+
+
+def test_a_missing_extra_fails_the_load_at_once_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(platforms.LOADERS, "pytorch", "modelserve_no_such_platform_module:load")
+    loader = FakeLoader()
+    loader.before_load = lambda name, version: platforms.loader("pytorch")  # the import a real load does
+    versions = serving(tmp_path, loader, 1, max_num_load_retries=5, load_retry_interval_seconds=600)
+    versions.start("m", LOAD_1)
+    assert versions.changes.wait_for(lambda: states(versions) == {1: "END"}, 10)
+    assert loader.calls == [("m", 1)]  # no retry: installing a package is what helps
+    [failed] = versions.failures(["m"])["m"]
+    assert failed.error_code == Code.FAILED_PRECONDITION
+    assert "pip install 'modelserve[torch]'" in failed.error_message
     versions.close()
 
 

@@ -4,7 +4,8 @@ A load copies the version from remote storage (``sources.LocalCopies``), loads
 it with the platform, makes its runner and warms it up; a step that fails frees
 what the steps before it made. A failed load is retried
 ``max_num_load_retries`` times, ``load_retry_interval_seconds`` apart, while
-the version is still wanted; ``stop`` ends the waits between retries.
+the version is still wanted, unless its error is permanent (``MissingExtra``:
+a package to install); ``stop`` ends the waits between retries.
 
 Thread-safe, and holds no lock of its own beyond the local copies' one: the
 caller's ``wanted`` is the only callback, and is called between attempts.
@@ -18,7 +19,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import as_serving_error
+from ..errors import MissingExtra, as_serving_error
 from ..execution.runner import Runner, RunnerFactory
 from ..platforms.servable import Servable
 from . import sources
@@ -75,7 +76,7 @@ class VersionLoader:
                 return self._load_once(model, version, location)
             except Exception as exc:
                 error = as_serving_error(exc)
-                if attempt + 1 == self._attempts or not wanted():
+                if attempt + 1 == self._attempts or isinstance(error, MissingExtra) or not wanted():
                     raise error from exc
                 log.warning(
                     "Loading servable: {name: %s version: %d} failed: %s; retrying in %.1f s",

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..errors import FailedPrecondition, InvalidArgument, MissingExtra, NotFound
 from . import cpus
 from .servable import Servable
 
@@ -115,7 +115,7 @@ def loader(platform: str) -> Loader:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         extra = {"tensorflow": "tensorflow", "pytorch": "torch"}.get(platform, platform)
-        raise FailedPrecondition(
+        raise MissingExtra(
             f"The {platform} platform needs an extra: pip install 'modelserve[{extra}]' ({exc})"
         ) from exc
     found: Loader = getattr(module, func)
