@@ -104,6 +104,18 @@ def test_failed_loads_are_retried_while_aspired_and_report_the_last_error(tmp_pa
     versions.close()
 
 
+def test_a_load_being_retried_shows_its_last_error_while_loading(tmp_path: Path) -> None:
+    loader = FakeLoader(fail={1})
+    versions = serving(tmp_path, loader, 1, max_num_load_retries=5, load_retry_interval_seconds=600)
+    versions.start("m", LOAD_1)
+    assert versions.changes.wait_for(lambda: versions.status("m")[0].error_message != "", 10)
+    [report] = versions.status("m")
+    assert (report.state, report.error_code) == (State.LOADING, Code.FAILED_PRECONDITION)
+    assert report.error_message == f"cannot load {tmp_path / '1'}"
+    assert versions.views("m")[0].failed is False  # still being retried: the policy does not count it failed
+    versions.close()  # ends the wait before the next attempt
+
+
 def test_a_missing_extra_fails_the_load_at_once_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(platforms.LOADERS, "pytorch", "modelserve_no_such_platform_module:load")
     loader = FakeLoader()

@@ -19,7 +19,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import MissingExtra, as_serving_error
+from ..errors import MissingExtra, ServingError, as_serving_error
 from ..execution.runner import Runner, RunnerFactory
 from ..platforms.servable import Servable
 from . import sources
@@ -63,12 +63,18 @@ class VersionLoader:
         return self._stop.is_set()
 
     def load(
-        self, config: Callable[[], ModelConfig], version: int, location: str, wanted: Callable[[], bool]
+        self,
+        config: Callable[[], ModelConfig],
+        version: int,
+        location: str,
+        wanted: Callable[[], bool],
+        retrying: Callable[[ServingError], None] = lambda error: None,
     ) -> LoadedVersion:
         """Load ``version``; on failure retry while ``wanted()`` (TF: its state stays LOADING).
 
         ``config()`` is read at each attempt, so a retry uses the model's config
-        of the moment. Raises the last attempt's error as a ServingError.
+        of the moment; ``retrying(error)`` is told each failed attempt that will be
+        retried, so the status can show it. Raises the last attempt's error as a ServingError.
         """
         for attempt in range(self._attempts):
             model = config()
@@ -85,6 +91,7 @@ class VersionLoader:
                     error,
                     self._retry_interval,
                 )
+                retrying(error)
                 if self._stop.wait(self._retry_interval):
                     raise error from exc
         raise AssertionError("unreachable")
