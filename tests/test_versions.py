@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from pathlib import Path
 
@@ -101,6 +103,17 @@ def test_failed_loads_are_retried_while_aspired_and_report_the_last_error(tmp_pa
     [failed] = versions.failures(["m", "unknown"])["m"]
     assert (failed.state, failed.error_code) == (State.END, Code.FAILED_PRECONDITION)
     assert failed.error_message == f"cannot load {tmp_path / '1'}"
+    versions.close()
+
+
+def test_each_load_step_is_logged_with_its_time(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    versions = serving(tmp_path, FakeLoader(), 1)
+    with caplog.at_level(logging.INFO, logger="modelserve.lifecycle.loading"):
+        versions.start("m", LOAD_1)
+        assert versions.changes.wait_for(lambda: states(versions) == {1: "AVAILABLE"}, 10)
+    steps = [r.getMessage() for r in caplog.records if r.name == "modelserve.lifecycle.loading"]
+    for what in ("copy to a local folder", "platform load", "runner", "warm-up"):
+        assert any(re.fullmatch(rf"Loading servable {{name: m version: 1}}: {what} took [0-9.]+ s", m) for m in steps)
     versions.close()
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from ..errors import MissingExtra, ServingError, as_serving_error
@@ -97,14 +98,19 @@ class VersionLoader:
         raise AssertionError("unreachable")
 
     def _load_once(self, config: ModelConfig, version: int, location: str) -> LoadedVersion:
-        folder = self._copies.fetch(location)
+        step = _Steps(config.name, version)  # a load can take many seconds: say where it is
+        with step("copy to a local folder"):
+            folder = self._copies.fetch(location)
         with contextlib.ExitStack() as undo:  # a failed step frees what the steps before it made
             undo.callback(self._copies.drop, location)  # the next attempt copies afresh
-            servable = self._loader(config, folder)
+            with step("platform load"):
+                servable = self._loader(config, folder)
             undo.callback(servable.close)
-            runner = self._runner_factory(config.name, version, folder, servable)
+            with step("runner"):
+                runner = self._runner_factory(config.name, version, folder, servable)
             undo.callback(runner.close)
-            self._warmup(folder, servable, runner)
+            with step("warm-up"):
+                self._warmup(folder, servable, runner)
             undo.pop_all()
         return LoadedVersion(config.name, version, folder, servable, runner)
 
@@ -123,3 +129,16 @@ class VersionLoader:
     def close(self) -> None:
         """Remove the cache folder this made (call once every version is freed)."""
         self._copies.close()
+
+
+class _Steps:
+    """Logs each step of one load attempt with the seconds it took (nothing when it fails: the error is logged)."""
+
+    def __init__(self, model: str, version: int) -> None:
+        self._name = f"{{name: {model} version: {version}}}"
+
+    @contextlib.contextmanager
+    def __call__(self, what: str) -> Iterator[None]:
+        start = time.monotonic()
+        yield
+        log.info("Loading servable %s: %s took %.2f s", self._name, what, time.monotonic() - start)

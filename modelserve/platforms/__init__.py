@@ -8,6 +8,9 @@ stay optional.
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -15,6 +18,8 @@ from typing import Protocol
 from ..errors import FailedPrecondition, InvalidArgument, MissingExtra, NotFound
 from . import cpus
 from .servable import Servable
+
+log = logging.getLogger(__name__)
 
 # platform name -> "module:function"
 LOADERS = {
@@ -111,6 +116,8 @@ def resolve(model: str, configured: str, version_dir: Path, prefer_tflite_model:
 
 def loader(platform: str) -> Loader:
     module_name, func = LOADERS[platform].split(":")
+    first = module_name not in sys.modules
+    start = time.monotonic()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -118,6 +125,8 @@ def loader(platform: str) -> Loader:
         raise MissingExtra(
             f"The {platform} platform needs an extra: pip install 'modelserve[{extra}]' ({exc})"
         ) from exc
+    if first:  # importing torch or TensorFlow alone can take many seconds
+        log.info("Imported the %s platform in %.2f s", platform, time.monotonic() - start)
     found: Loader = getattr(module, func)
     return found
 
