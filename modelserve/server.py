@@ -22,7 +22,7 @@ from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.http import Router
 from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
-from .errors import InvalidArgument, ServingError
+from .errors import InvalidArgument, ServingError, Unavailable
 from .execution.batching import NO_METRICS, BatchingRunners, BatchMetrics
 from .execution.instances import PlacedLoader
 from .execution.runner import DirectRunner, Runner, RunnerFactory
@@ -210,9 +210,13 @@ class Server:
             return
         try:
             sock = _bind(self.options.host, max(port, 0))
-        except OSError as exc:  # not fatal in TF Serving either
-            log.error("Failed to start HTTP Server at localhost:%d: %s", port, exc)
-            return
+        except OSError as exc:
+            # TF Serving logs this and serves gRPC alone; failing is kinder: otherwise a REST client
+            # reaches whatever else holds the port.
+            raise Unavailable(
+                f"Failed to start HTTP Server at localhost:{port}: {exc.strerror or exc}; "
+                f"another process holds port {port}? Choose a free --rest_api_port (or -1 for any free port)."
+            ) from None
         self.rest_port = sock.getsockname()[1]
         rest = TfsRestApp(
             self.core,
@@ -256,7 +260,11 @@ def _bind(host: str, port: int) -> socket.socket:
 async def serve(options: ServerOptions) -> None:
     """Run until SIGTERM or SIGINT, then drain and stop."""
     server = Server(options)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()  # what started (models, gRPC) is let go before the process exits
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

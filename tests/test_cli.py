@@ -6,6 +6,7 @@ import dataclasses
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -172,6 +173,26 @@ def test_corrupt_model_fails_start_up(tmp_path: Path) -> None:
     result = run(f"--model_base_path={tmp_path}", "--port=-1", "--rest_api_port=-1", "--max_num_load_retries=0")
     assert result.returncode == 255
     assert "1 servable(s) did not become available: {{name: default version: 1} due to error:" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--rest_api_port", "--port"])
+def test_a_busy_port_fails_start_up_naming_it(tmp_path: Path, flag: str) -> None:
+    om.write(tmp_path / "half", 1, om.half_plus_two())
+    with socket.socket() as holder:  # another process's listener, as a real socket
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        ports = {"--port": "-1", "--rest_api_port": "-1", flag: str(busy)}
+        result = run(
+            f"--model_base_path={tmp_path / 'half'}", "--host=127.0.0.1", *(f"{k}={v}" for k, v in ports.items())
+        )
+    assert result.returncode == 255, result.stderr
+    assert "Failed to start server. Error:" in result.stderr
+    expected = {
+        "--rest_api_port": f"Failed to start HTTP Server at localhost:{busy}: Address already in use",
+        "--port": f"Failed to BuildAndStart gRPC server: cannot listen on 127.0.0.1:{busy}",
+    }
+    assert expected[flag] in result.stderr, result.stderr
 
 
 def test_serves_then_exits_0_on_sigterm(tmp_path: Path) -> None:
