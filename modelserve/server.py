@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -257,14 +257,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(options: ServerOptions) -> None:
-    """Run until SIGTERM or SIGINT, then drain and stop."""
+async def serve(options: ServerOptions, started: Callable[[Server], None] = lambda server: None) -> None:
+    """Run until SIGTERM or SIGINT, then drain and stop; ``started`` is called once the ports are bound."""
     server = Server(options)
     try:
         await server.start()
     except BaseException:
         await server.stop()  # what started (models, gRPC) is let go before the process exits
         raise
+    started(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -280,11 +281,11 @@ def configure_logging() -> None:
     )
 
 
-def run(options: ServerOptions) -> int:
+def run(options: ServerOptions, started: Callable[[Server], None] = lambda server: None) -> int:
     """The process's life; returns its exit status (255 on a failed start, as TF Serving)."""
     configure_logging()
     try:
-        _event_loop_runner()(serve(options))
+        _event_loop_runner()(serve(options, started))
     except ServingError as exc:
         log.error("Failed to start server. Error: %s: %s", exc.code.name, exc)
         return 255
