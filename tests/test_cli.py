@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import signal
 import socket
@@ -154,6 +155,21 @@ def test_start_up_validation(args: list[str], message: str) -> None:
     result = run(*args)
     assert result.returncode == 255
     assert "Failed to start server. Error:" in result.stderr and message in result.stderr
+
+
+def test_bare_command_points_to_help_and_demo() -> None:
+    result = run()
+    assert result.returncode == 255
+    assert "Both server_options.model_base_path and server_options.model_config_file are empty!" in result.stderr
+    assert "'modelserve --help' lists the flags; 'modelserve demo' serves example models." in result.stderr
+
+
+def test_demo_help_prints_its_usage(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}  # this checkout's modelserve, from tmp_path
+    result = subprocess.run([*CMD, "demo", "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: modelserve demo [--dir=DIR] [flags]")
+    assert not (tmp_path / "demo_models").exists()  # --help writes nothing
 
 
 def test_missing_base_path_fails_fast(tmp_path: Path) -> None:
