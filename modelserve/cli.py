@@ -52,7 +52,15 @@ def _serve(argv: Sequence[str]) -> int:
         return 0
     from .server import run
 
-    return run(options)
+    status = run(options)
+    if status and not options.model_base_path and not options.model_config_file:
+        # TF Serving's own line says what is missing; a newcomer also needs where to go next.
+        print(
+            "modelserve: no model to serve. 'modelserve --help' lists the flags; "
+            "'modelserve demo' serves example models.",
+            file=sys.stderr,
+        )
+    return status
 
 
 def _demo(argv: Sequence[str]) -> int:

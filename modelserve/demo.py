@@ -94,13 +94,23 @@ def build_repository(root: Path) -> Path:
     return config
 
 
+USAGE = """\
+usage: modelserve demo [--dir=DIR] [flags]
+
+Writes a small model repository to DIR (default ./demo_models): ONNX half_plus_two (versions 1
+and 2; the newest, 2, is served) and an MNIST-shaped MLP (versions 1 and 2, both served), then
+serves it like `modelserve --model_config_file=DIR/models.config`, on gRPC :8500 and REST :8501
+unless --port / --rest_api_port say otherwise (-1: any free port). Once the ports are open it
+prints example requests. Any server flag may follow (modelserve --help lists them), except
+--model_base_path and --model_config_file."""
+
 EXAMPLES = """\
 modelserve demo: serving {root}
   REST on :{rest}, gRPC on :{grpc}. Try:
 
   curl localhost:{rest}/v1/models/half_plus_two
   curl -d '{{"instances": [1.0, 2.0, 5.0]}}' localhost:{rest}/v1/models/half_plus_two:predict
-  curl -d '{{"inputs": {{"x": [[1.0], [2.0]]}}}}' localhost:{rest}/v1/models/half_plus_two/versions/1:predict
+  curl -d '{{"inputs": {{"x": [[1.0], [2.0]]}}}}' localhost:{rest}/v1/models/half_plus_two/versions/2:predict
   curl localhost:{rest}/v1/models/mnist                    # versions 1 and 2 are both served
   curl localhost:{rest}/v1/models/mnist/versions/1/metadata
   python -c "import json; print(json.dumps({{'instances': [[0.5] * 784]}}))" | \\
@@ -108,19 +118,30 @@ modelserve demo: serving {root}
 """
 
 
+def banner(root: Path, rest_port: int | None, grpc_port: int | None) -> str:
+    """The examples, with the ports the server really bound (``--port=-1`` picks any free one)."""
+    return EXAMPLES.format(root=root.absolute(), rest=rest_port, grpc=grpc_port)
+
+
 def main(argv: Sequence[str]) -> int:
     from .options import UsageError, parse_flags
-    from .server import run
+    from .server import Server, run
 
     args = list(argv)
+    if any(arg in ("-h", "--help") for arg in args):
+        print(USAGE)
+        return 0
     root = Path("demo_models")
     for arg in list(args):
         if arg.startswith("--dir="):
             root = Path(arg.partition("=")[2])
             args.remove(arg)
-    config = build_repository(root)
-    options = parse_flags(["--port=8500", "--rest_api_port=8501", f"--model_config_file={config}", *args])
-    if options.model_base_path:
-        raise UsageError("modelserve demo serves its own models; drop --model_base_path")
-    print(EXAMPLES.format(root=root.absolute(), rest=options.rest_api_port, grpc=options.port), file=sys.stderr)
-    return run(options)
+    options = parse_flags(["--port=8500", "--rest_api_port=8501", *args])
+    if options.model_base_path or options.model_config_file:
+        raise UsageError("modelserve demo serves its own models; drop --model_base_path and --model_config_file")
+    options = options.replace(model_config_file=str(build_repository(root)))
+
+    def started(server: Server) -> None:
+        print(banner(root, server.rest_port, server.grpc_port), file=sys.stderr, flush=True)
+
+    return run(options, started)

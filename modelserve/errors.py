@@ -4,6 +4,7 @@
     ├── InvalidArgument         the request is wrong
     ├── NotFound                no such model / version / label target
     ├── FailedPrecondition      the request cannot run in the current state
+    │   └── MissingExtra        an optional package is not installed (no retry helps)
     ├── ResourceExhausted       a size or memory limit was hit
     ├── Unavailable             try again later (queue full, shutting down)
     ├── DeadlineExceeded        the request's deadline passed
@@ -62,6 +63,13 @@ class NotFound(ServingError):
 
 class FailedPrecondition(ServingError):
     code = Code.FAILED_PRECONDITION
+
+
+class MissingExtra(FailedPrecondition):
+    """A model needs an optional package that is not installed; the message names the pip extra.
+
+    Permanent: a load that fails with it is not retried.
+    """
 
 
 class ResourceExhausted(ServingError):

@@ -1,4 +1,4 @@
-"""Every command-line flag: TF Serving's 48 (same names, types and defaults) plus ours.
+"""Every command-line flag: every one TF Serving 2.x has shipped (same names, types and defaults) plus ours.
 
 ``ServerOptions`` is the one table: a frozen dataclass with one typed field per
 flag, whose metadata holds the flag's group and help. ``FLAGS`` (what the
@@ -92,6 +92,8 @@ class ServerOptions:
         30000, "REST", "Deadline of a REST inference request (<=0: none); expiry answers HTTP 504."
     )
     rest_api_enable_cors_support: bool = flag(False, "REST", "Add CORS headers to every REST response.")
+    # Nightly builds between 2.4 and 2.5 had these two names; launch scripts written then still use them.
+    rest_api_enable_cors_headers: bool = flag(False, "REST", "Older name of --rest_api_enable_cors_support.")
     rest_api_max_body_bytes: int = flag(
         256 * 1024 * 1024, "REST", "Largest accepted request body (after gunzip); larger gets HTTP 413.", tf=False
     )
@@ -153,6 +155,9 @@ class ServerOptions:
     )
     use_tflite_model: bool = flag(False, "Runtime", "Older name of --prefer_tflite_model.")
     num_tflite_pools: int = computed(cpus.available, "Runtime", "TF Lite interpreters each TF Lite model runs at once.")
+    num_tflite_interpreters: int = computed(
+        cpus.available, "Runtime", "Older name of --num_tflite_interpreters_per_pool; no effect.", effect=False
+    )
     num_tflite_interpreters_per_pool: int = flag(
         1, "Runtime", "TF Serving batches inside each TF Lite pool; here batching is --enable_batching's.", effect=False
     )

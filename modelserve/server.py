@@ -13,7 +13,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,7 @@ from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.http import Router
 from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
-from .errors import InvalidArgument, ServingError
+from .errors import InvalidArgument, ServingError, Unavailable
 from .execution.batching import NO_METRICS, BatchingRunners, BatchMetrics
 from .execution.instances import PlacedLoader
 from .execution.runner import DirectRunner, Runner, RunnerFactory
@@ -89,7 +89,9 @@ def log_thread_choices(options: ServerOptions) -> None:
 def model_list(options: ServerOptions) -> list[ModelConfig]:
     if options.model_config_file:
         return read_model_config_file(options.model_config_file)
-    return [ModelConfig(name=options.model_name, base_path=str(Path(options.model_base_path).absolute()))]
+    base = options.model_base_path
+    # A URI (s3://, file://, ...) is kept as given, as in models.config; only a plain path is made absolute.
+    return [ModelConfig(name=options.model_name, base_path=base if "://" in base else str(Path(base).absolute()))]
 
 
 def load_options(options: ServerOptions) -> platforms.LoadOptions:
@@ -210,15 +212,19 @@ class Server:
             return
         try:
             sock = _bind(self.options.host, max(port, 0))
-        except OSError as exc:  # not fatal in TF Serving either
-            log.error("Failed to start HTTP Server at localhost:%d: %s", port, exc)
-            return
+        except OSError as exc:
+            # TF Serving logs this and serves gRPC alone; failing is kinder: otherwise a REST client
+            # reaches whatever else holds the port.
+            raise Unavailable(
+                f"Failed to start HTTP Server at localhost:{port}: {exc.strerror or exc}; "
+                f"another process holds port {port}? Choose a free --rest_api_port (or -1 for any free port)."
+            ) from None
         self.rest_port = sock.getsockname()[1]
         rest = TfsRestApp(
             self.core,
             RestOptions(
                 timeout_ms=self.options.rest_api_timeout_in_ms,
-                enable_cors=self.options.rest_api_enable_cors_support,
+                enable_cors=self.options.rest_api_enable_cors_support or self.options.rest_api_enable_cors_headers,
                 max_body_bytes=self.options.rest_api_max_body_bytes,
             ),
         )
@@ -253,10 +259,15 @@ def _bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-async def serve(options: ServerOptions) -> None:
-    """Run until SIGTERM or SIGINT, then drain and stop."""
+async def serve(options: ServerOptions, started: Callable[[Server], None] = lambda server: None) -> None:
+    """Run until SIGTERM or SIGINT, then drain and stop; ``started`` is called once the ports are bound."""
     server = Server(options)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        await server.stop()  # what started (models, gRPC) is let go before the process exits
+        raise
+    started(server)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -272,11 +283,11 @@ def configure_logging() -> None:
     )
 
 
-def run(options: ServerOptions) -> int:
+def run(options: ServerOptions, started: Callable[[Server], None] = lambda server: None) -> int:
     """The process's life; returns its exit status (255 on a failed start, as TF Serving)."""
     configure_logging()
     try:
-        _event_loop_runner()(serve(options))
+        _event_loop_runner()(serve(options, started))
     except ServingError as exc:
         log.error("Failed to start server. Error: %s: %s", exc.code.name, exc)
         return 255

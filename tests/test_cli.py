@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.request
@@ -79,11 +81,19 @@ def test_replace_and_explicit() -> None:
 
 
 def test_every_tf_serving_flag_is_known() -> None:
-    # main.cc of the current release defines 48; 2.0-2.2 also shipped --use_tflite_model (since renamed)
-    assert sum(1 for f in FLAGS if f.tf) == 49
+    # From tensorflow_serving/model_servers/main.cc in tensorflow/serving: the union of the flags over
+    # every 2.x release tag is 49 (the current release's 48, and --use_tflite_model of 2.0-2.2); nightly
+    # builds between 2.4 and 2.5 also had --rest_api_enable_cors_headers and --num_tflite_interpreters.
+    assert sum(1 for f in FLAGS if f.tf) == 51
     text = usage()
     for flag in FLAGS:
         assert f"--{flag.name}=" in text
+
+
+def test_older_2x_flag_names_are_accepted() -> None:
+    options = parse_flags(["--use_tflite_model=false", "--rest_api_enable_cors_headers", "--num_tflite_interpreters=2"])
+    assert (options.use_tflite_model, options.rest_api_enable_cors_headers) == (False, True)
+    assert not FLAGS_BY_NAME["num_tflite_interpreters"].effect  # warned about at start, ignored
 
 
 # ---- the real process ------------------------------------------------------------------------
@@ -147,6 +157,21 @@ def test_start_up_validation(args: list[str], message: str) -> None:
     assert "Failed to start server. Error:" in result.stderr and message in result.stderr
 
 
+def test_bare_command_points_to_help_and_demo() -> None:
+    result = run()
+    assert result.returncode == 255
+    assert "Both server_options.model_base_path and server_options.model_config_file are empty!" in result.stderr
+    assert "'modelserve --help' lists the flags; 'modelserve demo' serves example models." in result.stderr
+
+
+def test_demo_help_prints_its_usage(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}  # this checkout's modelserve, from tmp_path
+    result = subprocess.run([*CMD, "demo", "--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: modelserve demo [--dir=DIR] [flags]")
+    assert not (tmp_path / "demo_models").exists()  # --help writes nothing
+
+
 def test_missing_base_path_fails_fast(tmp_path: Path) -> None:
     result = run(f"--model_base_path={tmp_path / 'absent'}", "--port=-1", "--rest_api_port=-1")
     assert result.returncode == 255
@@ -164,6 +189,26 @@ def test_corrupt_model_fails_start_up(tmp_path: Path) -> None:
     result = run(f"--model_base_path={tmp_path}", "--port=-1", "--rest_api_port=-1", "--max_num_load_retries=0")
     assert result.returncode == 255
     assert "1 servable(s) did not become available: {{name: default version: 1} due to error:" in result.stderr
+
+
+@pytest.mark.parametrize("flag", ["--rest_api_port", "--port"])
+def test_a_busy_port_fails_start_up_naming_it(tmp_path: Path, flag: str) -> None:
+    om.write(tmp_path / "half", 1, om.half_plus_two())
+    with socket.socket() as holder:  # another process's listener, as a real socket
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        busy = holder.getsockname()[1]
+        ports = {"--port": "-1", "--rest_api_port": "-1", flag: str(busy)}
+        result = run(
+            f"--model_base_path={tmp_path / 'half'}", "--host=127.0.0.1", *(f"{k}={v}" for k, v in ports.items())
+        )
+    assert result.returncode == 255, result.stderr
+    assert "Failed to start server. Error:" in result.stderr
+    expected = {
+        "--rest_api_port": f"Failed to start HTTP Server at localhost:{busy}: Address already in use",
+        "--port": f"Failed to BuildAndStart gRPC server: cannot listen on 127.0.0.1:{busy}",
+    }
+    assert expected[flag] in result.stderr, result.stderr
 
 
 def test_serves_then_exits_0_on_sigterm(tmp_path: Path) -> None:

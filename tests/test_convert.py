@@ -9,8 +9,11 @@ from __future__ import annotations
 import http.client
 import importlib.util
 import json
+import os
 import pickle
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
@@ -203,3 +206,33 @@ def test_keras_to_saved_model_serves_the_same(suffix: str, tmp_path: Path, capsy
     assert diffs(output)["logits"] < 1e-5
     body = predict(tmp_path / "m", {"inputs": {"features": X.tolist()}}, 1)
     np.testing.assert_allclose(body["outputs"], np.asarray(model(X)), rtol=1e-4, atol=1e-4)
+
+
+# ---- the command as a newcomer meets it (a real process) ----------------------------------------
+
+
+def run_cli(*args: str, pythonpath: Path | None = None) -> subprocess.CompletedProcess[str]:
+    paths = [str(pythonpath)] if pythonpath else []
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*paths, str(Path(__file__).parents[1])])}
+    return subprocess.run(
+        [sys.executable, "-m", "modelserve", "convert", *args], capture_output=True, text=True, timeout=120, env=env
+    )
+
+
+def test_convert_help_is_plain_text() -> None:
+    result = run_cli("--help")
+    assert result.returncode == 0, result.stderr
+    assert "modelserve convert: turn a model" in result.stdout
+    assert "``" not in result.stdout
+
+
+def test_a_missing_converter_package_names_the_extra(tmp_path: Path) -> None:
+    # A package on the path that imports as if it were not installed.
+    (tmp_path / "skl2onnx").mkdir()
+    (tmp_path / "skl2onnx/__init__.py").write_text(
+        "raise ModuleNotFoundError(\"No module named 'skl2onnx'\", name='skl2onnx')\n"
+    )
+    result = run_cli("sklearn", str(tmp_path / "m.pkl"), str(tmp_path / "base"), "--trust-pickle", pythonpath=tmp_path)
+    assert result.returncode == 1
+    assert "No module named 'skl2onnx': pip install 'modelserve[convert]'" in result.stderr
+    assert "Traceback" not in result.stderr

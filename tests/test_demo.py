@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import onnx
+import pytest
 from onnx import numpy_helper
 
-from modelserve.demo import build_repository
+from modelserve.demo import banner, build_repository
 from modelserve.testing import running_server
 
 
@@ -53,3 +61,67 @@ def test_demo_models_serve(tmp_path: Path) -> None:
             got = _post(f"{server.rest_url}/v1/models/mnist/versions/{version}:predict", {"instances": x.tolist()})
             expected = _numpy_forward(tmp_path / f"mnist/{version}/model.onnx", x)
             np.testing.assert_allclose(np.array(got["predictions"]), expected, rtol=1e-4, atol=1e-6)
+
+
+# ---- the demo as a newcomer runs it: every command its banner prints ----------------------------
+
+
+def banner_commands(text: str) -> list[str]:
+    """The shell commands in the banner: lines that start with curl or python, continuations joined."""
+    joined = text.replace("\\\n", " ")
+    return [line.strip() for line in joined.splitlines() if line.strip().startswith(("curl ", "python "))]
+
+
+@pytest.fixture
+def demo(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
+    """``modelserve demo`` as a real process on free ports: its banner, and an environment to run it in."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "modelserve", "demo", f"--dir={tmp_path}", "--port=-1", "--rest_api_port=-1"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    drain: threading.Thread | None = None
+    try:
+        assert proc.stderr is not None
+        seen: list[str] = []
+        expected: list[str] | None = None
+        for line in proc.stderr:  # the banner comes once the ports are open
+            seen.append(line)
+            if m := re.search(r"REST on :(\d+), gRPC on :(\d+)\.", line):
+                expected = banner(tmp_path, int(m.group(1)), int(m.group(2))).splitlines(keepends=True)
+            if expected and "".join(seen).endswith("".join(expected)):
+                break
+        assert expected, "".join(seen)
+        drain = threading.Thread(target=proc.stderr.read, daemon=True)  # keep the pipe from filling
+        drain.start()
+        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+        yield "".join(expected), env  # ``python`` in the banner is this interpreter
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+        if drain is not None:
+            drain.join(10)
+        if proc.stderr is not None:
+            proc.stderr.close()
+
+
+def test_every_command_the_demo_banner_prints_works(demo: tuple[str, dict[str, str]]) -> None:
+    text, env = demo
+    assert ":-1" not in text  # the ports it really bound, not the flags' -1
+    commands = banner_commands(text)
+    assert len(commands) == 6, text
+    answers = {}
+    for command in commands:
+        result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, env=env)
+        assert result.returncode == 0, (command, result.stderr)
+        doc = json.loads(result.stdout)
+        assert "error" not in doc, (command, doc)
+        answers[re.findall(r"localhost:\d+/(\S+)", command)[-1]] = doc
+    assert answers["v1/models/half_plus_two:predict"] == {"predictions": [2.5, 3.0, 4.5]}
+    assert answers["v1/models/half_plus_two/versions/2:predict"] == {"outputs": [[2.5], [3.0]]}
+    assert [v["state"] for v in answers["v1/models/half_plus_two"]["model_version_status"]] == ["AVAILABLE"]
+    mnist = {v["version"]: v["state"] for v in answers["v1/models/mnist"]["model_version_status"]}
+    assert mnist == {"2": "AVAILABLE", "1": "AVAILABLE"}
+    assert answers["v1/models/mnist/versions/1/metadata"]["model_spec"]["version"] == "1"
+    [probabilities] = answers["v1/models/mnist:predict"]["predictions"]
+    assert len(probabilities) == 10 and abs(sum(probabilities) - 1) < 1e-4

@@ -23,6 +23,8 @@ import pytest
 
 from modelserve.client import ClientError, GrpcClient
 from modelserve.errors import Code, NotFound
+from modelserve.options import parse_flags
+from modelserve.server import model_list
 from modelserve.testing import ServerThread, running_server
 
 from . import onnx_models as om
@@ -216,6 +218,28 @@ def test_remote_base_path_and_config_file_through_fsspec() -> None:
             assert served_version(server) == 2
     finally:
         fs.rm("/lifecycle", recursive=True)
+
+
+@pytest.mark.parametrize("scheme", ["memory", "file"])
+def test_base_path_flag_keeps_a_uri(tmp_path: Path, scheme: str) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    if scheme == "memory":
+        fsspec.filesystem("memory").pipe("/flag/m/1/model.onnx", om.version_marker(1))
+        base = "memory://flag/m"
+    else:
+        om.write(tmp_path / "m", 1, om.version_marker(1))
+        base = f"file://{tmp_path / 'm'}"
+    assert model_list(parse_flags([f"--model_base_path={base}"]))[0].base_path == base
+    try:
+        with running_server(f"--model_base_path={base}", "--model_name=m", **FAST) as server:
+            assert served_version(server) == 1
+    finally:
+        if scheme == "memory":
+            fsspec.filesystem("memory").rm("/flag", recursive=True)
+
+
+def test_base_path_flag_makes_a_plain_path_absolute() -> None:
+    assert model_list(parse_flags(["--model_base_path=rel/m"]))[0].base_path == str(Path("rel/m").absolute())
 
 
 # ---- labels and config reloads --------------------------------------------------------------

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+import re
 import threading
 from pathlib import Path
 
 import pytest
 
+from modelserve import platforms
 from modelserve.errors import Code, NotFound
 from modelserve.lifecycle.config import ModelConfig
 from modelserve.lifecycle.policy import Action, State
@@ -100,6 +103,43 @@ def test_failed_loads_are_retried_while_aspired_and_report_the_last_error(tmp_pa
     [failed] = versions.failures(["m", "unknown"])["m"]
     assert (failed.state, failed.error_code) == (State.END, Code.FAILED_PRECONDITION)
     assert failed.error_message == f"cannot load {tmp_path / '1'}"
+    versions.close()
+
+
+def test_each_load_step_is_logged_with_its_time(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    versions = serving(tmp_path, FakeLoader(), 1)
+    with caplog.at_level(logging.INFO, logger="modelserve.lifecycle.loading"):
+        versions.start("m", LOAD_1)
+        assert versions.changes.wait_for(lambda: states(versions) == {1: "AVAILABLE"}, 10)
+    steps = [r.getMessage() for r in caplog.records if r.name == "modelserve.lifecycle.loading"]
+    for what in ("copy to a local folder", "platform load", "runner", "warm-up"):
+        assert any(re.fullmatch(rf"Loading servable {{name: m version: 1}}: {what} took [0-9.]+ s", m) for m in steps)
+    versions.close()
+
+
+def test_a_load_being_retried_shows_its_last_error_while_loading(tmp_path: Path) -> None:
+    loader = FakeLoader(fail={1})
+    versions = serving(tmp_path, loader, 1, max_num_load_retries=5, load_retry_interval_seconds=600)
+    versions.start("m", LOAD_1)
+    assert versions.changes.wait_for(lambda: versions.status("m")[0].error_message != "", 10)
+    [report] = versions.status("m")
+    assert (report.state, report.error_code) == (State.LOADING, Code.FAILED_PRECONDITION)
+    assert report.error_message == f"cannot load {tmp_path / '1'}"
+    assert versions.views("m")[0].failed is False  # still being retried: the policy does not count it failed
+    versions.close()  # ends the wait before the next attempt
+
+
+def test_a_missing_extra_fails_the_load_at_once_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(platforms.LOADERS, "pytorch", "modelserve_no_such_platform_module:load")
+    loader = FakeLoader()
+    loader.before_load = lambda name, version: platforms.loader("pytorch")  # the import a real load does
+    versions = serving(tmp_path, loader, 1, max_num_load_retries=5, load_retry_interval_seconds=600)
+    versions.start("m", LOAD_1)
+    assert versions.changes.wait_for(lambda: states(versions) == {1: "END"}, 10)
+    assert loader.calls == [("m", 1)]  # no retry: installing a package is what helps
+    [failed] = versions.failures(["m"])["m"]
+    assert failed.error_code == Code.FAILED_PRECONDITION
+    assert "pip install 'modelserve[torch]'" in failed.error_message
     versions.close()
 
 

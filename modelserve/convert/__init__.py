@@ -21,7 +21,7 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
-from .common import ConvertError, Progress
+from .common import ConvertError, Progress, missing_extra
 
 COMMANDS: dict[str, str] = {
     "pb": "modelserve.convert.frozen_graph",
@@ -34,7 +34,9 @@ COMMANDS: dict[str, str] = {
 def parser() -> argparse.ArgumentParser:
     import importlib
 
-    root = argparse.ArgumentParser(prog="modelserve convert", description=__doc__.split("\n\n")[0])
+    # The docstring's reST quoting (``...``) is for readers of the code, not for a terminal.
+    description = __doc__.split("\n\n")[0].replace("``", "")
+    root = argparse.ArgumentParser(prog="modelserve convert", description=description)
     commands = root.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
@@ -57,5 +59,8 @@ def main(argv: Sequence[str]) -> int:
         run(args, progress)
     except ConvertError as exc:
         print(f"modelserve convert {args.command}: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:  # an import outside a step
+        print(f"modelserve convert {args.command}: {missing_extra(exc)}", file=sys.stderr)
         return 1
     return 0

@@ -24,6 +24,16 @@ class ConvertError(Exception):
     """A step failed; the message names the step and the reason."""
 
 
+# The pip extra that brings a missing top-level package; the rest of what convert imports is in [convert].
+EXTRAS = {"torch": "torch", "tensorflow": "tensorflow", "keras": "tensorflow"}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str:
+    """What to install for a package a conversion imports and this environment lacks."""
+    package = (exc.name or "").partition(".")[0]
+    return f"{exc}: pip install 'modelserve[{EXTRAS.get(package, 'convert')}]'"
+
+
 class Progress:
     """Numbered steps on stderr, each with its time, so a long conversion shows where it is."""
 
@@ -41,6 +51,8 @@ class Progress:
             yield
         except ConvertError:
             raise
+        except ModuleNotFoundError as exc:
+            raise ConvertError(f'step "{what}" failed: {missing_extra(exc)}') from exc
         except Exception as exc:  # a library's own error, told with the step it broke
             raise ConvertError(f'step "{what}" failed: {type(exc).__name__}: {exc}') from exc
         print(f"    done in {time.monotonic() - start:.1f} s", file=self.stream, flush=True)

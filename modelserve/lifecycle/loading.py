@@ -4,7 +4,8 @@ A load copies the version from remote storage (``sources.LocalCopies``), loads
 it with the platform, makes its runner and warms it up; a step that fails frees
 what the steps before it made. A failed load is retried
 ``max_num_load_retries`` times, ``load_retry_interval_seconds`` apart, while
-the version is still wanted; ``stop`` ends the waits between retries.
+the version is still wanted, unless its error is permanent (``MissingExtra``:
+a package to install); ``stop`` ends the waits between retries.
 
 Thread-safe, and holds no lock of its own beyond the local copies' one: the
 caller's ``wanted`` is the only callback, and is called between attempts.
@@ -15,10 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from ..errors import as_serving_error
+from ..errors import MissingExtra, ServingError, as_serving_error
 from ..execution.runner import Runner, RunnerFactory
 from ..platforms.servable import Servable
 from . import sources
@@ -62,12 +64,18 @@ class VersionLoader:
         return self._stop.is_set()
 
     def load(
-        self, config: Callable[[], ModelConfig], version: int, location: str, wanted: Callable[[], bool]
+        self,
+        config: Callable[[], ModelConfig],
+        version: int,
+        location: str,
+        wanted: Callable[[], bool],
+        retrying: Callable[[ServingError], None] = lambda error: None,
     ) -> LoadedVersion:
         """Load ``version``; on failure retry while ``wanted()`` (TF: its state stays LOADING).
 
         ``config()`` is read at each attempt, so a retry uses the model's config
-        of the moment. Raises the last attempt's error as a ServingError.
+        of the moment; ``retrying(error)`` is told each failed attempt that will be
+        retried, so the status can show it. Raises the last attempt's error as a ServingError.
         """
         for attempt in range(self._attempts):
             model = config()
@@ -75,7 +83,7 @@ class VersionLoader:
                 return self._load_once(model, version, location)
             except Exception as exc:
                 error = as_serving_error(exc)
-                if attempt + 1 == self._attempts or not wanted():
+                if attempt + 1 == self._attempts or isinstance(error, MissingExtra) or not wanted():
                     raise error from exc
                 log.warning(
                     "Loading servable: {name: %s version: %d} failed: %s; retrying in %.1f s",
@@ -84,19 +92,25 @@ class VersionLoader:
                     error,
                     self._retry_interval,
                 )
+                retrying(error)
                 if self._stop.wait(self._retry_interval):
                     raise error from exc
         raise AssertionError("unreachable")
 
     def _load_once(self, config: ModelConfig, version: int, location: str) -> LoadedVersion:
-        folder = self._copies.fetch(location)
+        step = _Steps(config.name, version)  # a load can take many seconds: say where it is
+        with step("copy to a local folder"):
+            folder = self._copies.fetch(location)
         with contextlib.ExitStack() as undo:  # a failed step frees what the steps before it made
             undo.callback(self._copies.drop, location)  # the next attempt copies afresh
-            servable = self._loader(config, folder)
+            with step("platform load"):
+                servable = self._loader(config, folder)
             undo.callback(servable.close)
-            runner = self._runner_factory(config.name, version, folder, servable)
+            with step("runner"):
+                runner = self._runner_factory(config.name, version, folder, servable)
             undo.callback(runner.close)
-            self._warmup(folder, servable, runner)
+            with step("warm-up"):
+                self._warmup(folder, servable, runner)
             undo.pop_all()
         return LoadedVersion(config.name, version, folder, servable, runner)
 
@@ -115,3 +129,16 @@ class VersionLoader:
     def close(self) -> None:
         """Remove the cache folder this made (call once every version is freed)."""
         self._copies.close()
+
+
+class _Steps:
+    """Logs each step of one load attempt with the seconds it took (nothing when it fails: the error is logged)."""
+
+    def __init__(self, model: str, version: int) -> None:
+        self._name = f"{{name: {model} version: {version}}}"
+
+    @contextlib.contextmanager
+    def __call__(self, what: str) -> Iterator[None]:
+        start = time.monotonic()
+        yield
+        log.info("Loading servable %s: %s took %.2f s", self._name, what, time.monotonic() - start)

@@ -85,13 +85,15 @@ class _Version:
     state: State = State.START
     aspired: bool = True
     error: ServingError | None = None
+    retry_error: ServingError | None = None  # the last failed attempt of a load still being retried
     loaded: LoadedVersion | None = None
     # Aspired again while it unloaded (its folder came back, a rollback): load it afresh once freed.
     reload: bool = False
 
     def report(self) -> VersionReport:
-        if self.error is not None:
-            return VersionReport(self.version, self.state, self.error.code, self.error.message)
+        error = self.error or (self.retry_error if self.state == State.LOADING else None)
+        if error is not None:  # TF Serving's status { error_code error_message }, LOADING ones too
+            return VersionReport(self.version, self.state, error.code, error.message)
         instances = self.loaded.instances() if self.loaded is not None else ()
         return VersionReport(self.version, self.state, instances=instances)
 
@@ -233,7 +235,7 @@ class Versions:
             if model is None or entry is None or self._loader.stopped:
                 return False
             if action.kind == "load" and entry.state == State.START and entry.aspired:
-                entry.state = State.LOADING
+                entry.state, entry.retry_error = State.LOADING, None
                 self._submit(self._load_pool, self._load, model, entry)
             elif action.kind == "unload" and entry.state == State.AVAILABLE:
                 self._begin_unload(model, entry)
@@ -316,7 +318,11 @@ class Versions:
         name = model.config.name
         try:
             loaded = self._loader.load(
-                lambda: self._config(model), entry.version, entry.location, lambda: self._wanted(entry)
+                lambda: self._config(model),
+                entry.version,
+                entry.location,
+                lambda: self._wanted(entry),
+                lambda error: self._retrying(entry, error),
             )
         except ServingError as exc:
             log.error("Loading servable: {name: %s version: %d} failed: %s", name, entry.version, exc)
@@ -341,6 +347,11 @@ class Versions:
     def _config(self, model: _Model) -> ModelConfig:
         with self._lock:
             return model.config
+
+    def _retrying(self, entry: _Version, error: ServingError) -> None:
+        with self._lock:
+            entry.retry_error = error
+        self.changes.bump()
 
     def _wanted(self, entry: _Version) -> bool:
         with self._lock:

@@ -8,13 +8,18 @@ stay optional.
 from __future__ import annotations
 
 import importlib
+import logging
+import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from ..errors import FailedPrecondition, InvalidArgument, NotFound
+from ..errors import FailedPrecondition, InvalidArgument, MissingExtra, NotFound
 from . import cpus
 from .servable import Servable
+
+log = logging.getLogger(__name__)
 
 # platform name -> "module:function"
 LOADERS = {
@@ -111,13 +116,17 @@ def resolve(model: str, configured: str, version_dir: Path, prefer_tflite_model:
 
 def loader(platform: str) -> Loader:
     module_name, func = LOADERS[platform].split(":")
+    first = module_name not in sys.modules
+    start = time.monotonic()
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         extra = {"tensorflow": "tensorflow", "pytorch": "torch"}.get(platform, platform)
-        raise FailedPrecondition(
+        raise MissingExtra(
             f"The {platform} platform needs an extra: pip install 'modelserve[{extra}]' ({exc})"
         ) from exc
+    if first:  # importing torch or TensorFlow alone can take many seconds
+        log.info("Imported the %s platform in %.2f s", platform, time.monotonic() - start)
     found: Loader = getattr(module, func)
     return found
 
