@@ -76,13 +76,17 @@ def log_thread_choices(options: ServerOptions) -> None:
     """Every thread default follows the CPUs this process may really use (docs/platforms.md); say which."""
     budget = cpus.budget()
     intra = options.tensorflow_intra_op_parallelism or options.tensorflow_session_parallelism
+    grpc = (
+        "gRPC on the event loop, batch threads per --batching_parameters_file"
+        if options.enable_batching
+        else f"{options.grpc_max_threads} gRPC"
+    )
     log.info(
-        "%s; threads: %s intra-op per model, %d inference, %d gRPC%s",
+        "%s; threads: %s intra-op per model, %d inference, %s",
         budget.describe(),
         intra or f"{platforms.threads(0)} (default)",
         options.num_inference_threads,
-        options.grpc_max_threads,
-        "" if not options.enable_batching else ", batch threads per --batching_parameters_file",
+        grpc,
     )
 
 
