@@ -8,7 +8,10 @@ PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
-# torch first, pinned: the CPU wheel; a bare "torch" would fetch a multi-GB CUDA build.
+# torch first, pinned, so that a CPU build wins where pip can see one (2.13.0+cpu satisfies ==2.13.0:
+# a find-links folder, or PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu); elsewhere pip takes
+# PyPI's CUDA build of the same release (gigabytes, and it runs on a CPU too). The suite also passes on
+# torch 2.14 (checked by hand; see docs/platforms.md).
 pip install -q "torch==2.13.0"
 pip install -q -e ".[dev,test,bench,tensorflow,torch,tflite,convert]"
 
