@@ -218,16 +218,16 @@ class PredictionServicer:
         return response
 
     async def Classify(self, request: Any, context: Context) -> Message:
-        response = pb.ClassificationResponse()
-        answer = await self._core.classify(self._examples(request, context))
-        _write_result("classify", response.result, answer.results[0])
-        _answer_spec(response.model_spec, answer.model, answer.version, request.model_spec.signature_name)
-        return response
+        return await self._one_task("classify", request, context, pb.ClassificationResponse())
 
     async def Regress(self, request: Any, context: Context) -> Message:
-        response = pb.RegressionResponse()
-        answer = await self._core.regress(self._examples(request, context))
-        _write_result("regress", response.result, answer.results[0])
+        return await self._one_task("regress", request, context, pb.RegressionResponse())
+
+    async def _one_task(self, kind: example_tasks.Kind, request: Any, context: Context, response: Message) -> Message:
+        """Classify or Regress: one task's result and the model spec written into ``response``."""
+        run = self._core.classify if kind == "classify" else self._core.regress
+        answer = await run(self._examples(request, context))
+        _write_result(kind, response.result, answer.results[0])
         _answer_spec(response.model_spec, answer.model, answer.version, request.model_spec.signature_name)
         return response
 
