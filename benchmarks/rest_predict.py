@@ -1,6 +1,11 @@
 """REST predict throughput on a small MLP (784→128→10): modelserve vs a Starlette baseline vs raw onnxruntime.
 
     python benchmarks/rest_predict.py [--seconds=10] [--rounds=3] [--concurrency=1,8,64] [--checkout=DIR ...]
+                                      [--mlserver-python=VENV/bin/python]
+
+"modelserve" runs with one intra-op and one inference thread, as tuned for one core; "modelserve,
+default flags" with none of those flags, so that its thread defaults must find the one CPU it is
+pinned to by themselves. ``--mlserver-python`` adds MLServer (V2 REST, docs/benchmarking.md) as a peer.
 
 ``--checkout=DIR`` adds modelserve as it is in another checkout (``git worktree add DIR COMMIT``), run from
 there, to the same interleaved rounds: how a change moved the figures, measured side by side.
@@ -23,7 +28,8 @@ import numpy as np
 import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, LoadResult, ensure_tools, free_port, median, pinned, python, wait_http, wrk
+from batching import v2_body
+from common import ROOT, LoadResult, ensure_tools, free_port, median, mlserver_command, pinned, python, wait_http, wrk
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.demo import mlp
@@ -53,6 +59,7 @@ def main() -> None:
     parser.add_argument("--concurrency", default="1,8,64")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--checkout", action="append", default=[], help="another checkout's modelserve too")
+    parser.add_argument("--mlserver-python", default="", help="a venv's python with mlserver==1.7.1 and onnxruntime")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     ensure_tools("wrk")
@@ -83,7 +90,7 @@ def main() -> None:
         "--port",
         "{port}",
     ]
-    modelserve = [
+    default_flags = [
         python(),
         "-m",
         "modelserve",
@@ -91,29 +98,39 @@ def main() -> None:
         f"--model_base_path={work / 'mlp'}",
         "--rest_api_port={port}",
         "--port=-1",
-        "--tensorflow_intra_op_parallelism=1",
-        "--num_inference_threads=1",
         "--file_system_poll_wait_seconds=0",
     ]
-    servers: dict[str, tuple[list[str], dict[str, str], Path]] = {
-        "starlette+uvicorn baseline": (starlette, {"MODEL": str(model)}, ROOT),
-        "same, inference in a thread pool": (starlette, {"MODEL": str(model), "THREADPOOL": "1"}, ROOT),
-        "modelserve": (modelserve, {}, ROOT),
+    tuned = [*default_flags, "--tensorflow_intra_op_parallelism=1", "--num_inference_threads=1"]
+    v1 = ("/v1/models/mlp:predict", body, "/v1/models/mlp")
+    servers: dict[str, tuple[list[str], dict[str, str], Path, tuple[str, Path, str]]] = {
+        "starlette+uvicorn baseline": (starlette, {"MODEL": str(model)}, ROOT, v1),
+        "same, inference in a thread pool": (starlette, {"MODEL": str(model), "THREADPOOL": "1"}, ROOT, v1),
+        "modelserve": (tuned, {}, ROOT, v1),
+        "modelserve, default flags": (default_flags, {}, ROOT, v1),
     }
     for checkout in args.checkout:
-        servers[f"modelserve at {checkout}"] = (modelserve, {}, Path(checkout).resolve())
+        servers[f"modelserve at {checkout}"] = (tuned, {}, Path(checkout).resolve(), v1)
+    if args.mlserver_python:
+        v2 = work / "v2.json"
+        v2.write_text(v2_body(x))
+        peer = mlserver_command(args.mlserver_python, work / "mlserver", model, http_port=0, grpc_port=free_port())
+        servers["MLServer 1.7.1 (V2 REST)"] = (peer, {}, ROOT, ("/v2/models/mlp/infer", v2, "/v2/models/mlp/ready"))
     # Rounds interleave the servers so that noise from other work on the machine falls on all alike;
     # each figure is the median over rounds.
     runs: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in levels} for name in servers}
     for _ in range(args.rounds):
-        for name, (cmd, env, cwd) in servers.items():
+        for name, (cmd, env, cwd, (path, request, ready)) in servers.items():
             port = free_port()
+            if name.startswith("MLServer"):  # its port lives in its settings file
+                cmd = mlserver_command(
+                    args.mlserver_python, work / "mlserver", model, http_port=port, grpc_port=free_port()
+                )
             with pinned([c.replace("{port}", str(port)) for c in cmd], "1", env, cwd=cwd):
-                url = f"http://127.0.0.1:{port}/v1/models/mlp:predict"
-                wait_http(f"http://127.0.0.1:{port}/v1/models/mlp")
-                wrk(url, body, 8, 2)  # warm-up
+                url = f"http://127.0.0.1:{port}{path}"
+                wait_http(f"http://127.0.0.1:{port}{ready}")
+                wrk(url, request, 8, 2)  # warm-up
                 for c in levels:
-                    runs[name][c].append(wrk(url, body, c, args.seconds))
+                    runs[name][c].append(wrk(url, request, c, args.seconds))
     results = {name: {c: median(rs) for c, rs in by_c.items()} for name, by_c in runs.items()}
 
     base = results["starlette+uvicorn baseline"]
