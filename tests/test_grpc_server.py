@@ -283,3 +283,18 @@ def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, 
         with pytest.raises(RuntimeError):
             call(object(), context)  # not a request at all: a bug, not the client's fault
         assert context.aborted is not None and context.aborted[0] == grpc.StatusCode.UNKNOWN
+
+
+def test_unix_socket_left_behind_by_a_dead_server_is_taken_over(half: Path, tmp_path: Path) -> None:
+    # A server killed without cleaning up leaves its socket file; the next one on that path must still start
+    # (gRPC unlinks the file before binding, as TF Serving's gRPC does). TF Serving's own e2e tests start
+    # many servers on one --grpc_socket_path.
+    import socket as sockets
+
+    path = tmp_path / "stale.sock"
+    stale = sockets.socket(sockets.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()
+    assert path.exists()
+    with running_server(*flags(half, "threaded", f"--grpc_socket_path={path}")), GrpcClient(f"unix:{path}") as client:
+        assert client.predict("half", {"x": np.array([2.0], np.float32)})["y"].tolist() == [3.0]
