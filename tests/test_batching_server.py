@@ -330,3 +330,24 @@ def test_a_grpc_call_its_client_gave_up_on_holds_no_version(tmp_path: Path) -> N
         other = [ModelConfig(name="half", base_path=str(tmp_path / "half"))]
         s.call(asyncio.to_thread(s.server.core.reload_and_wait, other), timeout=60)
         assert [v.state.name for v in s.server.core.status("slow")] == ["END"]
+
+
+def test_a_shape_the_model_refuses_fails_alone_among_concurrent_requests(server: ServerThread) -> None:
+    # No signature-shape check runs before the batcher: requests of another shape are never merged
+    # with the rest (the queue keys on non-batch dims), so onnxruntime's refusal reaches only them.
+    def client(seed: int) -> None:
+        bad = seed % 2 == 1
+        x = np.random.default_rng(seed).standard_normal((2, 5 if bad else 6)).astype(np.float32)
+        status, body = post(server, "/v1/models/mlp:predict", {"instances": x.tolist()})
+        if bad:
+            assert status == 400, body
+            assert "INVALID_ARGUMENT : Got invalid dimensions for input" in body["error"], body
+        else:
+            assert status == 200, body
+            np.testing.assert_allclose(
+                np.array(body["predictions"]), om.mlp_reference(WEIGHTS, x), rtol=1e-4, atol=1e-5
+            )
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(client, range(16)))
+    assert post(server, "/v1/models/mlp:predict", {"instances": mlp_rows(7, 1).tolist()})[0] == 200

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -76,6 +78,28 @@ def test_tf_serving_errors(tmp_path: Path, text: str, message: str) -> None:
     assert message in str(raised.value)
     if "line" in message:
         assert str(raised.value).startswith(f"Invalid protobuf file: '{path}': ")
+
+
+def test_parse_error_is_logged_in_protobufs_words(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # TF Serving's C++ protobuf prints this line on stderr; scripts watching a server's stderr look for it.
+    path = tmp_path / "models.config"
+    path.write_text("model_config_list {\n  config { name: 'm' bas_path: '/m' }\n}")
+    with pytest.raises(InvalidArgument):
+        read_model_config_file(str(path))
+    assert (
+        "Error parsing text-format tensorflow.serving.ModelServerConfig: 2:22: "
+        'Message type "tensorflow.serving.ModelConfig" has no field named "bas_path".'
+    ) in caplog.text
+
+
+def test_unparsable_config_file_fails_start_up_saying_so_on_stderr(tmp_path: Path) -> None:
+    path = tmp_path / "bad.config"
+    path.write_text("improperly formatted file")
+    command = [sys.executable, "-m", "modelserve", "--port=-1", "--rest_api_port=-1", f"--model_config_file={path}"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 255
+    assert "Error parsing text-format tensorflow.serving.ModelServerConfig: 1:1: " in result.stderr
+    assert f"Invalid protobuf file: '{path}'" in result.stderr
 
 
 def test_missing_file(tmp_path: Path) -> None:

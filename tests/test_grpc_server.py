@@ -335,3 +335,18 @@ def test_reload_config_on_both_server_models(half: Path, tmp_path: Path, server_
         with pytest.raises(ClientError) as missing:
             client.reload_config(config.replace(f'"marker" base_path: "{other}"', f'"gone" base_path: "{tmp_path}/no"'))
         assert missing.value.code == Code.NOT_FOUND  # a failed reload's status comes back on both models
+
+
+def test_unix_socket_left_behind_by_a_dead_server_is_taken_over(half: Path, tmp_path: Path) -> None:
+    # A server killed without cleaning up leaves its socket file; the next one on that path must still start
+    # (gRPC unlinks the file before binding, as TF Serving's gRPC does). TF Serving's own e2e tests start
+    # many servers on one --grpc_socket_path.
+    import socket as sockets
+
+    path = tmp_path / "stale.sock"
+    stale = sockets.socket(sockets.AF_UNIX)
+    stale.bind(str(path))
+    stale.close()
+    assert path.exists()
+    with running_server(*flags(half, "threaded", f"--grpc_socket_path={path}")), GrpcClient(f"unix:{path}") as client:
+        assert client.predict("half", {"x": np.array([2.0], np.float32)})["y"].tolist() == [3.0]

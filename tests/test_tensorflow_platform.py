@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -37,6 +38,8 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tf")
     return {
         "hp2_v1": tf_models.half_plus_two_v1(root / "hp2_v1"),
+        "hp3_v1": tf_models.half_plus_three_v1(root / "hp3_v1"),
+        "two_signatures": tf_models.two_signatures(root / "two_signatures"),
         "hp2": tf_models.half_plus_two(root / "hp2"),
         "strings": tf_models.string_identity(root / "strings"),
         "cond": tf_models.cond_with_training_placeholder_v1(root / "cond"),
@@ -81,6 +84,46 @@ def test_predict_half_plus_two(models: dict[str, Path], loader: str) -> None:
     out = load(models["hp2_v1"], loader).predict("serving_default", {"x": x})
     np.testing.assert_array_equal(out["y"], 0.5 * x + 2)
     assert out["y"].dtype == np.float32
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+@pytest.mark.parametrize("model, offset", [("hp2_v1", 2.0), ("hp3_v1", 3.0)])
+def test_the_graph_not_the_declared_shape_decides(
+    models: dict[str, Path], loader: str, model: str, offset: float
+) -> None:
+    # x is declared [-1,1]; TF Serving's C++ session feeds [3] and [1] alike and the ops take them.
+    # Python's Session.run would refuse them ("Cannot feed value of shape (3,) ...") before the graph.
+    servable = load(models[model], loader)
+    for x in ([1.0, 2.0, 5.0], [2.0], [[1.0, 2.0]]):
+        got = servable.predict("serving_default", {"x": np.array(x, np.float32)})["y"]
+        np.testing.assert_array_equal(got, 0.5 * np.array(x, np.float32) + offset)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_what_the_graph_refuses_is_invalid_argument_in_tfs_words(models: dict[str, Path], loader: str) -> None:
+    servable = load(models["mlp"], loader)
+    with pytest.raises(InvalidArgument, match=r"Matrix size-incompatible: In\[0\]: \[2,3\], In\[1\]: \[4,8\]"):
+        servable.predict("serving_default", {"input": np.zeros((2, 3), np.float32)})
+    assert servable.predict("serving_default", {"input": np.zeros((2, 4), np.float32)})["output"].shape == (2, 3)
+
+
+def test_a_fetched_input_is_answered_with_the_value_fed(models: dict[str, Path]) -> None:
+    # A signature may name one tensor as input and output; the C++ callable refuses to feed and fetch one tensor.
+    loaded = load(models["hp2_v1"], "session")
+    assert isinstance(loaded, tfp.SessionServable)
+    sig = loaded.signatures["serving_default"]
+    echo = dataclasses.replace(sig, outputs={"x": sig.inputs["x"], **sig.outputs})
+    servable = tfp.SessionServable(loaded._session, {"echo": echo})
+    out = servable.predict("echo", {"x": np.array([4.0], np.float32)})
+    assert out["x"].tolist() == [4.0] and out["y"].tolist() == [4.0]
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_two_signatures_of_a_tf2_model(models: dict[str, Path], loader: str) -> None:
+    servable = load(models["two_signatures"], loader)
+    x = {"x": np.array([2.0], np.float32)}
+    assert servable.predict("serving_default", x)["y"].tolist() == 1.0
+    assert servable.predict("custom_signature_key", x)["y"].tolist() == 2.0
 
 
 @pytest.mark.parametrize("loader", LOADERS)

@@ -34,15 +34,16 @@ def _signature(inputs: dict[str, tf.Tensor], outputs: dict[str, tf.Tensor], meth
 
 
 @contextlib.contextmanager
-def _builder(folder: Path) -> Iterator[tuple[v1.Session, dict[str, object]]]:
-    """A graph session; the caller fills the signature map, then it is saved with the variables."""
+def _builder(folder: Path, extra: dict[str, object] | None = None) -> Iterator[tuple[v1.Session, dict[str, object]]]:
+    """A graph session; the caller fills the signature map (and ``extra``, the builder's other
+    arguments such as ``main_op``, made in the graph), then it is saved with the variables."""
     signatures: dict[str, object] = {}
     graph = tf.Graph()
     with graph.as_default(), v1.Session(graph=graph) as sess:
         yield sess, signatures
         sess.run(v1.global_variables_initializer())
         builder = v1.saved_model.builder.SavedModelBuilder(str(folder))
-        builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map=signatures)
+        builder.add_meta_graph_and_variables(sess, ["serve"], signature_def_map=signatures, **(extra or {}))
         builder.save()
 
 
@@ -74,6 +75,40 @@ def half_plus_two_v1(base: Path, version: int = 1) -> Path:
                 "regress_x_to_y2": _signature({"inputs": serialized}, {"outputs": y2}, REGRESS),
                 "regress_x2_to_y3": _signature({"inputs": x2}, {"outputs": y3}, REGRESS),
                 "classify_x_to_y": _signature({"inputs": serialized}, {"scores": y}, CLASSIFY),
+                "serving_default": _signature({"x": x}, {"y": y}, PREDICT),
+            }
+        )
+    return folder
+
+
+def half_plus_three_v1(base: Path, version: int = 1) -> Path:
+    """TF Serving's saved_model_half_plus_three: y = 0.5 x + 3, an older-style TF1 export.
+
+    Like the original it has an asset and a main op that assigns the asset's
+    file name to a variable when the model loads, and a ``tf_example``
+    placeholder of unknown shape; ``x`` is its parsed ``x`` feature (static
+    shape [-1, 1]).
+    """
+    folder = _folder(base, version)
+    asset_dir = folder.parent / f".assets-{version}"
+    asset_dir.mkdir(parents=True, exist_ok=True)
+    asset = asset_dir / "foo.txt"
+    asset.write_text("asset-file-contents")
+    extra: dict[str, object] = {}
+    with _builder(folder, extra) as (_, signatures):
+        a, b = v1.Variable(0.5, name="a"), v1.Variable(3.0, name="b")
+        serialized = v1.placeholder(tf.string, name="tf_example")  # no static shape, as the original
+        features = v1.parse_example(serialized, {"x": v1.FixedLenFeature([1], dtype=tf.float32)})
+        x = tf.identity(features["x"], name="x")
+        y = tf.identity(a * x + b, name="y")
+        asset_path = tf.constant(str(asset), name="asset_filepath")
+        v1.add_to_collection(v1.GraphKeys.ASSET_FILEPATHS, asset_path)
+        filename = v1.Variable("", name="filename_tensor", trainable=False, collections=[])
+        extra["main_op"] = tf.group(v1.assign(filename, asset_path), v1.tables_initializer())
+        extra["assets_collection"] = v1.get_collection(v1.GraphKeys.ASSET_FILEPATHS)
+        signatures.update(
+            {
+                "regress_x_to_y": _signature({"inputs": serialized}, {"outputs": y}, REGRESS),
                 "serving_default": _signature({"x": x}, {"y": y}, PREDICT),
             }
         )
@@ -168,3 +203,23 @@ def mlp(base: Path, weights: Sequence[tuple[np.ndarray, np.ndarray]], version: i
 def string_identity(base: Path, version: int = 1) -> Path:
     """TF2 string identity: ``x`` string [-1] -> ``y``."""
     return _save(_StringIdentity(), base, version)
+
+
+class _TwoSignatures(tf.Module):
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32)])
+    def one(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.constant(1.0)}
+
+    @tf.function(input_signature=[tf.TensorSpec(None, tf.float32)])
+    def two(self, x: tf.Tensor) -> dict[str, tf.Tensor]:
+        return {"y": tf.constant(2.0)}
+
+
+def two_signatures(base: Path, version: int = 1) -> Path:
+    """TF2, two signatures taking ``x`` of any shape: serving_default -> y = 1.0, custom_signature_key -> y = 2.0."""
+    folder = _folder(base, version)
+    module = _TwoSignatures()
+    tf.saved_model.save(
+        module, str(folder), signatures={"serving_default": module.one, "custom_signature_key": module.two}
+    )
+    return folder

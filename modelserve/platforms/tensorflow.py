@@ -6,8 +6,8 @@ dtypes, shapes and method names are the real ones whichever way the model runs:
 
 * ``function`` — ``tf.saved_model.load`` and the concrete functions in
   ``.signatures`` (TF2 SavedModels; TF1 ones are pruned into functions too).
-* ``session`` — ``tf.compat.v1`` session loading and ``Session.run`` by tensor
-  name, exactly as TF Serving runs a model. Some SavedModels written by TF1's
+* ``session`` — ``tf.compat.v1`` session loading and runs by tensor name,
+  exactly as TF Serving runs a model (without Python's feed-shape check). Some SavedModels written by TF1's
   ``SavedModelBuilder`` only load this way (e.g. a placeholder inside an
   untaken v1 ``cond`` branch cannot be pruned into a function).
 
@@ -33,7 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # TF's C++ INFO lines are no
 
 import tensorflow as tf
 from google.protobuf import message, text_format
-from tensorflow.core.protobuf import meta_graph_pb2, saved_model_pb2
+from tensorflow.core.protobuf import config_pb2, meta_graph_pb2, saved_model_pb2
 
 from ..dtypes import DType
 from ..errors import Code as _Code
@@ -237,13 +237,23 @@ class FunctionServable:
 
 
 class SessionServable:
-    """Signatures served by ``Session.run`` on tensor names; ``Session.run`` is thread-safe."""
+    """Signatures served by the session's C++ callables on tensor names, as TF Serving runs them.
+
+    ``Session.run`` (and ``make_callable`` with a feed list, which calls it)
+    refuses a feed whose shape differs from the placeholder's static shape
+    before the graph sees it; TF Serving's C++ ``Session::Run`` has no such
+    check, so a signature declaring x as [-1,1] takes [3] there and the ops
+    decide. A callable made from ``CallableOptions`` runs without it; one is
+    made per feed and fetch set and kept, and the C++ callable is thread-safe.
+    """
 
     loader = "session"
 
     def __init__(self, session: tf.compat.v1.Session, signatures: Mapping[str, Signature]) -> None:
         self._session = session
         self._signatures = dict(signatures)
+        self._callables: dict[tuple[tuple[str, ...], tuple[str, ...]], Any] = {}
+        self._lock = threading.Lock()
 
     @property
     def signatures(self) -> Mapping[str, Signature]:
@@ -257,12 +267,29 @@ class SessionServable:
     ) -> dict[str, np.ndarray]:
         sig = self._signatures[signature]
         aliases = list(output_filter) or list(sig.outputs)
-        feed = {sig.inputs[alias].name: value for alias, value in inputs.items()}
+        feed = {sig.inputs[alias].name: value for alias, value in sorted(inputs.items())}
+        # A tensor both fed and fetched is refused by the C++ callable; like
+        # Session.run, answer it with the value fed.
+        fetches = tuple(sorted({sig.outputs[a].name for a in aliases} - feed.keys()))
         with _tf_errors():
-            results = self._session.run([sig.outputs[a].name for a in aliases], feed_dict=feed)
-        return {a: _to_numpy(v, sig.outputs[a].dtype) for a, v in zip(aliases, results, strict=True)}
+            run = self._callable(tuple(feed), fetches)
+            values = dict(zip(fetches, run(*feed.values()), strict=True)) if fetches else {}
+        values.update(feed)
+        return {a: _to_numpy(values[sig.outputs[a].name], sig.outputs[a].dtype) for a in aliases}
+
+    def _callable(self, feeds: tuple[str, ...], fetches: tuple[str, ...]) -> Any:
+        key = (feeds, fetches)
+        found = self._callables.get(key)
+        if found is None:
+            options = config_pb2.CallableOptions(feed=feeds, fetch=fetches)
+            with self._lock:  # one callable per key, even when two requests race to make it
+                found = self._callables.get(key)
+                if found is None:
+                    found = self._callables[key] = self._session._make_callable_from_options(options)
+        return found
 
     def close(self) -> None:
+        self._callables.clear()  # each releases its C++ handle while the session is still open
         self._session.close()
 
 

@@ -1,10 +1,15 @@
 """TF Serving's text-format config files (ModelServerConfig, BatchingParameters, SSLConfig ...).
 
-Errors are INVALID_ARGUMENT naming the file, line and column, as TF Serving's.
+Errors are INVALID_ARGUMENT naming the file, line and column, as TF Serving's;
+the parser's own complaint is also logged in protobuf's words ("Error parsing
+text-format <message>: line:column: ..."), as TF Serving's C++ protobuf prints
+it on stderr, since scripts and tests watching a server's stderr look for it.
 Files may be local paths or fsspec URIs (``modelserve.storage``).
 """
 
 from __future__ import annotations
+
+import logging
 
 from google.protobuf import text_format
 from google.protobuf.message import Message
@@ -12,6 +17,8 @@ from google.protobuf.message import Message
 from ..errors import InvalidArgument, ServingError
 from ..storage import read_bytes
 from ._pool import POOL
+
+log = logging.getLogger(__name__)
 
 
 def parse_text(text: str, message: Message, path: str) -> Message:
@@ -21,6 +28,8 @@ def parse_text(text: str, message: Message, path: str) -> Message:
     except text_format.ParseError as exc:
         where = f"line {exc.GetLine()} column {exc.GetColumn()}: " if exc.GetLine() else ""
         detail = str(exc).split(" : ", 1)[-1]
+        at = f"{exc.GetLine()}:{exc.GetColumn()}: " if exc.GetLine() else ""
+        log.error("Error parsing text-format %s: %s%s", message.DESCRIPTOR.full_name, at, detail)
         raise InvalidArgument(f"Invalid protobuf file: '{path}': {where}{detail}") from None
     return message
 

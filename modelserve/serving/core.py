@@ -166,13 +166,17 @@ def find_signature(signatures: Mapping[str, Signature], signature_name: str) -> 
 
 
 def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
-    """TF Serving's input-set checks, then dtype and shape checks against the signature."""
+    """TF Serving's input-set checks, then dtype checks against the signature.
+
+    Shapes are not checked against the signature's declared dims: TF Serving
+    feeds its session whatever shape it was sent and the graph's ops decide
+    (a signature declaring x as [-1,1] still takes [3]); what the runtime
+    refuses comes back from the platform as InvalidArgument in its own words.
+    """
     if inputs.keys() != signature.inputs.keys():
         _check_input_names(signature, inputs)
     for index, (alias, array) in enumerate(sorted(inputs.items())):
-        spec = signature.inputs[alias]
-        check_dtype(index, spec, array)
-        check_shape(alias, spec, array)
+        check_dtype(index, signature.inputs[alias], array)
 
 
 def _check_input_names(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
@@ -194,18 +198,6 @@ def check_dtype(index: int, spec: TensorSpec, array: np.ndarray) -> None:
         raise InvalidArgument(f"Expects arg[{index}] to be {tf_name(spec.dtype)} but {tf_name(got)} is provided")
 
 
-def check_shape(alias: str, spec: TensorSpec, array: np.ndarray) -> None:
-    if spec.shape is None:
-        return
-    ok = len(spec.shape) == array.ndim and all(
-        want in (-1, got) for want, got in zip(spec.shape, array.shape, strict=True)
-    )
-    if not ok:
-        raise InvalidArgument(
-            f"Input '{alias}' has shape {_shape(array.shape)} but the signature expects {_shape(spec.shape)}"
-        )
-
-
 def check_output_filter(signature: Signature, output_filter: Collection[str]) -> None:
     seen: set[str] = set()
     for alias in output_filter:
@@ -225,7 +217,3 @@ def input_dtypes(signature: Signature) -> dict[str, DType]:
 
 def _join(names: Collection[str]) -> str:
     return ",".join(names)
-
-
-def _shape(shape: Sequence[int]) -> str:
-    return "[" + ",".join(str(d) for d in shape) + "]"
