@@ -37,6 +37,9 @@ def usage() -> str:
 
 def version_text() -> str:
     try:
+        from .platforms import before_tensorflow
+
+        before_tensorflow()
         import tensorflow as tf
 
         tf_version = tf.__version__

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -171,3 +173,24 @@ def test_predict_is_thread_safe(tmp_path: Path) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(worker, range(8)))  # re-raises a worker's failure here
+
+
+def test_tensorflow_and_pytorch_models_load_in_one_process(tmp_path: Path) -> None:
+    """With PyPI's CUDA torch builds, triton's native library crashed the process when it loaded after
+    TensorFlow's; the TensorFlow platform loads it first. A fresh process that, like a server, only
+    loads models: a TensorFlow one, then a PyTorch one."""
+    tfm = pytest.importorskip("tests.tf_models")
+    saved = tfm.half_plus_two(tmp_path / "tf")
+    exported = tm.half_plus_two_pt2(tmp_path / "pt")
+    code = f"""
+import numpy as np
+from pathlib import Path
+from modelserve import platforms
+tf_model = platforms.load("a", "tensorflow", Path({str(saved)!r}), platforms.LoadOptions())
+pt_model = platforms.load("b", "pytorch", Path({str(exported)!r}), platforms.LoadOptions())
+x = {{"x": np.array([2.0], np.float32)}}
+print(tf_model.predict("serving_default", x)["y"].tolist(), pt_model.predict("serving_default", x)["y"].tolist())
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines()[-1] == "[3.0] [3.0]"

@@ -54,6 +54,9 @@ def _tensors(graph: Any, specs: list[str], kind: str) -> dict[str, Any]:
 
 def run(args: argparse.Namespace, progress: Progress) -> None:
     with progress.step("importing TensorFlow"):
+        from ..platforms import before_tensorflow
+
+        before_tensorflow()
         import tensorflow as tf
 
     v1 = tf.compat.v1

@@ -41,6 +41,9 @@ def named_outputs(model: Any, args: Sequence[Any], output_names: list[str]) -> d
 
 def serving_module(model: Any) -> tuple[Any, list[str], list[str]]:
     """A tf.Module holding ``model`` with a serving function, its input names and output names."""
+    from ..platforms import before_tensorflow
+
+    before_tensorflow()
     import tensorflow as tf
 
     inputs = list(model.inputs)

@@ -7,6 +7,7 @@ stay optional.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import sys
@@ -114,8 +115,24 @@ def resolve(model: str, configured: str, version_dir: Path, prefer_tflite_model:
     return ALIASES[configured] or detect(version_dir, prefer_tflite_model)
 
 
+def before_tensorflow() -> None:
+    """Call before importing TensorFlow: loads triton first when it is installed.
+
+    triton (a dependency of PyPI's CUDA builds of torch) crashes the process when its native
+    library loads after TensorFlow's (TF 2.21 with triton 3.8: a segmentation fault in
+    ``import triton``, which ``torch.export.load`` does); loaded first, both work, so one server
+    can hold TensorFlow and PyTorch models. Costs ~0.1 s, once, where triton exists.
+    """
+    if "tensorflow" in sys.modules or "triton" in sys.modules:
+        return
+    with contextlib.suppress(Exception):  # not installed, or broken: TensorFlow alone still works
+        import triton  # noqa: F401
+
+
 def loader(platform: str) -> Loader:
     module_name, func = LOADERS[platform].split(":")
+    if platform == "tensorflow":
+        before_tensorflow()
     first = module_name not in sys.modules
     start = time.monotonic()
     try:

@@ -146,8 +146,8 @@ def configure_runtime(options: LoadOptions) -> None:
             if value > 0 and get() != value:
                 try:
                     put(value)
-                except RuntimeError:
-                    log.warning("TensorFlow's runtime already runs %d threads; %d ignored", get(), value)
+                except RuntimeError:  # the process ran TensorFlow before its first model loaded
+                    log.warning("TensorFlow's runtime had already started; %d threads not applied", value)
         if options.gpu_memory_fraction > 0:
             _set_gpu_memory_fraction(options.gpu_memory_fraction)
 
