@@ -113,15 +113,15 @@ def main() -> None:
     if args.mlserver_python:
         v2 = work / "v2.json"
         v2.write_text(v2_body(x))
-        peer = mlserver_command(args.mlserver_python, work / "mlserver", model, http_port=0, grpc_port=free_port())
-        servers["MLServer 1.7.1 (V2 REST)"] = (peer, {}, ROOT, ("/v2/models/mlp/infer", v2, "/v2/models/mlp/ready"))
+        # Its command is written per round: MLServer takes its port from its settings file.
+        servers["MLServer 1.7.1 (V2 REST)"] = ([], {}, ROOT, ("/v2/models/mlp/infer", v2, "/v2/models/mlp/ready"))
     # Rounds interleave the servers so that noise from other work on the machine falls on all alike;
     # each figure is the median over rounds.
     runs: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in levels} for name in servers}
     for _ in range(args.rounds):
         for name, (cmd, env, cwd, (path, request, ready)) in servers.items():
             port = free_port()
-            if name.startswith("MLServer"):  # its port lives in its settings file
+            if not cmd:
                 cmd = mlserver_command(
                     args.mlserver_python, work / "mlserver", model, http_port=port, grpc_port=free_port()
                 )
