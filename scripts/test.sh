@@ -5,6 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
+# The demo and README tests run the curl lines they print with real curl.
+if ! command -v curl >/dev/null; then
+  apt-get update -qq && apt-get install -y -qq curl
+fi
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip

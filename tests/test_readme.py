@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -61,7 +60,6 @@ def test_the_readme_config_serves_what_it_says(server: ServerThread) -> None:
     assert server.server.manager.labels("resnet") == {"stable": 7}
 
 
-@pytest.mark.skipif(shutil.which("curl") is None, reason="needs curl")
 def test_every_curl_line_of_the_readme_works(server: ServerThread) -> None:
     row = json.dumps([round(float(v), 3) for v in np.random.default_rng(0).random(784)])
     lines = [line.split("  #")[0].strip() for line in block_with("curl localhost:8501").splitlines() if line.strip()]

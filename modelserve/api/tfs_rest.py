@@ -209,7 +209,7 @@ def _json_inputs(
     dtypes = input_dtypes(_rest_signature(signatures, signature_name))
     if big:
         return asyncio.get_running_loop().run_in_executor(None, _decoded, doc, dtypes, body)
-    return tfs_json.decode_predict(doc, dtypes, body=body)[0]
+    return _decoded(doc, dtypes, body)
 
 
 def _decoded(doc: dict[str, Any], dtypes: Mapping[str, DType], body: bytes) -> Mapping[str, np.ndarray]:
