@@ -329,7 +329,10 @@ def test_a_grpc_call_its_client_gave_up_on_holds_no_version(tmp_path: Path) -> N
         # Swap the config for another model: the slow one unloads once every lease on it has ended.
         other = [ModelConfig(name="half", base_path=str(tmp_path / "half"))]
         s.call(asyncio.to_thread(s.server.core.reload_and_wait, other), timeout=60)
-        assert [v.state.name for v in s.server.core.status("slow")] == ["END"]
+        # The reload waits for what it adds; what it removes unloads in the background, once its
+        # leases end: a lease the cancelled calls kept would hold it UNLOADING past the wait.
+        ended = s.server.manager.wait_for(lambda: [v.state.name for v in s.server.core.status("slow")] == ["END"], 30)
+        assert [v.state.name for v in s.server.core.status("slow")] == ["END"], ended
 
 
 def test_a_shape_the_model_refuses_fails_alone_among_concurrent_requests(server: ServerThread) -> None:
