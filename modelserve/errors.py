@@ -5,7 +5,8 @@
     ├── NotFound                no such model / version / label target
     ├── FailedPrecondition      the request cannot run in the current state
     │   └── MissingExtra        an optional package is not installed (no retry helps)
-    ├── ResourceExhausted       a size or memory limit was hit
+    ├── ResourceExhausted       a size or memory limit was hit (the server's memory budget is full: HTTP 429)
+    │   └── TooLarge            one request over its own cap (the per-request memory budget); HTTP 413
     ├── Unavailable             try again later (queue full, shutting down)
     ├── DeadlineExceeded        the request's deadline passed
     ├── Unimplemented           the server cannot do this (e.g. a dtype in JSON)
@@ -74,6 +75,10 @@ class MissingExtra(FailedPrecondition):
 
 class ResourceExhausted(ServingError):
     code = Code.RESOURCE_EXHAUSTED
+
+
+class TooLarge(ResourceExhausted):
+    """One request over its own cap (``--request_memory_budget_bytes``): no retry helps; HTTP 413."""
 
 
 class Unavailable(ServingError):

@@ -161,6 +161,21 @@ class ServerOptions:
     num_tflite_interpreters_per_pool: int = flag(
         1, "Runtime", "TF Serving batches inside each TF Lite pool; here batching is --enable_batching's.", effect=False
     )
+    memory_budget_bytes: int = flag(
+        0,
+        "Runtime",
+        "Bytes all requests in flight may hold, decoded inputs, outputs and encodings included; a request "
+        "that would pass it gets RESOURCE_EXHAUSTED / HTTP 429 (0: half the memory this process may use: "
+        "cgroup limit, RLIMIT_AS or RAM, the least; logged).",
+        tf=False,
+    )
+    request_memory_budget_bytes: int = flag(
+        0,
+        "Runtime",
+        "Bytes one request may hold; more gets RESOURCE_EXHAUSTED / HTTP 413 (0: a quarter of "
+        "--memory_budget_bytes, at most 2 GiB; logged).",
+        tf=False,
+    )
     enable_signature_method_name_check: bool = flag(
         False, "Runtime", "Enforce SignatureDef.method_name for classify/regress/predict."
     )

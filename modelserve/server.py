@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import platforms
+from . import budget, platforms
 from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.http import Router
 from .api.httpd import HttpOptions, HttpServer
@@ -90,6 +90,28 @@ def log_thread_choices(options: ServerOptions) -> None:
     )
 
 
+def memory_budget(options: ServerOptions) -> budget.MemoryBudget:
+    """--memory_budget_bytes and --request_memory_budget_bytes, each 0 derived from the machine."""
+    memory = budget.available_memory()
+    total, per_request = budget.default_budgets(memory)
+    total = options.memory_budget_bytes or total
+    if not options.request_memory_budget_bytes:
+        per_request = budget.default_budgets(budget.Memory(2 * total, ""))[1]
+    return budget.MemoryBudget(total, options.request_memory_budget_bytes or per_request)
+
+
+def log_memory_budget(options: ServerOptions, chosen: budget.MemoryBudget) -> None:
+    """Say what requests may hold, and where a derived default came from (docs/security.md)."""
+    memory = budget.available_memory()
+    log.info(
+        "Memory budget: %d bytes for requests in flight%s, %d per request%s",
+        chosen.total,
+        "" if options.memory_budget_bytes else f" (half of {memory.limit} bytes, {memory.source})",
+        chosen.per_request,
+        "" if options.request_memory_budget_bytes else " (a quarter of that, at most 2 GiB)",
+    )
+
+
 def model_list(options: ServerOptions) -> list[ModelConfig]:
     if options.model_config_file:
         return read_model_config_file(options.model_config_file)
@@ -140,7 +162,8 @@ class Server:
             if options.enable_model_warmup
             else no_warmup,
         )
-        self.core = ServingCore(self.manager)
+        self.budget = memory_budget(options)
+        self.core = ServingCore(self.manager, self.budget)
         self._watcher: ConfigFileWatcher | None = None
         self.rest_port: int | None = None
         self.grpc_port: int | None = None
@@ -163,6 +186,7 @@ class Server:
                 self.options.enable_per_model_batching_parameters,
                 self._direct_runner,
                 self._batch_metrics,
+                self.budget,
             )
             self._runners = self._batching
 
@@ -170,6 +194,7 @@ class Server:
         check_options(self.options)
         warn_ignored_flags(self.options)
         log_thread_choices(self.options)
+        log_memory_budget(self.options, self.budget)
         self._placed.inventory = devices.prepare(os.environ)
         self._choose_runners()
         models = model_list(self.options)

@@ -30,6 +30,7 @@ RANKS = {
     "dtypes": 1,
     "signatures": 1,
     "storage": 1,
+    "budget": 1,
     "client": 6,
     "convert": 6,
 }

@@ -27,6 +27,7 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
+from ..budget import Account
 from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarrays
 from ..codecs.tensor_wire import tensor_entry
 from ..errors import Code, InvalidArgument, ServingError, as_serving_error
@@ -191,17 +192,21 @@ class PredictionServicer:
 
     async def Predict(self, request: Any, context: Context) -> Answer:
         spec = model_spec(request)
-        response = await self._core.predict(
-            InferenceRequest(
-                spec,
-                lambda _: to_ndarrays(request.inputs),  # decoded once the model is found, as TF
-                request.model_spec.signature_name,
-                list(request.output_filter),
-                _deadline(context),
-                _options(context),
+        # The request's share of the memory budget, held until its answer is built (grpcio
+        # serializes it after the body returns: the parts are the outputs already charged).
+        with self._core.budget.account() as account:
+            response = await self._core.predict(
+                InferenceRequest(
+                    spec,
+                    lambda _: to_ndarrays(request.inputs, account),  # decoded once the model is found, as TF
+                    request.model_spec.signature_name,
+                    list(request.output_filter),
+                    _deadline(context),
+                    _options(context),
+                    account,
+                )
             )
-        )
-        return predict_answer(response, self._tensor_content)
+            return predict_answer(response, self._tensor_content)
 
     async def GetModelMetadata(self, request: Any, context: Context) -> Message:
         spec = model_spec(request)
@@ -226,28 +231,31 @@ class PredictionServicer:
     async def _one_task(self, kind: example_tasks.Kind, request: Any, context: Context, response: Message) -> Message:
         """Classify or Regress: one task's result and the model spec written into ``response``."""
         run = self._core.classify if kind == "classify" else self._core.regress
-        answer = await run(self._examples(request, context))
+        with self._core.budget.account() as account:
+            answer = await run(self._examples(request, context, account))
         _write_result(kind, response.result, answer.results[0])
         _answer_spec(response.model_spec, answer.model, answer.version, request.model_spec.signature_name)
         return response
 
-    def _examples(self, request: Any, context: Context) -> ExamplesRequest:
+    def _examples(self, request: Any, context: Context, account: Account) -> ExamplesRequest:
         spec = model_spec(request)
-        examples = example_tasks.from_input(request.input)
+        examples = example_tasks.from_input(request.input, account)
         signature_name = request.model_spec.signature_name
-        return ExamplesRequest(spec, examples, signature_name, deadline=_deadline(context), options=_options(context))
+        return ExamplesRequest(spec, examples, signature_name, (), _deadline(context), _options(context), account)
 
     async def MultiInference(self, request: Any, context: Context) -> Message:
         tasks = list(request.tasks)
-        answer = await self._core.multi_inference(
-            ExamplesRequest(
-                spec_of(tasks[0].model_spec) if tasks else ModelSpec(""),
-                example_tasks.from_input(request.input),
-                tasks=[(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks],
-                deadline=_deadline(context),
-                options=_options(context),
+        with self._core.budget.account() as account:
+            answer = await self._core.multi_inference(
+                ExamplesRequest(
+                    spec_of(tasks[0].model_spec) if tasks else ModelSpec(""),
+                    example_tasks.from_input(request.input, account),
+                    tasks=[(t.model_spec.name, t.model_spec.signature_name, t.method_name) for t in tasks],
+                    deadline=_deadline(context),
+                    options=_options(context),
+                    account=account,
+                )
             )
-        )
         return _multi_response(tasks, answer)
 
 

@@ -18,9 +18,10 @@ from urllib.parse import unquote
 
 import numpy as np
 
+from ..budget import Account, arrays_bytes
 from ..codecs import tfs_json
 from ..dtypes import DType
-from ..errors import Code, InvalidArgument, ServingError
+from ..errors import Code, InvalidArgument, ServingError, TooLarge
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
 from ..serving import example_tasks
@@ -51,6 +52,13 @@ HTTP_STATUS = {
     Code.DATA_LOSS: 500,
     Code.UNAUTHENTICATED: 401,
 }
+
+
+def http_status(exc: ServingError) -> int:
+    """``HTTP_STATUS``, but one request over its own memory cap is 413 (the server's budget being
+    full stays TF Serving's 429: try again later)."""
+    return 413 if isinstance(exc, TooLarge) else HTTP_STATUS.get(exc.code, 500)
+
 
 _POST = re.compile(r"(?i)/v1/models/([^/:]+)(?:/versions/(\d+)|/labels/([^/:]+))?:(classify|regress|predict)")
 # ``/instances`` is modelserve's: where each loaded version's instances run, their memory (docs/gpu.md).
@@ -89,7 +97,7 @@ class TfsRestApp:
         try:
             return Response(200, await self._handle(method, request.path, request), self._headers)
         except ServingError as exc:
-            return Response(HTTP_STATUS.get(exc.code, 500), tfs_json.encode_error(exc.message), self._headers)
+            return Response(http_status(exc), tfs_json.encode_error(exc.message), self._headers)
         except BodyTooLarge as exc:
             return self.too_large(exc.size, exc.limit)
         except Exception as exc:  # a bug must cost one request, not the server
@@ -153,37 +161,45 @@ class TfsRestApp:
     # ---- POST -----------------------------------------------------------------------------
 
     async def _predict(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
-        # Inline for the usual small request (no coroutine per step); off the loop for a big one.
-        big = len(body) >= _OFFLOAD_BYTES
-        doc = await _offload(tfs_json.loads, body) if big else tfs_json.loads(body)
-        signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
-        inputs = functools.partial(_json_inputs, doc, body, signature_name, big)
-        request = InferenceRequest(spec, inputs, signature_name, (), self._deadline(), options)
-        outputs = (await self._core.predict(request)).outputs
-        # The answer mirrors the request's layout; a body that decoded had one of the two keys.
-        layout = tfs_json.Format.ROW if "instances" in doc else tfs_json.Format.COLUMNAR
-        if sum(a.nbytes for a in outputs.values()) >= _OFFLOAD_BYTES:
-            encoded: bytes = await _offload(tfs_json.encode_predict, outputs, layout)
-            return encoded
-        return tfs_json.encode_predict(outputs, layout)
+        # The request's share of the memory budget, held until its answer is encoded.
+        with self._core.budget.account() as account:
+            account.charge(len(body), "hold its body")
+            # Inline for the usual small request (no coroutine per step); off the loop for a big one.
+            big = len(body) >= _OFFLOAD_BYTES
+            doc = await _offload(tfs_json.loads, body, account) if big else tfs_json.loads(body, account)
+            signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
+            inputs = functools.partial(_json_inputs, doc, body, signature_name, big, account)
+            request = InferenceRequest(spec, inputs, signature_name, (), self._deadline(), options, account)
+            outputs = (await self._core.predict(request)).outputs
+            # The answer mirrors the request's layout; a body that decoded had one of the two keys.
+            layout = tfs_json.Format.ROW if "instances" in doc else tfs_json.Format.COLUMNAR
+            account.charge(tfs_json.encode_bytes(outputs), "encode its outputs as JSON")
+            if sum(a.nbytes for a in outputs.values()) >= _OFFLOAD_BYTES:
+                encoded: bytes = await _offload(tfs_json.encode_predict, outputs, layout)
+                return encoded
+            return tfs_json.encode_predict(outputs, layout)
 
     async def _classify(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
-        response = await self._core.classify(self._examples(spec, body, options))
-        return tfs_json.encode_classify(response.results[0])  # type: ignore[arg-type]
+        with self._core.budget.account() as account:
+            response = await self._core.classify(self._examples(spec, body, options, account))
+            return tfs_json.encode_classify(response.results[0])  # type: ignore[arg-type]
 
     async def _regress(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
-        response = await self._core.regress(self._examples(spec, body, options))
-        return tfs_json.encode_regress(response.results[0])  # type: ignore[arg-type]
+        with self._core.budget.account() as account:
+            response = await self._core.regress(self._examples(spec, body, options, account))
+            return tfs_json.encode_regress(response.results[0])  # type: ignore[arg-type]
 
-    def _examples(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> ExamplesRequest:
-        doc = tfs_json.loads(body)
+    def _examples(self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account) -> ExamplesRequest:
+        account.charge(len(body), "hold its body")
+        doc = tfs_json.loads(body, account)
         signature_name = tfs_json.signature_name(doc)
         features, context = tfs_json.decode_examples(doc)
         serialized = example_tasks.serialized_examples(
             [example_tasks.example_bytes(f) for f in features],
             None if context is None else example_tasks.example_bytes(context),
+            account,
         )
-        return ExamplesRequest(spec, serialized, signature_name, deadline=self._deadline(), options=options)
+        return ExamplesRequest(spec, serialized, signature_name, (), self._deadline(), options, account)
 
     _post_handlers: ClassVar[dict[str, Callable[[TfsRestApp, ModelSpec, bytes, RequestOptions], Awaitable[bytes]]]] = {
         "predict": _predict,
@@ -201,19 +217,30 @@ async def _offload(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def _json_inputs(
-    doc: dict[str, Any], body: bytes, signature_name: str, big: bool, signatures: Mapping[str, Signature]
+    doc: dict[str, Any],
+    body: bytes,
+    signature_name: str,
+    big: bool,
+    account: Account,
+    signatures: Mapping[str, Signature],
 ) -> Mapping[str, np.ndarray] | asyncio.Future[Mapping[str, np.ndarray]]:
     """A predict body's inputs, decoded once the core holds the version (an ``InputDecoder``): TF
     Serving reads the JSON by the input dtypes of the signature it names. A big body is decoded off
     the event loop."""
     dtypes = input_dtypes(_rest_signature(signatures, signature_name))
     if big:
-        return asyncio.get_running_loop().run_in_executor(None, _decoded, doc, dtypes, body)
-    return _decoded(doc, dtypes, body)
+        return asyncio.get_running_loop().run_in_executor(None, _decoded, doc, dtypes, body, account)
+    return _decoded(doc, dtypes, body, account)
 
 
-def _decoded(doc: dict[str, Any], dtypes: Mapping[str, DType], body: bytes) -> Mapping[str, np.ndarray]:
-    return tfs_json.decode_predict(doc, dtypes, body=body)[0]
+def _decoded(
+    doc: dict[str, Any], dtypes: Mapping[str, DType], body: bytes, account: Account
+) -> Mapping[str, np.ndarray]:
+    # Charged once made: each element's array slot is smaller than the parsed value already charged
+    # for it, and the arrays outlive the document's transient costs.
+    arrays = tfs_json.decode_predict(doc, dtypes, body=body)[0]
+    account.charge(arrays_bytes(arrays.values(), platform_copy=True), "hold its decoded inputs")
+    return arrays
 
 
 def _spec(name: str, version: str | None, label: str | None) -> ModelSpec:

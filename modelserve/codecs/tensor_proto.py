@@ -31,13 +31,18 @@ from typing import Any
 import numpy as np
 from google.protobuf.message import Message
 
+from ..budget import UNMETERED, Account, string_tensor_bytes
 from ..dtypes import DType, from_numpy, tf_name, to_numpy
 from ..errors import InvalidArgument, ResourceExhausted, ServingError
 from ..protos import pb
 
 # The largest tensor a request may expand into by the fill rule (one value can
-# fill any shape). A tensor_content is bounded by the message size anyway.
+# fill any shape), whatever the memory budget says. A tensor_content is bounded
+# by the message size anyway; what decoding allocates is charged to the request's
+# account first (``budget.Account``).
 MAX_DECODED_BYTES = 2**31
+MAX_RANK = 64  # numpy's limit on dimensions (TF's is 254)
+_MAX_ELEMENTS = 2**63 - 1  # TF's TensorShape refuses more (int64 element counts)
 
 _STRING = np.dtype(object)
 
@@ -145,6 +150,11 @@ def _request_shape(proto: Message) -> tuple[int, ...]:
         raise InvalidArgument("Tensor shape has unknown rank; a request tensor needs a known shape")
     if any(size < 0 for size in shape):
         raise InvalidArgument(f"Tensor shape {list(shape)} has a negative dimension")
+    if len(shape) > MAX_RANK:
+        raise InvalidArgument(f"Tensor rank {len(shape)} is over the limit of {MAX_RANK} dimensions")
+    if math.prod(size for size in shape if size) > _MAX_ELEMENTS:
+        # Checked without the zeros too: numpy refuses such a shape even when it holds nothing.
+        raise InvalidArgument(f"Tensor shape {list(shape)} would have more than 2**63 - 1 elements")
     return shape
 
 
@@ -161,9 +171,12 @@ def _dtype_of(proto: Message) -> DType:
     return dtype
 
 
-def _from_content(content: bytes, dtype: DType, shape: tuple[int, ...]) -> np.ndarray:
+def _from_content(content: bytes, dtype: DType, shape: tuple[int, ...], account: Account, what: str) -> np.ndarray:
     count = math.prod(shape)
     if dtype == DType.DT_STRING:
+        if count > len(content):  # each element needs at least its one-byte length
+            raise InvalidArgument("DT_STRING tensor_content is truncated")
+        account.charge(string_tensor_bytes(count, len(content)), what)
         return _strings_from_content(content, count).reshape(shape)
     np_dtype = to_numpy(dtype)
     if len(content) != count * np_dtype.itemsize:
@@ -171,6 +184,8 @@ def _from_content(content: bytes, dtype: DType, shape: tuple[int, ...]) -> np.nd
             f"tensor_content holds {len(content)} bytes but a {tf_name(dtype)} tensor of shape "
             f"{list(shape)} needs {count * np_dtype.itemsize}"
         )
+    # A view of the message: nothing allocated, nothing charged (the message is bounded by the
+    # server's maximum message size).
     return np.frombuffer(content, dtype=np_dtype).reshape(shape)
 
 
@@ -212,6 +227,21 @@ def _field_array(field: Any, stored: np.dtype) -> np.ndarray:
     return np.fromiter(field, dtype=stored, count=len(field))
 
 
+def _typed_cost(proto: Message, dtype: DType, count: int) -> int:
+    """What decoding the typed field into ``count`` elements allocates: the filled array (strings
+    per element, as the platforms copy each one) and the field's values read on the way."""
+    if dtype == DType.DT_STRING:
+        given = proto.string_val
+        payload = sum(map(len, given[:count]))
+        if count > len(given):
+            payload += (count - len(given)) * (len(given[-1]) if len(given) else 0)
+        return string_tensor_bytes(count, payload)
+    if dtype in _FLOAT8:
+        return count  # one byte each; the field itself is only viewed
+    name, stored = _FIELDS[dtype]
+    return count * to_numpy(dtype).itemsize + 2 * len(getattr(proto, name)) * stored.itemsize
+
+
 def _typed_values(proto: Message, dtype: DType) -> np.ndarray:
     """The values of the dtype's typed field as a 1-D array of the dtype."""
     if dtype == DType.DT_STRING:
@@ -241,26 +271,30 @@ def _fill(values: np.ndarray, count: int) -> np.ndarray:
     return out
 
 
-def to_ndarray(proto: Message, *, max_bytes: int = MAX_DECODED_BYTES) -> np.ndarray:
+def to_ndarray(
+    proto: Message, *, max_bytes: int = MAX_DECODED_BYTES, account: Account = UNMETERED, name: str = ""
+) -> np.ndarray:
     """Decode a request's TensorProto like TF's ``Tensor::FromProto``.
 
     The result may be a read-only view of ``proto.tensor_content``; copy it
     before writing. Raises InvalidArgument for unknown or unsupported dtypes,
-    shapes with unknown rank or negative dims, and a tensor_content whose size
-    does not match the shape; ResourceExhausted if the fill rule would expand
-    typed values beyond ``max_bytes``.
+    shapes with unknown rank, negative dims, more than 64 dims or more than
+    2**63 - 1 elements, and a tensor_content whose size does not match the
+    shape; ResourceExhausted if the fill rule would expand typed values beyond
+    ``max_bytes``. What it allocates is charged to ``account`` first (its
+    errors name input ``name``).
     """
     dtype = _dtype_of(proto)
     shape = _request_shape(proto.tensor_shape)
+    what = f"decode {f'input {name!r}' if name else 'a tensor'} ({tf_name(dtype)} {list(shape)})"
     content = proto.tensor_content
     if content:
-        return _from_content(content, dtype, shape)
+        return _from_content(content, dtype, shape, account, what)
     count = math.prod(shape)
     itemsize = 8 if dtype == DType.DT_STRING else to_numpy(dtype).itemsize
     if count * itemsize > max_bytes:
-        raise ResourceExhausted(
-            f"Tensor of shape {list(shape)} would take {count * itemsize} bytes; the limit is {max_bytes}"
-        )
+        raise ResourceExhausted(f"Request needs {count * itemsize} bytes to {what}; the limit is {max_bytes} a tensor")
+    account.charge(_typed_cost(proto, dtype, count), what)
     return _fill(_typed_values(proto, dtype), count).reshape(shape)
 
 
@@ -351,12 +385,15 @@ def from_ndarray(array: np.ndarray, *, tensor_content: bool = False, out: Messag
     return proto
 
 
-def to_ndarrays(tensors: Mapping[str, Any]) -> dict[str, np.ndarray]:
-    """A request's ``map<string, TensorProto>`` as arrays; errors name the tensor (TF's wording)."""
+def to_ndarrays(tensors: Mapping[str, Any], account: Account = UNMETERED) -> dict[str, np.ndarray]:
+    """A request's ``map<string, TensorProto>`` as arrays, charged to ``account`` before each is
+    allocated; errors name the tensor (TF's wording; the budget's own texts name it already)."""
     arrays = {}
     for alias, tensor in tensors.items():
         try:
-            arrays[alias] = to_ndarray(tensor)
+            arrays[alias] = to_ndarray(tensor, account=account, name=alias)
+        except ResourceExhausted:  # its text names the input already
+            raise
         except ServingError as exc:
             raise type(exc)(f"tensor parsing error: {alias}: {exc.message}") from None
     return arrays

@@ -193,7 +193,9 @@ class OnnxServable:
 
 def _to_onnx(array: np.ndarray) -> np.ndarray:
     # onnxruntime takes strings as ``str`` objects (it would str() a bytes
-    # object, giving "b'...'") and only valid UTF-8 crosses into it.
+    # object, giving "b'...'") and only valid UTF-8 crosses into it. This copy,
+    # one str per element, and onnxruntime's own are charged with the decode
+    # (budget.STRING_PLATFORM_COPY), before any of it is made.
     if array.dtype != object:
         return array
     try:

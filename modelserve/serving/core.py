@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Collection, Mapping, Sequence
 
 import numpy as np
 
+from ..budget import UNMETERED, Account, MemoryBudget, arrays_bytes
 from ..dtypes import DType, from_numpy, tf_name
 from ..errors import FailedPrecondition, InvalidArgument
 from ..execution.request_options import DEFAULT, RequestOptions
@@ -41,10 +42,16 @@ from .request import (
 
 class ServingCore:
     """Shared by all front ends. Thread-safe; its coroutines are awaited on the event loop or run
-    inline on a thread with no loop (``run_inline``)."""
+    inline on a thread with no loop (``run_inline``).
 
-    def __init__(self, manager: ModelManager) -> None:
+    ``budget``: the memory budget front ends open each request's account on (unlimited: none).
+    The core charges what the model returns and what example tasks hold; decoding charges the
+    inputs as it goes.
+    """
+
+    def __init__(self, manager: ModelManager, budget: MemoryBudget | None = None) -> None:
         self.manager = manager
+        self.budget = budget or MemoryBudget.unlimited()
 
     def status(self, name: str, version: int | None = None) -> list[VersionReport]:
         return self.manager.status(name, version)
@@ -68,6 +75,8 @@ class ServingCore:
             outputs = await run_checked(
                 signatures, lease.runner, name, inputs, request.output_filter, request.deadline, request.options
             )
+            # A model may amplify: its outputs count against the request before anything encodes them.
+            request.account.charge(arrays_bytes(outputs.values()), f"hold the outputs of model '{request.model.name}'")
             return InferenceResponse(request.model.name, lease.version, name, outputs)
 
     async def classify(self, request: ExamplesRequest) -> ExamplesResponse:
@@ -90,7 +99,7 @@ class ServingCore:
                 plans = example_tasks.multi_plans(signatures, tasks, request.examples)
             else:
                 plans = [example_tasks.plan(kind, signatures, request.signature_name, request.examples)]
-            results = await run_plans(lease.runner, plans, request.deadline, request.options)
+            results = await run_plans(lease.runner, plans, request.deadline, request.options, request.account)
             return ExamplesResponse(request.model.name, lease.version, results)
 
     def _lease(self, model: ModelSpec) -> Lease:
@@ -137,11 +146,13 @@ async def run_plans(
     plans: Sequence[example_tasks.Plan],
     deadline: float | None = None,
     options: RequestOptions = DEFAULT,
+    account: Account = UNMETERED,
 ) -> list[example_tasks.Result]:
-    """Run classify/regress plans one after the other and read their outputs."""
+    """Run classify/regress plans one after the other and read their outputs (charged to ``account``)."""
     results = []
     for plan in plans:
         outputs = await runner.predict(plan.signature_name, plan.inputs, plan.output_filter, deadline, options)
+        account.charge(arrays_bytes(outputs.values()), f"hold the outputs of signature '{plan.signature_name}'")
         results.append(plan.interpret(outputs))
     return results
 

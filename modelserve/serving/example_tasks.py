@@ -30,6 +30,7 @@ from typing import Any, Literal
 import numpy as np
 from google.protobuf.message import DecodeError, Message
 
+from ..budget import UNMETERED, Account, string_tensor_bytes
 from ..dtypes import DType, from_numpy, tf_name, to_numpy
 from ..errors import InvalidArgument, Unimplemented
 from ..protos import pb
@@ -58,21 +59,28 @@ class Plan:
 # --- building the examples ------------------------------------------------------------------
 
 
-def serialized_examples(examples: Sequence[bytes], context: bytes | None = None) -> list[bytes]:
-    """The examples as TF feeds them: ``context ++ example`` when there is a context."""
+def serialized_examples(
+    examples: Sequence[bytes], context: bytes | None = None, account: Account = UNMETERED
+) -> list[bytes]:
+    """The examples as TF feeds them: ``context ++ example`` when there is a context. The context is
+    copied into every example (one big context and many empty examples amplify), and the list is fed
+    as a DT_STRING tensor: charged to ``account`` first."""
+    payload = sum(map(len, examples)) + len(context or b"") * len(examples)
+    account.charge(string_tensor_bytes(len(examples), payload), f"hold {len(examples)} serialized examples")
     if context is None:
         return list(examples)
     return [context + example for example in examples]
 
 
-def from_input(message: Message) -> list[bytes]:
+def from_input(message: Message, account: Account = UNMETERED) -> list[bytes]:
     """Serialized examples of a ``tensorflow.serving.Input`` (ExampleList or ExampleListWithContext)."""
     kind = message.WhichOneof("kind")
     if kind == "example_list":
-        return serialized_examples([e.SerializeToString() for e in message.example_list.examples])
+        return serialized_examples([e.SerializeToString() for e in message.example_list.examples], None, account)
     if kind == "example_list_with_context":
         listed = message.example_list_with_context
-        return serialized_examples([e.SerializeToString() for e in listed.examples], listed.context.SerializeToString())
+        examples = [e.SerializeToString() for e in listed.examples]
+        return serialized_examples(examples, listed.context.SerializeToString(), account)
     return []  # planning answers "Input is empty." after the signature checks, as TF
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..budget import UNMETERED, Account
 from ..execution.request_options import DEFAULT, RequestOptions
 from ..signatures import Signature
 from .example_tasks import Result
@@ -39,7 +40,8 @@ class ModelSpec:
 class InferenceRequest:
     """A Predict request. ``signature_name`` "" is the default signature (``serving_default``);
     an empty ``output_filter`` asks for every output; ``deadline`` is on the ``time.monotonic()``
-    clock (None: none); ``options`` say how the request is queued (``--enable_batching``)."""
+    clock (None: none); ``options`` say how the request is queued (``--enable_batching``); ``account``
+    is the request's share of the memory budget, opened and closed by the front end (``budget``)."""
 
     model: ModelSpec
     inputs: Inputs | InputDecoder
@@ -47,6 +49,7 @@ class InferenceRequest:
     output_filter: Sequence[str] = ()
     deadline: float | None = None
     options: RequestOptions = DEFAULT
+    account: Account = UNMETERED
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,8 @@ class ExamplesRequest:
     merged into each, ``example_tasks.serialized_examples``).
 
     Classify and Regress run ``signature_name``; MultiInference runs ``tasks``, TF Serving's
-    (model name, signature name, method name) triples, checked as TF checks them.
+    (model name, signature name, method name) triples, checked as TF checks them. ``account`` as
+    in ``InferenceRequest``.
     """
 
     model: ModelSpec
@@ -74,6 +78,7 @@ class ExamplesRequest:
     tasks: Sequence[tuple[str, str, str]] = ()
     deadline: float | None = None
     options: RequestOptions = DEFAULT
+    account: Account = UNMETERED
 
 
 @dataclass(frozen=True, slots=True)

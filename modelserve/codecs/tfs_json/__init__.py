@@ -35,8 +35,8 @@ Deliberate differences from TF Serving (see the module's tests):
 
 from .examples import Feature, decode_examples, encode_classify, encode_regress
 from .floats import format_double, format_float32
-from .parser import loads
-from .predict import Format, decode_predict, encode_predict, signature_name
+from .parser import loads, parse_bytes
+from .predict import Format, decode_predict, encode_bytes, encode_predict, signature_name
 from .status import encode_error, encode_instances, encode_metadata, encode_status
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "Format",
     "decode_examples",
     "decode_predict",
+    "encode_bytes",
     "encode_classify",
     "encode_error",
     "encode_instances",
@@ -54,5 +55,6 @@ __all__ = [
     "format_double",
     "format_float32",
     "loads",
+    "parse_bytes",
     "signature_name",
 ]

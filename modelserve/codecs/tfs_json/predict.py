@@ -212,6 +212,31 @@ def _column(value: Any, dtype: DType, hints: BodyHints) -> Array:
 # Output names may be str subclasses (numpy.str_): orjson takes those as keys only with this.
 _NAMES = orjson.OPT_NON_STR_KEYS
 
+# What encode_predict allocates per element at its peak (RSS high-water mark over the outputs,
+# 2M elements, docs/security.md "Memory budget"): float32 166 (its text is made through Python
+# floats and strings), float64 132, int64 33, bool 10, strings of 10 bytes 88 (text and escapes
+# besides); these round them up. A string's own bytes are counted three times (escaped text, b64).
+_ENCODE_PER_ELEMENT = {"f": 176, "i": 40, "u": 40, "b": 16, "c": 352, "O": 96, "S": 96, "U": 96}
+
+
+def encode_bytes(outputs: Mapping[str, Array]) -> int:
+    """An upper estimate of what ``encode_predict`` allocates for ``outputs`` (the answer included)."""
+    total = 0
+    for array in outputs.values():
+        total += array.size * _ENCODE_PER_ELEMENT.get(array.dtype.kind, 176)
+        if array.dtype.kind in "OSU":
+            total += 3 * _payload(array)
+    return total
+
+
+def _payload(array: Array) -> int:
+    if array.dtype.kind != "O":
+        return int(array.nbytes)
+    try:
+        return sum(map(len, array.flat))
+    except TypeError:  # not strings: render_output refuses it anyway
+        return 0
+
 
 def encode_predict(outputs: Mapping[str, Array], fmt: Format) -> bytes:
     """``{"predictions": ...}`` for a row request, ``{"outputs": ...}`` for a columnar one.

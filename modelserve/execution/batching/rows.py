@@ -7,6 +7,7 @@ arrays. Rules and error texts are TF Serving's ``BatchingSession``
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 import numpy as np
@@ -37,6 +38,21 @@ def shape_key(inputs: Tensors, pad_variable_length: bool) -> tuple[tuple[int, ..
     if pad_variable_length:
         return tuple((a.ndim,) for a in inputs.values())
     return tuple(a.shape[1:] for a in inputs.values())
+
+
+def merged_bytes(pieces: Sequence[Piece], padded_rows: int, pad_variable_length: bool) -> int:
+    """What ``merge`` allocates: nothing for one piece that needs no padding (its own arrays are
+    used), else every tensor at ``padded_rows`` rows of the largest row shape (object arrays: the
+    pointers; the objects are shared)."""
+    rows = sum(stop - start for _, start, stop in pieces)
+    total = 0
+    for name in pieces[0][0]:
+        arrays = [inputs[name] for inputs, _, _ in pieces]
+        if len(pieces) == 1 and padded_rows <= rows and not pad_variable_length:
+            continue
+        row_shape = [max(sizes) for sizes in zip(*(a.shape[1:] for a in arrays), strict=True)]
+        total += padded_rows * math.prod(row_shape) * arrays[0].itemsize
+    return total
 
 
 def merge(pieces: Sequence[Piece], padded_rows: int, pad_variable_length: bool) -> dict[str, np.ndarray]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from ...budget import MemoryBudget
 from ...platforms.servable import Servable
 from ..clock import MONOTONIC, Clock
 from ..runner import Runner, RunnerFactory
@@ -35,23 +36,30 @@ class BatchingRunners:
         per_model: bool = False,
         metrics: BatchMetrics = NO_METRICS,
         clock: Clock = MONOTONIC,
+        budget: MemoryBudget | None = None,
     ) -> None:
         self.params = params
-        self.scheduler = BatchScheduler(params.num_batch_threads, params.thread_pool_name, clock, metrics)
+        self.scheduler = BatchScheduler(params.num_batch_threads, params.thread_pool_name, clock, metrics, budget)
         self._direct = direct
         self._per_model = per_model
 
     @classmethod
     def from_flags(
-        cls, parameters_file: str, per_model: bool, direct: RunnerFactory, metrics: BatchMetrics = NO_METRICS
+        cls,
+        parameters_file: str,
+        per_model: bool,
+        direct: RunnerFactory,
+        metrics: BatchMetrics = NO_METRICS,
+        budget: MemoryBudget | None = None,
     ) -> BatchingRunners:
         """The factory the two flags ask for: ``--batching_parameters_file`` (read and validated; TF's
-        defaults when it is empty) and ``--enable_per_model_batching_parameters``."""
+        defaults when it is empty) and ``--enable_per_model_batching_parameters``; merged batches are
+        charged to ``budget``."""
         if parameters_file:
             params = batching_params.read_file(parameters_file)
         else:
             params = batching_params.validate(BatchingParameters(thread_pool_name=batching_params.FLAGS_ONLY_POOL_NAME))
-        return cls(params, direct, per_model, metrics)
+        return cls(params, direct, per_model, metrics, MONOTONIC, budget)
 
     def __call__(self, model: str, version: int, folder: Path, servable: Servable) -> Runner:
         params = self.params

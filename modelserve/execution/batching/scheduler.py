@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from ...budget import MemoryBudget
 from ...errors import InvalidArgument
 from ..clock import MONOTONIC, Clock
 from . import rows as tensors
@@ -42,6 +43,7 @@ class BatchScheduler:
         name: str = "batch_threads",
         clock: Clock = MONOTONIC,
         metrics: BatchMetrics = NO_METRICS,
+        budget: MemoryBudget | None = None,
     ) -> None:
         if threads < 0:
             raise InvalidArgument(f"num_batch_threads must be positive; was {threads}")
@@ -49,6 +51,9 @@ class BatchScheduler:
         self._name = name
         self._clock = clock
         self._metrics = metrics
+        # The merged copy of a batch is the server's own: charged while it runs (the rows' requests
+        # have charged their own inputs already).
+        self._budget = budget or MemoryBudget.unlimited()
         # Taken directly (a C call, not Condition's Python wrapper): the request path takes it each time.
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
@@ -135,12 +140,13 @@ class BatchScheduler:
         outputs: list[dict[str, np.ndarray]] = []
         start = self._clock.now()
         try:
-            merged = tensors.merge(
-                [(t.inputs, a, b) for t, a, b in batch.pieces],
-                batch.padded_rows,
-                queue.params.pad_variable_length_inputs,
-            )
-            result = queue.servable.predict(queue.signature, merged, queue.output_filter)
+            pieces = [(t.inputs, a, b) for t, a, b in batch.pieces]
+            pad = queue.params.pad_variable_length_inputs
+            with self._budget.account(cap=self._budget.total) as account:
+                account.charge(tensors.merged_bytes(pieces, batch.padded_rows, pad), "merge a batch")
+                merged = tensors.merge(pieces, batch.padded_rows, pad)
+                result = queue.servable.predict(queue.signature, merged, queue.output_filter)
+                del merged
             tensors.check_outputs(result, batch.padded_rows)
             outputs = tensors.split(result, batch.sizes)
         except BaseException as exc:  # handed to every request of the batch
