@@ -32,7 +32,7 @@ import numpy as np
 
 from .errors import Cancelled, ResourceExhausted, TooLarge
 
-# --- what things cost (CPython 3.12, 64-bit; measured with tracemalloc and RSS) -------------------
+# --- what things cost (CPython 3.11, 64-bit; measured with tracemalloc and RSS) -------------------
 
 POINTER = 8  # one slot of a numpy object array or a list
 # A numpy object array of `bytes`: a slot plus the object, sys.getsizeof(b"") == 33 + its length,

@@ -286,7 +286,7 @@ def to_ndarray(
     """
     dtype = _dtype_of(proto)
     shape = _request_shape(proto.tensor_shape)
-    what = f"decode {f'input {name!r}' if name else 'a tensor'} ({tf_name(dtype)} {list(shape)})"
+    what = f"decode {f'input {name!r}' if name else 'a tensor'} ({dtype.name} {list(shape)})"
     content = proto.tensor_content
     if content:
         return _from_content(content, dtype, shape, account, what)

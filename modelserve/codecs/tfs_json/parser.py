@@ -17,7 +17,7 @@ from ...errors import InvalidArgument
 from .json_text import value_error
 
 # What parsing costs, per token of the body, so that it is charged before orjson allocates it.
-# Measured (RSS high-water mark over a fresh process, orjson 3.10, CPython 3.12, bodies of 5M
+# Measured (RSS high-water mark over a fresh process, orjson 3.13, CPython 3.11, bodies of 5M
 # elements, docs/security.md "Memory budget"): orjson first builds its reader's tree (~16-20 bytes
 # per JSON value plus a copy of the strings), then the Python objects, kept:
 #   [0,0,...]        2 bytes/element: peak  26, kept   8 (small ints are shared)
