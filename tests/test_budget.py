@@ -384,3 +384,15 @@ def test_a_full_server_answers_429_and_resource_exhausted(server: ServerThread) 
         held.close()
     _good(server)
     assert memory.used == 0
+
+
+def test_flags_set_the_budgets_and_zero_derives_them() -> None:
+    from modelserve.options import parse_flags
+    from modelserve.server import memory_budget
+
+    chosen = memory_budget(parse_flags(["--memory_budget_bytes=4000000", "--request_memory_budget_bytes=300000"]))
+    assert (chosen.total, chosen.per_request) == (4_000_000, 300_000)
+    assert memory_budget(parse_flags(["--memory_budget_bytes=4000000"])).per_request == 1_000_000
+    derived = memory_budget(parse_flags([]))
+    total, per_request = budget.default_budgets(budget.available_memory())
+    assert (derived.total, derived.per_request) == (total, per_request)
