@@ -108,7 +108,7 @@ class MemoryBudget:
             if account.closed:
                 raise Cancelled(f"The request ended before it could {what}")
             held = account.charged + nbytes
-            if held > account.cap:
+            if held > account.cap and account.cap < self.total:  # the server's own work has no cap but the total
                 raise TooLarge(
                     f"Request needs {held} bytes to {what}; the per-request memory budget is "
                     f"{account.cap} bytes (--request_memory_budget_bytes)"

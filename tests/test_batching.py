@@ -761,3 +761,29 @@ def test_a_closed_scheduler_runs_what_still_waits_without_waiting_for_timeouts()
         assert_outputs(waiting.result(), rows(1, 5))
 
     run(scenario())
+
+
+def test_a_merged_batch_is_charged_to_the_server_budget_while_it_runs() -> None:
+    """The concatenated copy is extra memory: over a full server budget its requests get RESOURCE_EXHAUSTED."""
+    from modelserve.budget import MemoryBudget
+
+    async def scenario() -> None:
+        rig = Rig()
+        memory = MemoryBudget(total=1000, per_request=1000)
+        rig.scheduler = BatchScheduler(0, clock=rig.clock, metrics=rig, budget=memory)
+        rig.batcher = Batcher(rig.scheduler, rig.servable, params(), "m", 1)
+        small = [rig.send(rows(1, 0)), rig.send(rows(1, 100))]  # 2 rows x 3 floats: 24 bytes merged
+        await settle()
+        assert rig.scheduler.run_ready() == 1
+        await settle()
+        assert [t.result()["y"].shape for t in small] == [(1, 3), (1, 3)] and memory.used == 0
+        big = [rig.send(rows(4, 0, width=40)), rig.send(rows(4, 100, width=40))]  # 8 x 40 floats: 1280 bytes
+        await settle()
+        assert rig.scheduler.run_ready() == 1
+        await settle()
+        for task in big:
+            with pytest.raises(ResourceExhausted, match="Server memory budget is full: merge a batch needs 1280"):
+                task.result()
+        assert memory.used == 0
+
+    run(scenario())
