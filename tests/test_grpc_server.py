@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import logging
 import threading
 from pathlib import Path
 from typing import Any
@@ -242,10 +243,11 @@ class _Context:
 
 
 class _AsyncContext:
-    """The same for grpc.aio, whose abort is a coroutine."""
+    """The same for grpc.aio, where the handler sets the status instead of raising an abort."""
 
     def __init__(self, context: _Context) -> None:
         self.context = context
+        self.code: grpc.StatusCode | None = None
 
     def time_remaining(self) -> float:
         return self.context.remaining
@@ -253,22 +255,28 @@ class _AsyncContext:
     def invocation_metadata(self) -> tuple[()]:
         return ()
 
-    async def abort(self, code: grpc.StatusCode, details: str) -> None:
-        self.context.abort(code, details)
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self.code = code
+
+    def set_details(self, details: str) -> None:
+        assert self.code is not None
+        self.context.abort(self.code, details)
 
 
 def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, server_model: str) -> None:
+    from modelserve.api.faults import FaultLog
     from modelserve.api.tfs_grpc import PredictionServicer, async_rpc, inline_rpc
     from modelserve.protos import pb
 
     with running_server(*flags(half, server_model)) as s:
         servicer = PredictionServicer(s.server.core)
+        faults = FaultLog(logging.getLogger(__name__))
 
         def call(request: object, context: _Context) -> None:
             if server_model == "threaded":  # on this thread, which runs no loop, as a handler thread
-                inline_rpc(servicer.Predict)(request, context)  # type: ignore[arg-type]
+                inline_rpc(servicer.Predict, faults)(request, context)  # type: ignore[arg-type]
             else:  # on the server's own loop, as grpc.aio runs it
-                s.call(async_rpc(servicer.Predict)(request, _AsyncContext(context)))  # type: ignore[arg-type]
+                s.call(async_rpc(servicer.Predict, faults)(request, _AsyncContext(context)))  # type: ignore[arg-type]
 
         request = pb.PredictRequest()
         request.model_spec.name = "half"

@@ -300,6 +300,19 @@ def test_version_must_fit_int64(server: ServerThread) -> None:
     assert error_of(server, "POST", path, "{}") == (400, "Failed to convert version: 18446744073709551615 to numeric.")
 
 
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_a_version_of_thousands_of_digits_is_the_clients_mistake(server: ServerThread, method: str) -> None:
+    # Python's int() refuses strings over 4300 digits with a ValueError of its own: that was a 500
+    # carrying Python's text. TF Serving answers 400 with its own text; leading zeros still count for nothing.
+    digits = "9" * 5000
+    suffix = ":predict" if method == "POST" else ""
+    assert error_of(server, method, f"/v1/models/half/versions/{digits}{suffix}", "{}") == (
+        400,
+        f"Failed to convert version: {digits} to numeric.",
+    )
+    assert get(server, f"/v1/models/half/versions/{'0' * 5000}2")[0] == 200
+
+
 def test_prefix_is_case_insensitive_and_names_are_percent_decoded(server: ServerThread) -> None:
     assert post(server, "/V1/MODELS/half:predict", {"instances": [0.0]}) == (200, {"predictions": [2.0]})
     assert post(server, "/v1/models/weird%20name:predict", {"instances": [0.0]}) == (200, {"predictions": [2.0]})

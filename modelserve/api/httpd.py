@@ -42,6 +42,7 @@ from typing import Any
 
 import httptools
 
+from .faults import FaultLog, release
 from .http import Handler, Request, Response
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,7 @@ class HttpServer:
         self.handler = handler
         self.options = options
         self.connections: set[_Connection] = set()
+        self.faults = FaultLog(log)
         self.draining = False
         self.date = b""
         self._servers: list[asyncio.AbstractServer] = []
@@ -162,6 +164,12 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
         self._waiting.clear()
+        if self._task is not None:  # the client went away: the work for its answer ends here
+            self._task.cancel()
+        # The connection and its parser refer to each other, so only the garbage collector frees
+        # them: let go of the request they hold now.
+        self._active = None
+        self._body = []
 
     def data_received(self, data: bytes) -> None:
         self._last = time.monotonic()
@@ -290,9 +298,11 @@ class _Connection(asyncio.Protocol):
             return
         try:
             response = task.result()
-        except Exception:  # the handler's bug must cost one request, not the connection
+        except Exception as exc:  # the handler's bug must cost one request, not the connection
             request = exchange.request
-            log.exception("Unhandled error answering %s %s", request and request.method, request and request.path)
+            path = request and request.path[:200]
+            self._server.faults.fault("HTTP", exc, "Unhandled error answering %s %s", request and request.method, path)
+            release(exc)
             response = Response(500, b"Internal Server Error", ((b"content-type", b"text/plain"),))
         self._answer(exchange, response)
 

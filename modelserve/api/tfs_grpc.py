@@ -15,22 +15,25 @@ the models and their leases with it.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
+import numpy as np
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from ..budget import Account
 from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarrays
 from ..codecs.tensor_wire import tensor_entry
-from ..errors import Code, InvalidArgument, ServingError, as_serving_error
+from ..dtypes import DType, to_numpy
+from ..errors import Cancelled, Code, InvalidArgument, ServingError, Unimplemented, Unknown
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
 from ..execution.runner import run_inline
@@ -40,8 +43,10 @@ from ..serving import example_tasks
 from ..serving.core import ServingCore
 from ..serving.request import ExamplesRequest, ExamplesResponse, InferenceRequest, InferenceResponse, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
+from .faults import FaultLog, release
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # absl and gRPC share the canonical numbering, so every core code has a gRPC twin of the same name.
 GRPC_STATUS: dict[Code, grpc.StatusCode] = {
@@ -65,6 +70,10 @@ GRPC_STATUS: dict[Code, grpc.StatusCode] = {
 
 # tensorflow_serving/model_servers/grpc_status_util.cc
 MAX_ERROR_MESSAGE = 1024
+# Requests (and decoded inputs) this big are parsed and decoded off grpc.aio's event loop, as REST
+# does (``tfs_rest._OFFLOAD_BYTES``); smaller ones, the usual case, inline.
+OFFLOAD_BYTES = 256 * 1024
+_STRING_WIDTH = 8  # a reference per element, before the bytes themselves
 _OUTPUTS_FIELD = pb.PredictResponse.DESCRIPTOR.fields_by_name["outputs"].number
 # Outputs at least this big skip protobuf's copies (codecs.tensor_wire); below, protobuf is faster.
 _WIRE_BYTES = 16 * 1024
@@ -88,14 +97,28 @@ class _Malformed:
     error: str
 
 
-def _lenient_parser(cls: type[Message]) -> Callable[[bytes], Message | _Malformed]:
+@dataclass(frozen=True)
+class _Unparsed:
+    """A big request as grpc.aio's deserializer leaves it: parsed off the event loop by its handler."""
+
+    parse: Callable[[bytes], Message | _Malformed]
+    data: bytes
+
+
+def _lenient_parser(cls: type[Message], on_loop: bool = False) -> Callable[[bytes], Any]:
+    """The request deserializer. ``on_loop``: grpc.aio calls it on the event loop, where a request of
+    ``OFFLOAD_BYTES`` or more is only kept, to be parsed off the loop (``_off_loop``)."""
+
     def parse(data: bytes) -> Message | _Malformed:
         try:
             return cls.FromString(data)
         except DecodeError as exc:
             return _Malformed(cls.DESCRIPTOR.full_name, str(exc))
 
-    return parse
+    def deserialize(data: bytes) -> Message | _Malformed | _Unparsed:
+        return _Unparsed(parse, data) if len(data) >= OFFLOAD_BYTES else parse(data)
+
+    return deserialize if on_loop else parse
 
 
 # Either server model's context; bodies read only time_remaining() and invocation_metadata().
@@ -104,33 +127,51 @@ Context: TypeAlias = grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]
 Body = Callable[[Any, Context], Coroutine[Any, Any, Any]]
 
 
-def inline_rpc(body: Body) -> Callable[[Any, grpc.ServicerContext], Any]:
+def inline_rpc(body: Body, faults: FaultLog) -> Callable[[Any, grpc.ServicerContext], Any]:
     """The threaded server's handler of an RPC body: run inline on the handler thread. Errors become
-    gRPC statuses (once, in ``_status``); a bug costs one request, never the server."""
+    gRPC statuses (once, in ``_status``); a bug costs one request, never the server. A call whose
+    client has gone (cancelled, or its deadline passed) while it waited for a thread is not run."""
 
     @functools.wraps(body)
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
         try:
+            _check_active(context)
             return run_inline(body(_parsed(request), context))
         except Exception as exc:
-            context.abort(*_status(exc, body))
+            status = _status(exc, body, faults)
+            release(exc)
+        context.abort(*status)
         raise AssertionError("unreachable: abort raises")
 
     return handler
 
 
-def async_rpc(body: Body) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
-    """``grpc.aio``'s handler of the same body, awaited on the event loop; errors as ``inline_rpc``."""
+def async_rpc(body: Body, faults: FaultLog) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    """``grpc.aio``'s handler of the same body, awaited on the event loop; errors as ``inline_rpc``.
+
+    A client that goes away cancels the handler's task, and with it the call wherever it waits
+    (a batch queue drops it). The status is set, not raised (``abort``): grpc.aio keeps a raised
+    abort in a reference cycle with the handler's frame, and so the request, until the garbage
+    collector runs."""
 
     @functools.wraps(body)
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
+            if isinstance(request, _Unparsed):
+                request = await _off_loop(request.parse, request.data)
             return await body(_parsed(request), context)
         except Exception as exc:
-            await context.abort(*_status(exc, body))
-        raise AssertionError("unreachable: abort raises")
+            code, details = _status(exc, body, faults)
+            release(exc)
+        context.set_code(code)
+        context.set_details(details)
+        return None  # grpc.aio sends no message with a status that is not OK
 
     return handler
+
+
+def _off_loop(fn: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+    return asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def _parsed(request: Any) -> Any:
@@ -139,10 +180,17 @@ def _parsed(request: Any) -> Any:
     return request
 
 
-def _status(exc: Exception, body: Body) -> tuple[grpc.StatusCode, str]:
+def _check_active(context: Context) -> None:
+    """On the threaded server: CANCELLED once the call is over for its client (its deadline passed, or
+    it cancelled), so no more work goes into it. grpc.aio cancels the handler's task instead."""
+    if isinstance(context, grpc.ServicerContext) and not context.is_active():
+        raise Cancelled("Cancelled")
+
+
+def _status(exc: Exception, body: Body, faults: FaultLog) -> tuple[grpc.StatusCode, str]:
     if not isinstance(exc, ServingError):
-        log.exception("Unhandled error in %s", body.__name__)
-        exc = as_serving_error(exc)
+        faults.fault("gRPC", exc, "Unhandled error in %s", body.__name__)
+        exc = Unknown("Internal error")
     return GRPC_STATUS.get(exc.code, grpc.StatusCode.UNKNOWN), status_details(exc.message)
 
 
@@ -198,7 +246,7 @@ class PredictionServicer:
             response = await self._core.predict(
                 InferenceRequest(
                     spec,
-                    lambda _: to_ndarrays(request.inputs, account),  # decoded once the model is found, as TF
+                    functools.partial(_decoded_inputs, request.inputs, account),  # once the model is found, as TF
                     request.model_spec.signature_name,
                     list(request.output_filter),
                     _deadline(context),
@@ -206,6 +254,7 @@ class PredictionServicer:
                     account,
                 )
             )
+            _check_active(context)  # a client gone while the model ran: its answer is not encoded
             return predict_answer(response, self._tensor_content)
 
     async def GetModelMetadata(self, request: Any, context: Context) -> Message:
@@ -269,6 +318,41 @@ def _multi_response(tasks: list[Any], answer: ExamplesResponse) -> Message:
         field = "classification_result" if kind == "classify" else "regression_result"
         _write_result(kind, getattr(out, field), result)
     return response
+
+
+def _decoded_inputs(
+    tensors: Mapping[str, Message], account: Account, signatures: object
+) -> Mapping[str, np.ndarray] | asyncio.Future[Mapping[str, np.ndarray]]:
+    """A Predict request's arrays. On the event loop (grpc.aio), tensors that decode to
+    ``OFFLOAD_BYTES`` or more (a fill rule expands a few bytes into many) are decoded off it."""
+    if asyncio._get_running_loop() is not None and _decodes_big(tensors):
+        return _off_loop(to_ndarrays, tensors, account)
+    return to_ndarrays(tensors, account)
+
+
+def _decodes_big(tensors: Mapping[str, Message]) -> bool:
+    """Whether ``to_ndarrays`` allocates ``OFFLOAD_BYTES`` or more: elements (by the shape) times their
+    width. Sizes are capped as they are multiplied, so a hostile shape stays cheap to measure."""
+    total = 0
+    for tensor in tensors.values():
+        size = _WIDTHS.get(tensor.dtype, _STRING_WIDTH)
+        for dim in tensor.tensor_shape.dim:
+            size = min(size * max(0, dim.size), OFFLOAD_BYTES)
+        total += size + len(tensor.tensor_content)
+        if total >= OFFLOAD_BYTES:
+            return True
+    return False
+
+
+def _width(dtype: DType) -> int:
+    try:
+        return int(to_numpy(dtype).itemsize)
+    except Unimplemented:
+        return _STRING_WIDTH
+
+
+# Bytes per element by TensorProto dtype; strings, and dtypes numpy cannot hold, count a reference.
+_WIDTHS = {int(d): _width(d) for d in DType if d != DType.DT_STRING}
 
 
 @dataclass(frozen=True)
@@ -374,14 +458,16 @@ def add_services(
 ) -> list[str]:
     """Register PredictionService and ModelService on ``server`` (threaded or ``grpc.aio``); returns
     their full names."""
-    _register(server, PREDICTION_SERVICE, PredictionServicer(core, tensor_content=tensor_content))
-    _register(server, MODEL_SERVICE, ModelServicer(core))
+    faults = FaultLog(log)  # one rate limit for the whole gRPC front end
+    _register(server, PREDICTION_SERVICE, PredictionServicer(core, tensor_content=tensor_content), faults)
+    _register(server, MODEL_SERVICE, ModelServicer(core), faults)
     return [PREDICTION_SERVICE, MODEL_SERVICE]
 
 
-def _register(server: grpc.Server | grpc.aio.Server, service: str, servicer: object) -> None:
+def _register(server: grpc.Server | grpc.aio.Server, service: str, servicer: object, faults: FaultLog) -> None:
     descriptor: ServiceDescriptor = service_descriptor(service)
-    wrap = async_rpc if isinstance(server, grpc.aio.Server) else inline_rpc
+    on_loop = isinstance(server, grpc.aio.Server)
+    wrap = async_rpc if on_loop else inline_rpc
     handlers = {}
     for method in descriptor.methods:
         body = getattr(servicer, method.name, None)
@@ -389,8 +475,8 @@ def _register(server: grpc.Server | grpc.aio.Server, service: str, servicer: obj
             continue  # clients get UNIMPLEMENTED
         request = message_class(method.input_type.full_name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            wrap(body),
-            request_deserializer=_lenient_parser(request),
+            wrap(body, faults),
+            request_deserializer=_lenient_parser(request, on_loop),
             response_serializer=_serialize,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))

@@ -28,6 +28,7 @@ from ..serving import example_tasks
 from ..serving.core import ServingCore, input_dtypes
 from ..serving.request import ExamplesRequest, InferenceRequest, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
+from .faults import FaultLog, release
 from .http import JSON_HEADERS, BodyTooLarge, Headers, Request, Response, request_body
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,7 @@ _CORS_HEADERS: Headers = (
     (b"access-control-allow-headers", b"Content-Type"),
 )
 _INT64_MAX = 2**63 - 1
+_INT64_DIGITS = len(str(_INT64_MAX))
 # Bodies above this are decoded off the event loop so one big request cannot stall the others.
 _OFFLOAD_BYTES = 256 * 1024
 _ROUTES_KEPT = 4096  # inference URLs remembered parsed (clients repeat theirs); more clears the memory
@@ -89,6 +91,7 @@ class TfsRestApp:
         self._options = options
         self._headers: Headers = (*JSON_HEADERS, *(_CORS_HEADERS if options.enable_cors else ()))
         self._routes: dict[str, tuple[ModelSpec, str]] = {}  # inference path -> (spec, verb)
+        self._faults = FaultLog(log)
 
     async def __call__(self, request: Request) -> Response:
         method = request.method
@@ -96,13 +99,19 @@ class TfsRestApp:
             return self._preflight(request)
         try:
             return Response(200, await self._handle(method, request.path, request), self._headers)
-        except ServingError as exc:
+        except Exception as exc:
+            response = self._error(exc, request)
+            release(exc)  # its request's arrays are freed now, not by the garbage collector
+            return response
+
+    def _error(self, exc: Exception, request: Request) -> Response:
+        if isinstance(exc, ServingError):
             return Response(http_status(exc), tfs_json.encode_error(exc.message), self._headers)
-        except BodyTooLarge as exc:
+        if isinstance(exc, BodyTooLarge):
             return self.too_large(exc.size, exc.limit)
-        except Exception as exc:  # a bug must cost one request, not the server
-            log.exception("Unhandled error serving %s %s", method, request.path)
-            return Response(500, tfs_json.encode_error(f"Internal error: {type(exc).__name__}: {exc}"), self._headers)
+        # A bug costs one request, not the server; its text stays in the log.
+        self._faults.fault("REST", exc, "Unhandled error serving %s %s", request.method, request.path[:200])
+        return Response(500, tfs_json.encode_error("Internal error"), self._headers)
 
     def too_large(self, size: int, limit: int) -> Response:
         """The 413 answer to a body over ``--rest_api_max_body_bytes`` (the listener's too_large)."""
@@ -246,8 +255,10 @@ def _decoded(
 def _spec(name: str, version: str | None, label: str | None) -> ModelSpec:
     number = None
     if version is not None:
-        number = int(version)
-        if number > _INT64_MAX:
+        # Length first: int() refuses over 4300 digits with a ValueError of its own.
+        digits = version.lstrip("0") or "0"
+        number = int(digits) if len(digits) <= _INT64_DIGITS else None
+        if number is None or number > _INT64_MAX:
             raise InvalidArgument(f"Failed to convert version: {version} to numeric.")
     return ModelSpec(
         name=unquote(name),

@@ -21,7 +21,17 @@ from .clock import MONOTONIC, TimerHeap
 
 T = TypeVar("T")
 
-_Item = tuple["asyncio.Future[Any]", Callable[[], Any], "float | None"]
+
+class _Item:
+    """A queued call. ``fn`` (and with it the request's arrays) is let go as soon as the call is no
+    longer wanted (cancelled or expired), even while the item still waits in the queue."""
+
+    __slots__ = ("deadline", "fn", "future")
+
+    def __init__(self, future: asyncio.Future[Any], fn: Callable[[], Any] | None, deadline: float | None) -> None:
+        self.future = future
+        self.fn = fn
+        self.deadline = deadline
 
 
 class WorkerPool:
@@ -60,48 +70,59 @@ class WorkerPool:
         """Run ``fn()`` on a worker; DeadlineExceeded once ``deadline`` passes."""
         loop = asyncio._get_running_loop()
         if loop is None:  # the caller's own thread is free to run it: a hand-off would only add a wait
-            if deadline is not None and time.monotonic() > deadline:
-                raise DeadlineExceeded("Deadline exceeded")
-            return fn()
+            _check_deadline(deadline)
+            result = fn()
+            _check_deadline(deadline)  # a result too late for its caller is not encoded
+            return result
         if self._loop is None:
             self._loop = loop
             self._start()
         future: asyncio.Future[T] = loop.create_future()
+        item = _Item(future, fn, deadline)
+        del fn  # the item holds it, and lets go of it once the call is not wanted
         with self._cv:
             if self._closed:
                 raise Unavailable("Server is shutting down")
-            self._queue.append((future, fn, deadline))
+            self._queue.append(item)
             if self._idle:
                 self._cv.notify()
-        if deadline is None:
-            return await future
-        timer = self._timers.call_at(deadline, _expire, future)
+        timer = None if deadline is None else self._timers.call_at(deadline, _expire, future)
         try:
             return await future
+        except BaseException:  # expired, cancelled, or failed: a call still queued will not run
+            with self._cv:
+                item.fn = None
+            raise
         finally:
-            timer.cancel()
+            if timer is not None:
+                timer.cancel()
 
     def _work(self) -> None:
-        while True:
-            with self._cv:
+        while (item := self._next()) is not None:
+            self._run(item)
+            del item  # an idle worker holds nothing of the last request
+
+    def _next(self) -> tuple[asyncio.Future[Any], Callable[[], Any], float | None] | None:
+        """The next call still wanted, or None once the pool is closed and empty."""
+        with self._cv:
+            while True:
                 while not self._queue:
                     if self._closed:
-                        return
+                        return None
                     self._idle += 1
                     self._cv.wait()
                     self._idle -= 1
-                future, fn, deadline = self._queue.popleft()
-            if future.done():  # expired or cancelled while queued
-                continue
-            if deadline is not None and time.monotonic() > deadline:
-                self._finish(future, False, DeadlineExceeded("Deadline exceeded"))
-                continue
-            try:
-                result = fn()
-            except BaseException as exc:  # handed to the awaiting request
-                self._finish(future, False, exc)
-            else:
-                self._finish(future, True, result)
+                item = self._queue.popleft()
+                if item.fn is not None and not item.future.done():  # not expired or cancelled while queued
+                    return item.future, item.fn, item.deadline
+
+    def _run(self, item: tuple[asyncio.Future[Any], Callable[[], Any], float | None]) -> None:
+        future, fn, deadline = item
+        if deadline is not None and time.monotonic() > deadline:
+            self._finish(future, False, DeadlineExceeded("Deadline exceeded"))
+            return
+        ok, value = _call(fn)
+        self._finish(future, ok, value)
 
     def _finish(self, future: asyncio.Future[Any], ok: bool, value: Any) -> None:
         with self._done_lock:
@@ -127,6 +148,22 @@ class WorkerPool:
         with self._cv:
             self._closed = True
             self._cv.notify_all()
+
+
+def _call(fn: Callable[[], Any]) -> tuple[bool, Any]:
+    """``(True, fn())``, or ``(False, the exception)`` for the awaiting request. The exception is
+    returned, not kept beside the future: its traceback holds the frame that caught it, and a
+    future among that frame's locals would make a cycle (future, exception, frame) that keeps the
+    request's arrays alive until the garbage collector runs."""
+    try:
+        return True, fn()
+    except BaseException as exc:
+        return False, exc
+
+
+def _check_deadline(deadline: float | None) -> None:
+    if deadline is not None and time.monotonic() > deadline:
+        raise DeadlineExceeded("Deadline exceeded")
 
 
 def _expire(future: asyncio.Future[Any]) -> None:

@@ -183,6 +183,8 @@ class BatchQueue:
         if task.state is TaskState.QUEUED or left:
             self.rows -= left
             self.tasks -= 1
+        if task.state is TaskState.QUEUED:
+            task.inputs = {}  # its arrays are freed now, though the task may wait in the queue a while
         task.state = TaskState.DROPPED
 
     # ---- when ---------------------------------------------------------------------------------

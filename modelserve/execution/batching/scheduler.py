@@ -136,22 +136,10 @@ class BatchScheduler:
     def execute(self, batch: Batch) -> None:
         """Run ``batch`` on this thread and hand every request its rows (or the error)."""
         queue = batch.queue
-        error: BaseException | None = None
-        outputs: list[dict[str, np.ndarray]] = []
         start = self._clock.now()
-        try:
-            pieces = [(t.inputs, a, b) for t, a, b in batch.pieces]
-            pad = queue.params.pad_variable_length_inputs
-            with self._budget.account(cap=self._budget.total) as account:
-                account.charge(tensors.merged_bytes(pieces, batch.padded_rows, pad), "merge a batch")
-                merged = tensors.merge(pieces, batch.padded_rows, pad)
-                result = queue.servable.predict(queue.signature, merged, queue.output_filter)
-                del merged
-            tensors.check_outputs(result, batch.padded_rows)
-            outputs = tensors.split(result, batch.sizes)
-        except BaseException as exc:  # handed to every request of the batch
-            error = exc
+        outcome = _run(batch, self._budget)
         end = self._clock.now()
+        error, outputs = (outcome, []) if isinstance(outcome, BaseException) else (None, outcome)
         with self._lock:
             self._running -= 1
             queue.finished(batch)
@@ -197,6 +185,7 @@ class BatchScheduler:
                 self.execute(batch)
             except Exception:  # a bug must not kill a batch thread
                 log.exception("Batch thread failed")
+            del batch  # an idle thread holds nothing of the last batch
 
     def _next_batch(self) -> Batch | None:
         with self._lock:
@@ -220,6 +209,29 @@ class BatchScheduler:
             self._cv.notify_all()
         for thread in self._threads:
             thread.join()
+
+
+def _run(batch: Batch, budget: MemoryBudget) -> list[dict[str, np.ndarray]] | BaseException:
+    """Each piece's outputs, or the error for every request of the batch.
+
+    The error is returned, not kept in the caller's frame: its traceback holds this frame (and
+    the merged inputs), so an error that were also one of its locals would make a cycle that
+    keeps the batch's arrays alive until the garbage collector runs.
+    """
+    queue = batch.queue
+    try:
+        pieces = [(t.inputs, a, b) for t, a, b in batch.pieces]
+        pad = queue.params.pad_variable_length_inputs
+        # The merged copy is extra memory on top of the rows' own (charged to their requests).
+        with budget.account(cap=budget.total) as account:
+            account.charge(tensors.merged_bytes(pieces, batch.padded_rows, pad), "merge a batch")
+            merged = tensors.merge(pieces, batch.padded_rows, pad)
+            result = queue.servable.predict(queue.signature, merged, queue.output_filter)
+            del merged
+        tensors.check_outputs(result, batch.padded_rows)
+        return tensors.split(result, batch.sizes)
+    except BaseException as exc:  # handed to every request of the batch
+        return exc
 
 
 def _settle(batch: Batch, outputs: list[dict[str, np.ndarray]], error: BaseException | None) -> list[_Settled]:
