@@ -308,8 +308,8 @@ def test_grpc_asyncio_parses_and_decodes_big_requests_off_the_event_loop(
             parses.append((len(data), asyncio._get_running_loop() is not None))
             return self.cls.FromString(data)
 
-    def decode(tensors: Any) -> Any:
-        arrays = real_decode(tensors)
+    def decode(tensors: Any, account: Any) -> Any:
+        arrays = real_decode(tensors, account)
         decodes.append((sum(a.size for a in arrays.values()), asyncio._get_running_loop() is not None))
         return arrays
 
