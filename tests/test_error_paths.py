@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from modelserve import storage
 from modelserve.client import GrpcClient
-from modelserve.storage import hide_paths
 from modelserve.testing import ServerThread, running_server
 
 from . import onnx_models as om
@@ -53,6 +53,7 @@ def test_status_hides_the_base_path(tmp_path: Path, expose: bool, caplog: pytest
 
 
 def test_hide_paths() -> None:
+    hide_paths = storage.hide_paths
     base = "/srv/models/m"
     assert hide_paths(f"Could not read {base}/3/saved_model.pb", base) == "Could not read <base_path>/3/saved_model.pb"
     assert hide_paths(f"file://{base}/3 failed", f"file://{base}") == "<base_path>/3 failed"
