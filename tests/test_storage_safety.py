@@ -95,6 +95,7 @@ def test_memory_base_path_is_allowed() -> None:
         memory.rm("/storage-safety", recursive=True)
 
 
+@pytest.mark.usefixtures("policy")  # the flag sets the process's policy; later tests get the default back
 def test_storage_protocols_flag(tmp_path: Path) -> None:
     om.write(tmp_path / "half", 1, om.half_plus_two())
     with (
