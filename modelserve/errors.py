@@ -11,6 +11,8 @@
     ├── DeadlineExceeded        the request's deadline passed
     ├── Unimplemented           the server cannot do this (e.g. a dtype in JSON)
     ├── Cancelled               the client went away
+    ├── Unauthenticated         no valid credentials (a missing or unknown token)
+    ├── PermissionDenied        valid credentials without the scope the call needs
     ├── DataLoss                unreadable data (e.g. a corrupt warm-up file)
     └── Internal                a bug or a model that breaks its own contract
 
@@ -105,6 +107,14 @@ class Internal(ServingError):
     code = Code.INTERNAL
 
 
+class Unauthenticated(ServingError):
+    code = Code.UNAUTHENTICATED
+
+
+class PermissionDenied(ServingError):
+    code = Code.PERMISSION_DENIED
+
+
 class Unknown(ServingError):
     code = Code.UNKNOWN
 
@@ -122,6 +132,8 @@ _BY_CODE: dict[Code, type[ServingError]] = {
         Cancelled,
         DataLoss,
         Internal,
+        Unauthenticated,
+        PermissionDenied,
         Unknown,
     )
 }

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar, get_args, get_type_hints
 
 from .platforms import cpus
+from .storage import DEFAULT_PROTOCOLS
 
 Kind = Literal["int", "float", "bool", "str"]
-Group = Literal["Models", "gRPC", "REST", "Lifecycle", "Batching", "Runtime", "Monitoring", "Other"]
+Group = Literal["Models", "gRPC", "REST", "Security", "Lifecycle", "Batching", "Runtime", "Monitoring", "Other"]
 GROUPS: tuple[Group, ...] = get_args(Group)  # --help prints the groups in this order
 
 _T = TypeVar("_T", bool, int, float, str)
@@ -98,6 +99,38 @@ class ServerOptions:
         256 * 1024 * 1024, "REST", "Largest accepted request body (after gunzip); larger gets HTTP 413.", tf=False
     )
     host: str = flag("0.0.0.0", "REST", "Interface both servers bind (TF Serving binds all interfaces).", tf=False)
+    # Security (docs/security.md): TLS on REST, tokens on both ports, management, storage, paths in errors
+    rest_api_tls: bool = flag(
+        True,
+        "Security",
+        "With --ssl_config_file, REST serves HTTPS (mTLS with client_verify) too; false: plain HTTP, as TF Serving.",
+        tf=False,
+    )
+    auth_token_file: str = flag(
+        "",
+        "Security",
+        "Bearer tokens, one '<token> <scope>' per line (scope infer or admin); both ports then need one "
+        "(REST 'Authorization: Bearer', gRPC 'authorization' metadata). Re-read on change. Empty: no tokens.",
+        tf=False,
+    )
+    enable_management_api: bool = flag(
+        True,
+        "Security",
+        "Serve model management (gRPC HandleReloadConfigRequest, admin scope); false answers UNIMPLEMENTED.",
+        tf=False,
+    )
+    storage_protocols: str = flag(
+        ",".join(DEFAULT_PROTOCOLS),
+        "Security",
+        "fsspec protocols base paths and config files may use (comma list); add http,https to allow them.",
+        tf=False,
+    )
+    storage_timeout_seconds: float = flag(
+        30.0, "Security", "Connect and read timeout of remote storage calls (s3, gs, az, http; <=0: theirs).", tf=False
+    )
+    expose_paths_in_errors: bool = flag(
+        False, "Security", "Version status texts keep local paths (the log always does).", tf=False
+    )
     # Lifecycle
     num_load_threads: int = flag(
         0, "Lifecycle", "Threads loading versions after start-up (0: as many as needed, up to 4 x CPUs)."

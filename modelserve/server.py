@@ -8,16 +8,19 @@ message instead of waiting forever.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 import os
 import signal
 import socket
+import ssl
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import budget, platforms
+from . import budget, platforms, storage
+from .api import auth, tls
 from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.http import Router
 from .api.httpd import HttpOptions, HttpServer
@@ -140,6 +143,7 @@ def manager_options(options: ServerOptions) -> ManagerOptions:
         num_load_threads=options.num_load_threads or 4 * (options.num_inference_threads or 1),
         num_unload_threads=options.num_unload_threads or 1,
         allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
+        expose_paths_in_errors=options.expose_paths_in_errors,
     )
 
 
@@ -171,6 +175,13 @@ class Server:
         self._grpc: GrpcServer | None = None
         self._batching: BatchingRunners | None = None
         self._runners: RunnerFactory = self._direct_runner  # chosen once, in start()
+        self._guard: auth.Guard | None = None  # tokens and the management switch, from the flags in start()
+        self._rest_tls: ssl.SSLContext | None = None
+
+    @property
+    def rest_tls(self) -> bool:
+        """REST serves HTTPS (known once started)."""
+        return self._rest_tls is not None
 
     def _runner(self, model: str, version: int, folder: Path, servable: Servable) -> Runner:
         return self._runners(model, version, folder, servable)
@@ -195,6 +206,7 @@ class Server:
         warn_ignored_flags(self.options)
         log_thread_choices(self.options)
         log_memory_budget(self.options, self.budget)
+        self._configure_security()
         self._placed.inventory = devices.prepare(os.environ)
         self._choose_runners()
         models = model_list(self.options)
@@ -210,6 +222,36 @@ class Server:
         await self._start_grpc()
         await self._start_rest()
 
+    def _configure_security(self) -> None:
+        """Storage allow-list and timeouts, tokens, management, REST's TLS: from the flags, each logged
+        (docs/security.md). Before any config file is read, since the allow-list covers config files too."""
+        o = self.options
+        policy = storage.configure(o.storage_protocols.split(","), o.storage_timeout_seconds)
+        log.info(
+            "Storage: protocols %s; remote calls time out after %s s",
+            ",".join(sorted(policy.protocols)),
+            policy.timeout_seconds if policy.timeout_seconds > 0 else "(their own defaults)",
+        )
+        self._guard = auth.build(o.auth_token_file, o.enable_management_api)
+        if o.auth_token_file:
+            log.info("Bearer tokens required on both ports (--auth_token_file %s)", o.auth_token_file)
+        if not o.enable_management_api:
+            log.info("Model management is switched off (--enable_management_api=false)")
+        if o.ssl_config_file and o.rest_api_port != 0:
+            config = tls.read_ssl_config(o.ssl_config_file)
+            if o.rest_api_tls:
+                self._rest_tls = tls.server_context(config)
+                log.info("REST API serves HTTPS with %s from --ssl_config_file", tls.describe(config))
+            else:
+                log.warning("REST API serves plain HTTP although --ssl_config_file is set (--rest_api_tls=false)")
+        plain = [name for name, secure in (("gRPC", o.ssl_config_file), ("REST", self._rest_tls)) if not secure]
+        if o.auth_token_file and plain and not _loopback(o.host):
+            log.warning(
+                "Bearer tokens cross the network in clear text: %s on %s without TLS (--ssl_config_file)",
+                " and ".join(plain),
+                o.host,
+            )
+
     async def _start_grpc(self) -> None:
         o = self.options
         self._grpc = GrpcServer(
@@ -224,6 +266,7 @@ class Server:
                 tensor_content=o.enable_serialization_as_tensor_content,
                 ssl_config_file=o.ssl_config_file,
                 asyncio=o.enable_batching,  # docs/grpc.md: the server model follows batching
+                guard=self._guard,
             ),
         )
         await self._grpc.start()
@@ -257,8 +300,11 @@ class Server:
                 max_body_bytes=self.options.rest_api_max_body_bytes,
             ),
         )
-        http_options = HttpOptions(max_body_bytes=self.options.rest_api_max_body_bytes, too_large=rest.too_large)
-        self.http = HttpServer(Router([("/v1/", rest)]), http_options)
+        http_options = HttpOptions(
+            max_body_bytes=self.options.rest_api_max_body_bytes, too_large=rest.too_large, tls=self._rest_tls
+        )
+        router = Router([("/v1/", rest)])
+        self.http = HttpServer(router if self._guard is None else auth.RestGuard(router, self._guard), http_options)
         await self.http.start(sock)
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
 
@@ -276,6 +322,13 @@ class Server:
         if self._batching is not None:
             await asyncio.to_thread(self._batching.close)
         self._pool.close()
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _bind(host: str, port: int) -> socket.socket:

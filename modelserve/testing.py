@@ -23,6 +23,9 @@ class ServerThread:
 
     @property
     def rest_url(self) -> str:
+        """``https://localhost:...`` when REST serves TLS (certificates name a host, not an address)."""
+        if self.server.rest_tls:
+            return f"https://localhost:{self.server.rest_port}"
         return f"http://127.0.0.1:{self.server.rest_port}"
 
     @property

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
 import logging
 import threading
 from pathlib import Path
@@ -21,6 +20,7 @@ from modelserve.errors import Code, ServingError
 from modelserve.testing import running_server
 
 from . import onnx_models as om
+from .pki import make_pki, ssl_config
 
 
 @pytest.fixture(scope="module")
@@ -143,60 +143,14 @@ def test_status_details_are_cut_at_1024() -> None:
 # --- TLS -----------------------------------------------------------------------------------------
 
 
-def _certificate(name: str, issuer: tuple | None = None, ca: bool = False) -> tuple[bytes, bytes, object, object]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    issuer_name, issuer_key = (issuer[0], issuer[1]) if issuer else (subject, key)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(subject)
-        .issuer_name(issuer_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
-    )
-    if not ca:
-        builder = builder.add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
-    cert = builder.sign(issuer_key, hashes.SHA256())
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem, subject, key
-
-
 @pytest.fixture(scope="module")
 def pki() -> dict[str, bytes]:
     pytest.importorskip("cryptography")
-    ca_cert, _, ca_subject, ca_key = _certificate("modelserve test CA", ca=True)
-    server_cert, server_key, _, _ = _certificate("localhost", (ca_subject, ca_key))
-    client_cert, client_key, _, _ = _certificate("client", (ca_subject, ca_key))
-    return {
-        "ca": ca_cert,
-        "server_cert": server_cert,
-        "server_key": server_key,
-        "client_cert": client_cert,
-        "client_key": client_key,
-    }
+    return make_pki()
 
 
 def _ssl_config(tmp_path: Path, pki: dict[str, bytes], client_verify: bool) -> Path:
-    def quoted(pem: bytes) -> str:
-        return '"' + pem.decode().replace("\n", "\\n") + '"'
-
-    path = tmp_path / "ssl.config"
-    path.write_text(
-        f"server_key: {quoted(pki['server_key'])}\nserver_cert: {quoted(pki['server_cert'])}\n"
-        f"custom_ca: {quoted(pki['ca'])}\nclient_verify: {'true' if client_verify else 'false'}\n"
-    )
-    return path
+    return ssl_config(tmp_path, pki, client_verify)
 
 
 def test_tls(half: Path, tmp_path: Path, pki: dict[str, bytes], server_model: str) -> None:

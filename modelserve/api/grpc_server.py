@@ -34,6 +34,7 @@ from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, pb
 from ..protos._pool import DESCRIPTOR_SET
 from ..protos.text import read_text_proto
 from ..serving.core import ServingCore
+from .auth import AsyncGrpcGuard, GrpcGuard, Guard
 from .tfs_grpc import add_services
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class GrpcOptions:
     tensor_content: bool = False
     ssl_config_file: str = ""
     asyncio: bool = False  # grpc.aio on the event loop instead of the threaded server
+    guard: Guard | None = None  # tokens and the management switch (api.auth); None: every call runs
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
@@ -122,11 +124,12 @@ class GrpcServer:
         options = self._options
         channel_options = server_channel_options(options.channel_arguments)
         server: grpc.Server | grpc.aio.Server
+        guard = options.guard
         if options.asyncio:
-            server = grpc.aio.server(options=channel_options)
+            server = grpc.aio.server(options=channel_options, interceptors=[AsyncGrpcGuard(guard)] if guard else None)
         else:
             threads = futures.ThreadPoolExecutor(max(1, options.max_threads), thread_name_prefix="modelserve-grpc")
-            server = grpc.server(threads, options=channel_options)
+            server = grpc.server(threads, options=channel_options, interceptors=[GrpcGuard(guard)] if guard else None)
         names = add_services(server, self._core, tensor_content=options.tensor_content)
         if options.health:
             names.append(await self._add_health(server))

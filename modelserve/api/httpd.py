@@ -35,6 +35,7 @@ import contextlib
 import email.utils
 import http
 import logging
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -64,6 +65,11 @@ class HttpOptions:
     keep_alive_seconds: float = 75.0
     # The answer to a body over the limit: (size seen so far, limit) -> response.
     too_large: Callable[[int, int], Response] = _plain_413
+    # HTTPS (api.tls.server_context); None: plain HTTP.
+    tls: ssl.SSLContext | None = None
+    # A TLS handshake not done in this time is cut (a client that connects and says nothing holds no
+    # connection for long; the request timeouts start once the handshake is done).
+    tls_handshake_seconds: float = 10.0
 
 
 class _Exchange:
@@ -95,7 +101,10 @@ class HttpServer:
         loop = asyncio.get_running_loop()
         if self._sweeper is None:
             self._tick()
-        self._servers.append(await loop.create_server(self.protocol, sock=sock, backlog=2048))
+        tls: dict[str, Any] = {}
+        if self.options.tls is not None:
+            tls = {"ssl": self.options.tls, "ssl_handshake_timeout": self.options.tls_handshake_seconds}
+        self._servers.append(await loop.create_server(self.protocol, sock=sock, backlog=2048, **tls))
 
     def protocol(self) -> asyncio.Protocol:
         """A new connection's protocol (for a transport of one's own: benchmarks/rest_turnaround.py)."""

@@ -48,9 +48,12 @@ class _GrpcBase:
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
         max_message_bytes: int = MAX_MESSAGE_BYTES,
+        token: str | None = None,
     ) -> None:
         """``target``: host:port or unix:path; ``timeout``: seconds per call (None: none); ``credentials``:
-        TLS; ``options``: more channel arguments; ``max_message_bytes``: the limit both ways."""
+        TLS (``grpc.ssl_channel_credentials(ca, key, cert)``; key and cert for mutual TLS); ``options``: more
+        channel arguments; ``max_message_bytes``: the limit both ways; ``token``: a bearer token, sent as
+        ``authorization: Bearer <token>`` metadata with every call (a server's ``--auth_token_file``)."""
         module = self._grpc
         opts = channel_options(max_message_bytes, options)
         self._channel = (
@@ -61,6 +64,7 @@ class _GrpcBase:
         self._prediction = Stub(self._channel, pb.PredictionService)
         self._models = Stub(self._channel, pb.ModelService)
         self._timeout = timeout
+        self._call_metadata = None if token is None else (("authorization", f"Bearer {token}"),)
         self._metadata_cache: dict[tuple[str, int | None, str | None], ModelMetadata] = {}
 
     def _timeout_for(self, timeout: float | None) -> float | None:
@@ -74,7 +78,7 @@ class GrpcClient(_GrpcBase):
 
     def _call(self, method: Callable[..., Any], request: Message, timeout: float | None) -> Any:
         try:
-            return method(request, timeout=self._timeout_for(timeout))
+            return method(request, timeout=self._timeout_for(timeout), metadata=self._call_metadata)
         except grpc.RpcError as exc:
             raise rpc_error(exc) from None
 
@@ -166,7 +170,7 @@ class AsyncGrpcClient(_GrpcBase):
 
     async def _call(self, method: Callable[..., Any], request: Message, timeout: float | None) -> Any:
         try:
-            return await method(request, timeout=self._timeout_for(timeout))
+            return await method(request, timeout=self._timeout_for(timeout), metadata=self._call_metadata)
         except grpc.RpcError as exc:
             raise rpc_error(exc) from None
 

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import http.client
 import json
+import ssl
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -108,13 +109,35 @@ class RestClient:
     ``reload_config`` raises UNIMPLEMENTED: TF Serving reloads over gRPC only.
     """
 
-    def __init__(self, url: str = "http://localhost:8501", *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str = "http://localhost:8501",
+        *,
+        timeout: float | None = DEFAULT_TIMEOUT,
+        token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """``url``: ``http://`` or ``https://`` host and port; ``timeout``: seconds per call (None: none);
+        ``token``: a bearer token, sent as ``Authorization: Bearer <token>``. For https: ``ca_file`` (PEM)
+        the server's certificate must chain to (default: the system's), ``cert_file`` and ``key_file`` a
+        client certificate (mutual TLS), or a whole ``ssl_context`` instead."""
         parts = urlsplit(url)
         self._https = parts.scheme == "https"
         self._host = parts.hostname or "localhost"
         self._port = parts.port or (443 if self._https else 80)
         self._prefix = parts.path.rstrip("/")
         self._timeout = timeout
+        self._headers = {"Content-Type": "application/json"}
+        if token is not None:
+            self._headers["Authorization"] = f"Bearer {token}"
+        if ssl_context is None and self._https:
+            ssl_context = ssl.create_default_context(cafile=ca_file)
+            if cert_file is not None:
+                ssl_context.load_cert_chain(cert_file, key_file)
+        self._ssl_context = ssl_context
         self._local = threading.local()
         self._open: list[http.client.HTTPConnection] = []  # every thread's, for close()
         self._lock = threading.Lock()
@@ -123,8 +146,12 @@ class RestClient:
     def _connection(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
         if conn is None:
-            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
-            conn = cls(self._host, self._port, timeout=self._timeout)
+            if self._https:
+                conn = http.client.HTTPSConnection(
+                    self._host, self._port, timeout=self._timeout, context=self._ssl_context
+                )
+            else:
+                conn = http.client.HTTPConnection(self._host, self._port, timeout=self._timeout)
             self._local.conn = conn
             with self._lock:
                 self._open.append(conn)
@@ -138,7 +165,7 @@ class RestClient:
             if conn.sock is not None:
                 conn.sock.settimeout(conn.timeout)
             try:
-                conn.request(method, self._prefix + path, body=body, headers={"Content-Type": "application/json"})
+                conn.request(method, self._prefix + path, body=body, headers=self._headers)
                 response = conn.getresponse()
                 data = response.read()
                 break
@@ -274,8 +301,9 @@ class RestClient:
 class AsyncRestClient:
     """``RestClient``'s methods as coroutines (each call runs on a worker thread)."""
 
-    def __init__(self, url: str = "http://localhost:8501", *, timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        self._client = RestClient(url, timeout=timeout)
+    def __init__(self, url: str = "http://localhost:8501", **kwargs: Any) -> None:
+        """``RestClient``'s arguments."""
+        self._client = RestClient(url, **kwargs)
 
     async def predict(self, model: str, inputs: Inputs, **kwargs: Any) -> dict[str, np.ndarray]:
         return await asyncio.to_thread(self._client.predict, model, inputs, **kwargs)

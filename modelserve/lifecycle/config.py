@@ -22,6 +22,7 @@ from ..execution.placement import DEFAULT as DEFAULT_PLACEMENT
 from ..execution.placement import Placement
 from ..protos import pb
 from ..protos.text import read_text_proto
+from ..storage import check_uri
 from .policy import VersionPolicy
 
 log = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ class ModelConfig:
 
 
 def validate(models: Sequence[ModelConfig]) -> None:
-    """TF Serving's checks on a model list, with its messages."""
+    """TF Serving's checks on a model list, with its messages; and each base path's storage protocol is
+    one ``--storage_protocols`` allows (from a file and from a reload RPC alike)."""
     seen: set[str] = set()
     for model in models:
         if model.name in seen:
@@ -48,6 +50,7 @@ def validate(models: Sequence[ModelConfig]) -> None:
             raise InvalidArgument(
                 f"Expected model {model.name} to have an absolute path or URI; got base_path()={model.base_path}"
             )
+        check_uri(model.base_path)
 
 
 def _absolute_or_uri(path: str) -> bool:

@@ -12,10 +12,11 @@ versions (see each module's docstring).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ..errors import ServingError
 from ..execution.runner import RunnerFactory
+from ..storage import hide_paths
 from .aspired import AspiredVersions
 from .config import ModelConfig
 from .leases import Lease, LoadedVersion
@@ -46,6 +47,8 @@ class ManagerOptions:
     num_unload_threads: int = 1
     allow_version_labels_for_unavailable_models: bool = False
     cache_dir: str | None = None  # where remote versions are copied (None: a temporary folder)
+    # False: status texts name the base path "<base_path>" and other local paths "<path>" (the log keeps them).
+    expose_paths_in_errors: bool = False
 
 
 class ModelManager:
@@ -74,6 +77,7 @@ class ModelManager:
         self.versions = Versions(loading, options.num_load_threads, options.num_unload_threads)
         self.aspired = AspiredVersions(self.versions, options.file_system_poll_wait_seconds)
         self.reloader = Reloader(self.aspired, self.versions, options.allow_version_labels_for_unavailable_models)
+        self._expose_paths = options.expose_paths_in_errors
 
     # ---- requests: versions -----------------------------------------------------------------
 
@@ -82,8 +86,14 @@ class ModelManager:
         return self.versions.lease(name, version, label)
 
     def status(self, name: str, version: int | None = None) -> list[VersionReport]:
-        """Every version ever seen of ``name``, highest first (TF Serving never forgets)."""
-        return self.versions.status(name, version)
+        """Every version ever seen of ``name``, highest first (TF Serving never forgets), as callers see it:
+        error texts without local paths unless ``expose_paths_in_errors``."""
+        rows = self.versions.status(name, version)
+        if self._expose_paths or not any(row.error_message for row in rows):
+            return rows
+        config = self.aspired.configs().get(name)
+        base = config.base_path if config is not None else ""
+        return [replace(row, error_message=hide_paths(row.error_message, base)) for row in rows]
 
     def labels(self, name: str) -> dict[str, int]:
         """The labels in force for ``name`` (empty for an unknown model)."""

@@ -63,6 +63,7 @@ class Reloader:
         added model point at a version that did not become available.
         """
         with self._serial:
+            validate(models)  # before any base path is listed: a refused protocol opens no connection
             first = not self._configured
             known = set(self._aspired.model_names())
             for model in models:
