@@ -27,7 +27,7 @@ from ..serving import example_tasks
 from ..serving.core import ServingCore, input_dtypes
 from ..serving.request import ExamplesRequest, InferenceRequest, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
-from .http import JSON_HEADERS, BodyTooLarge, Headers, Request, Response, request_body
+from .http import JSON_HEADERS, BodyLimits, BodyTooLarge, Headers, Request, Response, request_body
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +71,7 @@ class RestOptions:
     timeout_ms: int = 30000
     enable_cors: bool = False
     max_body_bytes: int = 256 * 1024 * 1024
+    max_gzip_ratio: float = 100.0
 
 
 class TfsRestApp:
@@ -81,6 +82,7 @@ class TfsRestApp:
         self._options = options
         self._headers: Headers = (*JSON_HEADERS, *(_CORS_HEADERS if options.enable_cors else ()))
         self._routes: dict[str, tuple[ModelSpec, str]] = {}  # inference path -> (spec, verb)
+        self._body_limits = BodyLimits(options.max_body_bytes, options.max_gzip_ratio)
 
     async def __call__(self, request: Request) -> Response:
         method = request.method
@@ -91,7 +93,7 @@ class TfsRestApp:
         except ServingError as exc:
             return Response(HTTP_STATUS.get(exc.code, 500), tfs_json.encode_error(exc.message), self._headers)
         except BodyTooLarge as exc:
-            return self.too_large(exc.size, exc.limit)
+            return Response(413, tfs_json.encode_error(str(exc)), self._headers)
         except Exception as exc:  # a bug must cost one request, not the server
             log.exception("Unhandled error serving %s %s", method, request.path)
             return Response(500, tfs_json.encode_error(f"Internal error: {type(exc).__name__}: {exc}"), self._headers)
@@ -108,7 +110,9 @@ class TfsRestApp:
     async def _handle(self, method: str, path: str, request: Request) -> bytes:
         if method == "POST" and (route := self._post_route(path)) is not None:
             spec, verb = route
-            body = request_body(request, self._options.max_body_bytes)
+            body = request_body(request, self._body_limits)
+            if not isinstance(body, bytes):
+                body = await body  # a big gzip body, inflated off the loop
             options = request_options.from_headers(request.headers)
             return await self._post_handlers[verb](self, spec, body, options)
         if method == "GET" and (match := _GET.fullmatch(path)):
