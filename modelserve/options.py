@@ -104,13 +104,16 @@ class ServerOptions:
     )
     rest_api_max_headers: int = flag(100, "REST", "Most headers in one request; more gets HTTP 431.", tf=False)
     rest_api_header_timeout_seconds: float = flag(
-        30.0, "REST", "A request's headers must all arrive this long after its first byte, else HTTP 408.", tf=False
+        30.0,
+        "REST",
+        "A request's headers must all arrive this long after its first byte, else HTTP 408 (0: no limit).",
+        tf=False,
     )
     rest_api_body_timeout_seconds: float = flag(
-        60.0, "REST", "Longest wait between two reads of a request body, else HTTP 408.", tf=False
+        60.0, "REST", "Longest wait between two reads of a request body, else HTTP 408 (0: no limit).", tf=False
     )
     rest_api_keep_alive_seconds: float = flag(
-        75.0, "REST", "An idle connection closes this long after its last answer.", tf=False
+        75.0, "REST", "An idle connection closes this long after its last answer (0: never).", tf=False
     )
     rest_api_max_connections: int = flag(
         0,

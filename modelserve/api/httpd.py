@@ -98,7 +98,7 @@ class HttpOptions:
     max_headers: int = 100
     # Headers within 30 s of their first byte and a body that never stalls 60 s: nginx's and Envoy's
     # order of magnitude, far above a real client's, far below "forever".
-    header_timeout_seconds: float = 30.0
+    header_timeout_seconds: float = 30.0  # this and the other two timeouts: 0 or less is none
     body_timeout_seconds: float = 60.0
     max_connections: int = 0  # 0: no cap (server.py derives one from the file descriptor limit)
     # The answer to a body over the limit: (size seen so far, limit) -> response.
@@ -160,7 +160,8 @@ class HttpServer:
         for connection in list(self.connections):
             connection.expire(now)
         o = self.options
-        interval = min(1.0, o.keep_alive_seconds / 2, o.header_timeout_seconds / 2, o.body_timeout_seconds / 2)
+        timeouts = (o.keep_alive_seconds, o.header_timeout_seconds, o.body_timeout_seconds)
+        interval = min([1.0, *(t / 2 for t in timeouts if t > 0)])
         self._sweeper = asyncio.get_running_loop().call_later(interval, self._tick)
 
     async def stop(self, grace: float) -> None:
@@ -476,11 +477,11 @@ class _Connection(asyncio.Protocol):
                 transport.close()
         elif self._reading and not self._paused:  # paused: the wait is the listener's, not the client's
             if self._has_headers:
-                if not self._expect and now - self._read_at > o.body_timeout_seconds:
+                if not self._expect and 0 < o.body_timeout_seconds < now - self._read_at:
                     self._refuse(_TIMEOUT)
-            elif now - self._head_at > o.header_timeout_seconds:
+            elif 0 < o.header_timeout_seconds < now - self._head_at:
                 self._refuse(_TIMEOUT)
-        elif not self._answering() and now - self._answered_at > o.keep_alive_seconds:
+        elif not self._answering() and 0 < o.keep_alive_seconds < now - self._answered_at:
             transport.close()
 
     def drain(self) -> None:
