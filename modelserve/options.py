@@ -98,6 +98,36 @@ class ServerOptions:
     rest_api_max_body_bytes: int = flag(
         256 * 1024 * 1024, "REST", "Largest accepted request body (after gunzip); larger gets HTTP 413.", tf=False
     )
+    # The REST listener's limits against slow and hostile clients (docs/security.md).
+    rest_api_max_url_bytes: int = flag(16384, "REST", "Longest accepted request URL; longer gets HTTP 414.", tf=False)
+    rest_api_max_header_bytes: int = flag(
+        65536, "REST", "Most bytes of request header names and values; more gets HTTP 431.", tf=False
+    )
+    rest_api_max_headers: int = flag(100, "REST", "Most headers in one request; more gets HTTP 431.", tf=False)
+    rest_api_header_timeout_seconds: float = flag(
+        30.0,
+        "REST",
+        "A request's headers must all arrive this long after its first byte, else HTTP 408 (0: no limit).",
+        tf=False,
+    )
+    rest_api_body_timeout_seconds: float = flag(
+        60.0, "REST", "Longest wait between two reads of a request body, else HTTP 408 (0: no limit).", tf=False
+    )
+    rest_api_keep_alive_seconds: float = flag(
+        75.0, "REST", "An idle connection closes this long after its last answer (0: never).", tf=False
+    )
+    rest_api_max_connections: int = flag(
+        0,
+        "REST",
+        "Most open REST connections; more get HTTP 503 (0: the file descriptor limit less a reserve, logged).",
+        tf=False,
+    )
+    rest_api_max_gzip_ratio: float = flag(
+        100.0,
+        "REST",
+        "Most a gzip request body may inflate, as a multiple of its size (above 1 MiB); more gets HTTP 413 (0: no limit).",
+        tf=False,
+    )
     host: str = flag("0.0.0.0", "REST", "Interface both servers bind (TF Serving binds all interfaces).", tf=False)
     # Security (docs/security.md): TLS on REST, tokens on both ports, management, storage, paths in errors
     rest_api_tls: bool = flag(

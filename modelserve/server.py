@@ -11,6 +11,7 @@ import asyncio
 import ipaddress
 import logging
 import os
+import resource
 import signal
 import socket
 import ssl
@@ -22,7 +23,7 @@ from typing import Any
 from . import budget, platforms, storage
 from .api import auth, tls
 from .api.grpc_server import GrpcOptions, GrpcServer
-from .api.http import Router
+from .api.http import Response, Router
 from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
 from .errors import InvalidArgument, ServingError, Unavailable
@@ -112,6 +113,48 @@ def log_memory_budget(options: ServerOptions, chosen: budget.MemoryBudget) -> No
         "" if options.memory_budget_bytes else f" (half of {memory.limit} bytes, {memory.source})",
         chosen.per_request,
         "" if options.request_memory_budget_bytes else " (a quarter of that, at most 2 GiB)",
+    )
+
+
+def rest_connection_cap(options: ServerOptions) -> int:
+    """--rest_api_max_connections, or (0) the file descriptor limit less a reserve; the choice is logged.
+
+    The reserve (a quarter of the limit, at least 64) keeps descriptors for what must go on working when
+    REST is at its cap: gRPC connections, the version poller, model files, logs. With no limit known
+    (unlimited) the cap is off."""
+    if options.rest_api_max_connections > 0:
+        log.info("REST connections: at most %d (--rest_api_max_connections)", options.rest_api_max_connections)
+        return options.rest_api_max_connections
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft == resource.RLIM_INFINITY:
+        log.info("REST connections: no cap (no file descriptor limit)")
+        return 0
+    reserve = max(64, soft // 4)
+    cap = max(soft - reserve, 1)
+    log.info(
+        "REST connections: at most %d (file descriptor limit %d less %d kept for gRPC, polling, models and logs)",
+        cap,
+        soft,
+        reserve,
+    )
+    return cap
+
+
+def http_options(
+    options: ServerOptions, too_large: Callable[[int, int], Response], tls: ssl.SSLContext | None = None
+) -> HttpOptions:
+    """The REST listener's limits, from the --rest_api_* flags."""
+    return HttpOptions(
+        max_body_bytes=options.rest_api_max_body_bytes,
+        too_large=too_large,
+        keep_alive_seconds=options.rest_api_keep_alive_seconds,
+        max_url_bytes=options.rest_api_max_url_bytes,
+        max_header_bytes=options.rest_api_max_header_bytes,
+        max_headers=options.rest_api_max_headers,
+        header_timeout_seconds=options.rest_api_header_timeout_seconds,
+        body_timeout_seconds=options.rest_api_body_timeout_seconds,
+        max_connections=rest_connection_cap(options),
+        tls=tls,
     )
 
 
@@ -298,13 +341,12 @@ class Server:
                 timeout_ms=self.options.rest_api_timeout_in_ms,
                 enable_cors=self.options.rest_api_enable_cors_support or self.options.rest_api_enable_cors_headers,
                 max_body_bytes=self.options.rest_api_max_body_bytes,
+                max_gzip_ratio=self.options.rest_api_max_gzip_ratio,
             ),
         )
-        http_options = HttpOptions(
-            max_body_bytes=self.options.rest_api_max_body_bytes, too_large=rest.too_large, tls=self._rest_tls
-        )
         router = Router([("/v1/", rest)])
-        self.http = HttpServer(router if self._guard is None else auth.RestGuard(router, self._guard), http_options)
+        handler = router if self._guard is None else auth.RestGuard(router, self._guard)
+        self.http = HttpServer(handler, http_options(self.options, rest.too_large, self._rest_tls))
         await self.http.start(sock)
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
 

@@ -7,10 +7,13 @@ framing headers (length, date, connection) and writes it.
 
 from __future__ import annotations
 
+import asyncio
 import zlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
+
+from ..budget import UNMETERED, Account
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -48,30 +51,91 @@ Handler = Callable[[Request], Awaitable[Response]]
 class BodyTooLarge(Exception):
     """A request body is over the server's limit (answered with HTTP 413)."""
 
-    def __init__(self, size: int, limit: int) -> None:
-        super().__init__(f"Request body of {size} bytes is over the limit of {limit} bytes")
+    def __init__(self, size: int, limit: int, message: str = "") -> None:
+        super().__init__(message or f"Request body of {size} bytes is over the limit of {limit} bytes")
         self.size = size
         self.limit = limit
 
 
-def request_body(request: Request, limit: int) -> bytes:
-    """The body, gunzipped when Content-Encoding says gzip (the listener has already capped its size)."""
+# A gzip body this small is inflated on the event loop: with the ratio limit it makes at most about a
+# megabyte, which costs less than a trip to a thread. Anything bigger is inflated off the loop.
+GZIP_INLINE_BYTES = 8 * 1024
+# The ratio limit spares small bodies: JSON of zeros compresses several hundred times, and a body that
+# inflates to 1 MiB is harmless whatever its ratio.
+_RATIO_FREE_BYTES = 1024 * 1024
+_INFLATE_PIECE = 256 * 1024  # output per zlib call: the loop checks the limits this often
+
+
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    max_bytes: int  # after inflation (--rest_api_max_body_bytes)
+    max_gzip_ratio: float = 100.0  # inflated / compressed (--rest_api_max_gzip_ratio); 0: no ratio limit
+
+
+def request_body(request: Request, limits: BodyLimits, account: Account = UNMETERED) -> bytes | asyncio.Future[bytes]:
+    """The body, gunzipped when Content-Encoding says gzip (the listener has already capped its size).
+
+    Bytes at once for a plain or small body; a future (a worker thread inflates it) for a big gzip
+    body, so that a gzip bomb costs its own request the time, not every client of the event loop.
+    """
+    account.charge(len(request.body), "hold its body")
     encoding = request.header(b"content-encoding")
-    if encoding is not None and b"gzip" in encoding.lower():
-        return gunzip(request.body, limit)
-    return request.body
+    if encoding is None or b"gzip" not in encoding.lower():
+        return request.body
+    if len(request.body) <= GZIP_INLINE_BYTES:
+        return gunzip(request.body, limits, account)
+    return asyncio.get_running_loop().run_in_executor(None, gunzip, request.body, limits, account)
 
 
-def gunzip(body: bytes, limit: int) -> bytes:
-    """Decompress a gzip body; like TF Serving, an undecodable one reads as empty."""
-    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+def gunzip(body: bytes, limits: BodyLimits, account: Account = UNMETERED) -> bytes:
+    """Decompress a gzip body piece by piece, stopping at the first piece over a limit (``BodyTooLarge``);
+    like TF Serving, an undecodable one reads as empty."""
+    pieces: list[bytes] = []
+    size = 0
     try:
-        out = inflater.decompress(body, limit + 1)
+        for piece in _inflate(body):
+            size += len(piece)
+            _inflated(size, len(body), limits)
+            account.charge(len(piece), "inflate its gzip body")
+            pieces.append(piece)
     except zlib.error:
         return b""
-    if len(out) > limit:
-        raise BodyTooLarge(len(out), limit)
-    return out
+    if len(pieces) == 1:
+        return pieces[0]
+    account.charge(size, "join its inflated body")  # the pieces and the whole exist at once
+    return b"".join(pieces)
+
+
+def _inflate(body: bytes) -> Iterator[bytes]:
+    """The first gzip member's bytes, in pieces of at most ``_INFLATE_PIECE``; a truncated body ends early.
+
+    The input goes in slices too: zlib copies the input it has not used (``unconsumed_tail``) on every
+    call, which for a whole large body would be quadratic."""
+    inflater = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    view = memoryview(body)
+    for start in range(0, len(view), _INFLATE_PIECE):
+        data: bytes | memoryview = view[start : start + _INFLATE_PIECE]
+        while data and not inflater.eof:
+            yield inflater.decompress(data, _INFLATE_PIECE)
+            data = inflater.unconsumed_tail
+        if inflater.eof:
+            return
+    while not inflater.eof and (piece := inflater.decompress(b"", _INFLATE_PIECE)):  # output zlib still holds
+        yield piece
+
+
+def _inflated(size: int, compressed: int, limits: BodyLimits) -> None:
+    """The one place the inflated size grows (to ``size`` bytes so far): each limit on it is checked here."""
+    if size > limits.max_bytes:
+        raise BodyTooLarge(size, limits.max_bytes)
+    ratio = limits.max_gzip_ratio
+    if ratio > 0 and size > _RATIO_FREE_BYTES and size > ratio * compressed:
+        raise BodyTooLarge(
+            size,
+            limits.max_bytes,
+            f"gzip body of {compressed} bytes inflates to more than {ratio:g} times its size "
+            f"(--rest_api_max_gzip_ratio); refused at {size} bytes",
+        )
 
 
 def not_found_html(path: str) -> bytes:

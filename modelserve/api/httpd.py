@@ -18,8 +18,24 @@ What it does, checked on the wire by tests/test_http_wire.py:
   (never for a body over the limit, whose 413 closes the connection);
 * an unparseable request gets 400 and the connection closes;
 * HEAD gets the answer's headers without its body;
-* a connection with nothing to answer and no bytes for ``keep_alive_seconds``
-  closes;
+* a connection with nothing to answer closes ``keep_alive_seconds`` after its
+  last answer (bytes that start no request do not keep it open);
+
+Limits, as nginx and Envoy have them (docs/security.md; checked by tests/test_http_limits.py),
+each answered after what is owed before it, then the connection closes:
+
+* a URL over ``max_url_bytes`` gets 414; header bytes over ``max_header_bytes``
+  or more than ``max_headers`` headers get 431 (neither is buffered past its
+  limit);
+* a request whose headers are not all in ``header_timeout_seconds`` after its
+  first byte, or whose body stalls ``body_timeout_seconds`` between reads,
+  gets 408;
+* a ``Transfer-Encoding`` other than ``chunked`` gets 501 (with a
+  Content-Length too, httptools answers 400: no request smuggling);
+* over ``max_connections`` open connections, a new one gets 503 and is closed;
+* after such an answer the listener stops sending and reads and drops what the
+  client still sends for up to ``_LINGER`` seconds, so that the answer is read
+  rather than lost to a reset;
 * ``stop``: the listener closes, idle connections close at once, a request in
   flight (or whose body is on its way) is answered with ``Connection: close``,
   and whatever is left when the grace period ends is cut.
@@ -50,8 +66,22 @@ log = logging.getLogger(__name__)
 
 _STATUS_LINES = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in http.HTTPStatus}
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
-_BAD_REQUEST = Response(400, b"Invalid HTTP request received.", ((b"content-type", b"text/plain; charset=utf-8"),))
+_TEXT = ((b"content-type", b"text/plain; charset=utf-8"),)
+_BAD_REQUEST = Response(400, b"Invalid HTTP request received.", _TEXT)
+_URL_TOO_LONG = Response(414, b"Request URL too long.", _TEXT)
+_HEADERS_TOO_LARGE = Response(431, b"Request header fields too large.", _TEXT)
+_TIMEOUT = Response(408, b"Request timeout: the request did not arrive in time.", _TEXT)
+_BAD_ENCODING = Response(501, b"Transfer-Encoding not implemented: only chunked is.", _TEXT)
+# Over the connection cap: written at once, with no parsing and no Date header (one write, then close).
+_FULL = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 26\r\n"
+    b"connection: close\r\n\r\nToo many open connections."
+)
 _MAX_WAITING = 16  # pipelined requests parsed ahead of their turn before reading pauses
+# After an early answer that closes the connection, how long what the client still sends is read and
+# dropped: closing a socket with unread bytes resets it, and the client may then never see the answer.
+_LINGER = 2.0
+_FULL_LOG_INTERVAL = 60.0  # the "at the connection cap" warning, at most once per this many seconds
 
 
 def _plain_413(size: int, limit: int) -> Response:
@@ -63,6 +93,16 @@ class HttpOptions:
     max_body_bytes: int = 256 * 1024 * 1024
     # Longer than the idle timeouts of the usual load balancers (60 s), so that they close first.
     keep_alive_seconds: float = 75.0
+    # nginx's large_client_header_buffers are 8 KiB a line; TF Serving's URLs are short, and 16 KiB leaves
+    # room for long model names and labels. Envoy's header cap is 60 KiB and 100 headers.
+    max_url_bytes: int = 16 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    # Headers within 30 s of their first byte and a body that never stalls 60 s: nginx's and Envoy's
+    # order of magnitude, far above a real client's, far below "forever".
+    header_timeout_seconds: float = 30.0  # this and the other two timeouts: 0 or less is none
+    body_timeout_seconds: float = 60.0
+    max_connections: int = 0  # 0: no cap (server.py derives one from the file descriptor limit)
     # The answer to a body over the limit: (size seen so far, limit) -> response.
     too_large: Callable[[int, int], Response] = _plain_413
     # HTTPS (api.tls.server_context); None: plain HTTP.
@@ -95,6 +135,7 @@ class HttpServer:
         self.date = b""
         self._servers: list[asyncio.AbstractServer] = []
         self._sweeper: asyncio.TimerHandle | None = None
+        self._full_logged = -_FULL_LOG_INTERVAL  # when the connection cap was last logged
 
     async def start(self, sock: Any) -> None:
         """Serve on ``sock``, a bound and listening socket (several may be served)."""
@@ -110,13 +151,28 @@ class HttpServer:
         """A new connection's protocol (for a transport of one's own: benchmarks/rest_turnaround.py)."""
         return _Connection(self)
 
+    def admit(self) -> bool:
+        """Room for one more connection? Over the cap, say so in the log now and then."""
+        cap = self.options.max_connections
+        if cap <= 0 or len(self.connections) < cap:
+            return True
+        now = time.monotonic()
+        if now - self._full_logged >= _FULL_LOG_INTERVAL:
+            self._full_logged = now
+            log.warning("REST connections at the cap of %d (--rest_api_max_connections): new ones get 503", cap)
+        return False
+
     def _tick(self) -> None:
-        """About once a second: the Date header's text, and idle connections closed."""
+        """About once a second: the Date header's text, and the connections whose time is up closed.
+
+        One timer for all connections: a request costs two timestamps, not a timer armed and cancelled."""
         self.date = b"date: " + email.utils.formatdate(time.time(), usegmt=True).encode() + b"\r\n"
-        idle_since = time.monotonic() - self.options.keep_alive_seconds
+        now = time.monotonic()
         for connection in list(self.connections):
-            connection.close_if_idle(idle_since)
-        interval = min(1.0, self.options.keep_alive_seconds / 2)
+            connection.expire(now)
+        o = self.options
+        timeouts = (o.keep_alive_seconds, o.header_timeout_seconds, o.body_timeout_seconds)
+        interval = min([1.0, *(t / 2 for t in timeouts if t > 0)])
         self._sweeper = asyncio.get_running_loop().call_later(interval, self._tick)
 
     async def stop(self, grace: float) -> None:
@@ -137,25 +193,44 @@ class HttpServer:
             self._sweeper.cancel()
 
 
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing: the request gets ``response`` and nothing after it is read."""
+
+    def __init__(self, response: Response) -> None:
+        super().__init__(response.status)
+        self.response = response
+
+
 class _Connection(asyncio.Protocol):
     """One client connection. Every method runs on the event loop."""
 
     def __init__(self, server: HttpServer) -> None:
         self._server = server
-        self._limit = server.options.max_body_bytes
+        options = server.options
+        self._limit = options.max_body_bytes
+        self._max_url = options.max_url_bytes
+        self._max_header_bytes = options.max_header_bytes
+        self._max_headers = options.max_headers
         self._transport: asyncio.Transport | None = None
         self._parser = httptools.HttpRequestParser(self)
         self._waiting: collections.deque[_Exchange] = collections.deque()
         self._active: _Exchange | None = None  # the exchange whose answer is being made
         self._task: asyncio.Future[Response] | None = None  # its handler, while it runs
-        self._last = time.monotonic()  # last bytes in or answer out
+        self._read_at = time.monotonic()  # the last bytes in
+        self._answered_at = self._read_at  # the last answer out (or the connection's start)
+        self._lingering_since: float | None = None  # the closing answer is out; what comes is dropped
         self._closing = False  # no request after the one being read or answered
         self._paused = False
         self._write_paused = False
         # The request being read: url, headers, body pieces and size; an exchange once answered early.
         self._reading = False
-        self._url = b""
+        self._head_at = 0.0  # when its first byte came
+        self._head_bytes = 0  # bytes of its head in reads that began inside it (the guard on partial headers)
+        self._head_fresh = False  # it began in the read being parsed
+        self._url: list[bytes] = []
+        self._url_size = 0
         self._headers: list[tuple[bytes, bytes]] = []
+        self._header_size = 0
         self._body: list[bytes] = []
         self._size = 0
         self._expect = False
@@ -166,6 +241,12 @@ class _Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = transport  # type: ignore[assignment]
+        if not self._server.admit():
+            # One write and a close: nothing of the connection is kept, so a flood costs no memory.
+            self._closing = True
+            self._transport.write(_FULL)  # type: ignore[union-attr]
+            transport.close()
+            return
         self._server.connections.add(self)
         if self._server.draining:
             transport.close()
@@ -181,17 +262,30 @@ class _Connection(asyncio.Protocol):
         self._body = []
 
     def data_received(self, data: bytes) -> None:
-        self._last = time.monotonic()
+        self._read_at = time.monotonic()
         if self._closing and not self._reading:
             return  # bytes after a request that closes the connection are not read
+        in_head = self._reading and not self._has_headers  # a head was being read before this read
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             # No protocol switch (RFC 9110 §7.8 lets a server ignore Upgrade): the request is answered
             # as a plain one, but httptools parses nothing after it, so the connection then closes.
             self._closing = True
+        except httptools.HttpParserCallbackError as exc:
+            refused = exc.__context__
+            self._refuse(refused.response if isinstance(refused, _Refused) else _BAD_REQUEST)
         except httptools.HttpParserError:
-            self._bad_request()
+            self._refuse(_BAD_REQUEST)
+        else:
+            if in_head and self._reading and not self._has_headers and not self._head_fresh:
+                # A whole read inside one head: httptools buffers a header's pieces until the header
+                # ends, so a header too large to be counted in on_header is counted here (give or take
+                # the read in which the head began).
+                self._head_bytes += len(data)
+                if self._head_bytes > self._max_url + self._max_header_bytes:
+                    self._refuse(_HEADERS_TOO_LARGE)
+            self._head_fresh = False
 
     def eof_received(self) -> bool:
         # The client sends no more: a request cut short is dropped, answers owed are still written,
@@ -212,8 +306,13 @@ class _Connection(asyncio.Protocol):
 
     def on_message_begin(self) -> None:
         self._reading = True
-        self._url = b""
+        self._head_at = self._read_at
+        self._head_bytes = 0
+        self._head_fresh = True
+        self._url = []
+        self._url_size = 0
         self._headers = []
+        self._header_size = 0
         self._body = []
         self._size = 0
         self._expect = False
@@ -221,9 +320,16 @@ class _Connection(asyncio.Protocol):
         self._has_headers = False
 
     def on_url(self, url: bytes) -> None:
-        self._url += url
+        # httptools hands a long URL over in pieces, one per read: kept as a list, never re-concatenated.
+        self._url_size += len(url)
+        if self._url_size > self._max_url:
+            raise _Refused(_URL_TOO_LONG)
+        self._url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_size += len(name) + len(value)
+        if self._header_size > self._max_header_bytes or len(self._headers) >= self._max_headers:
+            raise _Refused(_HEADERS_TOO_LARGE)
         name = name.lower()
         value = value.rstrip(b" \t")  # llhttp keeps trailing whitespace (RFC 9110 §5.5 excludes it)
         if name == b"expect" and value.lower() == b"100-continue":
@@ -235,6 +341,10 @@ class _Connection(asyncio.Protocol):
         parser = self._parser
         if parser.get_http_version() != "1.1" or not parser.should_keep_alive():
             self._closing = True
+        coding = next((v for k, v in self._headers if k == b"transfer-encoding"), None)
+        if coding is not None and coding.lower() != b"chunked":
+            # llhttp reads "gzip, chunked" as chunked and would hand the handler a body still gzipped.
+            raise _Refused(_BAD_ENCODING)
         length = next((v for k, v in self._headers if k == b"content-length"), None)
         if length is not None and length.isdigit() and int(length) > self._limit:
             # The client may hold the body back for a "100 Continue" that never comes: close after the 413.
@@ -256,7 +366,8 @@ class _Connection(asyncio.Protocol):
         self._reading = False
         if self._rejected:
             return
-        parsed = httptools.parse_url(self._url)
+        url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
+        parsed = httptools.parse_url(url)
         request = Request(
             self._parser.get_method().decode("ascii", "replace"),
             parsed.path.decode("latin-1"),
@@ -287,6 +398,7 @@ class _Connection(asyncio.Protocol):
         if not self._waiting:
             if self._reading and self._expect and not self._rejected:
                 self._expect = False  # sent once, when the request being read is next in line
+                self._read_at = time.monotonic()  # the body's time starts now, not when its head came
                 self._transport.write(_CONTINUE)
             return
         exchange = self._waiting.popleft()
@@ -333,18 +445,24 @@ class _Connection(asyncio.Protocol):
         if not (exchange.request is not None and exchange.request.method == "HEAD"):
             parts.append(body)
         transport.write(b"".join(parts))
-        self._last = time.monotonic()
-        if close:
-            self._waiting.clear()
-            transport.close()
-        else:
+        self._answered_at = time.monotonic()
+        if not close:
             self._next()
+            return
+        self._waiting.clear()
+        if exchange.request is None and transport.can_write_eof():
+            # An early answer: the client may still be sending. Half-close, drop what comes, close on its
+            # end (eof_received) or when the sweeper finds the linger over.
+            transport.write_eof()
+            self._lingering_since = self._answered_at
+        else:
+            transport.close()
 
-    def _bad_request(self) -> None:
+    def _refuse(self, response: Response) -> None:
         """Answered after what is owed before it; nothing after it is read."""
         self._reading = False
         self._closing = True
-        self._queue(_Exchange(None, _BAD_REQUEST, True))
+        self._queue(_Exchange(None, response, True))
 
     # ---- flow and lifecycle -------------------------------------------------------------------
 
@@ -367,10 +485,23 @@ class _Connection(asyncio.Protocol):
         """Nothing owed: no answer in the making, none waiting, no request half read."""
         return not self._answering() and not self._reading
 
-    def close_if_idle(self, before: float) -> None:
-        # A request half read counts as idle here: a client that stalls inside one is let go.
-        if self._last < before and not self._answering() and self._transport is not None:
-            self._transport.close()
+    def expire(self, now: float) -> None:
+        """The sweeper's visit: close when the client is too slow or gone quiet for too long."""
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        o = self._server.options
+        if self._lingering_since is not None:
+            if now - self._lingering_since > _LINGER:
+                transport.close()
+        elif self._reading and not self._paused:  # paused: the wait is the listener's, not the client's
+            if self._has_headers:
+                if not self._expect and 0 < o.body_timeout_seconds < now - self._read_at:
+                    self._refuse(_TIMEOUT)
+            elif 0 < o.header_timeout_seconds < now - self._head_at:
+                self._refuse(_TIMEOUT)
+        elif not self._answering() and 0 < o.keep_alive_seconds < now - self._answered_at:
+            transport.close()
 
     def drain(self) -> None:
         """The server stops: close now if nothing is owed, else after the answer being made."""

@@ -29,7 +29,7 @@ from ..serving.core import ServingCore, input_dtypes
 from ..serving.request import ExamplesRequest, InferenceRequest, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .faults import FaultLog, release
-from .http import JSON_HEADERS, BodyTooLarge, Headers, Request, Response, request_body
+from .http import JSON_HEADERS, BodyLimits, BodyTooLarge, Headers, Request, Response, request_body
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,11 @@ class RestOptions:
     timeout_ms: int = 30000
     enable_cors: bool = False
     max_body_bytes: int = 256 * 1024 * 1024
+    max_gzip_ratio: float = 100.0
+
+
+# A POST verb's handler: (app, model, body, request options, the request's memory account) -> answer.
+PostHandler = Callable[["TfsRestApp", ModelSpec, bytes, RequestOptions, Account], Awaitable[bytes]]
 
 
 class TfsRestApp:
@@ -92,6 +97,7 @@ class TfsRestApp:
         self._headers: Headers = (*JSON_HEADERS, *(_CORS_HEADERS if options.enable_cors else ()))
         self._routes: dict[str, tuple[ModelSpec, str]] = {}  # inference path -> (spec, verb)
         self._faults = FaultLog(log)
+        self._body_limits = BodyLimits(options.max_body_bytes, options.max_gzip_ratio)
 
     async def __call__(self, request: Request) -> Response:
         method = request.method
@@ -108,7 +114,7 @@ class TfsRestApp:
         if isinstance(exc, ServingError):
             return Response(http_status(exc), tfs_json.encode_error(exc.message), self._headers)
         if isinstance(exc, BodyTooLarge):
-            return self.too_large(exc.size, exc.limit)
+            return Response(413, tfs_json.encode_error(str(exc)), self._headers)
         # A bug costs one request, not the server; its text stays in the log.
         self._faults.fault("REST", exc, "Unhandled error serving %s %s", request.method, request.path[:200])
         return Response(500, tfs_json.encode_error("Internal error"), self._headers)
@@ -125,9 +131,13 @@ class TfsRestApp:
     async def _handle(self, method: str, path: str, request: Request) -> bytes:
         if method == "POST" and (route := self._post_route(path)) is not None:
             spec, verb = route
-            body = request_body(request, self._options.max_body_bytes)
-            options = request_options.from_headers(request.headers)
-            return await self._post_handlers[verb](self, spec, body, options)
+            # The request's share of the memory budget, from its body until its answer is encoded.
+            with self._core.budget.account() as account:
+                body = request_body(request, self._body_limits, account)
+                if not isinstance(body, bytes):
+                    body = await body  # a big gzip body, inflated off the loop
+                options = request_options.from_headers(request.headers)
+                return await self._post_handlers[verb](self, spec, body, options, account)
         if method == "GET" and (match := _GET.fullmatch(path)):
             name, version, label, suffix = match.groups()
             if name is None:
@@ -169,37 +179,31 @@ class TfsRestApp:
 
     # ---- POST -----------------------------------------------------------------------------
 
-    async def _predict(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
-        # The request's share of the memory budget, held until its answer is encoded.
-        with self._core.budget.account() as account:
-            account.charge(len(body), "hold its body")
-            # Inline for the usual small request (no coroutine per step); off the loop for a big one.
-            big = len(body) >= _OFFLOAD_BYTES
-            doc = await _offload(tfs_json.loads, body, account) if big else tfs_json.loads(body, account)
-            signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
-            inputs = functools.partial(_json_inputs, doc, body, signature_name, big, account)
-            request = InferenceRequest(spec, inputs, signature_name, (), self._deadline(), options, account)
-            outputs = (await self._core.predict(request)).outputs
-            # The answer mirrors the request's layout; a body that decoded had one of the two keys.
-            layout = tfs_json.Format.ROW if "instances" in doc else tfs_json.Format.COLUMNAR
-            account.charge(tfs_json.encode_bytes(outputs), "encode its outputs as JSON")
-            if sum(a.nbytes for a in outputs.values()) >= _OFFLOAD_BYTES:
-                encoded: bytes = await _offload(tfs_json.encode_predict, outputs, layout)
-                return encoded
-            return tfs_json.encode_predict(outputs, layout)
+    async def _predict(self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account) -> bytes:
+        # Inline for the usual small request (no coroutine per step); off the loop for a big one.
+        big = len(body) >= _OFFLOAD_BYTES
+        doc = await _offload(tfs_json.loads, body, account) if big else tfs_json.loads(body, account)
+        signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
+        inputs = functools.partial(_json_inputs, doc, body, signature_name, big, account)
+        request = InferenceRequest(spec, inputs, signature_name, (), self._deadline(), options, account)
+        outputs = (await self._core.predict(request)).outputs
+        # The answer mirrors the request's layout; a body that decoded had one of the two keys.
+        layout = tfs_json.Format.ROW if "instances" in doc else tfs_json.Format.COLUMNAR
+        account.charge(tfs_json.encode_bytes(outputs), "encode its outputs as JSON")
+        if sum(a.nbytes for a in outputs.values()) >= _OFFLOAD_BYTES:
+            encoded: bytes = await _offload(tfs_json.encode_predict, outputs, layout)
+            return encoded
+        return tfs_json.encode_predict(outputs, layout)
 
-    async def _classify(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
-        with self._core.budget.account() as account:
-            response = await self._core.classify(self._examples(spec, body, options, account))
-            return tfs_json.encode_classify(response.results[0])  # type: ignore[arg-type]
+    async def _classify(self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account) -> bytes:
+        response = await self._core.classify(self._examples(spec, body, options, account))
+        return tfs_json.encode_classify(response.results[0])  # type: ignore[arg-type]
 
-    async def _regress(self, spec: ModelSpec, body: bytes, options: RequestOptions) -> bytes:
-        with self._core.budget.account() as account:
-            response = await self._core.regress(self._examples(spec, body, options, account))
-            return tfs_json.encode_regress(response.results[0])  # type: ignore[arg-type]
+    async def _regress(self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account) -> bytes:
+        response = await self._core.regress(self._examples(spec, body, options, account))
+        return tfs_json.encode_regress(response.results[0])  # type: ignore[arg-type]
 
     def _examples(self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account) -> ExamplesRequest:
-        account.charge(len(body), "hold its body")
         doc = tfs_json.loads(body, account)
         signature_name = tfs_json.signature_name(doc)
         features, context = tfs_json.decode_examples(doc)
@@ -210,7 +214,7 @@ class TfsRestApp:
         )
         return ExamplesRequest(spec, serialized, signature_name, (), self._deadline(), options, account)
 
-    _post_handlers: ClassVar[dict[str, Callable[[TfsRestApp, ModelSpec, bytes, RequestOptions], Awaitable[bytes]]]] = {
+    _post_handlers: ClassVar[dict[str, PostHandler]] = {
         "predict": _predict,
         "classify": _classify,
         "regress": _regress,
