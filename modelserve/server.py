@@ -23,7 +23,7 @@ from typing import Any
 from . import budget, platforms, storage
 from .api import auth, tls
 from .api.grpc_server import GrpcOptions, GrpcServer
-from .api.http import Response, Router
+from .api.http import Router
 from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
 from .errors import InvalidArgument, ServingError, Unavailable
@@ -141,12 +141,14 @@ def rest_connection_cap(options: ServerOptions) -> int:
 
 
 def http_options(
-    options: ServerOptions, too_large: Callable[[int, int], Response], tls: ssl.SSLContext | None = None
+    options: ServerOptions, rest: TfsRestApp, memory: budget.MemoryBudget, tls: ssl.SSLContext | None
 ) -> HttpOptions:
     """The REST listener's limits, from the --rest_api_* flags."""
     return HttpOptions(
         max_body_bytes=options.rest_api_max_body_bytes,
-        too_large=too_large,
+        too_large=rest.too_large,
+        refused=rest.refused,
+        budget=memory,
         keep_alive_seconds=options.rest_api_keep_alive_seconds,
         max_url_bytes=options.rest_api_max_url_bytes,
         max_header_bytes=options.rest_api_max_header_bytes,
@@ -346,7 +348,7 @@ class Server:
         )
         router = Router([("/v1/", rest)])
         handler = router if self._guard is None else auth.RestGuard(router, self._guard)
-        self.http = HttpServer(handler, http_options(self.options, rest.too_large, self._rest_tls))
+        self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self._rest_tls))
         await self.http.start(sock)
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
 

@@ -396,3 +396,35 @@ def test_flags_set_the_budgets_and_zero_derives_them() -> None:
     derived = memory_budget(parse_flags([]))
     total, per_request = budget.default_budgets(budget.available_memory())
     assert (derived.total, derived.per_request) == (total, per_request)
+
+
+def test_bodies_are_charged_as_they_arrive(server: ServerThread) -> None:
+    """A body is charged before the listener buffers it: bodies still being read count for the server,
+    one over the request budget is refused while it arrives, and all is given back when they end."""
+    import socket
+
+    memory: MemoryBudget = server.server.budget
+    head = b"POST /v1/models/half:predict HTTP/1.1\r\nhost: x\r\ncontent-length: %d\r\n\r\n"
+    # Half a megabyte each, sent but not finished: 12 such bodies hold 6 MB of the 64 MB budget.
+    slow = []
+    for _ in range(12):
+        sock = socket.create_connection(("127.0.0.1", server.server.rest_port), timeout=30)
+        sock.sendall(head % (2 * MB) + b" " * (MB // 2))
+        slow.append(sock)
+    deadline = time.monotonic() + 10
+    while memory.used < 12 * (MB // 2) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert memory.used >= 12 * (MB // 2)
+    # One body over the 1 MB request budget: 413 from the listener, before the rest of it is kept.
+    with socket.create_connection(("127.0.0.1", server.server.rest_port), timeout=30) as sock:
+        sock.sendall(head % (2 * MB) + b" " * (2 * MB))
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert b"per-request memory budget is 1000000 bytes" in answer
+    for sock in slow:
+        sock.close()
+    deadline = time.monotonic() + 10
+    while memory.used and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert memory.used == 0
+    _good(server)

@@ -30,6 +30,9 @@ class Request:
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # names lower-cased, in order
     body: bytes = b""
     query: str = ""
+    # The request's share of the memory budget, its body already charged (the listener opens it as
+    # the body arrives and closes it once the answer is written).
+    account: Account = UNMETERED
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of the header ``name`` (lower case), or None."""
@@ -78,7 +81,6 @@ def request_body(request: Request, limits: BodyLimits, account: Account = UNMETE
     Bytes at once for a plain or small body; a future (a worker thread inflates it) for a big gzip
     body, so that a gzip bomb costs its own request the time, not every client of the event loop.
     """
-    account.charge(len(request.body), "hold its body")
     encoding = request.header(b"content-encoding")
     if encoding is None or b"gzip" not in encoding.lower():
         return request.body

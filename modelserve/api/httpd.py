@@ -54,11 +54,13 @@ import logging
 import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import httptools
 
+from ..budget import UNMETERED, Account, MemoryBudget
+from ..errors import ServingError, TooLarge
 from .faults import FaultLog, release
 from .http import Handler, Request, Response
 
@@ -88,6 +90,12 @@ def _plain_413(size: int, limit: int) -> Response:
     return Response(413, b"Request body too large", ((b"content-type", b"text/plain"),))
 
 
+def _plain_refusal(exc: ServingError) -> Response:
+    return Response(
+        413 if isinstance(exc, TooLarge) else 429, exc.message.encode(), ((b"content-type", b"text/plain"),)
+    )
+
+
 @dataclass(frozen=True)
 class HttpOptions:
     max_body_bytes: int = 256 * 1024 * 1024
@@ -105,6 +113,10 @@ class HttpOptions:
     max_connections: int = 0  # 0: no cap (server.py derives one from the file descriptor limit)
     # The answer to a body over the limit: (size seen so far, limit) -> response.
     too_large: Callable[[int, int], Response] = _plain_413
+    # Bodies are charged to this budget as they arrive, before they are buffered; a body it refuses
+    # gets ``refused``'s answer (a request over its own cap, or the server's budget full).
+    budget: MemoryBudget = field(default_factory=MemoryBudget.unlimited)
+    refused: Callable[[ServingError], Response] = _plain_refusal
     # HTTPS (api.tls.server_context); None: plain HTTP.
     tls: ssl.SSLContext | None = None
     # A TLS handshake not done in this time is cut (a client that connects and says nothing holds no
@@ -236,6 +248,7 @@ class _Connection(asyncio.Protocol):
         self._expect = False
         self._rejected = False
         self._has_headers = False
+        self._account: Account = UNMETERED  # the body's charges, handed to the request once it is whole
 
     # ---- transport events -------------------------------------------------------------------
 
@@ -253,6 +266,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.discard(self)
+        for exchange in (self._active, *self._waiting):
+            if exchange is not None and exchange.request is not None:
+                exchange.request.account.close()
+        self._account.close()
         self._waiting.clear()
         if self._task is not None:  # the client went away: the work for its answer ends here
             self._task.cancel()
@@ -318,6 +335,8 @@ class _Connection(asyncio.Protocol):
         self._expect = False
         self._rejected = False
         self._has_headers = False
+        self._account.close()  # a request cut short before its end lets go of its charges
+        self._account = UNMETERED
 
     def on_url(self, url: bytes) -> None:
         # httptools hands a long URL over in pieces, one per read: kept as a list, never re-concatenated.
@@ -360,6 +379,14 @@ class _Connection(asyncio.Protocol):
             self._body = []
             self._reject(self._size, close=False)
             return
+        if self._account is UNMETERED:
+            self._account = self._server.options.budget.account()
+        try:
+            self._account.charge(len(body), "read its body")
+        except ServingError as exc:  # over its own cap, or the server's budget is full
+            self._body = []
+            self._reject(self._size, close=False, response=self._server.options.refused(exc))
+            return
         self._body.append(body)
 
     def on_message_complete(self) -> None:
@@ -368,21 +395,37 @@ class _Connection(asyncio.Protocol):
             return
         url = self._url[0] if len(self._url) == 1 else b"".join(self._url)
         parsed = httptools.parse_url(url)
+        account, self._account = self._account, UNMETERED
+        if len(self._body) > 1:
+            try:
+                account.charge(self._size, "join its body")  # the pieces and the whole exist at once
+            except ServingError as exc:
+                self._body = []
+                account.close()
+                self._reject(self._size, close=False, response=self._server.options.refused(exc))
+                return
         request = Request(
             self._parser.get_method().decode("ascii", "replace"),
             parsed.path.decode("latin-1"),
             self._headers,
             self._body[0] if len(self._body) == 1 else b"".join(self._body),
             (parsed.query or b"").decode("latin-1"),
+            account,
         )
+        self._body = []
         self._queue(_Exchange(request, None, self._closing))
 
     # ---- answering ----------------------------------------------------------------------------
 
-    def _reject(self, size: int, close: bool) -> None:
+    def _reject(self, size: int, close: bool, response: Response | None = None) -> None:
+        """The request being read is answered ``response`` (by default: its body is over the limit)
+        without its handler; the rest of its body is read and dropped."""
         self._rejected = True
         self._closing = self._closing or close
-        response = self._server.options.too_large(size, self._limit)
+        self._account.close()
+        self._account = UNMETERED
+        if response is None:
+            response = self._server.options.too_large(size, self._limit)
         self._queue(_Exchange(None, response, self._closing))
 
     def _queue(self, exchange: _Exchange) -> None:
@@ -430,6 +473,8 @@ class _Connection(asyncio.Protocol):
     def _answer(self, exchange: _Exchange, response: Response) -> None:
         transport = self._transport
         self._active = None
+        if exchange.request is not None:
+            exchange.request.account.close()  # the answer is made: what its request held is let go
         if transport is None or transport.is_closing():
             return
         # The last answer when the connection was asked to close and nothing else is owed.

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from ..budget import Account, arrays_bytes
+from ..budget import UNMETERED, Account, arrays_bytes
 from ..codecs import tfs_json
 from ..dtypes import DType
 from ..errors import Code, InvalidArgument, ServingError, TooLarge
@@ -112,12 +112,16 @@ class TfsRestApp:
 
     def _error(self, exc: Exception, request: Request) -> Response:
         if isinstance(exc, ServingError):
-            return Response(http_status(exc), tfs_json.encode_error(exc.message), self._headers)
+            return self.refused(exc)
         if isinstance(exc, BodyTooLarge):
             return Response(413, tfs_json.encode_error(str(exc)), self._headers)
         # A bug costs one request, not the server; its text stays in the log.
         self._faults.fault("REST", exc, "Unhandled error serving %s %s", request.method, request.path[:200])
         return Response(500, tfs_json.encode_error("Internal error"), self._headers)
+
+    def refused(self, exc: ServingError) -> Response:
+        """The answer to a body the memory budget refuses while the listener reads it."""
+        return Response(http_status(exc), tfs_json.encode_error(exc.message), self._headers)
 
     def too_large(self, size: int, limit: int) -> Response:
         """The 413 answer to a body over ``--rest_api_max_body_bytes`` (the listener's too_large)."""
@@ -131,8 +135,13 @@ class TfsRestApp:
     async def _handle(self, method: str, path: str, request: Request) -> bytes:
         if method == "POST" and (route := self._post_route(path)) is not None:
             spec, verb = route
-            # The request's share of the memory budget, from its body until its answer is encoded.
-            with self._core.budget.account() as account:
+            # The request's share of the memory budget, from its body until its answer is encoded: the
+            # listener's account, its body already charged, or (a listener without the budget) one here.
+            account = request.account
+            if account is UNMETERED:
+                account = self._core.budget.account()
+                account.charge(len(request.body), "hold its body")
+            with account:
                 body = request_body(request, self._body_limits, account)
                 if not isinstance(body, bytes):
                     body = await body  # a big gzip body, inflated off the loop
