@@ -21,11 +21,13 @@ run), then during each flood, each flood run by a separate attacker process:
   h  (b) again against a second server started with --enable_batching (finding 7), with its own
      quiet run
 
-Each row: good p50 and p99 per protocol, the p99 as a ratio to the quiet run's, good requests that
-failed, the server's peak RSS (VmHWM from /proc, reset before each run) and what the attack got
-back (status codes and how many). ``--server-flag`` passes a flag to the servers (repeatable):
-issue 17's flags (``--memory_budget_bytes`` ...) exist only in a checkout that has them, and a
-server given a flag it does not know exits with status 2, which is reported here.
+Each run has a fresh server. Each row: good p50 and p99 per protocol, the p99 as a ratio to the
+quiet run's, good requests that failed, the server's RSS at the start and its peak (VmHWM from
+/proc), the tracebacks it logged, and what the attack got back (status codes and how many).
+
+``--server-flag`` passes a flag to the servers (repeatable): issue 17's flags
+(``--memory_budget_bytes`` ...) exist only in a checkout that has them, and a server given a flag
+it does not know exits with status 2, which is reported here.
 ``--checkout=DIR`` runs the same benchmark from another checkout (``git worktree add DIR COMMIT``)
 after this one: before and after, side by side. Floods share the machine's cores with the server
 and the good clients: the figures are ratios within one run, on one machine.
@@ -417,6 +419,7 @@ class Row:
     start_mib: float
     peak_mib: float
     outcome: str
+    tracebacks: int = 0  # logged by the server during the run (issue 17, finding 8: log amplification)
 
 
 def phase(server: Server, flood: str | None, args: argparse.Namespace) -> Row:
@@ -473,9 +476,11 @@ def run_checkout(checkout: Path, config: Path, args: argparse.Namespace, work: P
     rows: list[Row] = []
     for server_flags, runs in groups:
         for flood in runs:
-            with serve(checkout, config, server_flags, args, work / f"server-{len(rows)}.log") as server:
+            log = work / f"server-{len(rows)}.log"
+            with serve(checkout, config, server_flags, args, log) as server:
                 good_traffic(server, 1.0)  # warm-up
                 rows.append(phase(server, flood, args))
+            rows[-1].tracebacks = log.read_text(errors="replace").count("Traceback (most recent call last)")
             if flood is None and "--enable_batching" in server_flags:
                 rows[-1].name = "quiet, --enable_batching"
     return rows
@@ -485,9 +490,9 @@ def print_rows(title: str, rows: list[Row]) -> None:
     print(f"\n### {title}\n")
     print(
         "| run | REST p50 ms | REST p99 ms | REST p99 / quiet | gRPC p50 ms | gRPC p99 ms | gRPC p99 / quiet "
-        "| good failed REST / gRPC | RSS at start MiB | peak RSS MiB | attack got |"
+        "| good failed REST / gRPC | RSS at start MiB | peak RSS MiB | tracebacks logged | attack got |"
     )
-    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     quiet = (float("nan"), float("nan"))
     for row in rows:
         if row.name.startswith("quiet"):
@@ -495,7 +500,7 @@ def print_rows(title: str, rows: list[Row]) -> None:
         failed = f"{row.good.rest_errors} / {row.good.grpc_errors}"
         print(
             f"| {row.name} | {cells(row.good.rest_ms, quiet[0])} | {cells(row.good.grpc_ms, quiet[1])} | {failed} "
-            f"| {row.start_mib:,.0f} | {row.peak_mib:,.0f} | {row.outcome} |"
+            f"| {row.start_mib:,.0f} | {row.peak_mib:,.0f} | {row.tracebacks} | {row.outcome} |"
         )
 
 
