@@ -108,11 +108,13 @@ def log_memory_budget(options: ServerOptions, chosen: budget.MemoryBudget) -> No
     """Say what requests may hold, and where a derived default came from (docs/security.md)."""
     memory = budget.available_memory()
     log.info(
-        "Memory budget: %d bytes for requests in flight%s, %d per request%s",
+        "Memory budget: %d bytes for requests in flight%s, %d per request%s; gRPC messages up to %d bytes "
+        "(also once inflated)",
         chosen.total,
         "" if options.memory_budget_bytes else f" (half of {memory.limit} bytes, {memory.source})",
         chosen.per_request,
         "" if options.request_memory_budget_bytes else " (a quarter of that, at most 2 GiB)",
+        min(chosen.per_request, 2**31 - 1),
     )
 
 
@@ -312,6 +314,7 @@ class Server:
                 ssl_config_file=o.ssl_config_file,
                 asyncio=o.enable_batching,  # docs/grpc.md: the server model follows batching
                 guard=self._guard,
+                max_receive_bytes=self.budget.per_request,
             ),
         )
         await self._grpc.start()

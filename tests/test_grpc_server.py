@@ -124,6 +124,11 @@ def test_channel_arguments_parse_like_tf_serving() -> None:
     options = dict(server_channel_options("grpc.max_receive_message_length=1000"))
     assert options["grpc.max_receive_message_length"] == 1000
     assert options["grpc.max_send_message_length"] == 2**31 - 1
+    # The server passes its per-request memory budget as the receive limit; the user's arguments win.
+    assert dict(server_channel_options("", 5000))["grpc.max_receive_message_length"] == 5000
+    assert dict(server_channel_options("", 2**40))["grpc.max_receive_message_length"] == 2**31 - 1
+    options = dict(server_channel_options("grpc.max_receive_message_length=1000", 5000))
+    assert options["grpc.max_receive_message_length"] == 1000
 
 
 def test_channel_arguments_reach_the_server(half: Path, server_model: str) -> None:

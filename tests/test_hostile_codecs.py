@@ -8,19 +8,16 @@ with Python internals in its text (issue 17, finding 8). Each call also runs und
 expands past the cap it is decoded under (findings 1-3).
 
 Examples are bounded (``max_examples``, no per-example deadline, derandomized, no example
-database) so that the file runs in well under a minute and a strict xfail fails the same way in
-every run.
+database) so that the file runs in well under a minute and fails the same way in every run.
 """
 
 from __future__ import annotations
 
 import base64
-import inspect
 import json
 import math
 import tracemalloc
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -30,6 +27,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 from hypothesis.control import currently_in_test_context
 
+from modelserve.budget import MemoryBudget
 from modelserve.codecs import tensor_proto, tfs_json
 from modelserve.dtypes import DType, to_numpy
 from modelserve.errors import ServingError
@@ -42,7 +40,7 @@ BOUNDED = settings(
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
-# A failing strict-xfail property needs only to fail, not to shrink to a minimal example.
+# Properties of inputs that are slow to build: fewer examples, and a failure is not shrunk.
 FEW = settings(BOUNDED, max_examples=60, report_multiple_bugs=False)
 
 # What one tensor may cost when decoded in these tests: the per-request cap handed to the codec.
@@ -53,37 +51,13 @@ SLACK = 1024 * 1024
 # most N / 2 elements ("0,"), so 256x the body bounds what a decode may take without a budget.
 JSON_AMPLIFICATION = 256
 
-BUDGET_FIX = "issue 17: fixed by the budget helper (client mistakes are INVALID_ARGUMENT, item 5 / finding 8)"
-
-
 # ---- bounded decoding ----------------------------------------------------------------------
 
 
-def _budget_parameter() -> str | None:
-    """The name of to_ndarray's memory-budget parameter, once the budget (issue 17, item 1) has one."""
-    for name in inspect.signature(tensor_proto.to_ndarray).parameters:
-        if "account" in name or "budget" in name:
-            return name
-    return None
-
-
-def _account() -> AbstractContextManager[Any]:
-    """A per-request account of CAP bytes, when modelserve.budget exists; else nothing to charge."""
-    try:
-        from modelserve import budget  # type: ignore[attr-defined]
-    except ImportError:
-        return nullcontext(None)
-    account: AbstractContextManager[Any] = budget.MemoryBudget(4 * CAP, CAP).account()
-    return account
-
-
 def decode(proto: Message) -> np.ndarray:
-    """to_ndarray under a cap of CAP bytes: the request budget where the codec takes one, else max_bytes."""
-    name = _budget_parameter()
-    if name is None:
-        return tensor_proto.to_ndarray(proto, max_bytes=CAP)
-    with _account() as account:
-        return tensor_proto.to_ndarray(proto, **{name: account})
+    """to_ndarray under a request budget of CAP bytes."""
+    with MemoryBudget(4 * CAP, CAP).account() as account:
+        return tensor_proto.to_ndarray(proto, account=account)
 
 
 def outcome(text: str) -> None:
@@ -201,7 +175,6 @@ def test_the_fill_rule_repeats_the_last_value(size: int, values: list[float]) ->
     np.testing.assert_array_equal(decode(proto), expected)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=BUDGET_FIX + ": rank above 64 is a numpy ValueError")
 @FEW
 @given(st.integers(65, 300), st.sampled_from([DType.DT_FLOAT, DType.DT_STRING, DType.DT_INT32]), st.booleans())
 def test_rank_over_64_is_refused_as_a_client_mistake(rank: int, dtype: DType, content: bool) -> None:
@@ -227,7 +200,6 @@ def overflowing_protos(draw: st.DrawFn) -> Message:
     return proto
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError, reason=BUDGET_FIX + ": dims like [2^62, 2^62, 0] overflow numpy")
 @FEW
 @given(overflowing_protos())
 @example(pb.TensorProto(dtype=DType.DT_FLOAT, tensor_shape={"dim": [{"size": 2**62}, {"size": 2**62}, {"size": 0}]}))

@@ -61,6 +61,9 @@ class GrpcOptions:
     ssl_config_file: str = ""
     asyncio: bool = False  # grpc.aio on the event loop instead of the threaded server
     guard: Guard | None = None  # tokens and the management switch (api.auth); None: every call runs
+    # The largest request message, also after grpc-core inflates a compressed one (it stops at this
+    # size): the server passes its per-request memory budget, so a 1 KB gzip bomb cannot grow to 2 GiB.
+    max_receive_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
@@ -84,10 +87,13 @@ def _int32_or_text(value: str) -> int | str:
     return number if -(2**31) <= number <= INT32_MAX and "_" not in value else value
 
 
-def server_channel_options(channel_arguments: str) -> list[tuple[str, int | str]]:
-    """Defaults (TF's INT32_MAX message size, no SO_REUSEPORT), then the user's arguments on top."""
+def server_channel_options(
+    channel_arguments: str, max_receive_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> list[tuple[str, int | str]]:
+    """Defaults (TF's INT32_MAX message size, or less to receive, no SO_REUSEPORT), then the user's
+    arguments on top."""
     options: dict[str, int | str] = {
-        "grpc.max_receive_message_length": DEFAULT_MAX_MESSAGE_BYTES,
+        "grpc.max_receive_message_length": min(max_receive_bytes, DEFAULT_MAX_MESSAGE_BYTES),
         "grpc.max_send_message_length": DEFAULT_MAX_MESSAGE_BYTES,
         # Without this, a second server could bind the same port silently.
         "grpc.so_reuseport": 0,
@@ -122,7 +128,7 @@ class GrpcServer:
     async def start(self) -> None:
         """Bind, register the services and start serving; Unknown if a listener cannot bind."""
         options = self._options
-        channel_options = server_channel_options(options.channel_arguments)
+        channel_options = server_channel_options(options.channel_arguments, options.max_receive_bytes)
         server: grpc.Server | grpc.aio.Server
         guard = options.guard
         if options.asyncio:
