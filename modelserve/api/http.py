@@ -60,13 +60,14 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
-# A gzip body this small is inflated on the event loop: with the ratio limit it makes at most about a
-# megabyte, which costs less than a trip to a thread. Anything bigger is inflated off the loop.
-GZIP_INLINE_BYTES = 8 * 1024
+# A gzip body is inflated on the event loop up to this many bytes (most bodies: all of them), which
+# costs less than a trip to a thread; what is left of a bigger one is inflated off the loop, so that
+# a flood of small bombs costs the loop this much each, not what they inflate to.
+_INLINE_INFLATED = 64 * 1024
 # The ratio limit spares small bodies: JSON of zeros compresses several hundred times, and a body that
 # inflates to 1 MiB is harmless whatever its ratio.
 _RATIO_FREE_BYTES = 1024 * 1024
-_INFLATE_PIECE = 256 * 1024  # output per zlib call: the loop checks the limits this often
+_INFLATE_PIECE = 64 * 1024  # output per zlib call: the limits are checked this often
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,34 +79,58 @@ class BodyLimits:
 def request_body(request: Request, limits: BodyLimits, account: Account = UNMETERED) -> bytes | asyncio.Future[bytes]:
     """The body, gunzipped when Content-Encoding says gzip (the listener has already capped its size).
 
-    Bytes at once for a plain or small body; a future (a worker thread inflates it) for a big gzip
-    body, so that a gzip bomb costs its own request the time, not every client of the event loop.
+    Bytes at once for a plain body or a small gzip one; a future (a worker thread inflates the rest)
+    for a big gzip body, so that a gzip bomb costs its own request the time, not every client of the
+    event loop.
     """
     encoding = request.header(b"content-encoding")
     if encoding is None or b"gzip" not in encoding.lower():
         return request.body
-    if len(request.body) <= GZIP_INLINE_BYTES:
-        return gunzip(request.body, limits, account)
-    return asyncio.get_running_loop().run_in_executor(None, gunzip, request.body, limits, account)
+    gunzip = Gunzip(request.body, limits, account)
+    if gunzip.run(_INLINE_INFLATED):
+        return gunzip.body()
+    return asyncio.get_running_loop().run_in_executor(None, gunzip.finish)
 
 
-def gunzip(body: bytes, limits: BodyLimits, account: Account = UNMETERED) -> bytes:
+class Gunzip:
     """Decompress a gzip body piece by piece, stopping at the first piece over a limit (``BodyTooLarge``);
-    like TF Serving, an undecodable one reads as empty."""
-    pieces: list[bytes] = []
-    size = 0
-    try:
-        for piece in _inflate(body):
-            size += len(piece)
-            _inflated(size, len(body), limits)
-            account.charge(len(piece), "inflate its gzip body")
-            pieces.append(piece)
-    except zlib.error:
-        return b""
-    if len(pieces) == 1:
-        return pieces[0]
-    account.charge(size, "join its inflated body")  # the pieces and the whole exist at once
-    return b"".join(pieces)
+    like TF Serving, an undecodable one reads as empty. ``run`` may stop part way (on the loop) and
+    ``finish`` go on elsewhere (a thread)."""
+
+    def __init__(self, body: bytes, limits: BodyLimits, account: Account = UNMETERED) -> None:
+        self._compressed = len(body)
+        self._limits = limits
+        self._account = account
+        self._source = _inflate(body)
+        self._pieces: list[bytes] = []
+        self._size = 0
+
+    def run(self, until: int | None = None) -> bool:
+        """Inflate until done (True) or until at least ``until`` bytes are out (False)."""
+        try:
+            for piece in self._source:
+                self._size += len(piece)
+                _inflated(self._size, self._compressed, self._limits)
+                self._account.charge(len(piece), "inflate its gzip body")
+                self._pieces.append(piece)
+                if until is not None and self._size >= until:
+                    return False
+        except zlib.error:
+            self._pieces = []
+        return True
+
+    def body(self) -> bytes:
+        """What ``run`` inflated, once it returned True."""
+        if len(self._pieces) == 1:
+            return self._pieces[0]
+        self._account.charge(self._size, "join its inflated body")  # the pieces and the whole exist at once
+        body = b"".join(self._pieces)
+        self._pieces = []
+        return body
+
+    def finish(self) -> bytes:
+        self.run()
+        return self.body()
 
 
 def _inflate(body: bytes) -> Iterator[bytes]:
