@@ -149,7 +149,7 @@ def http_options(
     return HttpOptions(
         max_body_bytes=options.rest_api_max_body_bytes,
         too_large=rest.too_large,
-        refused=rest.refused,
+        refused=rest.error_answer,
         budget=memory,
         keep_alive_seconds=options.rest_api_keep_alive_seconds,
         max_url_bytes=options.rest_api_max_url_bytes,

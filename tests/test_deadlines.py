@@ -30,7 +30,7 @@ import pytest
 from modelserve.api import tfs_grpc
 from modelserve.api.faults import PER_MINUTE, FaultLog
 from modelserve.codecs.tensor_proto import from_ndarray
-from modelserve.errors import DeadlineExceeded
+from modelserve.errors import Code, DeadlineExceeded, InvalidArgument
 from modelserve.execution.workers import WorkerPool
 from modelserve.platforms.onnx import OnnxServable
 from modelserve.protos import pb
@@ -392,3 +392,16 @@ def test_the_fault_log_counts_what_it_suppresses_and_says_so_once_a_minute_later
         ]
     finally:
         logger.removeHandler(handler)
+
+
+def test_what_a_client_is_told_of_a_failure() -> None:
+    """A client mistake as it is; running out of memory is RESOURCE_EXHAUSTED as in TF (it was UNKNOWN
+    with the MemoryError's text); any other fault "Internal error", with no Python text."""
+    faults = FaultLog(logging.getLogger("test_deadlines.answers"))
+    mistake = InvalidArgument("bad input")
+    assert faults.answer("REST", mistake, "x") is mistake
+    oom = faults.answer("gRPC", MemoryError("Unable to allocate 256. MiB for an array"), "x")
+    assert oom.code == Code.RESOURCE_EXHAUSTED
+    assert "Out of memory" in oom.message and "MiB" not in oom.message
+    bug = faults.answer("gRPC", KeyError("secret"), "x")
+    assert (bug.code, bug.message) == (Code.UNKNOWN, "Internal error")

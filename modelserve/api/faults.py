@@ -27,6 +27,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from ..errors import ResourceExhausted, ServingError, Unknown
+
 PER_MINUTE = 10  # tracebacks per site per minute before the rest are only counted
 _WINDOW = 60.0
 
@@ -57,6 +59,21 @@ class FaultLog:
         if suppressed:
             self._log.error("%s: suppressed %d similar errors in the last minute", site, suppressed)
         self._log.error(message, *args, exc_info=(type(exc), exc, exc.__traceback__))
+
+    def answer(self, site: str, exc: Exception, message: str, *args: object) -> ServingError:
+        """What a client is told of a failure: a ServingError as it is; running out of memory as
+        RESOURCE_EXHAUSTED (TF's answer to an OOM: try again later, and the budget flags are set
+        above the memory the process has); any other exception is a fault, logged (rate-limited)
+        and answered "Internal error", with no Python text."""
+        if isinstance(exc, ServingError):
+            return exc
+        self.fault(site, exc, message, *args)
+        if isinstance(exc, MemoryError):
+            return ResourceExhausted(
+                "Out of memory serving this request; try again later (the server's --memory_budget_bytes "
+                "is above the memory it may use)"
+            )
+        return Unknown("Internal error")
 
 
 def release(exc: BaseException) -> None:

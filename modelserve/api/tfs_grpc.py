@@ -33,7 +33,7 @@ from ..budget import Account
 from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarrays
 from ..codecs.tensor_wire import tensor_entry
 from ..dtypes import DType, to_numpy
-from ..errors import Cancelled, Code, InvalidArgument, ServingError, Unimplemented, Unknown
+from ..errors import Cancelled, Code, InvalidArgument, Unimplemented
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
 from ..execution.runner import run_inline
@@ -188,10 +188,8 @@ def _check_active(context: Context) -> None:
 
 
 def _status(exc: Exception, body: Body, faults: FaultLog) -> tuple[grpc.StatusCode, str]:
-    if not isinstance(exc, ServingError):
-        faults.fault("gRPC", exc, "Unhandled error in %s", body.__name__)
-        exc = Unknown("Internal error")
-    return GRPC_STATUS.get(exc.code, grpc.StatusCode.UNKNOWN), status_details(exc.message)
+    error = faults.answer("gRPC", exc, "Unhandled error in %s", body.__name__)
+    return GRPC_STATUS.get(error.code, grpc.StatusCode.UNKNOWN), status_details(error.message)
 
 
 def _deadline(context: Context) -> float | None:

@@ -111,16 +111,15 @@ class TfsRestApp:
             return response
 
     def _error(self, exc: Exception, request: Request) -> Response:
-        if isinstance(exc, ServingError):
-            return self.refused(exc)
         if isinstance(exc, BodyTooLarge):
             return Response(413, tfs_json.encode_error(str(exc)), self._headers)
         # A bug costs one request, not the server; its text stays in the log.
-        self._faults.fault("REST", exc, "Unhandled error serving %s %s", request.method, request.path[:200])
-        return Response(500, tfs_json.encode_error("Internal error"), self._headers)
+        method, path = request.method, request.path[:200]
+        return self.error_answer(self._faults.answer("REST", exc, "Unhandled error serving %s %s", method, path))
 
-    def refused(self, exc: ServingError) -> Response:
-        """The answer to a body the memory budget refuses while the listener reads it."""
+    def error_answer(self, exc: ServingError) -> Response:
+        """A failed request's answer: TF Serving's status and ``{"error": ...}`` (also the listener's,
+        for a body the memory budget refuses while it arrives)."""
         return Response(http_status(exc), tfs_json.encode_error(exc.message), self._headers)
 
     def too_large(self, size: int, limit: int) -> Response:
