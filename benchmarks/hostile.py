@@ -135,7 +135,9 @@ class StartError(Exception):
 
 @contextlib.contextmanager
 def serve(checkout: Path, config: Path, flags: Sequence[str], args: argparse.Namespace, log: Path) -> Iterator[Server]:
+    pin = ["taskset", "-c", args.server_cpus] if args.server_cpus else []
     command = [
+        *pin,
         "prlimit",
         f"--as={args.address_space}",
         f"--nofile={args.nofile}",
@@ -513,10 +515,25 @@ def main() -> None:
     parser.add_argument("--checkout", action="append", default=[], help="also run from this checkout, after")
     parser.add_argument("--address-space", type=int, default=3_000_000_000, help="the server's prlimit --as")
     parser.add_argument("--nofile", type=int, default=1024, help="the server's prlimit --nofile")
+    # docs/benchmarking.md's recipe: the server on its own core, the load (good and hostile) on the others,
+    # so that a flood's figure is the server's, not the attacker's CPU taken from the server.
+    cpus = sorted(os.sched_getaffinity(0))
+    parser.add_argument(
+        "--server-cpus",
+        default=str(cpus[-1]) if len(cpus) > 1 else "",
+        help="taskset CPU list for the server ('' for no pinning); the clients get the other CPUs",
+    )
     args = parser.parse_args()
+    if args.server_cpus:
+        server_cpus = {int(c) for c in args.server_cpus.split(",")}
+        if set(cpus) - server_cpus:
+            os.sched_setaffinity(0, set(cpus) - server_cpus)  # the attackers (spawned) inherit it
     work = Path(tempfile.mkdtemp(prefix="bench-hostile-"))
     config = write_models(work / "models")
-    print(f"server: prlimit --as={args.address_space} --nofile={args.nofile}; flags: {args.server_flag or 'none'}")
+    print(
+        f"server: prlimit --as={args.address_space} --nofile={args.nofile}; flags: {args.server_flag or 'none'}; "
+        f"CPUs: server {args.server_cpus or 'any'}, clients {','.join(map(str, sorted(os.sched_getaffinity(0))))}"
+    )
     print(f"good traffic: 1 REST client (new connection each) + 1 gRPC client, {args.seconds:g} s per run")
     for checkout in [ROOT, *map(Path, args.checkout)]:
         try:

@@ -316,12 +316,16 @@ def test_a_connection_between_requests_keeps_its_keep_alive(slow: ServerThread) 
 def test_over_the_cap_a_connection_gets_503_and_the_others_go_on() -> None:
     with listening(max_connections=3) as listener:
         held = [listener.connect() for _ in range(3)]
-        for sock in held:  # all three are in (served), so the fourth finds the cap reached
+        for sock in held:  # all three are in (served), then busy sending a body: none may be let go
             sock.sendall(get("/in"))
             assert Reader(sock).response()[0] == 200
+            sock.sendall(b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        time.sleep(1.2)  # longer than a connection waiting on its client may hold its slot at the cap
         with listener.connect() as extra:
             headers = refused(extra, 503)
             assert headers["content-length"] == "26"
+        held[0].sendall(b"67890")  # a busy one finishes its request
+        assert Reader(held[0]).response()[0] == 200
         held.pop().close()
         for _ in range(50):  # the listener sees the close at its next turn
             with listener.connect() as again:
@@ -332,6 +336,33 @@ def test_over_the_cap_a_connection_gets_503_and_the_others_go_on() -> None:
             time.sleep(0.05)
         assert status == 200
         for sock in held:
+            sock.close()
+
+
+def test_at_the_cap_the_client_waiting_longest_makes_room_for_a_new_one() -> None:
+    """A slowloris holding every slot is pushed out: at the cap, a connection that has waited on its
+    client for over a second (idle, or inside a request's head) is closed to admit a new one; a
+    connection busy with a request never is."""
+    with listening(max_connections=3) as listener:
+        idle = listener.connect()  # connected, says nothing
+        time.sleep(0.1)
+        head = listener.connect()
+        head.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n")  # a head that never ends
+        busy = listener.connect()
+        busy.sendall(b"POST /body HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n12345")
+        time.sleep(1.2)
+        fresh = []
+        for expected_gone in (idle, head):  # the one waiting longest goes first
+            sock = listener.connect()
+            sock.sendall(get("/new"))
+            assert Reader(sock).response()[0] == 200
+            assert Reader(expected_gone).closed()
+            fresh.append(sock)
+        with listener.connect() as extra:  # the two new ones were just answered, the third is busy
+            refused(extra, 503)
+        busy.sendall(b"67890")
+        assert Reader(busy).response()[0] == 200
+        for sock in (*fresh, busy, idle, head):
             sock.close()
 
 

@@ -83,7 +83,10 @@ _MAX_WAITING = 16  # pipelined requests parsed ahead of their turn before readin
 # After an early answer that closes the connection, how long what the client still sends is read and
 # dropped: closing a socket with unread bytes resets it, and the client may then never see the answer.
 _LINGER = 2.0
-_FULL_LOG_INTERVAL = 60.0  # the "at the connection cap" warning, at most once per this many seconds
+_FULL_LOG_INTERVAL = 60.0
+# At the connection cap, a connection waiting this long on its client (inside a request's head, or idle
+# between requests) may be closed to admit a new one; a real client's head comes in one packet.
+_EVICTABLE_SECONDS = 1.0  # the "at the connection cap" warning, at most once per this many seconds
 
 
 def _plain_413(size: int, limit: int) -> Response:
@@ -164,14 +167,26 @@ class HttpServer:
         return _Connection(self)
 
     def admit(self) -> bool:
-        """Room for one more connection? Over the cap, say so in the log now and then."""
+        """Room for one more connection? At the cap, the connection that has waited longest on its
+        client (in a request's head, or idle between requests, for at least ``_EVICTABLE_SECONDS``)
+        is closed to make room: a slowloris holding every slot is pushed out by clients that send
+        whole requests. With no such connection, the new one is refused (and the log says so now
+        and then)."""
         cap = self.options.max_connections
         if cap <= 0 or len(self.connections) < cap:
             return True
         now = time.monotonic()
+        victim = min(self.connections, key=lambda c: c.waiting_since(now))
+        if victim.waiting_since(now) <= now - _EVICTABLE_SECONDS:
+            self.connections.discard(victim)
+            victim.abort()
+            return True
         if now - self._full_logged >= _FULL_LOG_INTERVAL:
             self._full_logged = now
-            log.warning("REST connections at the cap of %d (--rest_api_max_connections): new ones get 503", cap)
+            log.warning(
+                "REST connections at the cap of %d (--rest_api_max_connections), every one busy: new ones get 503",
+                cap,
+            )
         return False
 
     def _tick(self) -> None:
@@ -547,6 +562,15 @@ class _Connection(asyncio.Protocol):
                 self._refuse(_TIMEOUT)
         elif not self._answering() and 0 < o.keep_alive_seconds < now - self._answered_at:
             transport.close()
+
+    def waiting_since(self, now: float) -> float:
+        """Since when this connection has waited on its client: in a request's head, idle between
+        requests, or lingering after a refusal; ``now`` when it is busy with a request (never evicted)."""
+        if self._lingering_since is not None:
+            return 0.0  # being closed anyway: first to go
+        if self._reading:
+            return self._head_at if not self._has_headers else now
+        return now if self._answering() else self._answered_at
 
     def drain(self) -> None:
         """The server stops: close now if nothing is owed, else after the answer being made."""
