@@ -109,6 +109,26 @@ def test_a_128_kb_url_gets_414_at_once(server: ServerThread) -> None:
     still_serves(server)
 
 
+def test_after_a_refusal_the_listener_reads_a_megabyte_at_most(server: ServerThread) -> None:
+    """What a client sends after the answer that closes its connection is read and dropped only up to
+    a megabyte (then left to the kernel until the close): 64 MB of URL cost the loop one megabyte."""
+    with connect(server) as sock:
+        sock.setblocking(False)
+        chunk = b"GET /v1/models/" + b"a" * (1024 * 1024)
+        sent = 0
+        deadline = time.monotonic() + 3
+        while sent < 64 * 1024 * 1024 and time.monotonic() < deadline:
+            try:
+                sent += sock.send(chunk)
+                chunk = b"a" * (1024 * 1024)
+            except BlockingIOError:
+                time.sleep(0.01)  # the kernel's buffers are full: the listener is not reading
+        sock.setblocking(True)
+        assert sent < 32 * 1024 * 1024  # the megabyte read plus what both ends' buffers hold
+        refused(sock, 414)
+    still_serves(server)
+
+
 def test_a_url_within_the_limit_is_served(server: ServerThread) -> None:
     with connect(server) as sock:
         sock.sendall(get("/v1/models/half?pad=" + "a" * 15_000))

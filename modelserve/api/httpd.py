@@ -32,10 +32,12 @@ each answered after what is owed before it, then the connection closes:
   gets 408;
 * a ``Transfer-Encoding`` other than ``chunked`` gets 501 (with a
   Content-Length too, httptools answers 400: no request smuggling);
-* over ``max_connections`` open connections, a new one gets 503 and is closed;
+* at ``max_connections`` open connections, the one waiting longest on its
+  client (idle, or inside a head, for over ``_EVICTABLE_SECONDS``) is closed
+  to admit a new one; when every one is busy, the new one gets 503 and is closed;
 * after such an answer the listener stops sending and reads and drops what the
-  client still sends for up to ``_LINGER`` seconds, so that the answer is read
-  rather than lost to a reset;
+  client still sends for up to ``_LINGER`` seconds (``_LINGER_BYTES`` at most),
+  so that the answer is read rather than lost to a reset;
 * ``stop``: the listener closes, idle connections close at once, a request in
   flight (or whose body is on its way) is answered with ``Connection: close``,
   and whatever is left when the grace period ends is cut.
@@ -83,6 +85,9 @@ _MAX_WAITING = 16  # pipelined requests parsed ahead of their turn before readin
 # After an early answer that closes the connection, how long what the client still sends is read and
 # dropped: closing a socket with unread bytes resets it, and the client may then never see the answer.
 _LINGER = 2.0
+# ... and at most this much of it is read: past it, an attacker sending megabytes after each refusal
+# (a huge URL, a huge header) would cost the loop a copy of every byte.
+_LINGER_BYTES = 1024 * 1024
 _FULL_LOG_INTERVAL = 60.0
 # At the connection cap, a connection waiting this long on its client (inside a request's head, or idle
 # between requests) may be closed to admit a new one; a real client's head comes in one packet.
@@ -246,6 +251,7 @@ class _Connection(asyncio.Protocol):
         self._read_at = time.monotonic()  # the last bytes in
         self._answered_at = self._read_at  # the last answer out (or the connection's start)
         self._lingering_since: float | None = None  # the closing answer is out; what comes is dropped
+        self._dropped = 0  # bytes dropped after the request that closes the connection
         self._closing = False  # no request after the one being read or answered
         self._paused = False
         self._write_paused = False
@@ -296,7 +302,12 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self._read_at = time.monotonic()
         if self._closing and not self._reading:
-            return  # bytes after a request that closes the connection are not read
+            # Bytes after a request that closes the connection are dropped: read (so that the closing
+            # answer is not lost to a reset) up to _LINGER_BYTES, then left to the kernel until the close.
+            self._dropped += len(data)
+            if self._dropped > _LINGER_BYTES:
+                self._pause()
+            return
         in_head = self._reading and not self._has_headers  # a head was being read before this read
         try:
             self._parser.feed_data(data)
