@@ -8,6 +8,10 @@ framing headers (length, date, connection) and writes it.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
+import os
+import threading
 import zlib
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -89,7 +93,26 @@ def request_body(request: Request, limits: BodyLimits, account: Account = UNMETE
     gunzip = Gunzip(request.body, limits, account)
     if gunzip.run(_INLINE_INFLATED):
         return gunzip.body()
-    return asyncio.get_running_loop().run_in_executor(None, gunzip.finish)
+    return asyncio.get_running_loop().run_in_executor(_inflaters(), gunzip.finish)
+
+
+_INFLATERS: concurrent.futures.ThreadPoolExecutor | None = None
+
+
+def _inflaters() -> concurrent.futures.ThreadPoolExecutor:
+    """The threads that inflate big gzip bodies, at a lower CPU priority (nice 10) than the loop and
+    the model's threads: inflating is bulk work a client asked for with a few bytes, so on a busy
+    core it waits for everyone else's requests rather than they for it. zlib releases the GIL while
+    it inflates, so a low-priority thread never holds the others up (no priority inversion)."""
+    global _INFLATERS
+    if _INFLATERS is None:
+        _INFLATERS = concurrent.futures.ThreadPoolExecutor(1, "modelserve-inflate", initializer=_lower_priority)
+    return _INFLATERS
+
+
+def _lower_priority() -> None:
+    with contextlib.suppress(AttributeError, OSError):  # Linux threads have their own nice; elsewhere, none
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
 
 
 class Gunzip:

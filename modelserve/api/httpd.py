@@ -32,7 +32,7 @@ each answered after what is owed before it, then the connection closes:
   gets 408;
 * a ``Transfer-Encoding`` other than ``chunked`` gets 501 (with a
   Content-Length too, httptools answers 400: no request smuggling);
-* at ``max_connections`` open connections, the one waiting longest on its
+* at ``max_connections`` open connections, the oldest one waiting on its
   client (idle, or inside a head, for over ``_EVICTABLE_SECONDS``) is closed
   to admit a new one; when every one is busy, the new one gets 503 and is closed;
 * after such an answer the listener stops sending and reads and drops what the
@@ -149,7 +149,9 @@ class HttpServer:
     def __init__(self, handler: Handler, options: HttpOptions = HttpOptions()) -> None:
         self.handler = handler
         self.options = options
-        self.connections: set[_Connection] = set()
+        # Open connections, oldest first (a dict keeps insertion order): the cap's eviction takes the
+        # first that waits on its client, in O(1) when a slowloris holds them all.
+        self.connections: dict[_Connection, None] = {}
         self.faults = FaultLog(log)
         self.draining = False
         self.date = b""
@@ -172,18 +174,19 @@ class HttpServer:
         return _Connection(self)
 
     def admit(self) -> bool:
-        """Room for one more connection? At the cap, the connection that has waited longest on its
-        client (in a request's head, or idle between requests, for at least ``_EVICTABLE_SECONDS``)
-        is closed to make room: a slowloris holding every slot is pushed out by clients that send
+        """Room for one more connection? At the cap, the oldest connection that waits on its client
+        (in a request's head, or idle between requests, for at least ``_EVICTABLE_SECONDS``) is
+        closed to make room: a slowloris holding every slot is pushed out by clients that send
         whole requests. With no such connection, the new one is refused (and the log says so now
         and then)."""
         cap = self.options.max_connections
         if cap <= 0 or len(self.connections) < cap:
             return True
         now = time.monotonic()
-        victim = min(self.connections, key=lambda c: c.waiting_since(now))
-        if victim.waiting_since(now) <= now - _EVICTABLE_SECONDS:
-            self.connections.discard(victim)
+        evictable = now - _EVICTABLE_SECONDS
+        victim = next((c for c in self.connections if c.waiting_since(now) <= evictable), None)
+        if victim is not None:
+            del self.connections[victim]
             victim.abort()
             return True
         if now - self._full_logged >= _FULL_LOG_INTERVAL:
@@ -281,12 +284,12 @@ class _Connection(asyncio.Protocol):
             self._transport.write(_FULL)  # type: ignore[union-attr]
             transport.close()
             return
-        self._server.connections.add(self)
+        self._server.connections[self] = None
         if self._server.draining:
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._server.connections.discard(self)
+        self._server.connections.pop(self, None)
         for exchange in (self._active, *self._waiting):
             if exchange is not None and exchange.request is not None:
                 exchange.request.account.close()
