@@ -361,7 +361,7 @@ def test_over_the_cap_a_connection_gets_503_and_the_others_go_on() -> None:
 
 def test_at_the_cap_the_oldest_client_waiting_makes_room_for_a_new_one() -> None:
     """A slowloris holding every slot is pushed out: at the cap, the oldest connection that has waited
-    on its client for over a second (idle, or inside a request's head) is closed to admit a new one;
+    on its client for over half a second (idle, or inside a request's head) is closed to admit a new one;
     a connection busy with a request never is."""
     with listening(max_connections=3) as listener:
         idle = listener.connect()  # connected, says nothing

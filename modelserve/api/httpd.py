@@ -88,10 +88,10 @@ _LINGER = 2.0
 # ... and at most this much of it is read: past it, an attacker sending megabytes after each refusal
 # (a huge URL, a huge header) would cost the loop a copy of every byte.
 _LINGER_BYTES = 1024 * 1024
-_FULL_LOG_INTERVAL = 60.0
+_FULL_LOG_INTERVAL = 60.0  # the "at the connection cap" warning, at most once per this many seconds
 # At the connection cap, a connection waiting this long on its client (inside a request's head, or idle
 # between requests) may be closed to admit a new one; a real client's head comes in one packet.
-_EVICTABLE_SECONDS = 1.0  # the "at the connection cap" warning, at most once per this many seconds
+_EVICTABLE_SECONDS = 0.5
 
 
 def _plain_413(size: int, limit: int) -> Response:
