@@ -61,6 +61,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.demo import mlp
 from modelserve.protos import pb
+from modelserve.testing import ServerStartError, server_process
 
 ROOT = Path(__file__).resolve().parent.parent
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
@@ -105,7 +106,7 @@ class Ports:
 
 @dataclass
 class Server:
-    proc: subprocess.Popen[bytes]
+    proc: subprocess.Popen[str]
     rest: int
     grpc: int
 
@@ -129,46 +130,18 @@ class Server:
         return self.proc.poll() is None
 
 
-class StartError(Exception):
-    pass
-
-
 @contextlib.contextmanager
 def serve(checkout: Path, config: Path, flags: Sequence[str], args: argparse.Namespace, log: Path) -> Iterator[Server]:
-    pin = ["taskset", "-c", args.server_cpus] if args.server_cpus else []
-    command = [
-        *pin,
-        "prlimit",
-        f"--as={args.address_space}",
-        f"--nofile={args.nofile}",
-        sys.executable,
-        "-m",
-        "modelserve",
+    with server_process(
         f"--model_config_file={config}",
-        "--port=-1",
-        "--rest_api_port=-1",
-        "--host=127.0.0.1",
-        "--file_system_poll_wait_seconds=0",
         *flags,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(command, cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            text = log.read_text(errors="replace")
-            rest = re.search(r"Exporting HTTP/REST API at:localhost:(\d+)", text)
-            grpc_port = re.search(r"Running gRPC ModelServer at [\d.]+:(\d+)", text)
-            if rest and grpc_port:
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise StartError(f"the server did not start (exit status {proc.poll()}):\n{text[-2000:]}")
-            time.sleep(0.1)
-        yield Server(proc, int(rest.group(1)), int(grpc_port.group(1)))
-    finally:
-        proc.kill()
-        proc.wait()
+        address_space=args.address_space,
+        nofile=args.nofile,
+        cpus=args.server_cpus,
+        checkout=checkout,
+        log=log,
+    ) as process:
+        yield Server(process.proc, process.rest_port, process.grpc_port)
 
 
 # ---- good traffic ----------------------------------------------------------------------------
@@ -538,7 +511,7 @@ def main() -> None:
     for checkout in [ROOT, *map(Path, args.checkout)]:
         try:
             rows = run_checkout(checkout.resolve(), config, args, work)
-        except StartError as exc:
+        except ServerStartError as exc:
             print(f"\n### {checkout}\n\n{exc}")
             continue
         print_rows(str(checkout.resolve()), rows)

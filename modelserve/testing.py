@@ -2,16 +2,27 @@
 
 ``running_server`` starts a real ``Server`` on its own event-loop thread with
 ports chosen by the OS, waits until it is ready (no sleeps), and stops it
-cleanly afterwards.
+cleanly afterwards. ``server_process`` starts ``python -m modelserve`` as a
+subprocess instead (optionally under ``prlimit`` and ``taskset``) and finds its
+ports in its log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import re
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import IO, Any
+
+# The checkout this package was imported from: a server subprocess runs the same code by default.
+CHECKOUT = Path(__file__).resolve().parent.parent
 
 
 class ServerThread:
@@ -66,6 +77,97 @@ def running_server(*flags: str, **values: Any) -> Iterator[ServerThread]:
         loop.close()
 
 
+class ServerStartError(RuntimeError):
+    """The server subprocess exited, or did not log both ports in time; the message ends with its log."""
+
+
+class ServerProcess:
+    """A ``python -m modelserve`` subprocess, its ports and its log (stdout and stderr together)."""
+
+    def __init__(self, proc: subprocess.Popen[str], log: Path | None) -> None:
+        self.proc = proc
+        self.log = log  # the log file, or None: then a thread drains the pipe into ``lines``
+        self.lines: list[str] = []
+        self.rest_port = 0
+        self.grpc_port = 0
+        self.reader: threading.Thread | None = None
+
+    def text(self) -> str:
+        """The log so far; all of it once the process has exited."""
+        if self.log is not None:
+            return self.log.read_text(errors="replace")
+        if self.reader is not None and self.proc.poll() is not None:
+            self.reader.join(10)  # the pipe's last lines, up to its end
+        return "".join(self.lines)
+
+
+@contextlib.contextmanager
+def server_process(
+    *flags: str,
+    address_space: int | None = None,
+    nofile: int | None = None,
+    cpus: str | None = None,
+    checkout: Path = CHECKOUT,
+    log: Path | None = None,
+    start_seconds: float = 120.0,
+) -> Iterator[ServerProcess]:
+    """``python -m modelserve`` from ``checkout`` with TF Serving style ``flags``, ready to serve.
+
+    Ports default to ``-1`` (any free port), found in the server's log; polling defaults to off
+    unless given. ``address_space`` and ``nofile`` bound it with ``prlimit`` (an attack the code does
+    not bound then fails inside the server, not on the machine), ``cpus`` pins it with
+    ``taskset -c``. The log goes to the file ``log`` when given, else a thread drains it into
+    ``lines``. Raises ``ServerStartError`` when the server exits or does not come up within
+    ``start_seconds``; kills it and waits for it on exit.
+    """
+    limits = [f"--as={address_space}"] if address_space else []
+    limits += [f"--nofile={nofile}"] if nofile else []
+    command = [
+        *(["taskset", "-c", cpus] if cpus else []),
+        *(["prlimit", *limits] if limits else []),
+        sys.executable,
+        "-m",
+        "modelserve",
+        "--port=-1",
+        "--rest_api_port=-1",
+        "--host=127.0.0.1",
+        "--file_system_poll_wait_seconds=0",
+        *flags,
+    ]
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    with contextlib.ExitStack() as stack:
+        out: Any = stack.enter_context(log.open("w")) if log is not None else subprocess.PIPE
+        proc = subprocess.Popen(
+            command, cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, errors="replace"
+        )
+    server = ServerProcess(proc, log)
+    try:
+        if proc.stdout is not None:
+            server.reader = threading.Thread(target=_drain, args=(proc.stdout, server.lines), daemon=True)
+            server.reader.start()
+        deadline = time.monotonic() + start_seconds
+        while True:
+            text = server.text()
+            rest = re.search(r"Exporting HTTP/REST API at:localhost:(\d+)", text)
+            grpc = re.search(r"Running gRPC ModelServer at [\d.]+:(\d+)", text)
+            if rest and grpc:
+                server.rest_port, server.grpc_port = int(rest.group(1)), int(grpc.group(1))
+                break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise ServerStartError(
+                    f"the server did not start (exit status {proc.poll()}):\n{server.text()[-2000:]}"
+                )
+            time.sleep(0.05)
+        yield server
+    finally:
+        proc.kill()
+        proc.wait()
+        if server.reader is not None:
+            server.reader.join(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 class EchoServable:
     """An in-memory servable for tests: ``serving_default`` returns its input ``x`` as ``y``.
 
@@ -86,6 +188,11 @@ class EchoServable:
 
     def close(self) -> None:
         self.closed = True
+
+
+def _drain(pipe: IO[str], lines: list[str]) -> None:
+    for line in pipe:  # a line at a time, so that text() sees the ports as soon as they are logged
+        lines.append(line)
 
 
 def _new_loop() -> asyncio.AbstractEventLoop:

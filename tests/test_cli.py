@@ -17,6 +17,7 @@ import pytest
 
 from modelserve.cli import UsageError, parse_flags, usage
 from modelserve.options import FLAGS, FLAGS_BY_NAME, GROUPS, ServerOptions
+from modelserve.testing import server_process
 
 from . import onnx_models as om
 
@@ -213,40 +214,14 @@ def test_a_busy_port_fails_start_up_naming_it(tmp_path: Path, flag: str) -> None
 
 def test_serves_then_exits_0_on_sigterm(tmp_path: Path) -> None:
     om.write(tmp_path / "half", 1, om.half_plus_two())
-    proc = subprocess.Popen(
-        [
-            *CMD,
-            "--model_name=half",
-            f"--model_base_path={tmp_path / 'half'}",
-            "--port=-1",
-            "--rest_api_port=-1",
-            "--flush_filesystem_caches=false",
-            "--host=127.0.0.1",
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        port = None
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if m := re.search(r"Exporting HTTP/REST API at:localhost:(\d+)", line):
-                port = int(m.group(1))
-                break
-        assert port, "".join(seen)
-        text = "".join(seen)
+    flags = ["--model_name=half", f"--model_base_path={tmp_path / 'half'}", "--flush_filesystem_caches=false"]
+    with server_process(*flags) as server:
+        text = server.text()
         assert "Successfully loaded servable version {name: half version: 1}" in text
         assert "--flush_filesystem_caches is accepted for compatibility with TF Serving and has no effect yet" in text
         req = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/models/half:predict", data=b'{"instances": [1.0, 2.0, 5.0]}'
+            f"http://127.0.0.1:{server.rest_port}/v1/models/half:predict", data=b'{"instances": [1.0, 2.0, 5.0]}'
         )
         assert json.load(urllib.request.urlopen(req, timeout=10)) == {"predictions": [2.5, 3.0, 4.5]}
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=30) == 0
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        server.proc.send_signal(signal.SIGTERM)
+        assert server.proc.wait(timeout=30) == 0

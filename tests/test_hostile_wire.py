@@ -21,14 +21,11 @@ from __future__ import annotations
 import contextlib
 import gzip
 import json
-import os
 import random
 import re
 import socket
 import struct
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -42,6 +39,7 @@ import pytest
 from onnx import TensorProto
 
 from modelserve.protos import pb
+from modelserve.testing import server_process
 
 from . import onnx_models as om
 
@@ -109,42 +107,14 @@ def write_models(root: Path) -> Path:
 @contextlib.contextmanager
 def serve(config: Path, *flags: str, nofile: int | None = None) -> Iterator[Server]:
     """``python -m modelserve`` from this checkout, bounded by prlimit; its log drained by a thread."""
-    limits = [f"--as={ADDRESS_SPACE}", *([f"--nofile={nofile}"] if nofile else [])]
-    command = [
-        "prlimit",
-        *limits,
-        sys.executable,
-        "-m",
-        "modelserve",
+    with server_process(
         f"--model_config_file={config}",
-        "--port=-1",
-        "--rest_api_port=-1",
-        "--host=127.0.0.1",
-        "--file_system_poll_wait_seconds=0",
         f"--rest_api_max_body_bytes={MAX_BODY}",
         *flags,
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen(command, cwd=ROOT, env=env, stderr=subprocess.PIPE, text=True)
-    try:
-        assert proc.stderr is not None
-        log: list[str] = []
-        ports: dict[str, int] = {}
-        for line in proc.stderr:
-            log.append(line)
-            if m := re.search(r"Running gRPC ModelServer at [\d.]+:(\d+)", line):
-                ports["grpc"] = int(m.group(1))
-            if m := re.search(r"Exporting HTTP/REST API at:localhost:(\d+)", line):
-                ports["rest"] = int(m.group(1))
-                break
-        assert set(ports) == {"grpc", "rest"}, "".join(log)
-        threading.Thread(target=lambda: log.extend(proc.stderr or ()), daemon=True).start()
-        yield Server(proc, ports["rest"], ports["grpc"], log)
-    finally:
-        proc.kill()
-        proc.wait()
-        if proc.stderr is not None:
-            proc.stderr.close()
+        address_space=ADDRESS_SPACE,
+        nofile=nofile,
+    ) as process:
+        yield Server(process.proc, process.rest_port, process.grpc_port, process.lines)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,8 @@ import asyncio
 import contextlib
 import gzip
 import json
-import re
-import resource
 import select
 import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -29,7 +25,7 @@ import numpy as np
 import pytest
 
 from modelserve.client import GrpcClient
-from modelserve.testing import ServerThread, running_server
+from modelserve.testing import ServerThread, running_server, server_process
 
 from . import onnx_models as om
 from .test_http_wire import Reader, connect, expected, predict_request, predictions
@@ -386,69 +382,49 @@ def test_at_the_cap_the_oldest_client_waiting_makes_room_for_a_new_one() -> None
             sock.close()
 
 
-def _limited() -> None:
-    resource.setrlimit(resource.RLIMIT_NOFILE, (256, 256))
-    resource.setrlimit(resource.RLIMIT_AS, (3_000_000_000, 3_000_000_000))
-
-
-def _wait_for(log: Path, pattern: str, proc: subprocess.Popen[bytes]) -> re.Match[str]:
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if match := re.search(pattern, log.read_text()):
-            return match
-        assert proc.poll() is None, log.read_text()
-        time.sleep(0.1)
-    raise AssertionError(f"no {pattern!r} in {log.read_text()}")
-
-
 def test_at_ulimit_256_rest_refuses_over_its_cap_while_grpc_and_the_poller_go_on(tmp_path: Path) -> None:
     base = tmp_path / "m"
     om.write(base, 1, om.version_marker(1))
     log = tmp_path / "server.log"
-    command = [sys.executable, "-m", "modelserve", "--model_name=m", f"--model_base_path={base}", "--host=127.0.0.1"]
-    command += ["--port=-1", "--rest_api_port=-1", "--file_system_poll_wait_seconds=1"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(command, stdout=out, stderr=out, preexec_fn=_limited)
+    flags = ["--model_name=m", f"--model_base_path={base}", "--file_system_poll_wait_seconds=1"]
     held: list[socket.socket] = []
-    try:
-        rest = int(_wait_for(log, r"Exporting HTTP/REST API at:localhost:(\d+)", proc).group(1))
-        grpc_port = int(_wait_for(log, r"Running gRPC ModelServer at 127.0.0.1:(\d+)", proc).group(1))
-        for _ in range(300):  # more than the 256 descriptors the server may open
-            held.append(socket.create_connection(("127.0.0.1", rest), timeout=10))
-        refusals = 0
-        deadline = time.monotonic() + GUARD
-        waiting = list(held)
-        while waiting and time.monotonic() < deadline:
-            readable, _, _ = select.select(waiting, [], [], 1.0)
-            if not readable:
-                break  # the rest are in and waiting for a request
-            for sock in readable:
-                waiting.remove(sock)
-                with contextlib.suppress(OSError):
-                    refusals += sock.recv(100).startswith(b"HTTP/1.1 503 Service Unavailable")
-        assert refusals > 0, log.read_text()
-        with GrpcClient(f"127.0.0.1:{grpc_port}", timeout=30) as client:
-            one = np.array([1.0, 2.0], np.float32)
-            assert client.predict("m", {"x": one})["y"].tolist() == [1.0, 1.0]
-            om.write(base, 2, om.version_marker(2))  # the poller finds it and loads it
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and client.predict("m", {"x": one})["y"].tolist() != [2.0, 2.0]:
-                time.sleep(0.2)
-            assert client.predict("m", {"x": one})["y"].tolist() == [2.0, 2.0], log.read_text()
-        assert "Too many open files" not in log.read_text()
-        for sock in held:
-            sock.close()
-        held.clear()
-        for _ in range(100):  # REST serves again once connections are let go
-            with socket.create_connection(("127.0.0.1", rest), timeout=10) as sock:
-                sock.sendall(get("/v1/models/m"))
-                status = Reader(sock).response()[0]
-            if status == 200:
-                break
-            time.sleep(0.1)
-        assert status == 200
-    finally:
-        for sock in held:
-            sock.close()
-        proc.kill()
-        proc.wait()
+    with server_process(*flags, address_space=3_000_000_000, nofile=256, log=log) as server:
+        rest, grpc_port = server.rest_port, server.grpc_port
+        try:
+            for _ in range(300):  # more than the 256 descriptors the server may open
+                held.append(socket.create_connection(("127.0.0.1", rest), timeout=10))
+            refusals = 0
+            deadline = time.monotonic() + GUARD
+            waiting = list(held)
+            while waiting and time.monotonic() < deadline:
+                readable, _, _ = select.select(waiting, [], [], 1.0)
+                if not readable:
+                    break  # the rest are in and waiting for a request
+                for sock in readable:
+                    waiting.remove(sock)
+                    with contextlib.suppress(OSError):
+                        refusals += sock.recv(100).startswith(b"HTTP/1.1 503 Service Unavailable")
+            assert refusals > 0, log.read_text()
+            with GrpcClient(f"127.0.0.1:{grpc_port}", timeout=30) as client:
+                one = np.array([1.0, 2.0], np.float32)
+                assert client.predict("m", {"x": one})["y"].tolist() == [1.0, 1.0]
+                om.write(base, 2, om.version_marker(2))  # the poller finds it and loads it
+                deadline = time.monotonic() + 60
+                while time.monotonic() < deadline and client.predict("m", {"x": one})["y"].tolist() != [2.0, 2.0]:
+                    time.sleep(0.2)
+                assert client.predict("m", {"x": one})["y"].tolist() == [2.0, 2.0], log.read_text()
+            assert "Too many open files" not in log.read_text()
+            for sock in held:
+                sock.close()
+            held.clear()
+            for _ in range(100):  # REST serves again once connections are let go
+                with socket.create_connection(("127.0.0.1", rest), timeout=10) as sock:
+                    sock.sendall(get("/v1/models/m"))
+                    status = Reader(sock).response()[0]
+                if status == 200:
+                    break
+                time.sleep(0.1)
+            assert status == 200
+        finally:
+            for sock in held:
+                sock.close()

@@ -25,7 +25,7 @@ from modelserve.client import ClientError, GrpcClient
 from modelserve.errors import Code, NotFound
 from modelserve.options import parse_flags
 from modelserve.server import model_list
-from modelserve.testing import ServerThread, running_server
+from modelserve.testing import ServerThread, running_server, server_process
 
 from . import onnx_models as om
 
@@ -456,50 +456,22 @@ def cpu_seconds(pid: int) -> float:
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
 @pytest.mark.parametrize("batching", [(), ("--enable_batching",)], ids=["threaded-grpc", "asyncio-grpc"])
 def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, batching: tuple[str, ...]) -> None:
-    import re
     import signal
-    import subprocess
-    import sys
 
     om.write(tmp_path / "slow", 1, slow_model(steps=100))
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "modelserve",
-            "--model_name=slow",
-            f"--model_base_path={tmp_path / 'slow'}",
-            "--port=-1",
-            "--rest_api_port=-1",
-            "--host=127.0.0.1",
-            "--drain_grace_seconds=60",
-            *batching,
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    try:
-        ports: dict[str, int] = {}
-        seen = []
-        for line in proc.stderr:
-            seen.append(line)
-            if m := re.search(r"Running gRPC ModelServer at [\d.]+:(\d+)", line):
-                ports["grpc"] = int(m.group(1))
-            if m := re.search(r"Exporting HTTP/REST API at:localhost:(\d+)", line):
-                ports["rest"] = int(m.group(1))
-                break
-        assert set(ports) == {"grpc", "rest"}, "".join(seen)
+    flags = ["--model_name=slow", f"--model_base_path={tmp_path / 'slow'}", "--drain_grace_seconds=60", *batching]
+    with server_process(*flags) as server:
+        proc = server.proc
         answers: dict[str, Any] = {}
 
         def rest_call() -> None:
-            conn = http.client.HTTPConnection("127.0.0.1", ports["rest"], timeout=120)
+            conn = http.client.HTTPConnection("127.0.0.1", server.rest_port, timeout=120)
             conn.request("POST", "/v1/models/slow:predict", body=json.dumps({"instances": [[3.0]]}))
             response = conn.getresponse()
             answers["rest"] = (response.status, json.loads(response.read()))
 
         def grpc_call() -> None:
-            with GrpcClient(f"127.0.0.1:{ports['grpc']}", timeout=120) as client:
+            with GrpcClient(f"127.0.0.1:{server.grpc_port}", timeout=120) as client:
                 answers["grpc"] = client.predict("slow", {"x": np.array([[4.0]], np.float32)})["y"].tolist()
 
         before = cpu_seconds(proc.pid)
@@ -514,10 +486,6 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, batching: tuple[
             call.join(120)
         assert proc.wait(timeout=120) == 0
         assert answers == {"rest": (200, {"predictions": [[3.0]]}), "grpc": [[4.0]]}
-        log = "".join(seen) + proc.stderr.read()
+        log = server.text()
         assert "Shutting down: draining in-flight requests" in log
         assert "Successfully unloaded servable version {name: slow version: 1}" in log
-    finally:
-        proc.kill()
-        proc.wait()
-        proc.stderr.close()
