@@ -14,6 +14,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -429,20 +430,27 @@ def test_zero_failed_requests_while_versions_swap(tmp_path: Path) -> None:
 
 
 def slow_model(steps: int = 200, rows: int = 512, size: int = 1024) -> bytes:
-    """y = mean(x broadcast to [rows, size] @ I @ I ...) = x: seconds of MatMuls for a 1x1 input."""
+    """y = mean(x broadcast to [batch, rows, size] @ I @ I ...) = x: seconds of MatMuls for each row of a
+    [batch, 1] input. Any batch, so that requests the batcher merges run as one (opset 17: ReduceMean
+    takes its axes as an attribute, Unsqueeze and Squeeze as an input)."""
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("Expand", ["x", "shape"], ["h0"])]
+    nodes = [
+        helper.make_node("Unsqueeze", ["x", "last"], ["x3"]),  # [batch, 1, 1]
+        helper.make_node("Expand", ["x3", "shape"], ["h0"]),  # [batch, rows, size]
+    ]
     nodes += [helper.make_node("MatMul", [f"h{i}", "eye"], [f"h{i + 1}"]) for i in range(steps)]
-    nodes.append(helper.make_node("ReduceMean", [f"h{steps}"], ["y"], keepdims=1))
+    nodes.append(helper.make_node("ReduceMean", [f"h{steps}"], ["m"], axes=[1, 2], keepdims=1))
+    nodes.append(helper.make_node("Squeeze", ["m", "last"], ["y"]))  # [batch, 1]
     graph = helper.make_graph(
         nodes,
         "slow",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 1])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 1])],
         [
             numpy_helper.from_array(np.eye(size, dtype=np.float32), "eye"),
-            numpy_helper.from_array(np.array([rows, size], dtype=np.int64), "shape"),
+            numpy_helper.from_array(np.array([1, rows, size], dtype=np.int64), "shape"),
+            numpy_helper.from_array(np.array([2], dtype=np.int64), "last"),
         ],
     )
     return bytes(helper.make_model(graph, opset_imports=om.OPSET).SerializeToString())
@@ -478,9 +486,12 @@ def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, batching: tuple[
         calls = [threading.Thread(target=rest_call), threading.Thread(target=grpc_call)]
         for call in calls:
             call.start()
-        # Both requests are running once the server has burnt a second of CPU on them.
-        while cpu_seconds(proc.pid) - before < 1.0 and proc.poll() is None:
+        # Both requests are running once the server has burnt a second of CPU on them (the batcher may
+        # merge them into one run, which takes as long).
+        deadline = time.monotonic() + 60
+        while cpu_seconds(proc.pid) - before < 1.0 and proc.poll() is None and time.monotonic() < deadline:
             threading.Event().wait(0.01)
+        assert not answers, answers  # still in flight when the signal comes
         proc.send_signal(signal.SIGTERM)
         for call in calls:
             call.join(120)
