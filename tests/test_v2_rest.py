@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import http.client
 import json
+import re
+import shlex
 import struct
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -376,3 +379,15 @@ def test_readiness_follows_the_models(tmp_path: Path) -> None:
         s.server.manager.poll(["empty"])
         assert s.server.manager.wait_for(lambda: s.server.core.ready(), timeout=30)
         assert request(s, "GET", "/v2/health/ready")[0] == 200
+
+
+def test_the_docs_curl_line(server: ServerThread) -> None:
+    """docs/v2.md's one shell command, run as printed (only its port changed) with real curl."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "v2.md").read_text()
+    (line,) = [b.strip() for b in re.findall(r"```\n(.*?)```", text, re.S) if b.strip().startswith("curl ")]
+    command = line.replace("localhost:8501", f"127.0.0.1:{server.server.rest_port}")
+    answer = json.loads(subprocess.run(shlex.split(command), capture_output=True, check=True, timeout=30).stdout)
+    assert answer["id"] == "1" and answer["model_name"] == "simple"
+    (output,) = answer["outputs"]
+    assert output["name"] == "OUTPUT0" and output["shape"] == [1, 16]
+    assert output["data"] == [float(i + 1) for i in range(16)]
