@@ -26,6 +26,7 @@ from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.http import Router
 from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
+from .api.v2_rest import V2RestApp
 from .errors import InvalidArgument, ServingError, Unavailable
 from .execution.batching import NO_METRICS, BatchingRunners, BatchMetrics
 from .execution.instances import PlacedLoader
@@ -349,7 +350,7 @@ class Server:
                 max_gzip_ratio=self.options.rest_api_max_gzip_ratio,
             ),
         )
-        router = Router([("/v1/", rest)])
+        router = Router([("/v1/", rest), ("/v2/", V2RestApp(self.core, rest.options))])
         handler = router if self._guard is None else auth.RestGuard(router, self._guard)
         self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self._rest_tls))
         await self.http.start(sock)

@@ -127,3 +127,15 @@ def slow(steps: int = 10, size: int = 512) -> bytes:
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [size, size])],
         [numpy_helper.from_array(w, "w")],
     )
+
+
+def simple() -> bytes:
+    """Triton's ``simple`` example model: FP32 INPUT0, INPUT1 [-1, 16] -> OUTPUT0 = sum, OUTPUT1 = difference."""
+    return model(
+        [
+            helper.make_node("Add", ["INPUT0", "INPUT1"], ["OUTPUT0"]),
+            helper.make_node("Sub", ["INPUT0", "INPUT1"], ["OUTPUT1"]),
+        ],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 16]) for n in ("INPUT0", "INPUT1")],
+        [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 16]) for n in ("OUTPUT0", "OUTPUT1")],
+    )

@@ -50,6 +50,9 @@ class Response(NamedTuple):
     status: int
     body: bytes = b""
     headers: Headers = ()  # content-length, date and connection are the listener's
+    # Written after ``body`` as they are (V2 binary tensors: views of the output arrays), so a big
+    # answer is not joined into one more copy of itself.
+    tail: Sequence[memoryview] = ()
 
 
 Handler = Callable[[Request], Awaitable[Response]]

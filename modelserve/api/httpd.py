@@ -82,6 +82,9 @@ _FULL = (
     b"connection: close\r\n\r\nToo many open connections."
 )
 _MAX_WAITING = 16  # pipelined requests parsed ahead of their turn before reading pauses
+# A V2 binary answer's tensors up to this size are joined with its head (one write); bigger ones are
+# written as they are, so the answer is never copied whole once more.
+_JOIN_TAIL_BYTES = 64 * 1024
 # After an early answer that closes the connection, how long what the client still sends is read and
 # dropped: closing a socket with unread bytes resets it, and the client may then never see the answer.
 _LINGER = 2.0
@@ -508,17 +511,24 @@ class _Connection(asyncio.Protocol):
             return
         # The last answer when the connection was asked to close and nothing else is owed.
         close = exchange.close or self._server.draining or (self._closing and self._idle())
-        status, body, headers = response
+        status, body, headers, tail = response
+        length = len(body) + sum(piece.nbytes for piece in tail)
         parts = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} \r\n".encode()]
         for name, value in headers:
             parts += [name, b": ", value, b"\r\n"]
-        parts += [b"content-length: ", str(len(body)).encode(), b"\r\n", self._server.date]
+        parts += [b"content-length: ", str(length).encode(), b"\r\n", self._server.date]
         if close:
             parts.append(b"connection: close\r\n")
         parts.append(b"\r\n")
-        if not (exchange.request is not None and exchange.request.method == "HEAD"):
+        head = exchange.request is not None and exchange.request.method == "HEAD"
+        if not head:
             parts.append(body)
-        transport.write(b"".join(parts))
+        if head or length - len(body) < _JOIN_TAIL_BYTES:
+            transport.write(b"".join([*parts, *(() if head else tail)]))
+        else:  # big pieces go out as they are: the transport sends what it can without copying
+            transport.write(b"".join(parts))
+            for piece in tail:
+                transport.write(piece)
         self._answered_at = time.monotonic()
         if not close:
             self._next()

@@ -110,6 +110,11 @@ class TfsRestApp:
             release(exc)  # its request's arrays are freed now, not by the garbage collector
             return response
 
+    @property
+    def options(self) -> RestOptions:
+        """The REST limits and timeout (the V2 front end on the same port keeps the same ones)."""
+        return self._options
+
     def _error(self, exc: Exception, request: Request) -> Response:
         if isinstance(exc, BodyTooLarge):
             return Response(413, tfs_json.encode_error(str(exc)), self._headers)

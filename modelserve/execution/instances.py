@@ -60,6 +60,7 @@ class InstanceGroup:
         instances: Sequence[Servable],
         statuses: Sequence[InstanceStatus],
         exclusive: bool,
+        platform: str = "",
     ) -> None:
         if not instances or len(instances) != len(statuses):
             raise ValueError("an instance group needs one status per instance, and at least one instance")
@@ -67,6 +68,7 @@ class InstanceGroup:
         # Read on every request; every instance loaded the same folder, so they share one set.
         self.signatures: Mapping[str, Signature] = instances[0].signatures
         self._statuses = list(statuses)
+        self.platform = platform  # the V2 name (servable.Named): V2 model metadata reports it
         self.exclusive = exclusive or len(instances) > 1
         self._idle = collections.deque(range(len(instances)))
         self._cv = threading.Condition(threading.Lock())
@@ -160,7 +162,7 @@ class PlacedLoader:
             for servable in loaded:
                 servable.close()
             raise
-        return InstanceGroup(loaded, statuses, config.placement.exclusive)
+        return InstanceGroup(loaded, statuses, config.placement.exclusive, platforms.v2_platform(platform, folder))
 
     def _load_one(
         self, config: PlacedModel, folder: Path, slot: Slot, load: platforms.Loader

@@ -99,6 +99,10 @@ class ModelManager:
         """The labels in force for ``name`` (empty for an unknown model)."""
         return self.versions.labels(name)
 
+    def available_versions(self, name: str) -> tuple[int, ...]:
+        """The versions of ``name`` requests may use now (AVAILABLE), lowest first; empty for an unknown model."""
+        return self.versions.available_versions(name)
+
     def wait_for(self, predicate: Callable[[], bool], timeout: float | None = None) -> bool:
         """Wait until ``predicate()`` holds, checked after every lifecycle change (no lock held); False on timeout."""
         return self.versions.changes.wait_for(predicate, timeout)

@@ -147,6 +147,11 @@ class Versions:
         routes = self._routes.get(name)
         return dict(routes.labels) if routes else {}
 
+    def available_versions(self, name: str) -> tuple[int, ...]:
+        """The versions of ``name`` requests may use now, lowest first (empty for an unknown model)."""
+        routes = self._routes.get(name)
+        return tuple(sorted(routes.available)) if routes else ()
+
     def status(self, name: str, version: int | None = None) -> list[VersionReport]:
         """Every version ever seen of ``name``, highest first (TF Serving never forgets)."""
         with self._lock:

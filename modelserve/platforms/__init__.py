@@ -148,5 +148,18 @@ def loader(platform: str) -> Loader:
     return found
 
 
+def v2_platform(platform: str, version_dir: Path) -> str:
+    """The Open Inference Protocol's name for how a version is served (model metadata's ``platform``):
+    Triton's names where Triton has one; a PyTorch folder says which of its two files loads."""
+    if platform == "pytorch":
+        exported = (version_dir / "model.pt2").is_file()  # pytorch.MODEL_FILES: model.pt2 wins
+        return "pytorch_exportedprogram" if exported else "pytorch_torchscript"
+    return V2_PLATFORMS.get(platform, platform)
+
+
+# platform -> V2 name (PyTorch's depends on its file: ``v2_platform``)
+V2_PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel", "tflite": "tflite"}
+
+
 def load(model: str, configured: str, version_dir: Path, options: LoadOptions) -> Servable:
     return loader(resolve(model, configured, version_dir, options.prefer_tflite_model))(version_dir, options)

@@ -89,6 +89,15 @@ class MultiInstance(Protocol):
 
 
 @runtime_checkable
+class Named(Protocol):
+    """A servable that says how it is served: the Open Inference Protocol's platform name
+    (``onnxruntime_onnx``, ``tensorflow_savedmodel``, ...; ``platforms.v2_platform``). Optional."""
+
+    @property
+    def platform(self) -> str: ...
+
+
+@runtime_checkable
 class Reporting(Protocol):
     """A servable that reports its instances: where each runs, its memory, its calls
     (``execution.instances``'s ``InstanceGroup``; read by the status pages)."""

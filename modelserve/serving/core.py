@@ -28,6 +28,7 @@ from ..execution.request_options import DEFAULT, RequestOptions
 from ..execution.runner import Runner
 from ..lifecycle.config import ModelConfig
 from ..lifecycle.manager import Lease, ModelManager, VersionReport
+from ..platforms.servable import Named
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import example_tasks
 from .request import (
@@ -58,7 +59,18 @@ class ServingCore:
 
     def metadata(self, model: ModelSpec) -> ModelMetadata:
         with self._lease(model) as lease:
-            return ModelMetadata(model.name, lease.version, lease.servable.signatures)
+            servable = lease.servable
+            platform = servable.platform if isinstance(servable, Named) else ""
+            versions = self.manager.available_versions(model.name)
+            return ModelMetadata(model.name, lease.version, servable.signatures, platform, versions)
+
+    def ready(self, name: str | None = None, version: int | None = None) -> bool:
+        """No name: every configured model has an AVAILABLE version (the V2 server's readiness). A
+        name: that model has one (or ``version`` is AVAILABLE); False for a model not configured."""
+        if name is None:
+            return all(self.manager.available_versions(n) for n in self.manager.model_names())
+        versions = self.manager.available_versions(name)
+        return bool(versions) if version is None else version in versions
 
     async def predict(self, request: InferenceRequest) -> InferenceResponse:
         """Decode (when the inputs wait for the version's signatures), validate with gRPC's rules and

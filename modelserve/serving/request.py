@@ -92,8 +92,12 @@ class ExamplesResponse:
 
 @dataclass(frozen=True, slots=True)
 class ModelMetadata:
-    """The version a metadata request resolved to, and its signatures."""
+    """The version a metadata request resolved to, and its signatures; ``platform``: how it is
+    served, by the Open Inference Protocol's name (``onnxruntime_onnx`` ...; "" when its servable
+    does not say); ``versions``: the model's AVAILABLE versions, lowest first."""
 
     model: str
     version: int
     signatures: Mapping[str, Signature]
+    platform: str = ""
+    versions: tuple[int, ...] = ()
