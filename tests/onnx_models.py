@@ -139,3 +139,33 @@ def simple() -> bytes:
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 16]) for n in ("INPUT0", "INPUT1")],
         [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", 16]) for n in ("OUTPUT0", "OUTPUT1")],
     )
+
+
+# Every KServe V2 datatype with its ONNX element type (for ``identities``).
+V2_ONNX_TYPES = {
+    "BOOL": TensorProto.BOOL,
+    "UINT8": TensorProto.UINT8,
+    "UINT16": TensorProto.UINT16,
+    "UINT32": TensorProto.UINT32,
+    "UINT64": TensorProto.UINT64,
+    "INT8": TensorProto.INT8,
+    "INT16": TensorProto.INT16,
+    "INT32": TensorProto.INT32,
+    "INT64": TensorProto.INT64,
+    "FP16": TensorProto.FLOAT16,
+    "FP32": TensorProto.FLOAT,
+    "FP64": TensorProto.DOUBLE,
+    "BYTES": TensorProto.STRING,
+}
+# BF16 is left out: onnxruntime's Python binding takes no ml_dtypes.bfloat16 array as an input
+# ("Numpy_type 256 can't be converted to MLDataType"); the V2 codecs' tests cover BF16.
+
+
+def identities(datatypes: Sequence[str] = tuple(V2_ONNX_TYPES)) -> bytes:
+    """One Identity per V2 datatype (all but BF16 by default): input ``x_<DATATYPE>`` [-1, -1] -> output
+    ``y_<DATATYPE>``."""
+    types = {name: V2_ONNX_TYPES[name] for name in datatypes}
+    nodes = [helper.make_node("Identity", [f"x_{name}"], [f"y_{name}"]) for name in types]
+    inputs = [helper.make_tensor_value_info(f"x_{n}", t, ["a", "b"]) for n, t in types.items()]
+    outputs = [helper.make_tensor_value_info(f"y_{n}", t, ["a", "b"]) for n, t in types.items()]
+    return model(nodes, inputs, outputs)

@@ -73,6 +73,7 @@ def test_reflection_lists_and_describes_the_services(half: Path, server_model: s
         assert {
             "tensorflow.serving.PredictionService",
             "tensorflow.serving.ModelService",
+            "inference.GRPCInferenceService",
             "grpc.health.v1.Health",
             "grpc.reflection.v1alpha.ServerReflection",
         } <= services

@@ -362,3 +362,37 @@ def test_identical_config_is_a_no_op(tmp_path: Path) -> None:
     assert loaded[1] is first and manager.labels("m") == {"stable": 1}
     assert states(manager) == {1: "AVAILABLE"}
     manager.close()
+
+
+def test_unload_model_holds_until_load_model_through_scans_and_reloads(tmp_path: Path) -> None:
+    """The V2 repository's unload: every version goes (the last one too), a scan or a reload of the
+    same config does not bring it back, other models stay; load aspires it again and retries failures."""
+    manager, _ = make_manager(fail={3})
+    versions(tmp_path / "m", 1, 2)
+    versions(tmp_path / "other", 1)
+    configs = [
+        ModelConfig("m", str(tmp_path / "m"), policy=VersionPolicy("all")),
+        ModelConfig("other", str(tmp_path / "other")),
+    ]
+    manager.reload(configs)
+    with manager.lease("other") as held:  # a request on another model in flight throughout
+        manager.unload_model("m")
+        assert states(manager) == {2: "END", 1: "END"}
+        assert manager.unloaded("m")
+        manager.poll()
+        manager.reload([*configs[:1], ModelConfig("other", str(tmp_path / "other"))])
+        assert states(manager) == {2: "END", 1: "END"}
+        with pytest.raises(NotFound):
+            manager.lease("m")
+        assert held.version == 1
+        versions(tmp_path / "m", 3)
+        with pytest.raises(ServingError, match="did not become available"):
+            manager.load_model("m")  # version 3 fails; 1 and 2 load again
+        assert states(manager) == {3: "END", 2: "AVAILABLE", 1: "AVAILABLE"}
+        assert not manager.unloaded("m")
+    assert states(manager, "other") == {1: "AVAILABLE"}
+    with pytest.raises(NotFound):
+        manager.unload_model("nope")
+    with pytest.raises(NotFound):
+        manager.load_model("nope")
+    manager.close()

@@ -14,8 +14,9 @@ token alphabet (letters, digits, ``-._~+/``, trailing ``=``), e.g. from
 
 No or an unknown token: HTTP 401 with ``WWW-Authenticate: Bearer`` /
 UNAUTHENTICATED. A known token without the scope a call needs: 403 /
-PERMISSION_DENIED. Model management (gRPC ``HandleReloadConfigRequest``,
-REST under ``/v2/repository/``) needs ``admin``; with
+PERMISSION_DENIED. Model management (gRPC ``HandleReloadConfigRequest`` and
+``inference.GRPCInferenceService``'s ``Repository*`` methods, REST under
+``/v2/repository/``) needs ``admin``; with
 ``--enable_management_api=false`` it is refused for every caller with
 UNIMPLEMENTED / 501: the server does not offer it, and no other token would
 change that (PERMISSION_DENIED would suggest one could). The gRPC health
@@ -51,7 +52,7 @@ import grpc
 
 from ..codecs import tfs_json
 from ..errors import InvalidArgument, PermissionDenied, ServingError, Unauthenticated, Unimplemented
-from ..protos import MODEL_SERVICE
+from ..protos import INFERENCE_SERVICE, MODEL_SERVICE
 from .http import JSON_HEADERS, Handler, Request, Response
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,15 @@ _TOKEN = re.compile(r"[A-Za-z0-9._~+/-]{16,4096}=*")
 _REFRESH_SECONDS = 1.0
 
 # gRPC methods by full name: management needs admin, the health service is open, the rest needs infer.
-GRPC_ADMIN_METHODS = frozenset({f"/{MODEL_SERVICE}/HandleReloadConfigRequest"})
+GRPC_ADMIN_METHODS = frozenset(
+    {
+        f"/{MODEL_SERVICE}/HandleReloadConfigRequest",
+        # KServe V2's model repository extension (api.v2_grpc), as its REST paths below.
+        f"/{INFERENCE_SERVICE}/RepositoryIndex",
+        f"/{INFERENCE_SERVICE}/RepositoryModelLoad",
+        f"/{INFERENCE_SERVICE}/RepositoryModelUnload",
+    }
+)
 GRPC_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 # REST paths (lower case): KServe V2's model repository extension is management.
 REST_ADMIN_PREFIXES = ("/v2/repository/",)

@@ -3,7 +3,7 @@
 Binds ``--port`` and ``--grpc_socket_path``, applies ``--grpc_channel_arguments`` over TF
 Serving's message-size defaults, TLS from ``--ssl_config_file``, the standard health service
 (``--enable_grpc_healthcheck_service``) and server reflection. The services themselves are
-``api.tfs_grpc``'s.
+``api.tfs_grpc``'s (TF Serving) and ``api.v2_grpc``'s (KServe V2).
 
 Two server models, chosen at start-up, both driving the same RPC coroutines
 (``api.tfs_grpc``). Without batching, grpcio's threaded server
@@ -30,12 +30,13 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 from ..errors import InvalidArgument, Unknown
-from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, pb
+from ..protos import INFERENCE_SERVICE, MODEL_SERVICE, PREDICTION_SERVICE, pb
 from ..protos._pool import DESCRIPTOR_SET
 from ..protos.text import read_text_proto
 from ..serving.core import ServingCore
 from .auth import AsyncGrpcGuard, GrpcGuard, Guard
 from .tfs_grpc import add_services
+from .v2_grpc import add_service as add_v2_service
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ INT32_MAX = 2**31 - 1
 DEFAULT_MAX_MESSAGE_BYTES = INT32_MAX
 HEALTH_SERVICE = "grpc.health.v1.Health"
 # Names the health service reports SERVING: TF Serving's three, plus the full names gRPC tooling asks for.
-HEALTH_SERVICES = ("", "ModelService", "PredictionService", PREDICTION_SERVICE, MODEL_SERVICE)
+HEALTH_SERVICES = ("", "ModelService", "PredictionService", PREDICTION_SERVICE, MODEL_SERVICE, INFERENCE_SERVICE)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,7 @@ class GrpcServer:
             threads = futures.ThreadPoolExecutor(max(1, options.max_threads), thread_name_prefix="modelserve-grpc")
             server = grpc.server(threads, options=channel_options, interceptors=[GrpcGuard(guard)] if guard else None)
         names = add_services(server, self._core, tensor_content=options.tensor_content)
+        names.append(add_v2_service(server, self._core))  # KServe V2 on the same port (api.v2_grpc)
         if options.health:
             names.append(await self._add_health(server))
         _add_reflection(server, names)

@@ -20,7 +20,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from ..errors import ServingError
+from ..errors import NotFound, ServingError
 from . import sources
 from .config import ModelConfig
 from .policy import aspired_versions, missing_specific_versions, next_action
@@ -38,6 +38,8 @@ class AspiredVersions:
         self._lock = threading.Lock()
         self._configs: dict[str, ModelConfig] = {}
         self._scanned: set[str] = set()  # base path scanned since the model was (re)added
+        # Unloaded through the model repository API: aspire nothing until loaded again (or re-added).
+        self._held: set[str] = set()
         self._listeners: list[Callable[[str], None]] = []
         self._stop = threading.Event()  # set by close(): ends polling, starts no more steps
         self._thread: threading.Thread | None = None
@@ -72,9 +74,11 @@ class AspiredVersions:
             for name in removed:
                 log.info("Removing model %s: its versions unload once their requests finish", name)
                 self._versions.retire(name)
+                self._held.discard(name)
             for name, config in wanted.items():
                 if name not in self._configs:
                     self._scanned.discard(name)
+                    self._held.discard(name)
                 self._versions.configure(config)
             self._configs = wanted
         for name in removed:
@@ -103,10 +107,40 @@ class AspiredVersions:
         with self._lock:
             if self._configs.get(config.name) is not config:
                 return  # reconfigured while scanning: the next scan decides
+            if config.name in self._held:
+                locations = {}
             if locations is not None:
                 self._versions.set_aspired(config.name, locations)
             self._scanned.add(config.name)
         self._versions.changes.bump()
+
+    def held(self, name: str) -> bool:
+        """Unloaded through the model repository API (``hold``) and not loaded again since."""
+        with self._lock:
+            return name in self._held
+
+    def hold(self, name: str) -> None:
+        """Aspire no version of ``name`` until ``release``: each unloads once its requests end, the
+        last available one too (nothing is aspired). Scans keep it so; other models are untouched."""
+        with self._lock:
+            self._check_configured(name)
+            self._held.add(name)
+            self._versions.set_aspired(name, {})
+        self.reconcile(name)
+
+    def release(self, name: str) -> ServingError | None:
+        """Aspire ``name``'s versions again, as a fresh scan of its base path finds them (a held model,
+        or one already served: a rescan, and its failed versions are tried again); the scan's error."""
+        with self._lock:
+            self._check_configured(name)
+            self._held.discard(name)
+            self._scanned.discard(name)  # settled again only after this scan
+            self._versions.restart_failed(name)
+        return self.poll([name]).get(name)
+
+    def _check_configured(self, name: str) -> None:
+        if name not in self._configs:
+            raise NotFound(f"Model {name} is not in the model config")
 
     def reconcile(self, name: str) -> None:
         """Take every step the policy allows ``name`` now; called on every event."""
@@ -142,7 +176,7 @@ class AspiredVersions:
         if self._thread is not None:
             self._thread.join()
         with self._lock:
-            self._configs, self._scanned = {}, set()
+            self._configs, self._scanned, self._held = {}, set(), set()
         self._versions.changes.bump()
 
 

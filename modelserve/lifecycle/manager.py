@@ -14,14 +14,14 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 
-from ..errors import ServingError
+from ..errors import DeadlineExceeded, ServingError
 from ..execution.runner import RunnerFactory
 from ..storage import hide_paths
 from .aspired import AspiredVersions
 from .config import ModelConfig
 from .leases import Lease, LoadedVersion
 from .loading import ServableLoader, VersionLoader, Warmup, no_warmup
-from .reload import Reloader, no_versions_error
+from .reload import Reloader, no_versions_error, not_available
 from .versions import VersionReport, Versions
 
 __all__ = [
@@ -119,6 +119,38 @@ class ModelManager:
     def start_polling(self) -> None:
         """Re-scan base paths every ``file_system_poll_wait_seconds`` (0 or less: never)."""
         self.aspired.start_polling()
+
+    # ---- the model repository API (V2): unload and load one configured model -------------------
+
+    def unload_model(self, name: str, timeout: float | None = None) -> None:
+        """Unload every version of ``name`` (each once its requests end) and keep it unloaded until
+        ``load_model``; NotFound for a model not in the config. Blocks until all are unloaded (or
+        ``timeout``: DeadlineExceeded). Other models are untouched."""
+        self.aspired.hold(name)
+        if not self.versions.changes.wait_for(lambda: self.versions.drained(name), timeout):
+            raise DeadlineExceeded(f"Model {name} is still unloading after {timeout} s")
+
+    def load_model(self, name: str, timeout: float | None = None) -> None:
+        """Aspire the versions ``name``'s config and base path name again (after ``unload_model``, or
+        a rescan of a served model that also retries its failed versions), and wait until they have
+        loaded. NotFound for a model not in the config; Unknown naming the versions that failed."""
+        scan_error = self.aspired.release(name)
+        if scan_error is not None:
+            raise scan_error
+        failed = self.reloader.wait_until_settled([name], timeout)
+        if not self.reloader.settled(name):
+            raise DeadlineExceeded(f"Model {name} is still loading after {timeout} s")
+        errors = [(name, row) for row in failed.get(name, [])]
+        if errors:
+            raise not_available(errors, first=False)
+
+    def unloaded(self, name: str) -> bool:
+        """Unloaded through ``unload_model`` and not loaded again since."""
+        return self.aspired.held(name)
+
+    def settled(self, name: str) -> bool:
+        """No aspired version of ``name`` still to load."""
+        return self.reloader.settled(name)
 
     # ---- configuration: reload --------------------------------------------------------------
 

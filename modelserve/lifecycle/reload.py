@@ -76,7 +76,7 @@ class Reloader:
             log.info("Finished adding/updating models")
             errors = [(name, s) for name, rows in failed.items() for s in rows]
             if errors:
-                raise _not_available(errors, first)
+                raise not_available(errors, first)
             loading = [name for name in added if not self._settled(name)]
             if loading:
                 raise DeadlineExceeded(f"Config applied; still loading after {timeout} s: {', '.join(loading)}")
@@ -152,6 +152,10 @@ class Reloader:
         self._versions.changes.wait_for(lambda: all(self._settled(n) for n in wanted), timeout)
         return self._versions.failures(wanted)
 
+    def settled(self, name: str) -> bool:
+        """Scanned since it was (re)added, nothing aspired still loading, its labels decided."""
+        return self._settled(name)
+
     def _settled(self, name: str) -> bool:
         with self._lock:
             return name not in self._pending and self._aspired.settled(name)
@@ -174,7 +178,7 @@ def _check_platforms(current: Mapping[str, ModelConfig], models: Sequence[ModelC
             )
 
 
-def _not_available(errors: Sequence[tuple[str, VersionReport]], first: bool) -> Unknown:
+def not_available(errors: Sequence[tuple[str, VersionReport]], first: bool) -> Unknown:
     """TF Serving's texts: start-up's fast initial load, or ReloadConfig's wait for new models."""
     if first:
         detail = ", ".join(

@@ -187,6 +187,13 @@ class Versions:
             entries = model.versions.values() if model else ()
             return any(e.aspired and e.state in (State.START, State.LOADING) for e in entries)
 
+    def drained(self, name: str) -> bool:
+        """No version of ``name`` is loading, available or unloading (an unknown model: True)."""
+        with self._lock:
+            model = self._models.get(name)
+            entries = model.versions.values() if model else ()
+            return all(e.state == State.END for e in entries)
+
     def failures(self, names: Iterable[str]) -> dict[str, list[VersionReport]]:
         """The aspired versions that failed to load, per named model this has seen."""
         with self._lock:
@@ -220,6 +227,15 @@ class Versions:
             model = self._models.get(name)
             if model is not None and not model.retired:
                 self._aspire(model, locations)
+        self.changes.bump()
+
+    def restart_failed(self, name: str) -> None:
+        """Give ``name``'s aspired versions that failed to load a fresh start (the next step loads them)."""
+        with self._lock:
+            model = self._models.get(name)
+            for entry in model.versions.values() if model else ():
+                if entry.aspired and entry.state == State.END and entry.error is not None:
+                    entry.state, entry.error = State.START, None
         self.changes.bump()
 
     def set_labels(self, labels: Mapping[str, Mapping[str, int]]) -> None:

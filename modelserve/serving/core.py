@@ -17,17 +17,18 @@ the model, or waits for its batch, in place (docs/grpc.md "Server model").
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 import numpy as np
 
 from ..budget import UNMETERED, Account, MemoryBudget, arrays_bytes
 from ..dtypes import DType, from_numpy, tf_name
-from ..errors import FailedPrecondition, InvalidArgument
+from ..errors import FailedPrecondition, InvalidArgument, NotFound
 from ..execution.request_options import DEFAULT, RequestOptions
 from ..execution.runner import Runner
 from ..lifecycle.config import ModelConfig
 from ..lifecycle.manager import Lease, ModelManager, VersionReport
+from ..lifecycle.policy import State
 from ..platforms.servable import Named
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import example_tasks
@@ -38,6 +39,8 @@ from .request import (
     InferenceResponse,
     ModelMetadata,
     ModelSpec,
+    RepositoryEntry,
+    RepositoryState,
 )
 
 
@@ -134,6 +137,61 @@ class ServingCore:
             self.reload_and_wait(models)
             return
         await asyncio.to_thread(self.reload_and_wait, models)
+
+    # ---- the model repository (KServe V2's extension, as Triton has it) --------------------------
+
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
+        """Every configured model's versions (every version seen, highest first, as ``status``), or one
+        row for a model that has none; ``ready_only``: only READY rows."""
+        entries = []
+        for name in self.manager.model_names():
+            try:
+                rows = self.manager.status(name)
+            except NotFound:  # no version seen yet, or none on disk
+                rows = []
+            if rows:
+                entries += [_repository_entry(name, row) for row in rows]
+            elif self.manager.unloaded(name):
+                entries.append(RepositoryEntry(name, None, "UNAVAILABLE", "unloaded"))
+            elif self.manager.settled(name):
+                entries.append(RepositoryEntry(name, None, "UNAVAILABLE", "no version found under its base path"))
+            else:
+                entries.append(RepositoryEntry(name, None, "LOADING"))
+        return [e for e in entries if e.state == "READY"] if ready_only else entries
+
+    async def load_model(self, name: str) -> None:
+        """Aspire ``name``'s configured versions again and wait until they loaded (``ModelManager.load_model``):
+        NotFound for a name not in the config. The loads take seconds, so never on the event loop."""
+        await _blocking(self.manager.load_model, name)
+
+    async def unload_model(self, name: str) -> None:
+        """Drain and unload every version of ``name``, other models undisturbed, until ``load_model``
+        (``ModelManager.unload_model``); NotFound for a name not in the config."""
+        await _blocking(self.manager.unload_model, name)
+
+
+# A repository row's state and reason by version state (Triton's names; LOADING keeps a retry's error).
+_REPOSITORY_STATES: dict[State, tuple[RepositoryState, str]] = {
+    State.UNKNOWN: ("UNAVAILABLE", "unknown"),
+    State.START: ("LOADING", ""),
+    State.LOADING: ("LOADING", ""),
+    State.AVAILABLE: ("READY", ""),
+    State.UNLOADING: ("UNAVAILABLE", "unloading"),
+    State.END: ("UNAVAILABLE", "unloaded"),
+}
+
+
+def _repository_entry(name: str, row: VersionReport) -> RepositoryEntry:
+    state, reason = _REPOSITORY_STATES[row.state]
+    return RepositoryEntry(name, row.version, state, row.error_message or reason)
+
+
+async def _blocking(fn: Callable[[str], None], name: str) -> None:
+    """Blocking lifecycle work: inline on a thread with no loop (``run_inline``), else on a thread."""
+    if asyncio._get_running_loop() is None:
+        fn(name)
+        return
+    await asyncio.to_thread(fn, name)
 
 
 def run_checked(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -101,3 +102,17 @@ class ModelMetadata:
     signatures: Mapping[str, Signature]
     platform: str = ""
     versions: tuple[int, ...] = ()
+
+
+RepositoryState = Literal["READY", "UNAVAILABLE", "LOADING"]
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryEntry:
+    """One row of the model repository index (KServe V2's repository extension, as Triton has it): a
+    version of a configured model, or the model alone (``version`` None) while it has none."""
+
+    name: str
+    version: int | None
+    state: RepositoryState
+    reason: str = ""

@@ -1,0 +1,403 @@
+"""The Open Inference Protocol (KServe V2) over gRPC: ``inference.GRPCInferenceService``, as Triton serves it.
+
+Thin, as ``api.tfs_grpc``: decode the ``ModelInferRequest`` (``codecs.v2.proto``)
+into the one ``InferenceRequest``, call the core, encode; the same two server
+models drive the same coroutines (``tfs_grpc.inline_rpc`` / ``async_rpc``) and
+errors map once, through ``tfs_grpc.GRPC_STATUS``: the core's codes are gRPC's,
+and Triton's gRPC front end maps its own errors onto the same names
+(INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, UNIMPLEMENTED ...).
+
+Served: ServerLive, ServerReady, ModelReady, ServerMetadata, ModelMetadata,
+ModelInfer, ModelStreamInfer (Triton's bidirectional stream: every request
+answered on the stream, in order, an error as a message with
+``error_message``, the stream going on), and Triton's model repository
+extension: RepositoryIndex, RepositoryModelLoad, RepositoryModelUnload (the
+auth guard lets only ``admin`` tokens call them, ``api.auth``).
+
+Request parameters modelserve reads: ``signature_name`` (default
+``serving_default``) and ``version_label`` (TF Serving's version labels; not
+with ``model_version``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Iterator, Mapping
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.message import Message
+
+from .. import platforms
+from ..budget import Account
+from ..codecs.tensor_proto import length_delimited
+from ..codecs.v2 import proto as v2_proto
+from ..codecs.v2.datatypes import v2_name
+from ..errors import InvalidArgument, NotFound, ServingError
+from ..execution.runner import run_inline
+from ..lifecycle.policy import State
+from ..protos import INFERENCE_SERVICE, message_class, pb, service_descriptor
+from ..serving.core import ServingCore
+from ..serving.request import InferenceRequest, InferenceResponse, ModelSpec
+from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
+from .faults import FaultLog, release
+from .tfs_grpc import (
+    OFFLOAD_BYTES,
+    Answer,
+    Context,
+    _check_active,
+    _deadline,
+    _lenient_parser,
+    _Malformed,
+    _off_loop,
+    _options,
+    _serialize,
+    _status,
+    _Unparsed,
+    async_rpc,
+    inline_rpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVER_NAME = "modelserve"
+# What a V2 client may rely on (ServerMetadata): Triton's names for the extensions served here.
+EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
+# The request parameters modelserve reads.
+SIGNATURE_PARAMETER = "signature_name"
+LABEL_PARAMETER = "version_label"
+_STREAM_ANSWER_FIELD = 2  # ModelStreamInferResponse.infer_response
+
+
+def server_version() -> str:
+    try:
+        return metadata.version("modelserve")
+    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
+        return "unknown"
+
+
+# --- small readers ---------------------------------------------------------------------------
+
+
+def parse_version(text: str) -> int | None:
+    """A V2 ``version`` string: empty is the server's choice (the latest available), else an int64."""
+    if not text:
+        return None
+    try:
+        version = int(text)
+    except ValueError:
+        raise InvalidArgument(f"failed to parse version '{text}': expected an integer") from None
+    if not 0 <= version < 2**63:
+        raise InvalidArgument(f"version {text} is out of range")
+    return version
+
+
+def string_parameter(parameters: Mapping[str, Any], key: str) -> str:
+    """A request parameter that must be a string (INVALID_ARGUMENT otherwise); "" when absent."""
+    if key not in parameters:
+        return ""
+    parameter = parameters[key]
+    if parameter.WhichOneof("parameter_choice") != "string_param":
+        raise InvalidArgument(f"parameter '{key}' must be a string")
+    value: str = parameter.string_param
+    return value
+
+
+def model_spec(name: str, version_text: str, parameters: Mapping[str, Any]) -> ModelSpec:
+    """The core's ModelSpec: a version, or TF Serving's ``version_label`` parameter, or neither."""
+    if not name:
+        raise InvalidArgument("model name is required")
+    version = parse_version(version_text)
+    label = string_parameter(parameters, LABEL_PARAMETER) or None
+    if label is not None and version is not None:
+        raise InvalidArgument("a request may name a model_version or a version_label parameter, not both")
+    return ModelSpec(name, version, label)
+
+
+def available_versions(core: ServingCore, name: str) -> list[int]:
+    """The AVAILABLE versions of ``name``, highest first (none for an unknown model)."""
+    try:
+        rows = core.status(name)
+    except NotFound:
+        return []
+    return [row.version for row in rows if row.state == State.AVAILABLE]
+
+
+def ready(core: ServingCore, name: str | None = None, version: int | None = None) -> bool:
+    """Every configured model (no name), that model, or that version, has an AVAILABLE version. A model
+    unloaded through the repository API does not make the server unready (as in Triton): it was asked for."""
+    manager = core.manager
+    names = [name] if name is not None else [n for n in manager.model_names() if not manager.unloaded(n)]
+    for model in names:
+        versions = available_versions(core, model)
+        if not versions or (version is not None and version not in versions):
+            return False
+    return True
+
+
+# V2 platform names (Triton's, KServe's) by the platform that loaded a version; PyTorch by its file.
+_PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel", "tflite": "tflite"}
+
+
+def platform_of(version_dir: Path) -> str:
+    """The V2 platform of a loaded version's folder ("" when its files name none)."""
+    try:
+        platform = platforms.detect(version_dir)
+    except ServingError:
+        return ""
+    if platform == "pytorch":
+        return "pytorch_exportedprogram" if (version_dir / "model.pt2").exists() else "pytorch_torchscript"
+    return _PLATFORMS.get(platform, "")
+
+
+def metadata_signature(signatures: Mapping[str, Signature]) -> Signature:
+    """The signature ModelMetadata describes: ``serving_default``, else the first by name."""
+    if DEFAULT_SIGNATURE in signatures:
+        return signatures[DEFAULT_SIGNATURE]
+    if not signatures:
+        raise NotFound("the model has no signature")
+    return signatures[min(signatures)]
+
+
+def _tensor_metadata(out: Message, alias: str, spec: TensorSpec) -> None:
+    out.name = alias
+    out.datatype = v2_name(spec.dtype)
+    # -1 for a dimension of unknown size; an unknown rank as one such dimension.
+    out.shape.extend(spec.shape if spec.shape is not None else (-1,))
+
+
+# --- inference -------------------------------------------------------------------------------
+
+
+def _decoder(request: Message, account: Account) -> Any:
+    """The request's inputs, decoded once the version (and so its signatures) is known: datatypes are
+    checked against the signature in V2's words; big typed contents decode off the event loop."""
+    signature_name = string_parameter(request.parameters, SIGNATURE_PARAMETER) or DEFAULT_SIGNATURE
+
+    def decode(signatures: Mapping[str, Signature]) -> Any:
+        signature = signatures.get(signature_name)
+        if signature is not None:
+            _check_datatypes(request, signature)
+        if asyncio._get_running_loop() is not None and _decodes_big(request):
+            return _off_loop(v2_proto.decode_inputs, request, account)
+        return v2_proto.decode_inputs(request, account)
+
+    return decode
+
+
+def _check_datatypes(request: Message, signature: Signature) -> None:
+    for tensor in request.inputs:
+        spec = signature.inputs.get(tensor.name)
+        if spec is None:
+            continue  # the core names the inputs that do not belong, with every other input it expects
+        expected = v2_name(spec.dtype)
+        if tensor.datatype != expected:
+            raise InvalidArgument(
+                f"unexpected datatype {tensor.datatype} for input '{tensor.name}', expecting {expected}"
+            )
+
+
+def _decodes_big(request: Message) -> bool:
+    """Decoding allocates ``OFFLOAD_BYTES`` or more: typed values (8 bytes each at most), BYTES data."""
+    total = 0
+    for index, tensor in enumerate(request.inputs):
+        if request.raw_input_contents:
+            if tensor.datatype == "BYTES":
+                total += len(request.raw_input_contents[index])
+            continue  # a fixed-size raw input is a view: nothing to decode
+        field = v2_proto.CONTENTS_FIELD.get(tensor.datatype)
+        if field is not None:
+            values = getattr(tensor.contents, field[0])
+            total += 8 * len(values) if tensor.datatype != "BYTES" else sum(map(len, values))
+    return total >= OFFLOAD_BYTES
+
+
+def infer_answer(request: Message, answer: InferenceResponse) -> Answer:
+    """The ModelInferResponse: outputs raw (as Triton answers), the request's ``id`` echoed."""
+    response = pb.ModelInferResponse(model_name=answer.model, model_version=str(answer.version), id=request.id)
+    parts = v2_proto.response_parts(answer.outputs, response)
+    return Answer(response, tuple(parts))
+
+
+def stream_answer(answer: Answer) -> Answer:
+    """A ModelInferResponse wrapped as a ModelStreamInferResponse, its raw parts still not copied."""
+    head = answer.message.SerializeToString()
+    size = len(head) + sum(len(p) if isinstance(p, bytes) else p.nbytes for p in answer.parts)
+    return Answer(pb.ModelStreamInferResponse(), (length_delimited(_STREAM_ANSWER_FIELD, size), head, *answer.parts))
+
+
+def stream_error(request: Any, message: str) -> Message:
+    """Triton's stream error: ``error_message``, and the request's model and id so a client can match it."""
+    response = pb.ModelStreamInferResponse(error_message=message)
+    if isinstance(request, Message):
+        response.infer_response.model_name = request.model_name
+        response.infer_response.id = request.id
+    return response
+
+
+# --- the service -----------------------------------------------------------------------------
+
+
+class InferenceServicer:
+    """``inference.GRPCInferenceService``; its unary methods are RPC bodies (``tfs_grpc.inline_rpc``,
+    ``async_rpc``); ModelStreamInfer is driven by ``stream_handler``."""
+
+    def __init__(self, core: ServingCore) -> None:
+        self._core = core
+
+    async def ServerLive(self, request: Any, context: Context) -> Message:
+        return pb.ServerLiveResponse(live=True)
+
+    async def ServerReady(self, request: Any, context: Context) -> Message:
+        return pb.ServerReadyResponse(ready=ready(self._core))
+
+    async def ModelReady(self, request: Any, context: Context) -> Message:
+        if not request.name:
+            raise InvalidArgument("model name is required")
+        return pb.ModelReadyResponse(ready=ready(self._core, request.name, parse_version(request.version)))
+
+    async def ServerMetadata(self, request: Any, context: Context) -> Message:
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=server_version(), extensions=EXTENSIONS)
+
+    async def ModelMetadata(self, request: Any, context: Context) -> Message:
+        spec = model_spec(request.name, request.version, {})
+        with self._core.manager.lease(spec.name, spec.version) as lease:  # the version it describes stays
+            signature = metadata_signature(lease.servable.signatures)
+            platform = platform_of(lease.loaded.path)
+        response = pb.ModelMetadataResponse(name=spec.name, platform=platform)
+        response.versions.extend(str(v) for v in sorted(available_versions(self._core, spec.name)))
+        for alias, tensor in signature.inputs.items():
+            _tensor_metadata(response.inputs.add(), alias, tensor)
+        for alias, tensor in signature.outputs.items():
+            _tensor_metadata(response.outputs.add(), alias, tensor)
+        return response
+
+    async def ModelInfer(self, request: Any, context: Context) -> Answer:
+        spec = model_spec(request.model_name, request.model_version, request.parameters)
+        signature_name = string_parameter(request.parameters, SIGNATURE_PARAMETER)
+        # The request's share of the memory budget, held until its answer is built.
+        with self._core.budget.account() as account:
+            answer = await self._core.predict(
+                InferenceRequest(
+                    spec,
+                    _decoder(request, account),
+                    signature_name,
+                    [output.name for output in request.outputs],
+                    _deadline(context),
+                    _options(context),
+                    account,
+                )
+            )
+            _check_active(context)  # a client gone while the model ran: its answer is not encoded
+            return infer_answer(request, answer)
+
+    async def RepositoryIndex(self, request: Any, context: Context) -> Message:
+        # One repository (the model config): ``repository_name`` picks nothing, as in a one-repository Triton.
+        response = pb.RepositoryIndexResponse()
+        for entry in self._core.repository_index(request.ready):
+            version = "" if entry.version is None else str(entry.version)
+            response.models.add(name=entry.name, version=version, state=entry.state, reason=entry.reason)
+        return response
+
+    async def RepositoryModelLoad(self, request: Any, context: Context) -> Message:
+        if request.parameters:
+            names = ", ".join(sorted(request.parameters))
+            raise InvalidArgument(f"load parameters are not supported (models come from the model config): {names}")
+        await self._core.load_model(_repository_model(request))
+        return pb.RepositoryModelLoadResponse()
+
+    async def RepositoryModelUnload(self, request: Any, context: Context) -> Message:
+        # ``unload_dependents`` has nothing to act on: modelserve has no ensembles.
+        await self._core.unload_model(_repository_model(request))
+        return pb.RepositoryModelUnloadResponse()
+
+
+def _repository_model(request: Any) -> str:
+    if not request.model_name:
+        raise InvalidArgument("model name is required")
+    name: str = request.model_name
+    return name
+
+
+# --- ModelStreamInfer --------------------------------------------------------------------------
+
+
+def _stream_reply(request: Any, exc: Exception, faults: FaultLog, servicer: InferenceServicer) -> Message:
+    _, details = _status(exc, servicer.ModelInfer, faults)
+    release(exc)
+    return stream_error(request, details)
+
+
+def stream_handler(servicer: InferenceServicer, faults: FaultLog) -> Any:
+    """ModelStreamInfer on the threaded server: each request run inline, answered in order."""
+
+    def handler(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Answer | Message]:
+        for request in requests:
+            try:
+                _check_active(context)
+                yield stream_answer(run_inline(servicer.ModelInfer(_parsed(request), context)))
+            except Exception as exc:
+                yield _stream_reply(request, exc, faults, servicer)
+
+    return handler
+
+
+def async_stream_handler(servicer: InferenceServicer, faults: FaultLog) -> Any:
+    """ModelStreamInfer on ``grpc.aio``: each request awaited on the loop, answered in order."""
+
+    async def handler(
+        requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Answer | Message]:
+        async for request in requests:
+            try:
+                if isinstance(request, _Unparsed):
+                    request = await _off_loop(request.parse, request.data)
+                yield stream_answer(await servicer.ModelInfer(_parsed(request), context))
+            except Exception as exc:
+                yield _stream_reply(request, exc, faults, servicer)
+
+    return handler
+
+
+def _parsed(request: Any) -> Any:
+    if isinstance(request, _Malformed):
+        raise InvalidArgument(f"Could not parse {request.message_type}: {request.error}")
+    return request
+
+
+# --- registration ----------------------------------------------------------------------------
+
+
+def add_service(server: grpc.Server | grpc.aio.Server, core: ServingCore) -> str:
+    """Register ``inference.GRPCInferenceService`` on ``server`` (threaded or ``grpc.aio``); its full name."""
+    faults = FaultLog(log)  # one rate limit for the V2 service's unexpected errors
+    servicer = InferenceServicer(core)
+    on_loop = isinstance(server, grpc.aio.Server)
+    wrap = async_rpc if on_loop else inline_rpc
+    descriptor = service_descriptor(INFERENCE_SERVICE)
+    handlers = {}
+    for method in descriptor.methods:
+        parse = _lenient_parser(message_class(method.input_type.full_name), on_loop)
+        if method.name == "ModelStreamInfer":
+            stream = async_stream_handler if on_loop else stream_handler
+            handlers[method.name] = grpc.stream_stream_rpc_method_handler(
+                stream(servicer, faults), request_deserializer=parse, response_serializer=_serialize
+            )
+            continue
+        body = getattr(servicer, method.name, None)
+        if body is None:
+            continue  # ModelStatistics: clients get UNIMPLEMENTED
+        handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+            wrap(body, faults), request_deserializer=parse, response_serializer=_serialize
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
+    register = getattr(server, "add_registered_method_handlers", None)
+    if register is not None:  # grpcio >= 1.62: no generic lookup per call
+        register(descriptor.full_name, handlers)
+    return INFERENCE_SERVICE
+
+
+__all__ = ["EXTENSIONS", "InferenceServicer", "add_service", "infer_answer", "ready", "stream_answer"]
