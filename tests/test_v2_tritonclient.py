@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -139,3 +140,43 @@ def test_the_docs_example(server: ServerThread, capsys: pytest.CaptureFixture[st
     exec(code.replace("localhost:8501", url(server)), {})
     printed = capsys.readouterr().out
     assert printed.split() == str(np.arange(1, 17, dtype=np.float32).reshape(1, 16)).split()
+
+
+def test_repository(server: ServerThread) -> None:
+    """tritonclient.http's repository calls: unload and load one model while another serves, with no
+    failed request; NOT_FOUND (404) for a model not in the config."""
+    client = httpclient.InferenceServerClient(url(server))
+    rows = {(m["name"], m.get("version")): m["state"] for m in client.get_model_repository_index()}
+    assert rows[("id_int8", "1")] == "READY" and rows[("simple", "1")] == "READY"
+    failures: list[BaseException] = []
+    served = [0]
+    stop = threading.Event()
+
+    def traffic() -> None:
+        other = httpclient.InferenceServerClient(url(server))
+        a, b, inputs = simple_inputs(True)
+        while not stop.is_set():
+            try:
+                np.testing.assert_array_equal(other.infer("simple", inputs).as_numpy("OUTPUT0"), a + b)
+                served[0] += 1
+            except BaseException as exc:  # every failure counts
+                failures.append(exc)
+
+    worker = threading.Thread(target=traffic)
+    worker.start()
+    try:
+        client.unload_model("id_int8")
+        assert not client.is_model_ready("id_int8") and client.is_server_ready()
+        states = {m["name"]: m for m in client.get_model_repository_index()}
+        assert (states["id_int8"]["state"], states["id_int8"]["reason"]) == ("UNAVAILABLE", "unloaded")
+        client.load_model("id_int8")
+        assert client.is_model_ready("id_int8")
+    finally:
+        stop.set()
+        worker.join()
+    assert not failures, failures[:3]
+    assert served[0] > 0
+    for call in (client.load_model, client.unload_model):
+        with pytest.raises(utils.InferenceServerException) as info:
+            call("nope")
+        assert info.value.status() == "404" and "nope" in str(info.value.message())

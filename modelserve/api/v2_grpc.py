@@ -24,25 +24,23 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator, Mapping
-from importlib import metadata
-from pathlib import Path
 from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 
-from .. import platforms
+from .. import __version__
 from ..budget import Account
 from ..codecs.tensor_proto import length_delimited
 from ..codecs.v2 import proto as v2_proto
 from ..codecs.v2.datatypes import v2_name
-from ..errors import InvalidArgument, NotFound, ServingError
+from ..codecs.v2.metadata import EXTENSIONS, SERVER_NAME, described_signature, tensors
+from ..errors import InvalidArgument
 from ..execution.runner import run_inline
-from ..lifecycle.policy import State
 from ..protos import INFERENCE_SERVICE, message_class, pb, service_descriptor
 from ..serving.core import ServingCore
 from ..serving.request import InferenceRequest, InferenceResponse, ModelSpec
-from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
+from ..signatures import DEFAULT_SIGNATURE, Signature
 from .faults import FaultLog, release
 from .tfs_grpc import (
     OFFLOAD_BYTES,
@@ -63,20 +61,10 @@ from .tfs_grpc import (
 
 log = logging.getLogger(__name__)
 
-SERVER_NAME = "modelserve"
-# What a V2 client may rely on (ServerMetadata): Triton's names for the extensions served here.
-EXTENSIONS = ("binary_tensor_data", "model_repository", "parameters")
 # The request parameters modelserve reads.
 SIGNATURE_PARAMETER = "signature_name"
 LABEL_PARAMETER = "version_label"
 _STREAM_ANSWER_FIELD = 2  # ModelStreamInferResponse.infer_response
-
-
-def server_version() -> str:
-    try:
-        return metadata.version("modelserve")
-    except metadata.PackageNotFoundError:  # run from a source tree that is not installed
-        return "unknown"
 
 
 # --- small readers ---------------------------------------------------------------------------
@@ -115,58 +103,6 @@ def model_spec(name: str, version_text: str, parameters: Mapping[str, Any]) -> M
     if label is not None and version is not None:
         raise InvalidArgument("a request may name a model_version or a version_label parameter, not both")
     return ModelSpec(name, version, label)
-
-
-def available_versions(core: ServingCore, name: str) -> list[int]:
-    """The AVAILABLE versions of ``name``, highest first (none for an unknown model)."""
-    try:
-        rows = core.status(name)
-    except NotFound:
-        return []
-    return [row.version for row in rows if row.state == State.AVAILABLE]
-
-
-def ready(core: ServingCore, name: str | None = None, version: int | None = None) -> bool:
-    """Every configured model (no name), that model, or that version, has an AVAILABLE version. A model
-    unloaded through the repository API does not make the server unready (as in Triton): it was asked for."""
-    manager = core.manager
-    names = [name] if name is not None else [n for n in manager.model_names() if not manager.unloaded(n)]
-    for model in names:
-        versions = available_versions(core, model)
-        if not versions or (version is not None and version not in versions):
-            return False
-    return True
-
-
-# V2 platform names (Triton's, KServe's) by the platform that loaded a version; PyTorch by its file.
-_PLATFORMS = {"onnx": "onnxruntime_onnx", "tensorflow": "tensorflow_savedmodel", "tflite": "tflite"}
-
-
-def platform_of(version_dir: Path) -> str:
-    """The V2 platform of a loaded version's folder ("" when its files name none)."""
-    try:
-        platform = platforms.detect(version_dir)
-    except ServingError:
-        return ""
-    if platform == "pytorch":
-        return "pytorch_exportedprogram" if (version_dir / "model.pt2").exists() else "pytorch_torchscript"
-    return _PLATFORMS.get(platform, "")
-
-
-def metadata_signature(signatures: Mapping[str, Signature]) -> Signature:
-    """The signature ModelMetadata describes: ``serving_default``, else the first by name."""
-    if DEFAULT_SIGNATURE in signatures:
-        return signatures[DEFAULT_SIGNATURE]
-    if not signatures:
-        raise NotFound("the model has no signature")
-    return signatures[min(signatures)]
-
-
-def _tensor_metadata(out: Message, alias: str, spec: TensorSpec) -> None:
-    out.name = alias
-    out.datatype = v2_name(spec.dtype)
-    # -1 for a dimension of unknown size; an unknown rank as one such dimension.
-    out.shape.extend(spec.shape if spec.shape is not None else (-1,))
 
 
 # --- inference -------------------------------------------------------------------------------
@@ -252,27 +188,25 @@ class InferenceServicer:
         return pb.ServerLiveResponse(live=True)
 
     async def ServerReady(self, request: Any, context: Context) -> Message:
-        return pb.ServerReadyResponse(ready=ready(self._core))
+        return pb.ServerReadyResponse(ready=self._core.ready())
 
     async def ModelReady(self, request: Any, context: Context) -> Message:
         if not request.name:
             raise InvalidArgument("model name is required")
-        return pb.ModelReadyResponse(ready=ready(self._core, request.name, parse_version(request.version)))
+        return pb.ModelReadyResponse(ready=self._core.ready(request.name, parse_version(request.version)))
 
     async def ServerMetadata(self, request: Any, context: Context) -> Message:
-        return pb.ServerMetadataResponse(name=SERVER_NAME, version=server_version(), extensions=EXTENSIONS)
+        return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
     async def ModelMetadata(self, request: Any, context: Context) -> Message:
-        spec = model_spec(request.name, request.version, {})
-        with self._core.manager.lease(spec.name, spec.version) as lease:  # the version it describes stays
-            signature = metadata_signature(lease.servable.signatures)
-            platform = platform_of(lease.loaded.path)
-        response = pb.ModelMetadataResponse(name=spec.name, platform=platform)
-        response.versions.extend(str(v) for v in sorted(available_versions(self._core, spec.name)))
-        for alias, tensor in signature.inputs.items():
-            _tensor_metadata(response.inputs.add(), alias, tensor)
-        for alias, tensor in signature.outputs.items():
-            _tensor_metadata(response.outputs.add(), alias, tensor)
+        metadata = self._core.metadata(model_spec(request.name, request.version, {}))
+        signature = described_signature(metadata.signatures)
+        response = pb.ModelMetadataResponse(name=metadata.model, platform=metadata.platform)
+        response.versions.extend(str(v) for v in metadata.versions or (metadata.version,))
+        for tensor in tensors(signature.inputs):
+            response.inputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
+        for tensor in tensors(signature.outputs):
+            response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         return response
 
     async def ModelInfer(self, request: Any, context: Context) -> Answer:
@@ -400,4 +334,4 @@ def add_service(server: grpc.Server | grpc.aio.Server, core: ServingCore) -> str
     return INFERENCE_SERVICE
 
 
-__all__ = ["EXTENSIONS", "InferenceServicer", "add_service", "infer_answer", "ready", "stream_answer"]
+__all__ = ["InferenceServicer", "add_service", "infer_answer", "stream_answer"]

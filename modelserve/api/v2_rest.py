@@ -27,12 +27,13 @@ from ..budget import UNMETERED, Account
 from ..codecs.v2 import binary
 from ..codecs.v2 import json as v2json
 from ..codecs.v2.datatypes import v2_name
+from ..codecs.v2.metadata import EXTENSIONS, SERVER_NAME, TensorMetadata, described_signature, tensors
 from ..dtypes import from_numpy
 from ..errors import Code, InvalidArgument, ServingError, TooLarge
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
 from ..serving.core import ServingCore, find_signature
-from ..serving.request import InferenceRequest, ModelSpec
+from ..serving.request import InferenceRequest, ModelSpec, RepositoryEntry
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .faults import FaultLog, release
 from .http import JSON_HEADERS, BodyLimits, BodyTooLarge, Headers, Request, Response, request_body
@@ -62,11 +63,9 @@ HTTP_STATUS = {
     Code.UNAUTHENTICATED: 401,
 }
 
-# What this server really supports of the protocol's extensions.
-EXTENSIONS = ("binary_tensor_data",)
-
 _MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/([0-9]+))?(/ready|/infer)?")
 _LABELED = re.compile(r"/v2/models/([^/]+)/labels/([^/]+)/infer")
+_REPOSITORY_MODEL = re.compile(r"/v2/repository/models/([^/]+)/(load|unload)")
 _INT64_MAX = 2**63 - 1
 _BINARY_HEADERS: Headers = ((b"content-type", b"application/octet-stream"),)
 # Bodies and answers above this are decoded and encoded off the event loop (as ``tfs_rest``).
@@ -90,7 +89,7 @@ class V2RestApp:
         self._faults = FaultLog(log)
         self._body_limits = BodyLimits(options.max_body_bytes, options.max_gzip_ratio)
         self._server_metadata = v2json.dumps(
-            {"name": "modelserve", "version": __version__, "extensions": list(EXTENSIONS)}
+            {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
         )
 
     async def __call__(self, request: Request) -> Response:
@@ -133,21 +132,57 @@ class V2RestApp:
         if match := _LABELED.fullmatch(path):
             _only(method, "POST")
             return await self._infer(request, ModelSpec(unquote(match.group(1)), label=unquote(match.group(2))))
+        if path.startswith("/v2/repository/"):  # the admin scope guards these (api.auth)
+            return await self._repository(request)
         return _json(404, v2json.error("Not Found"))
+
+    # ---- the model repository extension (Triton's HTTP paths and bodies) ----------------------
+
+    async def _repository(self, request: Request) -> Response:
+        if request.path == "/v2/repository/index":
+            _only(request.method, "POST")
+            ready = (await self._body_doc(request)).get("ready", False)
+            if type(ready) is not bool:
+                raise InvalidArgument("Unable to parse 'ready'")
+            return _json(200, v2json.dumps([_index_doc(entry) for entry in self._core.repository_index(ready)]))
+        match = _REPOSITORY_MODEL.fullmatch(request.path)
+        if match is None:
+            return _json(404, v2json.error("Not Found"))
+        _only(request.method, "POST")
+        name, action = unquote(match.group(1)), match.group(2)
+        parameters = v2json.parameters(await self._body_doc(request))
+        if action == "load":
+            if parameters:
+                names = ", ".join(sorted(parameters))
+                raise InvalidArgument(f"load parameters are not supported (models come from the model config): {names}")
+            await self._core.load_model(name)
+        else:  # ``unload_dependents`` has nothing to act on: modelserve has no ensembles
+            await self._core.unload_model(name)
+        return Response(200, b"", JSON_HEADERS)
+
+    async def _body_doc(self, request: Request) -> dict[str, Any]:
+        """A repository request's JSON object; an empty body is an empty one (as Triton takes it)."""
+        body = request_body(request, self._body_limits, request.account)
+        if not isinstance(body, bytes):
+            body = await body
+        if not body:
+            return {}
+        doc = v2json.loads(body, request.account)
+        if type(doc) is not dict:
+            raise InvalidArgument("failed to parse the request JSON buffer: the request is not a JSON object")
+        return doc
 
     def _metadata(self, spec: ModelSpec) -> bytes:
         """The version's serving signature (``serving_default``, else the first by name) as V2 tensors."""
         metadata = self._core.metadata(spec)
-        signatures = metadata.signatures
-        chosen = DEFAULT_SIGNATURE if DEFAULT_SIGNATURE in signatures else min(signatures, default=None)
-        signature = signatures[chosen] if chosen is not None else Signature({}, {})
+        signature = described_signature(metadata.signatures)
         return v2json.dumps(
             {
                 "name": metadata.model,
                 "versions": [str(v) for v in metadata.versions or (metadata.version,)],
                 "platform": metadata.platform,
-                "inputs": [_tensor_metadata(alias, spec) for alias, spec in signature.inputs.items()],
-                "outputs": [_tensor_metadata(alias, spec) for alias, spec in signature.outputs.items()],
+                "inputs": [_tensor_doc(tensor) for tensor in tensors(signature.inputs)],
+                "outputs": [_tensor_doc(tensor) for tensor in tensors(signature.outputs)],
             }
         )
 
@@ -244,9 +279,17 @@ def _options(parameters: Mapping[str, Any], headers: RequestOptions) -> RequestO
     )
 
 
-def _tensor_metadata(alias: str, spec: Any) -> dict[str, Any]:
-    shape = [-1] if spec.shape is None else list(spec.shape)
-    return {"name": alias, "datatype": v2_name(spec.dtype), "shape": shape}
+def _index_doc(entry: RepositoryEntry) -> dict[str, str]:
+    """A row of the repository index as Triton writes it: no ``version`` before one is known."""
+    doc = {"name": entry.name}
+    if entry.version is not None:
+        doc["version"] = str(entry.version)
+    doc.update(state=entry.state, reason=entry.reason)
+    return doc
+
+
+def _tensor_doc(tensor: TensorMetadata) -> dict[str, Any]:
+    return {"name": tensor.name, "datatype": tensor.datatype, "shape": list(tensor.shape)}
 
 
 def _decoder(

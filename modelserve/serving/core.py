@@ -68,10 +68,13 @@ class ServingCore:
             return ModelMetadata(model.name, lease.version, servable.signatures, platform, versions)
 
     def ready(self, name: str | None = None, version: int | None = None) -> bool:
-        """No name: every configured model has an AVAILABLE version (the V2 server's readiness). A
-        name: that model has one (or ``version`` is AVAILABLE); False for a model not configured."""
+        """No name: every configured model has an AVAILABLE version (the V2 server's readiness), a
+        model unloaded through the repository API (``unload_model``) aside: it was asked for, and
+        Triton stays ready then. A name: that model has one (or ``version`` is AVAILABLE); False for a
+        model not configured, or unloaded."""
+        manager = self.manager
         if name is None:
-            return all(self.manager.available_versions(n) for n in self.manager.model_names())
+            return all(manager.available_versions(n) for n in manager.model_names() if not manager.unloaded(n))
         versions = self.manager.available_versions(name)
         return bool(versions) if version is None else version in versions
 

@@ -107,6 +107,11 @@ def parse_request(doc: Any) -> InferHeader:
     return InferHeader(request_id, parameters, tuple(parsed), tuple(_output(o) for o in outputs), binary_output)
 
 
+def parameters(doc: dict[str, Any]) -> dict[str, Any]:
+    """A request's ``parameters`` object (empty when it has none); INVALID_ARGUMENT when not an object."""
+    return _parameters(doc, "parameters")
+
+
 def _parameters(doc: dict[str, Any], key: str) -> dict[str, Any]:
     value = doc.get(key, {})
     if type(value) is not dict:
@@ -269,7 +274,7 @@ def output_entry(name: str, datatype: str, shape: Sequence[int]) -> dict[str, An
     return {"name": name, "datatype": datatype, "shape": list(shape)}
 
 
-def dumps(doc: dict[str, Any]) -> bytes:
+def dumps(doc: dict[str, Any] | list[Any]) -> bytes:
     """The answer's JSON; numpy arrays inside are written by orjson directly (NaN and infinities as null)."""
     return orjson.dumps(doc, option=_NUMPY_OPTS)
 
