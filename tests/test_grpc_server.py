@@ -13,8 +13,8 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha.proto_reflection_descriptor_database import ProtoReflectionDescriptorDatabase
 
+from modelserve.api.grpc_calls import status_details
 from modelserve.api.grpc_server import parse_channel_arguments, server_channel_options
-from modelserve.api.tfs_grpc import status_details
 from modelserve.client import ClientError, GrpcClient, make_tensor_proto
 from modelserve.errors import Code, ServingError
 from modelserve.testing import running_server
@@ -225,7 +225,8 @@ class _AsyncContext:
 
 def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, server_model: str) -> None:
     from modelserve.api.faults import FaultLog
-    from modelserve.api.tfs_grpc import PredictionServicer, async_rpc, inline_rpc
+    from modelserve.api.grpc_calls import async_rpc, inline_rpc
+    from modelserve.api.tfs_grpc import PredictionServicer
     from modelserve.protos import pb
 
     with running_server(*flags(half, server_model)) as s:

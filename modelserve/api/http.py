@@ -67,6 +67,9 @@ class BodyTooLarge(Exception):
         self.limit = limit
 
 
+# Bodies (and answers) above this are decoded (and encoded) off the event loop, so one big request
+# cannot stall the others: both REST front ends (api.tfs_rest, api.v2_rest) use it.
+OFFLOAD_BYTES = 256 * 1024
 # A gzip body is inflated on the event loop up to this many bytes (most bodies: all of them), which
 # costs less than a trip to a thread; what is left of a bigger one is inflated off the loop, so that
 # a flood of small bombs costs the loop this much each, not what they inflate to.

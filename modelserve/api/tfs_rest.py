@@ -29,7 +29,7 @@ from ..serving.core import ServingCore, input_dtypes
 from ..serving.request import ExamplesRequest, InferenceRequest, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .faults import FaultLog, release
-from .http import JSON_HEADERS, BodyLimits, BodyTooLarge, Headers, Request, Response, request_body
+from .http import JSON_HEADERS, OFFLOAD_BYTES, BodyLimits, BodyTooLarge, Headers, Request, Response, request_body
 
 log = logging.getLogger(__name__)
 
@@ -71,8 +71,6 @@ _CORS_HEADERS: Headers = (
 )
 _INT64_MAX = 2**63 - 1
 _INT64_DIGITS = len(str(_INT64_MAX))
-# Bodies above this are decoded off the event loop so one big request cannot stall the others.
-_OFFLOAD_BYTES = 256 * 1024
 _ROUTES_KEPT = 4096  # inference URLs remembered parsed (clients repeat theirs); more clears the memory
 
 
@@ -194,7 +192,7 @@ class TfsRestApp:
 
     async def _predict(self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account) -> bytes:
         # Inline for the usual small request (no coroutine per step); off the loop for a big one.
-        big = len(body) >= _OFFLOAD_BYTES
+        big = len(body) >= OFFLOAD_BYTES
         doc = await _offload(tfs_json.loads, body, account) if big else tfs_json.loads(body, account)
         signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
         inputs = functools.partial(_json_inputs, doc, body, signature_name, big, account)
@@ -203,7 +201,7 @@ class TfsRestApp:
         # The answer mirrors the request's layout; a body that decoded had one of the two keys.
         layout = tfs_json.Format.ROW if "instances" in doc else tfs_json.Format.COLUMNAR
         account.charge(tfs_json.encode_bytes(outputs), "encode its outputs as JSON")
-        if sum(a.nbytes for a in outputs.values()) >= _OFFLOAD_BYTES:
+        if sum(a.nbytes for a in outputs.values()) >= OFFLOAD_BYTES:
             encoded: bytes = await _offload(tfs_json.encode_predict, outputs, layout)
             return encoded
         return tfs_json.encode_predict(outputs, layout)

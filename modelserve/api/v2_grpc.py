@@ -2,8 +2,8 @@
 
 Thin, as ``api.tfs_grpc``: decode the ``ModelInferRequest`` (``codecs.v2.proto``)
 into the one ``InferenceRequest``, call the core, encode; the same two server
-models drive the same coroutines (``tfs_grpc.inline_rpc`` / ``async_rpc``) and
-errors map once, through ``tfs_grpc.GRPC_STATUS``: the core's codes are gRPC's,
+models drive the same coroutines (``grpc_calls.inline_rpc`` / ``async_rpc``) and
+errors map once, through ``grpc_calls.GRPC_STATUS``: the core's codes are gRPC's,
 and Triton's gRPC front end maps its own errors onto the same names
 (INVALID_ARGUMENT, NOT_FOUND, UNAVAILABLE, UNIMPLEMENTED ...).
 
@@ -42,21 +42,22 @@ from ..serving.core import ServingCore
 from ..serving.request import InferenceRequest, InferenceResponse, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .faults import FaultLog, release
-from .tfs_grpc import (
+from .grpc_calls import (
     OFFLOAD_BYTES,
     Answer,
     Context,
-    _check_active,
-    _deadline,
-    _lenient_parser,
-    _Malformed,
-    _off_loop,
-    _options,
-    _serialize,
-    _status,
-    _Unparsed,
+    Unparsed,
+    add_handlers,
     async_rpc,
+    check_active,
+    deadline_of,
+    grpc_status,
     inline_rpc,
+    lenient_parser,
+    off_loop,
+    parsed,
+    request_options_of,
+    serialize,
 )
 
 log = logging.getLogger(__name__)
@@ -118,7 +119,7 @@ def _decoder(request: Message, account: Account) -> Any:
         if signature is not None:
             _check_datatypes(request, signature)
         if asyncio._get_running_loop() is not None and _decodes_big(request):
-            return _off_loop(v2_proto.decode_inputs, request, account)
+            return off_loop(v2_proto.decode_inputs, request, account)
         return v2_proto.decode_inputs(request, account)
 
     return decode
@@ -178,7 +179,7 @@ def stream_error(request: Any, message: str) -> Message:
 
 
 class InferenceServicer:
-    """``inference.GRPCInferenceService``; its unary methods are RPC bodies (``tfs_grpc.inline_rpc``,
+    """``inference.GRPCInferenceService``; its unary methods are RPC bodies (``grpc_calls.inline_rpc``,
     ``async_rpc``); ModelStreamInfer is driven by ``stream_handler``."""
 
     def __init__(self, core: ServingCore) -> None:
@@ -220,12 +221,12 @@ class InferenceServicer:
                     _decoder(request, account),
                     signature_name,
                     [output.name for output in request.outputs],
-                    _deadline(context),
-                    _options(context),
+                    deadline_of(context),
+                    request_options_of(context),
                     account,
                 )
             )
-            _check_active(context)  # a client gone while the model ran: its answer is not encoded
+            check_active(context)  # a client gone while the model ran: its answer is not encoded
             return infer_answer(request, answer)
 
     async def RepositoryIndex(self, request: Any, context: Context) -> Message:
@@ -260,7 +261,7 @@ def _repository_model(request: Any) -> str:
 
 
 def _stream_reply(request: Any, exc: Exception, faults: FaultLog, servicer: InferenceServicer) -> Message:
-    _, details = _status(exc, servicer.ModelInfer, faults)
+    _, details = grpc_status(exc, servicer.ModelInfer, faults)
     release(exc)
     return stream_error(request, details)
 
@@ -271,8 +272,8 @@ def stream_handler(servicer: InferenceServicer, faults: FaultLog) -> Any:
     def handler(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Answer | Message]:
         for request in requests:
             try:
-                _check_active(context)
-                yield stream_answer(run_inline(servicer.ModelInfer(_parsed(request), context)))
+                check_active(context)
+                yield stream_answer(run_inline(servicer.ModelInfer(parsed(request), context)))
             except Exception as exc:
                 yield _stream_reply(request, exc, faults, servicer)
 
@@ -287,19 +288,13 @@ def async_stream_handler(servicer: InferenceServicer, faults: FaultLog) -> Any:
     ) -> AsyncIterator[Answer | Message]:
         async for request in requests:
             try:
-                if isinstance(request, _Unparsed):
-                    request = await _off_loop(request.parse, request.data)
-                yield stream_answer(await servicer.ModelInfer(_parsed(request), context))
+                if isinstance(request, Unparsed):
+                    request = await off_loop(request.parse, request.data)
+                yield stream_answer(await servicer.ModelInfer(parsed(request), context))
             except Exception as exc:
                 yield _stream_reply(request, exc, faults, servicer)
 
     return handler
-
-
-def _parsed(request: Any) -> Any:
-    if isinstance(request, _Malformed):
-        raise InvalidArgument(f"Could not parse {request.message_type}: {request.error}")
-    return request
 
 
 # --- registration ----------------------------------------------------------------------------
@@ -314,23 +309,20 @@ def add_service(server: grpc.Server | grpc.aio.Server, core: ServingCore) -> str
     descriptor = service_descriptor(INFERENCE_SERVICE)
     handlers = {}
     for method in descriptor.methods:
-        parse = _lenient_parser(message_class(method.input_type.full_name), on_loop)
+        parse = lenient_parser(message_class(method.input_type.full_name), on_loop)
         if method.name == "ModelStreamInfer":
             stream = async_stream_handler if on_loop else stream_handler
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                stream(servicer, faults), request_deserializer=parse, response_serializer=_serialize
+                stream(servicer, faults), request_deserializer=parse, response_serializer=serialize
             )
             continue
         body = getattr(servicer, method.name, None)
         if body is None:
             continue  # ModelStatistics: clients get UNIMPLEMENTED
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            wrap(body, faults), request_deserializer=parse, response_serializer=_serialize
+            wrap(body, faults), request_deserializer=parse, response_serializer=serialize
         )
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))
-    register = getattr(server, "add_registered_method_handlers", None)
-    if register is not None:  # grpcio >= 1.62: no generic lookup per call
-        register(descriptor.full_name, handlers)
+    add_handlers(server, descriptor.full_name, handlers)
     return INFERENCE_SERVICE
 
 

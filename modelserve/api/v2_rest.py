@@ -36,7 +36,7 @@ from ..serving.core import ServingCore, find_signature
 from ..serving.request import InferenceRequest, ModelSpec, RepositoryEntry
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .faults import FaultLog, release
-from .http import JSON_HEADERS, BodyLimits, BodyTooLarge, Headers, Request, Response, request_body
+from .http import JSON_HEADERS, OFFLOAD_BYTES, BodyLimits, BodyTooLarge, Headers, Request, Response, request_body
 from .tfs_rest import RestOptions
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,6 @@ _LABELED = re.compile(r"/v2/models/([^/]+)/labels/([^/]+)/infer")
 _REPOSITORY_MODEL = re.compile(r"/v2/repository/models/([^/]+)/(load|unload)")
 _INT64_MAX = 2**63 - 1
 _BINARY_HEADERS: Headers = ((b"content-type", b"application/octet-stream"),)
-# Bodies and answers above this are decoded and encoded off the event loop (as ``tfs_rest``).
-_OFFLOAD_BYTES = 256 * 1024
 
 
 def http_status(exc: ServingError) -> int:
@@ -202,7 +200,7 @@ class V2RestApp:
 
     async def _infer_body(self, request: Request, spec: ModelSpec, body: bytes, account: Account) -> Response:
         length = binary.header_length(request.header(binary.HEADER), len(body))
-        big = len(body) >= _OFFLOAD_BYTES
+        big = len(body) >= OFFLOAD_BYTES
         if length == 0:  # the raw form: the whole body is the model's one input
             header = v2json.InferHeader(None, {}, (), ())
             decode: Callable[..., Mapping[str, np.ndarray]] = functools.partial(_raw_input, memoryview(body), account)
@@ -224,7 +222,7 @@ class V2RestApp:
         names = wanted or tuple(response.outputs)
         outputs = [(n, response.outputs[n], binary_for.get(n, header.binary_output)) for n in names]
         encode = functools.partial(_encode, response.model, response.version, header.id, outputs, account)
-        if sum(array.nbytes for _, array, _ in outputs) >= _OFFLOAD_BYTES:
+        if sum(array.nbytes for _, array, _ in outputs) >= OFFLOAD_BYTES:
             answer: Response = await asyncio.get_running_loop().run_in_executor(None, encode)
             return answer
         return encode()
