@@ -3,9 +3,7 @@ private-pool stubs (tritonclient's own tests are in test_v2_grpc_tritonclient.py
 
 from __future__ import annotations
 
-import json
 import threading
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,7 +12,6 @@ import grpc
 import numpy as np
 import pytest
 
-from modelserve.client import GrpcClient
 from modelserve.codecs.v2.proto import to_raw
 from modelserve.protos import INFERENCE_SERVICE, Stub, pb
 from modelserve.testing import ServerThread, running_server
@@ -305,24 +302,6 @@ def test_stream_answers_each_request_in_order(stub: Any) -> None:
     assert "INPUT1" in answers[1].error_message
     np.testing.assert_array_equal(outputs_of(answers[0].infer_response)["OUTPUT1"], a - b)
     np.testing.assert_array_equal(outputs_of(answers[3].infer_response)["OUTPUT1"], b - a)
-
-
-def test_one_answer_on_four_front_ends(server: ServerThread, stub: Any) -> None:
-    """The ``simple`` model answers the same through V2 gRPC, TF Serving gRPC and TF Serving REST."""
-    a, b = simple_inputs()
-    v2 = outputs_of(
-        stub.ModelInfer(
-            raw_request("simple", {"INPUT0": a, "INPUT1": b}, {"INPUT0": "FP32", "INPUT1": "FP32"}), timeout=10
-        )
-    )
-    with GrpcClient(server.grpc_target) as client:
-        tfs = client.predict("simple", {"INPUT0": a, "INPUT1": b})
-    body = json.dumps({"inputs": {"INPUT0": a.tolist(), "INPUT1": b.tolist()}}).encode()
-    with urllib.request.urlopen(server.rest_url + "/v1/models/simple:predict", body, timeout=10) as answer:
-        rest = {k: np.array(v, dtype=np.float32) for k, v in json.load(answer)["outputs"].items()}
-    for name, expected in (("OUTPUT0", a + b), ("OUTPUT1", a - b)):
-        for got in (v2[name], tfs[name], rest[name]):
-            np.testing.assert_array_equal(got, expected)
 
 
 # --- the model repository -------------------------------------------------------------------------
