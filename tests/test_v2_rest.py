@@ -211,8 +211,15 @@ def test_simple_binary_with_requested_outputs(server: ServerThread) -> None:
 
 
 # onnxruntime's Python binding takes no bfloat16 arrays (ml_dtypes), so BF16 is checked at the codec
-# (tests/test_v2_codecs.py) and through the server up to the model: the refusal is onnxruntime's.
+# (tests/test_v2_codecs.py) and through the server up to the model, which refuses it in plain words.
 SERVED = sorted(set(DATATYPES) - {"BF16"})
+
+
+def test_bf16_on_onnx_is_unimplemented(server: ServerThread) -> None:
+    wire = to_wire(np.array([0.5, 2.0], ml_dtypes.bfloat16), "BF16")
+    doc = {"inputs": [{"name": "x", "datatype": "BF16", "shape": [2], "parameters": {"binary_data_size": 4}}]}
+    status, message = error_of(infer(server, "/v2/models/id_bf16/infer", doc, wire))
+    assert status == 501 and "bfloat16 inputs are not supported on ONNX models" in message
 
 
 @pytest.mark.parametrize("datatype", SERVED)

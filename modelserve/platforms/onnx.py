@@ -16,7 +16,7 @@ import numpy as np
 import onnxruntime as ort
 
 from ..dtypes import DType
-from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted
+from ..errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unimplemented
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import LoadOptions, threads
 from .devices import CPU, check_fits, cuda_index
@@ -192,6 +192,10 @@ class OnnxServable:
 
 
 def _to_onnx(array: np.ndarray) -> np.ndarray:
+    if array.dtype.name == "bfloat16":  # ml_dtypes' type: onnxruntime's binding fails it with an internal error
+        raise Unimplemented(
+            "bfloat16 inputs are not supported on ONNX models: onnxruntime's Python binding takes no bfloat16 arrays"
+        )
     # onnxruntime takes strings as ``str`` objects (it would str() a bytes
     # object, giving "b'...'") and only valid UTF-8 crosses into it. This copy,
     # one str per element, and onnxruntime's own are charged with the decode
