@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import queue
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -144,3 +145,12 @@ def test_asyncio_client(server: ServerThread) -> None:
     a, b = simple_inputs()
     assert ready
     np.testing.assert_array_equal(total, a + b)
+
+
+def test_the_docs_example(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
+    """docs/v2.md's tritonclient.grpc example, run as printed (only its port changed)."""
+    text = (Path(__file__).resolve().parents[1] / "docs" / "v2.md").read_text()
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "tritonclient.grpc" in c]
+    exec(code.replace("localhost:8500", server.grpc_target), {})
+    printed = capsys.readouterr().out
+    assert printed.split() == str(np.arange(1, 17, dtype=np.float32).reshape(1, 16)).split()

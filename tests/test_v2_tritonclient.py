@@ -134,9 +134,9 @@ def test_errors(server: ServerThread) -> None:
 
 
 def test_the_docs_example(server: ServerThread, capsys: pytest.CaptureFixture[str]) -> None:
-    """docs/v2.md's tritonclient example, run as printed (only its port changed)."""
+    """docs/v2.md's tritonclient.http example, run as printed (only its port changed)."""
     text = (Path(__file__).resolve().parents[1] / "docs" / "v2.md").read_text()
-    (code,) = re.findall(r"```python\n(.*?)```", text, re.S)
+    (code,) = [c for c in re.findall(r"```python\n(.*?)```", text, re.S) if "tritonclient.http" in c]
     exec(code.replace("localhost:8501", url(server)), {})
     printed = capsys.readouterr().out
     assert printed.split() == str(np.arange(1, 17, dtype=np.float32).reshape(1, 16)).split()
