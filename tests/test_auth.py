@@ -168,8 +168,9 @@ def test_rest_management_paths_need_admin(half: Path, token_file: Path) -> None:
         status, headers, answer = rest(s.rest_url + "/v2/repository/index", INFER, {})
         assert status == 403 and "admin scope" in answer["error"]
         assert 'error="insufficient_scope"' in headers["www-authenticate"]
-        # admin passes the guard; nothing serves this path yet
-        assert rest(s.rest_url + "/v2/repository/index", ADMIN, {})[0] == 404
+        # admin passes the guard, and V2 REST answers the repository index
+        status, _, answer = rest(s.rest_url + "/v2/repository/index", ADMIN, {})
+        assert status == 200 and [(row["name"], row["state"]) for row in answer] == [("half", "READY")]
 
 
 # ---- gRPC ----------------------------------------------------------------------------------------
