@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from modelserve.testing import ServerThread, running_server
 
 from . import onnx_models as om
 from .test_v2_rest import DATATYPES
+from .traffic import steady_traffic
 
 httpclient = pytest.importorskip("tritonclient.http")
 utils = pytest.importorskip("tritonclient.utils")
@@ -148,34 +148,19 @@ def test_repository(server: ServerThread) -> None:
     client = httpclient.InferenceServerClient(url(server))
     rows = {(m["name"], m.get("version")): m["state"] for m in client.get_model_repository_index()}
     assert rows[("id_int8", "1")] == "READY" and rows[("simple", "1")] == "READY"
-    failures: list[BaseException] = []
-    served = [0]
-    stop = threading.Event()
+    other = httpclient.InferenceServerClient(url(server))
+    a, b, inputs = simple_inputs(True)
 
-    def traffic() -> None:
-        other = httpclient.InferenceServerClient(url(server))
-        a, b, inputs = simple_inputs(True)
-        while not stop.is_set():
-            try:
-                np.testing.assert_array_equal(other.infer("simple", inputs).as_numpy("OUTPUT0"), a + b)
-                served[0] += 1
-            except BaseException as exc:  # every failure counts
-                failures.append(exc)
+    def traffic() -> None:  # another model, served all along
+        np.testing.assert_array_equal(other.infer("simple", inputs).as_numpy("OUTPUT0"), a + b)
 
-    worker = threading.Thread(target=traffic)
-    worker.start()
-    try:
+    with steady_traffic(traffic):
         client.unload_model("id_int8")
         assert not client.is_model_ready("id_int8") and client.is_server_ready()
         states = {m["name"]: m for m in client.get_model_repository_index()}
         assert (states["id_int8"]["state"], states["id_int8"]["reason"]) == ("UNAVAILABLE", "unloaded")
         client.load_model("id_int8")
         assert client.is_model_ready("id_int8")
-    finally:
-        stop.set()
-        worker.join()
-    assert not failures, failures[:3]
-    assert served[0] > 0
     for call in (client.load_model, client.unload_model):
         with pytest.raises(utils.InferenceServerException) as info:
             call("nope")

@@ -35,6 +35,7 @@ from ..execution.request_options import RequestOptions
 from ..serving.core import ServingCore, find_signature
 from ..serving.request import InferenceRequest, ModelSpec, RepositoryEntry
 from ..signatures import DEFAULT_SIGNATURE, Signature
+from . import tfs_rest
 from .faults import FaultLog, release
 from .http import JSON_HEADERS, OFFLOAD_BYTES, BodyLimits, BodyTooLarge, Headers, Request, Response, request_body
 from .tfs_rest import RestOptions
@@ -42,25 +43,15 @@ from .tfs_rest import RestOptions
 log = logging.getLogger(__name__)
 
 # Triton's http_server.cc HttpCodeFromError: NOT_FOUND 404, UNAVAILABLE 503, UNSUPPORTED 501,
-# INTERNAL 500, the rest 400. Codes Triton does not have keep their HTTP meaning: a full memory
-# budget is 429 (one request over its own cap 413, ``http_status``), a passed deadline 504.
+# INTERNAL 500, the rest 400. Codes Triton does not have keep the HTTP meaning TF Serving's REST API
+# gives them (``tfs_rest.HTTP_STATUS``): a full memory budget 429 (one request over its own cap 413,
+# ``http_status``), a passed deadline 504, tokens 401 / 403, lost data 500.
 HTTP_STATUS = {
+    **tfs_rest.HTTP_STATUS,
     Code.CANCELLED: 400,
     Code.UNKNOWN: 400,
-    Code.INVALID_ARGUMENT: 400,
-    Code.DEADLINE_EXCEEDED: 504,
-    Code.NOT_FOUND: 404,
     Code.ALREADY_EXISTS: 400,
-    Code.PERMISSION_DENIED: 403,
-    Code.RESOURCE_EXHAUSTED: 429,
-    Code.FAILED_PRECONDITION: 400,
     Code.ABORTED: 400,
-    Code.OUT_OF_RANGE: 400,
-    Code.UNIMPLEMENTED: 501,
-    Code.INTERNAL: 500,
-    Code.UNAVAILABLE: 503,
-    Code.DATA_LOSS: 500,
-    Code.UNAUTHENTICATED: 401,
 }
 
 _MODEL = re.compile(r"/v2/models/([^/]+)(?:/versions/([0-9]+))?(/ready|/infer)?")
