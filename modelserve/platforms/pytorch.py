@@ -58,10 +58,10 @@ Module = Callable[..., Any]
 def to_torch(array: np.ndarray, device: torch.device) -> torch.Tensor:
     if array.dtype == object:
         raise InvalidArgument("PyTorch models cannot take string tensors")
-    if array.dtype == ml_dtypes.bfloat16:  # torch cannot read ml_dtypes' bfloat16 directly
-        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16).to(device)
     if not array.flags.writeable:  # torch warns about (and may write to) read-only buffers
         array = array.copy()
+    if array.dtype == ml_dtypes.bfloat16:  # torch cannot read ml_dtypes' bfloat16 directly
+        return torch.from_numpy(np.ascontiguousarray(array).view(np.int16)).view(torch.bfloat16).to(device)
     return torch.from_numpy(array).to(device)
 
 
