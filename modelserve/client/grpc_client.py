@@ -1,8 +1,8 @@
-"""``GrpcClient`` and ``AsyncGrpcClient``: TF Serving's gRPC API from numpy."""
+"""``GrpcClient`` and ``AsyncGrpcClient``: TF Serving's gRPC API and KServe V2's from numpy."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -35,6 +35,21 @@ from .types import (
     ModelMetadata,
     VersionStatus,
 )
+from .v2 import (
+    Parameters,
+    RepositoryModel,
+    V2ModelMetadata,
+    V2ServerMetadata,
+    grpc_index,
+    grpc_infer_request,
+    grpc_metadata,
+    grpc_outputs,
+)
+
+
+def _version(version: int | None) -> str:
+    """V2 names a version by a string; empty: the highest ready one."""
+    return "" if version is None else str(version)
 
 
 class _GrpcBase:
@@ -63,6 +78,7 @@ class _GrpcBase:
         )
         self._prediction = Stub(self._channel, pb.PredictionService)
         self._models = Stub(self._channel, pb.ModelService)
+        self._inference = Stub(self._channel, pb.GRPCInferenceService)
         self._timeout = timeout
         self._call_metadata = None if token is None else (("authorization", f"Bearer {token}"),)
         self._metadata_cache: dict[tuple[str, int | None, str | None], ModelMetadata] = {}
@@ -152,6 +168,54 @@ class GrpcClient(_GrpcBase):
     def reload_config(self, config: str | Message, *, timeout: float | None = None) -> None:
         """Serve exactly the models of ``config`` (text-format or a ModelServerConfig message)."""
         check_reload(self._call(self._models.HandleReloadConfigRequest, reload_request(config), timeout))
+
+    # --- the Open Inference Protocol (KServe V2) ---
+
+    def v2_infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        outputs: Sequence[str] | None = None,
+        parameters: Parameters | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """``ModelInfer`` with every input in ``raw_input_contents``; outputs by name (read-only views
+        of the answer). ``label``: a TF Serving version label (the ``version_label`` parameter)."""
+        request = grpc_infer_request(model, inputs, version, label, outputs, parameters)
+        return grpc_outputs(self._call(self._inference.ModelInfer, request, timeout))
+
+    def v2_model_metadata(
+        self, model: str, *, version: int | None = None, timeout: float | None = None
+    ) -> V2ModelMetadata:
+        request = pb.ModelMetadataRequest(name=model, version=_version(version))
+        return grpc_metadata(self._call(self._inference.ModelMetadata, request, timeout))
+
+    def v2_server_metadata(self, *, timeout: float | None = None) -> V2ServerMetadata:
+        answer = self._call(self._inference.ServerMetadata, pb.ServerMetadataRequest(), timeout)
+        return V2ServerMetadata(answer.name, answer.version, tuple(answer.extensions))
+
+    def v2_live(self, *, timeout: float | None = None) -> bool:
+        return bool(self._call(self._inference.ServerLive, pb.ServerLiveRequest(), timeout).live)
+
+    def v2_ready(self, model: str | None = None, *, version: int | None = None, timeout: float | None = None) -> bool:
+        if model is None:
+            return bool(self._call(self._inference.ServerReady, pb.ServerReadyRequest(), timeout).ready)
+        request = pb.ModelReadyRequest(name=model, version=_version(version))
+        return bool(self._call(self._inference.ModelReady, request, timeout).ready)
+
+    def v2_repository_index(self, *, ready: bool = False, timeout: float | None = None) -> list[RepositoryModel]:
+        request = pb.RepositoryIndexRequest(ready=ready)
+        return grpc_index(self._call(self._inference.RepositoryIndex, request, timeout))
+
+    def v2_load_model(self, model: str, *, timeout: float | None = None) -> None:
+        self._call(self._inference.RepositoryModelLoad, pb.RepositoryModelLoadRequest(model_name=model), timeout)
+
+    def v2_unload_model(self, model: str, *, timeout: float | None = None) -> None:
+        request = pb.RepositoryModelUnloadRequest(model_name=model)
+        self._call(self._inference.RepositoryModelUnload, request, timeout)
 
     def close(self) -> None:
         self._channel.close()
@@ -245,6 +309,53 @@ class AsyncGrpcClient(_GrpcBase):
     async def reload_config(self, config: str | Message, *, timeout: float | None = None) -> None:
         request = reload_request(config)
         check_reload(await self._call(self._models.HandleReloadConfigRequest, request, timeout))
+
+    async def v2_infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        outputs: Sequence[str] | None = None,
+        parameters: Parameters | None = None,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        request = grpc_infer_request(model, inputs, version, label, outputs, parameters)
+        return grpc_outputs(await self._call(self._inference.ModelInfer, request, timeout))
+
+    async def v2_model_metadata(
+        self, model: str, *, version: int | None = None, timeout: float | None = None
+    ) -> V2ModelMetadata:
+        request = pb.ModelMetadataRequest(name=model, version=_version(version))
+        return grpc_metadata(await self._call(self._inference.ModelMetadata, request, timeout))
+
+    async def v2_server_metadata(self, *, timeout: float | None = None) -> V2ServerMetadata:
+        answer = await self._call(self._inference.ServerMetadata, pb.ServerMetadataRequest(), timeout)
+        return V2ServerMetadata(answer.name, answer.version, tuple(answer.extensions))
+
+    async def v2_live(self, *, timeout: float | None = None) -> bool:
+        return bool((await self._call(self._inference.ServerLive, pb.ServerLiveRequest(), timeout)).live)
+
+    async def v2_ready(
+        self, model: str | None = None, *, version: int | None = None, timeout: float | None = None
+    ) -> bool:
+        if model is None:
+            return bool((await self._call(self._inference.ServerReady, pb.ServerReadyRequest(), timeout)).ready)
+        request = pb.ModelReadyRequest(name=model, version=_version(version))
+        return bool((await self._call(self._inference.ModelReady, request, timeout)).ready)
+
+    async def v2_repository_index(self, *, ready: bool = False, timeout: float | None = None) -> list[RepositoryModel]:
+        request = pb.RepositoryIndexRequest(ready=ready)
+        return grpc_index(await self._call(self._inference.RepositoryIndex, request, timeout))
+
+    async def v2_load_model(self, model: str, *, timeout: float | None = None) -> None:
+        request = pb.RepositoryModelLoadRequest(model_name=model)
+        await self._call(self._inference.RepositoryModelLoad, request, timeout)
+
+    async def v2_unload_model(self, model: str, *, timeout: float | None = None) -> None:
+        request = pb.RepositoryModelUnloadRequest(model_name=model)
+        await self._call(self._inference.RepositoryModelUnload, request, timeout)
 
     async def close(self) -> None:
         await self._channel.close()

@@ -1,4 +1,4 @@
-"""``RestClient`` and ``AsyncRestClient``: TF Serving's REST API from numpy, stdlib HTTP only."""
+"""``RestClient`` and ``AsyncRestClient``: TF Serving's REST API and KServe V2's from numpy, stdlib HTTP only."""
 
 from __future__ import annotations
 
@@ -29,6 +29,18 @@ from .types import (
     TensorInfo,
     VersionStatus,
     signature_info,
+)
+from .v2 import (
+    Parameters,
+    Part,
+    RepositoryModel,
+    V2ModelMetadata,
+    V2ServerMetadata,
+    model_path,
+    rest_index,
+    rest_infer_body,
+    rest_metadata,
+    rest_outputs,
 )
 
 # TF Serving's HTTP status -> the canonical code it came from (400 also carries FAILED_PRECONDITION).
@@ -102,6 +114,16 @@ def _rest_metadata(doc: Mapping[str, Any]) -> ModelMetadata:
     )
 
 
+def _http_error(status: int, data: bytes) -> ClientError:
+    """A failed answer's ``{"error": message}`` (both APIs write errors so) as a ClientError."""
+    try:
+        answer = json.loads(data) if data else {}
+    except ValueError:
+        answer = None
+    message = answer.get("error", "") if isinstance(answer, dict) else data.decode("utf-8", "replace")
+    return ClientError(_HTTP_CODES.get(status, Code.UNKNOWN), str(message), status)
+
+
 class RestClient:
     """TF Serving's REST API from numpy, with ``GrpcClient``'s methods. Thread-safe.
 
@@ -158,17 +180,26 @@ class RestClient:
         return conn
 
     def _request(self, method: str, path: str, doc: Any = None, timeout: float | None = None) -> Any:
-        body = None if doc is None else json.dumps(doc).encode()
+        body = None if doc is None else [json.dumps(doc).encode()]
+        return self._answer(*self._exchange(method, path, body, {}, timeout))
+
+    def _exchange(
+        self, method: str, path: str, body: Sequence[Part] | None, headers: Mapping[str, str], timeout: float | None
+    ) -> tuple[http.client.HTTPResponse, bytes]:
+        """One HTTP exchange; ``body`` is sent part after part (large tensors are never joined)."""
+        sent = {**self._headers, **headers}
+        if body is not None:
+            sent["Content-Length"] = str(sum(len(p) if isinstance(p, bytes) else p.nbytes for p in body))
         for attempt in (1, 2):  # a kept-alive connection the server has closed is retried once
             conn = self._connection()
             conn.timeout = self._timeout if timeout is None else timeout
             if conn.sock is not None:
                 conn.sock.settimeout(conn.timeout)
             try:
-                conn.request(method, self._prefix + path, body=body, headers=self._headers)
+                payload = body[0] if body is not None and len(body) == 1 else body
+                conn.request(method, self._prefix + path, body=payload, headers=sent)
                 response = conn.getresponse()
-                data = response.read()
-                break
+                return response, response.read()
             except (ConnectionError, http.client.HTTPException, TimeoutError, OSError) as exc:
                 conn.close()
                 self._local.conn = None
@@ -178,11 +209,14 @@ class RestClient:
                 if attempt == 2 or isinstance(exc, TimeoutError):
                     code = Code.DEADLINE_EXCEEDED if isinstance(exc, TimeoutError) else Code.UNAVAILABLE
                     raise ClientError(code, f"{type(exc).__name__}: {exc}") from None
-        answer = json.loads(data) if data else {}
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _answer(response: http.client.HTTPResponse, data: bytes) -> Any:
+        """A JSON answer's document; any status but 200 is a ClientError with the server's message."""
         if response.status != 200:
-            message = answer.get("error", data.decode("utf-8", "replace")) if isinstance(answer, dict) else ""
-            raise ClientError(_HTTP_CODES.get(response.status, Code.UNKNOWN), message, response.status)
-        return answer
+            raise _http_error(response.status, data)
+        return json.loads(data) if data else {}
 
     def predict(
         self,
@@ -284,6 +318,69 @@ class RestClient:
     def reload_config(self, config: str | Message, *, timeout: float | None = None) -> None:
         raise ClientError(Code.UNIMPLEMENTED, "TF Serving's REST API cannot reload the config; use GrpcClient")
 
+    # --- the Open Inference Protocol (KServe V2) ---
+
+    def v2_infer(
+        self,
+        model: str,
+        inputs: Mapping[str, Any],
+        *,
+        version: int | None = None,
+        label: str | None = None,
+        outputs: Sequence[str] | None = None,
+        parameters: Parameters | None = None,
+        binary: bool = True,
+        timeout: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Run the model on ``inputs`` (by name; datatypes from the arrays) and return its outputs by
+        name: all, or those named in ``outputs``. ``binary``: Triton's binary tensor data both ways
+        (the default; FP16 and BF16 travel only so), else JSON. Binary outputs are read-only views
+        of the answer's bytes. ``label``: a TF Serving version label (instead of ``version``)."""
+        body, length = rest_infer_body(inputs, outputs, parameters, binary)
+        headers = {} if length is None else {"Inference-Header-Content-Length": str(length)}
+        if length is not None:
+            headers["Content-Type"] = "application/octet-stream"
+        response, data = self._exchange("POST", model_path(model, version, label) + "/infer", body, headers, timeout)
+        if response.status != 200:
+            raise _http_error(response.status, data)
+        answer_length = response.getheader("Inference-Header-Content-Length")
+        return rest_outputs(data, None if answer_length is None else int(answer_length))
+
+    def v2_model_metadata(
+        self, model: str, *, version: int | None = None, timeout: float | None = None
+    ) -> V2ModelMetadata:
+        return rest_metadata(self._request("GET", model_path(model, version), None, timeout))
+
+    def v2_server_metadata(self, *, timeout: float | None = None) -> V2ServerMetadata:
+        doc = self._request("GET", "/v2", None, timeout)
+        return V2ServerMetadata(doc["name"], doc["version"], tuple(doc.get("extensions", ())))
+
+    def v2_live(self, *, timeout: float | None = None) -> bool:
+        return self._health("/v2/health/live", timeout)
+
+    def v2_ready(self, model: str | None = None, *, version: int | None = None, timeout: float | None = None) -> bool:
+        """The server's readiness, or with ``model`` that model's (version's); False for an unknown model."""
+        path = "/v2/health/ready" if model is None else model_path(model, version) + "/ready"
+        return self._health(path, timeout)
+
+    def _health(self, path: str, timeout: float | None) -> bool:
+        response, data = self._exchange("GET", path, None, {}, timeout)
+        if response.status in (200, 400):  # 400: not ready (Triton's code)
+            return response.status == 200
+        raise _http_error(response.status, data)
+
+    def v2_repository_index(self, *, ready: bool = False, timeout: float | None = None) -> list[RepositoryModel]:
+        """Every version of every configured model with its state (``ready``: only READY ones)."""
+        return rest_index(self._request("POST", "/v2/repository/index", {"ready": ready}, timeout))
+
+    def v2_load_model(self, model: str, *, timeout: float | None = None) -> None:
+        """Load the model's configured versions again; returns once they have loaded (admin scope)."""
+        self._request("POST", f"/v2/repository/models/{quote(model, safe='')}/load", {}, timeout)
+
+    def v2_unload_model(self, model: str, *, timeout: float | None = None) -> None:
+        """Drain and unload every version of the model; returns once unloaded (admin scope)."""
+        self._request("POST", f"/v2/repository/models/{quote(model, safe='')}/unload", {}, timeout)
+
     def close(self) -> None:
         with self._lock:
             connections, self._open = self._open, []
@@ -322,6 +419,30 @@ class AsyncRestClient:
 
     async def reload_config(self, config: str | Message, **kwargs: Any) -> None:
         self._client.reload_config(config, **kwargs)
+
+    async def v2_infer(self, model: str, inputs: Mapping[str, Any], **kwargs: Any) -> dict[str, np.ndarray]:
+        return await asyncio.to_thread(self._client.v2_infer, model, inputs, **kwargs)
+
+    async def v2_model_metadata(self, model: str, **kwargs: Any) -> V2ModelMetadata:
+        return await asyncio.to_thread(self._client.v2_model_metadata, model, **kwargs)
+
+    async def v2_server_metadata(self, **kwargs: Any) -> V2ServerMetadata:
+        return await asyncio.to_thread(self._client.v2_server_metadata, **kwargs)
+
+    async def v2_live(self, **kwargs: Any) -> bool:
+        return await asyncio.to_thread(self._client.v2_live, **kwargs)
+
+    async def v2_ready(self, model: str | None = None, **kwargs: Any) -> bool:
+        return await asyncio.to_thread(self._client.v2_ready, model, **kwargs)
+
+    async def v2_repository_index(self, **kwargs: Any) -> list[RepositoryModel]:
+        return await asyncio.to_thread(self._client.v2_repository_index, **kwargs)
+
+    async def v2_load_model(self, model: str, **kwargs: Any) -> None:
+        await asyncio.to_thread(self._client.v2_load_model, model, **kwargs)
+
+    async def v2_unload_model(self, model: str, **kwargs: Any) -> None:
+        await asyncio.to_thread(self._client.v2_unload_model, model, **kwargs)
 
     async def close(self) -> None:
         self._client.close()
