@@ -108,13 +108,23 @@ def _ms(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
-def wrk(url: str, body_file: Path, connections: int, seconds: int, cpu: str = "0") -> LoadResult:
-    """wrk -t1 posting ``body_file``. An answer counts as failed only after 30 s (the servers' own REST
-    timeout), not after wrk's default 2 s: a slow answer under an overload is not an error."""
+def wrk(
+    url: str,
+    body_file: Path,
+    connections: int,
+    seconds: int,
+    cpu: str = "0",
+    headers: dict[str, str] | None = None,
+) -> LoadResult:
+    """wrk -t1 posting ``body_file`` (as JSON unless ``headers`` say otherwise). An answer counts as failed
+    only after 30 s (the servers' own REST timeout), not after wrk's default 2 s: a slow answer under an
+    overload is not an error."""
     script = body_file.with_suffix(".lua")
     script.write_text(
-        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
-        'wrk.method = "POST"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{body_file}", "rb")\nwrk.body = f:read("*a")\nf:close()\nwrk.method = "POST"\n'
+        + "".join(
+            f'wrk.headers["{k}"] = "{v}"\n' for k, v in {"Content-Type": "application/json", **(headers or {})}.items()
+        )
     )
     out = subprocess.run(
         [
@@ -148,17 +158,25 @@ def wrk(url: str, body_file: Path, connections: int, seconds: int, cpu: str = "0
 
 
 def mlserver_command(
-    mlserver_python: str, folder: Path, model: Path, *, http_port: int, grpc_port: int, **model_settings: object
+    mlserver_python: str,
+    folder: Path,
+    model: Path,
+    *,
+    http_port: int,
+    grpc_port: int,
+    name: str = "mlp",
+    **model_settings: object,
 ) -> list[str]:
-    """``mlserver start`` over a repository in ``folder`` serving ``model`` as "mlp" through
+    """``mlserver start`` over a repository in ``folder`` serving ``model`` as ``name`` through
     ``mlserver_peer/runtime.py``, ``parallel_workers: 0`` (in-process, its fastest mode:
-    docs/benchmarking.md); ``model_settings`` are added to its model-settings.json (batching)."""
-    (folder / "mlp").mkdir(parents=True, exist_ok=True)
-    shutil.copy(Path(__file__).resolve().parent / "mlserver_peer" / "runtime.py", folder / "mlp")
-    (folder / "mlp" / "model-settings.json").write_text(
+    docs/benchmarking.md); ``model_settings`` are added to its model-settings.json (batching). Calls with
+    other names on the same ``folder`` and ports add models to the same repository."""
+    (folder / name).mkdir(parents=True, exist_ok=True)
+    shutil.copy(Path(__file__).resolve().parent / "mlserver_peer" / "runtime.py", folder / name)
+    (folder / name / "model-settings.json").write_text(
         json.dumps(
             {
-                "name": "mlp",
+                "name": name,
                 "implementation": "runtime.OnnxModel",
                 "parameters": {"uri": str(model)},
                 **model_settings,
