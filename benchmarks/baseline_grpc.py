@@ -3,11 +3,16 @@
     python benchmarks/baseline_grpc.py aio|sync PORT MODEL.onnx    # TF Serving Predict, model inline
     python benchmarks/baseline_grpc.py echo PORT                   # raw grpc.aio echo of the request bytes
     python benchmarks/baseline_grpc.py echo-threads PORT           # the same on grpc.server, 8 threads
+    python benchmarks/baseline_grpc.py v2-aio|v2-sync PORT MODEL.onnx  # V2 ModelInfer, model inline
 
 ``aio`` and ``sync`` do the least a Predict server can: parse the request,
 ``np.frombuffer`` its tensor_content, run onnxruntime (1 thread), answer with
 typed float_val, no validation, no model lookup, no error handling. ``echo``
 moves bytes only (no protobuf at all): the ceiling for large tensors.
+``v2-aio`` and ``v2-sync`` do the same for KServe V2 ``ModelInfer``: parse the
+request, ``np.frombuffer`` its first ``raw_input_contents``, run onnxruntime,
+answer the output in ``raw_output_contents`` (as tritonclient asks and MLServer
+answers): the most a grpcio-based Python V2 server can do.
 """
 
 from __future__ import annotations
@@ -29,10 +34,14 @@ OPTIONS = [("grpc.max_receive_message_length", 2**31 - 1), ("grpc.max_send_messa
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
 
-def predictor(model: str) -> Any:
+def onnx_session(model: str) -> ort.InferenceSession:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
-    session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
+def predictor(model: str) -> Any:
+    session = onnx_session(model)
 
     def predict(request: Any) -> Any:
         tensor = request.inputs["input"]
@@ -48,6 +57,20 @@ def predictor(model: str) -> Any:
     return predict
 
 
+def v2_inferer(model: str) -> Any:
+    session = onnx_session(model)
+
+    def infer(request: Any) -> Any:
+        x = np.frombuffer(request.raw_input_contents[0], np.float32).reshape(request.inputs[0].shape)
+        (y,) = session.run(None, {"input": x})
+        response = pb.ModelInferResponse(model_name=request.model_name, id=request.id)
+        response.outputs.add(name="output", datatype="FP32", shape=y.shape)
+        response.raw_output_contents.append(y.tobytes())
+        return response
+
+    return infer
+
+
 class SyncServicer:
     def __init__(self, model: str) -> None:
         self.predict = predictor(model)
@@ -59,6 +82,19 @@ class SyncServicer:
 class AioServicer(SyncServicer):
     async def Predict(self, request: Any, context: Any) -> Any:
         return self.predict(request)
+
+
+class V2SyncServicer:
+    def __init__(self, model: str) -> None:
+        self.infer = v2_inferer(model)
+
+    def ModelInfer(self, request: Any, context: Any) -> Any:
+        return self.infer(request)
+
+
+class V2AioServicer(V2SyncServicer):
+    async def ModelInfer(self, request: Any, context: Any) -> Any:
+        return self.infer(request)
 
 
 async def serve_aio(port: int, servicer: Any = None, echo: bool = False) -> None:
@@ -73,15 +109,19 @@ async def serve_aio(port: int, servicer: Any = None, echo: bool = False) -> None
             (grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {"Predict": rpc}),)
         )
     else:
-        add_servicer(server, pb.PredictionService, servicer)
+        service = pb.GRPCInferenceService if isinstance(servicer, V2SyncServicer) else pb.PredictionService
+        add_servicer(server, service, servicer)
     server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     await server.wait_for_termination()
 
 
-def serve_sync(port: int, model: str | None) -> None:
+def serve_sync(port: int, model: str | None, v2: bool = False) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(8), options=OPTIONS)
-    if model is None:  # echo of the request bytes
+    if v2:
+        assert model is not None
+        add_servicer(server, pb.GRPCInferenceService, V2SyncServicer(model))
+    elif model is None:  # echo of the request bytes
         rpc = grpc.unary_unary_rpc_method_handler(lambda request, context: request)
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("tensorflow.serving.PredictionService", {"Predict": rpc}),)
@@ -99,6 +139,10 @@ def main() -> None:
         serve_sync(port, sys.argv[3])
     elif kind == "echo-threads":
         serve_sync(port, None)
+    elif kind == "v2-sync":
+        serve_sync(port, sys.argv[3], v2=True)
+    elif kind == "v2-aio":
+        asyncio.run(serve_aio(port, V2AioServicer(sys.argv[3])))
     elif kind == "aio":
         asyncio.run(serve_aio(port, AioServicer(sys.argv[3])))
     else:

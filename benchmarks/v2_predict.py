@@ -1,6 +1,6 @@
 """V2 (Open Inference Protocol) predict throughput: modelserve against MLServer 1.7.1, same run.
 
-    python benchmarks/v2_predict.py [--seconds=3] [--rounds=3] [--concurrency=1,8]
+    python benchmarks/v2_predict.py [--seconds=3] [--rounds=3] [--concurrency=1,8] [--models=mlp,big]
                                     [--mlserver-python=/tmp/mlsv/bin/python]
 
 Two models, each at batch 1:
@@ -23,14 +23,26 @@ generators run pinned to CPU 0: wrk (a Lua script posting the body) for REST, h2
 gRPC frame for gRPC (docs/benchmarking.md). Every server, protocol and model answers once through a
 real client and is checked against onnxruntime in-process before any load; rounds interleave every
 cell, and each figure is the median over rounds. Without ``--mlserver-python`` only modelserve runs.
+
+Two ceilings, same run, where 3× MLServer may be out of reach of any Python server:
+
+* V2 gRPC on "mlp": two bare grpcio servers (``baseline_grpc.py v2-aio`` and ``v2-sync``, grpc.aio and
+  grpc.server with 8 threads, pinned to CPU 1 too) that only parse the ``ModelInferRequest``,
+  ``np.frombuffer`` its ``raw_input_contents``, run onnxruntime and answer raw: the most a grpcio-based
+  Python server can do. Printed as their own rows, with modelserve / ceiling and MLServer / ceiling.
+* V2 REST JSON: calls per second, in-process on CPU 1, of ``orjson.loads`` alone on each model's exact
+  JSON request body, and of ``orjson.loads`` + ``np.asarray(data, float32)``: what parsing alone costs
+  a request, against the time a request 3× MLServer's rate leaves.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -40,6 +52,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 import onnxruntime as ort
+import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batching import v2_body
@@ -67,6 +80,8 @@ BIG_SHAPE = (1, 224, 224, 3)
 INFER = "/inference.GRPCInferenceService/ModelInfer"
 MODELSERVE, MLSERVER = "modelserve", "MLServer 1.7.1"
 V2_JSON, V2_BINARY, V2_GRPC, V1_JSON = "V2 REST JSON", "V2 REST binary", "V2 gRPC", "TF Serving REST JSON"
+# The gRPC ceilings: bare grpcio V2 servers (baseline_grpc.py), "mlp" only.
+BARE = {"bare grpc.aio": "v2-aio", "bare grpc.server, 8 threads": "v2-sync"}
 
 
 def pool_dense_model(shape: tuple[int, ...], outputs: int = 10) -> bytes:
@@ -148,6 +163,36 @@ def grpc_output(port: int, message: bytes, shape: tuple[int, ...]) -> np.ndarray
     return np.array(response.outputs[0].contents.fp32_contents, np.float32).reshape(shape)
 
 
+def json_parse_rate(body: bytes, seconds: float, to_array: bool) -> float:
+    """Calls per second, on CPU 1 (the servers' core), of ``orjson.loads(body)`` (and, with ``to_array``,
+    ``np.asarray`` of its first input's data as float32): the least a V2 JSON request costs to parse."""
+
+    def parse() -> None:
+        doc = orjson.loads(body)
+        if to_array:
+            np.asarray(doc["inputs"][0]["data"], np.float32)
+
+    os.sched_setaffinity(0, {1})
+    for _ in range(3):
+        parse()
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        for _ in range(10):
+            parse()
+        n += 10
+    os.sched_setaffinity(0, {0, 1})
+    return n / elapsed
+
+
+@dataclass(frozen=True)
+class Parse:
+    """The JSON parse ceiling of one model's V2 REST JSON body."""
+
+    body_bytes: int
+    loads: float  # orjson.loads calls/s
+    loads_array: float  # orjson.loads + np.asarray(data, float32) calls/s
+
+
 @dataclass(frozen=True)
 class Cell:
     """One server, protocol and model: how to load it for a while, and how to check one answer."""
@@ -215,6 +260,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=3)
     parser.add_argument("--concurrency", default="1,8")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--models", default="mlp,big", help="a comma list of mlp and big")
     parser.add_argument("--mlserver-python", default="", help="a venv's python with mlserver==1.7.1 and onnxruntime")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
@@ -223,13 +269,24 @@ def main() -> None:
 
     # Rounded to 4 decimals so that the JSON bodies stay short; every protocol sends the same values.
     rng = np.random.default_rng(0)
-    models = [
+    every = [
         make_model(work, "mlp", mlp([784, 128, 10], seed=0, softmax=True), rng.random((1, 784), np.float32).round(4)),
         make_model(work, "big", pool_dense_model(BIG_SHAPE), rng.random(BIG_SHAPE, np.float32).round(4)),
     ]
+    chosen = args.models.split(",")
+    assert set(chosen) <= {m.name for m in every}, args.models
+    models = [m for m in every if m.name in chosen]
+    parse: dict[str, Parse] = {}
     for model in models:
         raw = raw_onnxruntime(model.path, model.x, 1.0)
         print(f"raw onnxruntime in-process, {model.name}, batch 1, 1 thread: {raw:,.0f} calls/s", flush=True)
+        body = v2_body(model.x).encode()  # the exact V2 REST JSON body every server is sent
+        parse[model.name] = Parse(len(body), json_parse_rate(body, 1.0, False), json_parse_rate(body, 1.0, True))
+        print(
+            f"V2 JSON body of {model.name} ({len(body):,} bytes) in-process: orjson.loads "
+            f"{parse[model.name].loads:,.0f} calls/s, + np.asarray {parse[model.name].loads_array:,.0f} calls/s",
+            flush=True,
+        )
 
     config = work / "models.config"
     config.write_text(
@@ -262,6 +319,16 @@ def main() -> None:
                 )
             stack.enter_context(pinned(command, "1", log=work / "mlserver.log"))
             servers[MLSERVER] = (ml_rest, ml_grpc)
+        for m in models:
+            if m.name == "mlp":
+                baseline = str(Path(__file__).resolve().parent / "baseline_grpc.py")
+                for server, kind in BARE.items():
+                    port = free_port()
+                    log = work / f"{kind}.log"
+                    stack.enter_context(pinned([python(), baseline, kind, str(port), str(m.path)], "1", log=log))
+                    message = infer_request(m.name, m.x)
+                    body = frame_file(work / f"{kind}-grpc.bin", message)
+                    table[m.name, server] = {V2_GRPC: grpc_cell(port, body, message, m.expected.shape)}
         for server, (rest_port, grpc_at) in servers.items():
             for m in models:
                 wait_http(f"http://127.0.0.1:{rest_port}/v2/models/{m.name}/ready", timeout=120)
@@ -286,11 +353,14 @@ def main() -> None:
                 for c in levels:
                     by_c[c].append(table[name, server][protocol].load(c, args.seconds))
             print(f"  round {r + 1} of {args.rounds} done", flush=True)
-    report({key: {c: median(rs) for c, rs in by_c.items()} for key, by_c in runs.items()}, args, levels)
+    report({key: {c: median(rs) for c, rs in by_c.items()} for key, by_c in runs.items()}, parse, args, levels)
 
 
 def report(
-    results: dict[tuple[str, str, str], dict[int, LoadResult]], args: argparse.Namespace, levels: list[int]
+    results: dict[tuple[str, str, str], dict[int, LoadResult]],
+    parse: dict[str, Parse],
+    args: argparse.Namespace,
+    levels: list[int],
 ) -> None:
     print(f"\nmedian of {args.rounds} rounds of {args.seconds} s; servers pinned to CPU 1, load to CPU 0")
     print("| model | server | protocol | c | req/s | p50 ms | p99 ms | errors | vs MLServer |")
@@ -304,11 +374,63 @@ def report(
                 f"| {name} | {server} | {protocol} | {c} | {r.rps:,.0f} | {r.p50_ms:.2f} | {r.p99_ms:.2f} "
                 f"| {r.errors} | {versus} |"
             )
-    binary, v1 = results["big", MODELSERVE, V2_BINARY], results["big", MODELSERVE, V1_JSON]
+    if ("big", MODELSERVE, V1_JSON) in results:
+        binary, v1 = results["big", MODELSERVE, V2_BINARY], results["big", MODELSERVE, V1_JSON]
+        print(
+            "\nbig: modelserve V2 REST binary / TF Serving REST JSON: "
+            + ", ".join(f"{binary[c].rps / v1[c].rps:.2f}x at c={c}" for c in levels)
+        )
+    grpc_ceiling(results, levels)
+    json_ceiling(results, parse, levels)
+
+
+def grpc_ceiling(results: dict[tuple[str, str, str], dict[int, LoadResult]], levels: list[int]) -> None:
+    """V2 gRPC on "mlp" against the bare grpcio servers: a ratio above 1 in the last row means 3× MLServer
+    is more than any grpcio-based Python server does on this core."""
+    bare = {name: results[key] for name in BARE if (key := ("mlp", name, V2_GRPC)) in results}
+    if not bare:
+        return
+    best = {c: max(by_c[c].rps for by_c in bare.values()) for c in levels}
+    print("\nV2 gRPC ceiling, mlp: bare grpcio servers (parse, np.frombuffer, onnxruntime, answer raw), same run")
+    print("| ratio | " + " | ".join(f"c={c}" for c in levels) + " |")
+    print("| --- |" + " ---: |" * len(levels))
+    rows = [(server, name) for server in (MODELSERVE, MLSERVER) for name in bare]
+    for server, name in rows:
+        if (ours := results.get(("mlp", server, V2_GRPC))) is not None:
+            ratios = " | ".join(f"{ours[c].rps / bare[name][c].rps:.2f}x" for c in levels)
+            print(f"| {server} / {name} | {ratios} |")
+    if (peer := results.get(("mlp", MLSERVER, V2_GRPC))) is not None:
+        print(
+            "| 3× MLServer / best bare grpcio (above 1: the target is past the ceiling) | "
+            + " | ".join(f"{3 * peer[c].rps / best[c]:.2f}x" for c in levels)
+            + " |"
+        )
+
+
+def json_ceiling(
+    results: dict[tuple[str, str, str], dict[int, LoadResult]], parse: dict[str, Parse], levels: list[int]
+) -> None:
+    """V2 REST JSON against what parsing its body alone costs on one core: 3× MLServer's rate leaves
+    1 / (3 × its req/s) of a core a request; if parsing alone takes more, the target is out of reach."""
+    print("\nV2 REST JSON parse ceiling: in-process on CPU 1, the exact request body, same run")
     print(
-        "\nbig: modelserve V2 REST binary / TF Serving REST JSON: "
-        + ", ".join(f"{binary[c].rps / v1[c].rps:.2f}x at c={c}" for c in levels)
+        "| model | body bytes | orjson.loads | + np.asarray float32 | c | modelserve | 3× MLServer "
+        "| 3× MLServer / loads + asarray (above 1: past the ceiling) |"
     )
+    print("| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: |")
+
+    def cost(rate: float) -> str:
+        return f"{rate:,.0f}/s ({1e3 / rate:.2f} ms)" if rate else ""
+
+    for name, p in parse.items():
+        for c in levels:
+            ours = results[name, MODELSERVE, V2_JSON][c].rps
+            peer = results.get((name, MLSERVER, V2_JSON))
+            target = 3 * peer[c].rps if peer else 0.0
+            print(
+                f"| {name} | {p.body_bytes:,} | {cost(p.loads)} | {cost(p.loads_array)} | {c} | {cost(ours)} "
+                f"| {cost(target)} | {f'{target / p.loads_array:.2f}x' if peer else ''} |"
+            )
 
 
 if __name__ == "__main__":
