@@ -1,12 +1,16 @@
-"""The V2 codecs (codecs/v2/json.py, binary.py) with plain asserts: no server."""
+"""The V2 codecs (codecs/v2/json.py, binary.py): plain asserts and a hypothesis property; no server."""
 
 from __future__ import annotations
 
+import math
 import struct
+from typing import Any
 
 import ml_dtypes
 import numpy as np
 import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
 
 from modelserve.budget import MemoryBudget
 from modelserve.codecs.v2 import binary
@@ -86,3 +90,75 @@ def test_decoding_is_charged_before_it_allocates() -> None:
     with budget.account() as account, pytest.raises(TooLarge):
         binary.decode_tensor("s", "BYTES", [100], memoryview(struct.pack("<I", 0) * 100), account)
     assert budget.used == 0
+
+
+# What decode_data must do, element by element (the rules its set-of-types check stands for).
+_JSON_DATATYPES = ("BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP32", "FP64")
+_ALLOWED: dict[str, tuple[type, ...]] = {"BOOL": (bool,), "FP32": (int, float), "FP64": (int, float)}
+_RANGES = {name: (int(np.iinfo(name.lower()).min), int(np.iinfo(name.lower()).max)) for name in _JSON_DATATYPES[1:9]}
+
+
+def _leaves(data: Any) -> list[Any]:
+    return [leaf for item in data for leaf in _leaves(item)] if type(data) is list else [data]
+
+
+def _expected(data: Any, datatype: str, shape: tuple[int, ...]) -> np.ndarray | str:
+    """The array decode_data must give, or the start of its error."""
+    if type(data) is not list:
+        return "Unable to parse 'data': input 'x' has no array in 'data'"
+    flat, count = _leaves(data), math.prod(shape)
+    if len(flat) != count:
+        return f"Unable to parse 'data': input 'x' has {len(flat)} elements"
+    if datatype in _RANGES:
+        low, high = _RANGES[datatype]
+        ok = all(type(v) is int and low <= v <= high for v in flat)
+    else:
+        ok = all(type(v) in _ALLOWED[datatype] for v in flat)
+        if ok and datatype == "FP64" and any(type(v) is int and abs(v) >= 2**1024 for v in flat):
+            ok = False  # past what a double holds
+    if not ok:
+        return f"Unable to parse 'data': input 'x' of datatype {datatype} holds values it cannot hold"
+    values = [float(v) for v in flat] if datatype[:2] == "FP" else flat
+    return np.array(values, dtype=datatype.lower().replace("fp", "float")).reshape(shape)
+
+
+_SCALARS = (
+    st.booleans()
+    | st.integers(-(2**70), 2**70)
+    | st.integers(-300, 300)
+    | st.floats(-1e30, 1e30)
+    | st.text(max_size=2)
+    | st.none()
+    | st.just({"b64": "AA=="})
+)
+_NUMBERS = st.integers(-300, 300) | st.floats(-1e30, 1e30) | st.booleans()
+_DATA = (
+    st.recursive(_SCALARS, lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+    | st.recursive(_NUMBERS, lambda inner: st.lists(inner, max_size=4), max_leaves=12)
+    | st.integers(1, 3).flatmap(lambda width: st.lists(st.lists(st.integers(0, 127), min_size=width, max_size=width)))
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(data=_DATA, datatype=st.sampled_from(_JSON_DATATYPES), extra=st.sampled_from((None, 0, 1, -1)))
+@example(data=[[1, 2], [3, True]], datatype="INT32", extra=None)
+@example(data=[[[1], [2]], [[3], [4]]], datatype="INT8", extra=None)
+@example(data=[[1.5, 2], [3, True]], datatype="FP32", extra=None)
+@example(data=[[1, [2]], [], [[3]]], datatype="UINT8", extra=None)
+@example(data=[[], []], datatype="FP64", extra=None)
+@example(data=[2**64 - 1, 2**63], datatype="UINT64", extra=None)
+@example(data=[2**1024], datatype="FP64", extra=None)
+def test_json_data_decodes_as_each_element_checked_would(data: Any, datatype: str, extra: int | None) -> None:
+    # The shape: one that fits the leaves (as a row, or split in two), or one element off.
+    count = len(_leaves(data)) if type(data) is list else 1
+    count = max(0, count + (extra or 0))
+    shape = (2, count // 2) if extra is None and count % 2 == 0 else (count,)
+    expected = _expected(data, datatype, shape)
+    if isinstance(expected, str):
+        with pytest.raises(InvalidArgument) as caught:
+            v2json.decode_data(v2json.Input("x", datatype, shape, data=data))
+        assert str(caught.value).startswith(expected)
+    else:
+        got = v2json.decode_data(v2json.Input("x", datatype, shape, data=data))
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        np.testing.assert_array_equal(got, expected)

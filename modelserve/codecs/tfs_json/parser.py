@@ -10,6 +10,7 @@ import math
 import re
 from typing import Any
 
+import numpy as np
 import orjson
 
 from ...budget import UNMETERED, Account
@@ -38,17 +39,38 @@ _PER_QUOTE = 32
 
 
 def parse_bytes(body: bytes) -> int:
-    """An upper estimate of what parsing ``body`` allocates (counting bytes runs at memchr speed)."""
-    lists, dicts = body.count(b"["), body.count(b"{")
-    values = body.count(b",") + lists + dicts + 1
+    """An upper estimate of what parsing ``body`` allocates, from counts of its structural bytes."""
+    lists, dicts, commas, colons, quotes = _structural_counts(body)
+    values = commas + lists + dicts + 1
     return (
         2 * len(body)
         + values * _PER_VALUE
         + lists * _PER_LIST
         + dicts * _PER_DICT
-        + body.count(b":") * _PER_MEMBER
-        + body.count(b'"') * _PER_QUOTE
+        + colons * _PER_MEMBER
+        + quotes * _PER_QUOTE
     )
+
+
+_STRUCTURAL = b'[{,:"'
+# bytes.count runs at ~2 GB/s here, numpy's vectorised compare and count_nonzero at ~15 GB/s: a
+# large body is counted with numpy, in chunks that keep the temporary boolean array small (it is
+# allocated before the estimate is charged).
+_NUMPY_FROM = 1 << 16
+_CHUNK = 1 << 16
+
+
+def _structural_counts(body: bytes) -> list[int]:
+    """How many of each byte of ``_STRUCTURAL`` ``body`` holds, in that order."""
+    if len(body) < _NUMPY_FROM:
+        return [body.count(code) for code in _STRUCTURAL]
+    codes = np.frombuffer(body, dtype=np.uint8)
+    counts = [0] * len(_STRUCTURAL)
+    for start in range(0, len(codes), _CHUNK):
+        chunk = codes[start : start + _CHUNK]
+        for i, code in enumerate(_STRUCTURAL):
+            counts[i] += int(np.count_nonzero(chunk == code))
+    return counts
 
 
 def loads(body: bytes, account: Account = UNMETERED) -> dict[str, Any]:

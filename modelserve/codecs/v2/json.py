@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
 
 import numpy as np
@@ -186,22 +187,24 @@ def decode_data(tensor: Input, account: Account = UNMETERED) -> np.ndarray:
             f"receiving {datatype} data via JSON is not supported. Please use the binary data format for input {name}"
         )
     count = element_count(tensor.shape)
-    flat = _flatten(tensor.data, name)
+    flat, kinds = _flatten(tensor.data, name)
     if len(flat) != count:
         raise InvalidArgument(
             f"Unable to parse 'data': input '{name}' has {len(flat)} elements in 'data' but its shape "
             f"{list(tensor.shape)} has {count}"
         )
     if datatype == "BYTES":
-        return _strings(flat, tensor.shape, name, account)
+        return _strings(flat, kinds, tensor.shape, name, account)
     dtype = numpy_of(datatype)
     account.charge(count * (ITEM_SIZE[datatype] + 2 * POINTER), f"decode input '{name}'")
+    # The set of the elements' types stands for a check of each: JSON booleans only for BOOL,
+    # integers only (no fractions, no booleans) for integer types, numbers for floats.
     if datatype == "BOOL":
-        ok = all(type(item) is bool for item in flat)
-    elif dtype.kind in "iu":  # JSON integers only (no fractions, no booleans), in the datatype's range
-        ok = all(type(item) is int for item in flat)
+        ok = kinds <= {bool}
+    elif dtype.kind in "iu":  # in the datatype's range too: numpy raises OverflowError otherwise
+        ok = kinds <= {int}
     else:
-        ok = all(type(item) in (int, float) for item in flat)
+        ok = kinds <= {int, float}
     if ok:
         try:
             return np.array(flat, dtype=dtype).reshape(tensor.shape)
@@ -216,12 +219,26 @@ def decode_data(tensor: Input, account: Account = UNMETERED) -> np.ndarray:
 _EXPECTED = {"b": "true or false", "i": "integers in its range", "u": "integers in its range"}
 
 
-def _flatten(data: Any, name: str) -> list[Any]:
-    """``data`` as one flat list: nested lists are walked row-major, without recursion."""
+def _flatten(data: Any, name: str) -> tuple[list[Any], set[type]]:
+    """``data`` as one flat list, row-major (any nesting is taken: only the count is checked),
+    and the set of its elements' types."""
     if type(data) is not list:
         raise InvalidArgument(f"Unable to parse 'data': input '{name}' has no array in 'data'")
-    if not any(type(item) is list for item in data):
-        return data
+    # map and set run in C: the common shapes (flat, or lists of lists down to the numbers) are
+    # flattened a level at a time by chain; a level that mixes lists and values is walked.
+    level = data
+    while True:
+        kinds = set(map(type, level))
+        if list not in kinds:
+            return level, kinds
+        if len(kinds) != 1:
+            flat = _flatten_walk(data)
+            return flat, set(map(type, flat))
+        level = list(chain.from_iterable(level))
+
+
+def _flatten_walk(data: list[Any]) -> list[Any]:
+    """``data`` as one flat list: nested lists are walked row-major, without recursion."""
     flat: list[Any] = []
     stack = [iter(data)]
     while stack:
@@ -235,8 +252,8 @@ def _flatten(data: Any, name: str) -> list[Any]:
     return flat
 
 
-def _strings(flat: list[Any], shape: tuple[int, ...], name: str, account: Account) -> np.ndarray:
-    if any(type(item) is not str for item in flat):
+def _strings(flat: list[Any], kinds: set[type], shape: tuple[int, ...], name: str, account: Account) -> np.ndarray:
+    if not kinds <= {str}:
         raise InvalidArgument(
             f"Unable to parse 'data': input '{name}' of datatype BYTES holds values that are not strings"
         )
