@@ -83,6 +83,12 @@ def test_json_data_checks() -> None:
         v2json.parse_request({"inputs": [x, x]})
 
 
+def test_fp32_beyond_its_range_is_infinity_without_a_warning() -> None:
+    """As Triton casts the parsed double: 1e39 is +inf in FP32 (pytest turns a numpy warning into an error)."""
+    got = v2json.decode_data(v2json.Input("x", "FP32", (3,), data=[1e39, -1e39, 1.5]))
+    np.testing.assert_array_equal(got, np.array([np.inf, -np.inf, 1.5], np.float32))
+
+
 def test_decoding_is_charged_before_it_allocates() -> None:
     budget = MemoryBudget(10**9, 1000)
     with budget.account() as account, pytest.raises(TooLarge):

@@ -207,7 +207,9 @@ def decode_data(tensor: Input, account: Account = UNMETERED) -> np.ndarray:
         ok = kinds <= {int, float}
     if ok:
         try:
-            return np.array(flat, dtype=dtype).reshape(tensor.shape)
+            # A number beyond FP16/FP32's range becomes infinity, as Triton's cast from double does.
+            with np.errstate(over="ignore"):
+                return np.array(flat, dtype=dtype).reshape(tensor.shape)
         except OverflowError:
             pass
     raise InvalidArgument(
