@@ -375,3 +375,21 @@ def test_repository_needs_admin(config: Path, tmp_path: Path) -> None:
             grpc.StatusCode.UNIMPLEMENTED
         )
         assert stub.ServerReady(pb.ServerReadyRequest(), timeout=10).ready
+
+
+def test_priority_and_timeout_parameters_are_read_as_on_rest(stub: Any) -> None:
+    """Triton's ``priority`` and ``timeout`` request parameters (int64 or uint64) queue a V2 gRPC
+    request as they do a V2 REST one; anything else is the client's mistake."""
+    a, b = simple_inputs()
+    fp32 = {"INPUT0": "FP32", "INPUT1": "FP32"}
+    request = raw_request("simple", {"INPUT0": a, "INPUT1": b}, fp32)
+    request.parameters["priority"].uint64_param = 1
+    request.parameters["timeout"].int64_param = 5_000_000
+    np.testing.assert_array_equal(outputs_of(stub.ModelInfer(request, timeout=10))["OUTPUT0"], a + b)
+    for key in ("priority", "timeout"):
+        bad = raw_request("simple", {"INPUT0": a, "INPUT1": b}, fp32)
+        bad.parameters[key].string_param = "high"
+        with pytest.raises(grpc.RpcError) as info:
+            stub.ModelInfer(bad, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert f"Unable to parse '{key}'" in info.value.details()

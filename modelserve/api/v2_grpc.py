@@ -36,6 +36,7 @@ from ..codecs.v2 import proto as v2_proto
 from ..codecs.v2.datatypes import v2_name
 from ..codecs.v2.metadata import EXTENSIONS, SERVER_NAME, described_signature, tensors
 from ..errors import InvalidArgument
+from ..execution import request_options
 from ..execution.runner import run_inline
 from ..protos import INFERENCE_SERVICE, message_class, pb, service_descriptor
 from ..serving.core import ServingCore
@@ -93,6 +94,16 @@ def string_parameter(parameters: Mapping[str, Any], key: str) -> str:
         raise InvalidArgument(f"parameter '{key}' must be a string")
     value: str = parameter.string_param
     return value
+
+
+def _int_parameter(parameters: Mapping[str, Any], key: str) -> object:
+    """An integer request parameter as Triton's clients send it (``int64_param`` or ``uint64_param``);
+    None when absent; any other kind is handed on for ``with_parameters`` to refuse."""
+    if key not in parameters:
+        return None
+    parameter = parameters[key]
+    choice = parameter.WhichOneof("parameter_choice")
+    return getattr(parameter, choice) if choice in ("int64_param", "uint64_param") else parameter
 
 
 def model_spec(name: str, version_text: str, parameters: Mapping[str, Any]) -> ModelSpec:
@@ -222,7 +233,11 @@ class InferenceServicer:
                     signature_name,
                     [output.name for output in request.outputs],
                     deadline_of(context),
-                    request_options_of(context),
+                    request_options.with_parameters(
+                        request_options_of(context),
+                        _int_parameter(request.parameters, "priority"),
+                        _int_parameter(request.parameters, "timeout"),
+                    ),
                     account,
                 )
             )

@@ -31,7 +31,6 @@ from ..codecs.v2.metadata import EXTENSIONS, SERVER_NAME, TensorMetadata, descri
 from ..dtypes import from_numpy
 from ..errors import Code, InvalidArgument, ServingError, TooLarge
 from ..execution import request_options
-from ..execution.request_options import RequestOptions
 from ..serving.core import ServingCore, find_signature
 from ..serving.request import InferenceRequest, ModelSpec, RepositoryEntry
 from ..signatures import DEFAULT_SIGNATURE, Signature
@@ -204,7 +203,9 @@ class V2RestApp:
         signature_name = parameters.get("signature_name", DEFAULT_SIGNATURE)
         if type(signature_name) is not str:
             raise InvalidArgument("Unable to parse 'signature_name'")
-        options = _options(parameters, request_options.from_headers(request.headers))
+        options = request_options.with_parameters(
+            request_options.from_headers(request.headers), parameters.get("priority"), parameters.get("timeout")
+        )
         inputs = functools.partial(_decoder, decode, signature_name, big)
         wanted = tuple(o.name for o in header.outputs)
         infer = InferenceRequest(spec, inputs, signature_name, wanted, self._deadline(), options, account)
@@ -250,22 +251,6 @@ def _labeled(spec: ModelSpec, label: Any) -> ModelSpec:
     if spec.version is not None or spec.label is not None:
         raise InvalidArgument("'version_label' names a version already named by the path; send one of the two")
     return ModelSpec(spec.name, label=label)
-
-
-def _options(parameters: Mapping[str, Any], headers: RequestOptions) -> RequestOptions:
-    """Triton's ``priority`` (1 is served first) and ``timeout`` (µs in the queue) parameters, which
-    override the ``x-modelserve-*`` headers (``execution.request_options``)."""
-    priority, timeout = parameters.get("priority"), parameters.get("timeout")
-    if priority is None and timeout is None:
-        return headers
-    if priority is not None and (type(priority) is not int or priority < 0):
-        raise InvalidArgument("Unable to parse 'priority'")
-    if timeout is not None and (type(timeout) is not int or timeout < 0):
-        raise InvalidArgument("Unable to parse 'timeout'")
-    return RequestOptions(
-        headers.priority if priority is None else priority,
-        headers.queue_timeout if timeout is None else (timeout / 1e6 or None),
-    )
 
 
 def _index_doc(entry: RepositoryEntry) -> dict[str, str]:

@@ -80,3 +80,19 @@ def _timeout(text: str | None) -> float | None:
     if not math.isfinite(value) or value < 0:
         raise InvalidArgument(f"Invalid {QUEUE_TIMEOUT_HEADER}: '{text}'; expected milliseconds (>= 0)")
     return value / 1000
+
+
+def with_parameters(options: RequestOptions, priority: object, timeout: object) -> RequestOptions:
+    """The Open Inference Protocol's ``priority`` (1 is served first) and ``timeout`` (µs in the
+    queue) request parameters, as Triton reads them, over ``options`` (from the headers); None:
+    not sent. The same for V2 REST and V2 gRPC."""
+    if priority is None and timeout is None:
+        return options
+    if priority is not None and (type(priority) is not int or priority < 0):
+        raise InvalidArgument("Unable to parse 'priority'")
+    if timeout is not None and (type(timeout) is not int or timeout < 0):
+        raise InvalidArgument("Unable to parse 'timeout'")
+    return RequestOptions(
+        options.priority if priority is None else priority,
+        options.queue_timeout if timeout is None else (timeout / 1e6 or None),
+    )
