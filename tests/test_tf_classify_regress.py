@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import http.client
 import json
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 
 pytest.importorskip("tensorflow", reason="needs the tensorflow extra: pip install 'modelserve[tensorflow]'")
@@ -156,3 +158,45 @@ def test_session_loader_answers_the_same(tmp_path: Path) -> None:
     for loader in ("function", "session"):
         servable = tfp.load(folder, LoadOptions(extra={tfp.LOADER_KEY: loader}))
         assert servable.predict("regress_x_to_y", {"inputs": batch})["outputs"].tolist() == [[3.0]]
+
+
+def test_classify_and_regress_signatures_through_v2(server: ServerThread) -> None:
+    """Issue 18: a classify or regress signature is reachable through the Open Inference Protocol with
+    the ``signature_name`` parameter: serialized tf.Examples as a BYTES input, on REST (JSON) and gRPC."""
+    examples = [example(x=2.0).SerializeToString(), example(x=4.0).SerializeToString()]
+    expected = {"classify_x_to_y": ("scores", [3.0, 4.0]), "regress_x_to_y2": ("outputs", [4.0, 5.0])}  # [2, 1]
+    for signature, (output, values) in expected.items():
+        # REST with the binary tensor data extension: serialized Examples are bytes, not UTF-8 text.
+        data = b"".join(struct.pack("<I", len(e)) + e for e in examples)
+        header = json.dumps(
+            {
+                "parameters": {"signature_name": signature},
+                "inputs": [
+                    {"name": "inputs", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(data)}}
+                ],
+                "outputs": [{"name": output, "parameters": {"binary_data": False}}],
+            }
+        ).encode()
+        conn = http.client.HTTPConnection("127.0.0.1", server.server.rest_port, timeout=60)
+        try:
+            conn.request(
+                "POST",
+                "/v2/models/half_plus_two/infer",
+                body=header + data,
+                headers={"Inference-Header-Content-Length": str(len(header))},
+            )
+            response = conn.getresponse()
+            status, answer = response.status, json.loads(response.read())
+        finally:
+            conn.close()
+        assert status == 200, answer
+        (tensor,) = answer["outputs"]
+        assert (tensor["name"], tensor["datatype"], tensor["data"]) == (output, "FP32", values)
+        request = pb.ModelInferRequest(model_name="half_plus_two")
+        request.parameters["signature_name"].string_param = signature
+        request.inputs.add(name="inputs", datatype="BYTES", shape=[2]).contents.bytes_contents.extend(examples)
+        with grpc.insecure_channel(server.grpc_target) as channel:
+            reply = Stub(channel, pb.GRPCInferenceService).ModelInfer(request, timeout=60)
+        assert [t.name for t in reply.outputs] == [output]
+        assert list(reply.outputs[0].shape) == [2, 1]
+        assert np.frombuffer(reply.raw_output_contents[0], np.float32).tolist() == values
