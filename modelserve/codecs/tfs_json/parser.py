@@ -10,7 +10,6 @@ import math
 import re
 from typing import Any
 
-import numpy as np
 import orjson
 
 from ...budget import UNMETERED, Account
@@ -53,23 +52,20 @@ def parse_bytes(body: bytes) -> int:
 
 
 _STRUCTURAL = b'[{,:"'
-# bytes.count runs at ~2 GB/s here, numpy's vectorised compare and count_nonzero at ~15 GB/s: a
-# large body is counted with numpy, in chunks that keep the temporary boolean array small (it is
-# allocated before the estimate is charged).
-_NUMPY_FROM = 1 << 16
-_CHUNK = 1 << 16
+# Every byte but those: deleting them (bytes.translate, one C pass) leaves a short string to count,
+# about 3x faster than counting each structural byte over the whole body. In chunks, so that the
+# temporary copy stays small whatever the body holds (it exists before the estimate is charged).
+_OTHERS = bytes(range(256)).translate(None, _STRUCTURAL)
+_CHUNK = 1 << 15
 
 
 def _structural_counts(body: bytes) -> list[int]:
     """How many of each byte of ``_STRUCTURAL`` ``body`` holds, in that order."""
-    if len(body) < _NUMPY_FROM:
-        return [body.count(code) for code in _STRUCTURAL]
-    codes = np.frombuffer(body, dtype=np.uint8)
     counts = [0] * len(_STRUCTURAL)
-    for start in range(0, len(codes), _CHUNK):
-        chunk = codes[start : start + _CHUNK]
+    for start in range(0, len(body), _CHUNK):
+        kept = body[start : start + _CHUNK].translate(None, _OTHERS)
         for i, code in enumerate(_STRUCTURAL):
-            counts[i] += int(np.count_nonzero(chunk == code))
+            counts[i] += kept.count(code)
     return counts
 
 
