@@ -82,6 +82,9 @@ MODELSERVE, MLSERVER = "modelserve", "MLServer 1.7.1"
 V2_JSON, V2_BINARY, V2_GRPC, V1_JSON = "V2 REST JSON", "V2 REST binary", "V2 gRPC", "TF Serving REST JSON"
 # The gRPC ceilings: bare grpcio V2 servers (baseline_grpc.py), "mlp" only.
 BARE = {"bare grpc.aio": "v2-aio", "bare grpc.server, 8 threads": "v2-sync"}
+# The REST JSON ceilings on "mlp": baseline_starlette.py's V2 infer (orjson, np.asarray, onnxruntime),
+# inference inline on the event loop or in a thread pool (the shape modelserve keeps).
+BARE_REST = {"bare Starlette, inline": {}, "bare Starlette, thread pool": {"THREADPOOL": "1"}}
 
 
 def pool_dense_model(shape: tuple[int, ...], outputs: int = 10) -> bytes:
@@ -329,6 +332,24 @@ def main() -> None:
                     message = infer_request(m.name, m.x)
                     body = frame_file(work / f"{kind}-grpc.bin", message)
                     table[m.name, server] = {V2_GRPC: grpc_cell(port, body, message, m.expected.shape)}
+                for server, env in BARE_REST.items():
+                    port = free_port()
+                    uvicorn = [python(), "-m", "uvicorn", "benchmarks.baseline_starlette:app", "--loop", "uvloop"]
+                    uvicorn += ["--http", "httptools", "--no-access-log", "--log-level", "warning", "--port", str(port)]
+                    log = work / f"{server.split(',')[1].strip().replace(' ', '-')}.log"
+                    stack.enter_context(pinned(uvicorn, "1", log=log, env={"MODEL": str(m.path), **env}))
+                    wait_http(f"http://127.0.0.1:{port}/v2/models/{m.name}/ready", timeout=60)
+                    stem = work / server.split(",")[1].strip().replace(" ", "-")
+                    json_body = Path(f"{stem}-v2.json")
+                    json_body.write_text(v2_body(m.x))
+                    binary, headers = binary_request(m.x)
+                    binary_body = Path(f"{stem}-v2.bin")
+                    binary_body.write_bytes(binary)
+                    path = f"/v2/models/{m.name}/infer"
+                    table[m.name, server] = {
+                        V2_JSON: rest_cell(port, path, json_body, {}, m.expected.shape),
+                        V2_BINARY: rest_cell(port, path, binary_body, headers, m.expected.shape),
+                    }
         for server, (rest_port, grpc_at) in servers.items():
             for m in models:
                 wait_http(f"http://127.0.0.1:{rest_port}/v2/models/{m.name}/ready", timeout=120)
@@ -381,6 +402,7 @@ def report(
             + ", ".join(f"{binary[c].rps / v1[c].rps:.2f}x at c={c}" for c in levels)
         )
     grpc_ceiling(results, levels)
+    rest_ceiling(results, levels)
     json_ceiling(results, parse, levels)
 
 
@@ -405,6 +427,31 @@ def grpc_ceiling(results: dict[tuple[str, str, str], dict[int, LoadResult]], lev
             + " | ".join(f"{3 * peer[c].rps / best[c]:.2f}x" for c in levels)
             + " |"
         )
+
+
+def rest_ceiling(results: dict[tuple[str, str, str], dict[int, LoadResult]], levels: list[int]) -> None:
+    """V2 REST on "mlp" against the bare Starlette servers (JSON and binary): a ratio above 1 in a
+    "3× MLServer" row means 3× MLServer is more than a minimal Python V2 server does on this core
+    (inline, or as modelserve keeps it, with inference off the event loop). MLServer has no binary
+    form: modelserve's binary is set against its JSON, as in the main table."""
+    peer = results.get(("mlp", MLSERVER, V2_JSON))
+    rows = []
+    for name in BARE_REST:
+        for protocol in (V2_JSON, V2_BINARY):
+            if (bare := results.get(("mlp", name, protocol))) is None:
+                continue
+            if (ours := results.get(("mlp", MODELSERVE, protocol))) is not None:
+                rows.append((f"modelserve {protocol} / {name}", [ours[c].rps / bare[c].rps for c in levels]))
+            if peer is not None:
+                label = f"3× MLServer (REST JSON) / {name} {protocol} (above 1: past the ceiling)"
+                rows.append((label, [3 * peer[c].rps / bare[c].rps for c in levels]))
+    if not rows:
+        return
+    print("\nV2 REST ceiling, mlp: bare Starlette + uvicorn V2 infer (orjson, numpy, onnxruntime), same run")
+    print("| ratio | " + " | ".join(f"c={c}" for c in levels) + " |")
+    print("| --- |" + " ---: |" * len(levels))
+    for label, ratios in rows:
+        print(f"| {label} | " + " | ".join(f"{r:.2f}x" for r in ratios) + " |")
 
 
 def json_ceiling(
