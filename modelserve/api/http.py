@@ -106,8 +106,8 @@ _INFLATERS: concurrent.futures.ThreadPoolExecutor | None = None
 
 
 def _inflaters() -> concurrent.futures.ThreadPoolExecutor:
-    """The threads that inflate big gzip bodies, at a lower CPU priority (nice 10) than the loop and
-    the model's threads: inflating is bulk work a client asked for with a few bytes, so on a busy
+    """The thread that inflates big gzip bodies, at the lowest CPU priority (SCHED_IDLE) below the loop
+    and the model's threads: inflating is bulk work a client asked for with a few bytes, so on a busy
     core it waits for everyone else's requests rather than they for it. zlib releases the GIL while
     it inflates, so a low-priority thread never holds the others up (no priority inversion)."""
     global _INFLATERS
@@ -117,8 +117,15 @@ def _inflaters() -> concurrent.futures.ThreadPoolExecutor:
 
 
 def _lower_priority() -> None:
-    with contextlib.suppress(AttributeError, OSError):  # Linux threads have their own nice; elsewhere, none
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    # Linux schedules each thread on its own: SCHED_IDLE runs it only when nothing else wants the CPU
+    # (a waking request preempts it at once, where nice 10 would let it finish its time slice);
+    # where that is refused, nice 10; elsewhere, nothing.
+    tid = threading.get_native_id()
+    try:
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
+    except (AttributeError, OSError):
+        with contextlib.suppress(AttributeError, OSError):
+            os.setpriority(os.PRIO_PROCESS, tid, 10)
 
 
 class Gunzip:
