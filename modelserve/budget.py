@@ -191,10 +191,14 @@ def available_memory(root: Path = ROOT) -> Memory:
     return least
 
 
-def default_budgets(memory: Memory) -> tuple[int, int]:
-    """(total, per request): half of what the process may use; a quarter of that, at most 2 GiB, each."""
-    total = max(memory.limit // 2, 1)
-    return total, max(min(total // 4, MAX_REQUEST_DEFAULT), 1)
+def default_total(memory: Memory) -> int:
+    """What all requests in flight may hold by default: half of what the process may use."""
+    return max(memory.limit // 2, 1)
+
+
+def default_per_request(total: int) -> int:
+    """What one request may hold by default: a quarter of the total, at most 2 GiB."""
+    return max(min(total // 4, MAX_REQUEST_DEFAULT), 1)
 
 
 def _cgroup_limit_files(root: Path) -> list[Path]:

@@ -95,19 +95,15 @@ def log_thread_choices(options: ServerOptions) -> None:
     )
 
 
-def memory_budget(options: ServerOptions) -> budget.MemoryBudget:
-    """--memory_budget_bytes and --request_memory_budget_bytes, each 0 derived from the machine."""
-    memory = budget.available_memory()
-    total, per_request = budget.default_budgets(memory)
-    total = options.memory_budget_bytes or total
-    if not options.request_memory_budget_bytes:
-        per_request = budget.default_budgets(budget.Memory(2 * total, ""))[1]
-    return budget.MemoryBudget(total, options.request_memory_budget_bytes or per_request)
+def memory_budget(options: ServerOptions, memory: budget.Memory) -> budget.MemoryBudget:
+    """--memory_budget_bytes and --request_memory_budget_bytes, each 0 derived from ``memory``, what the
+    process may use (``budget.available_memory``)."""
+    total = options.memory_budget_bytes or budget.default_total(memory)
+    return budget.MemoryBudget(total, options.request_memory_budget_bytes or budget.default_per_request(total))
 
 
-def log_memory_budget(options: ServerOptions, chosen: budget.MemoryBudget) -> None:
+def log_memory_budget(options: ServerOptions, chosen: budget.MemoryBudget, memory: budget.Memory) -> None:
     """Say what requests may hold, and where a derived default came from (docs/security.md)."""
-    memory = budget.available_memory()
     log.info(
         "Memory budget: %d bytes for requests in flight%s, %d per request%s; gRPC messages up to %d bytes "
         "(also once inflated)",
@@ -214,7 +210,8 @@ class Server:
             if options.enable_model_warmup
             else no_warmup,
         )
-        self.budget = memory_budget(options)
+        self._memory = budget.available_memory()
+        self.budget = memory_budget(options, self._memory)
         self.core = ServingCore(self.manager, self.budget)
         self._watcher: ConfigFileWatcher | None = None
         self.rest_port: int | None = None
@@ -253,7 +250,7 @@ class Server:
         check_options(self.options)
         warn_ignored_flags(self.options)
         log_thread_choices(self.options)
-        log_memory_budget(self.options, self.budget)
+        log_memory_budget(self.options, self.budget, self._memory)
         self._configure_security()
         self._placed.inventory = devices.prepare(os.environ)
         self._choose_runners()

@@ -5,9 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 
-# The demo and README tests run the curl lines they print with real curl.
-if ! command -v curl >/dev/null; then
-  apt-get update -qq && apt-get install -y -qq curl
+# Tools the tests run: the docs' curl and openssl lines as printed, and prlimit / taskset (util-linux)
+# to bound and pin servers started as subprocesses.
+missing=()
+command -v curl >/dev/null || missing+=(curl)
+command -v openssl >/dev/null || missing+=(openssl)
+{ command -v prlimit && command -v taskset; } >/dev/null || missing+=(util-linux)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv

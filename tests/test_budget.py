@@ -119,8 +119,9 @@ def test_available_memory_takes_the_least_limit(tmp_path: Path) -> None:
     assert memory.limit == min(3_000_000_000, budget.available_memory().limit)
     if memory.limit == 3_000_000_000:
         assert memory.source == "/sys/fs/cgroup/kubepods/memory.max"
-    assert budget.default_budgets(budget.Memory(3_000_000_000, "")) == (1_500_000_000, 375_000_000)
-    assert budget.default_budgets(budget.Memory(64 * 2**30, "")) == (32 * 2**30, 2 * 2**30)
+    for limit, expected in ((3_000_000_000, (1_500_000_000, 375_000_000)), (64 * 2**30, (32 * 2**30, 2 * 2**30))):
+        total = budget.default_total(budget.Memory(limit, ""))
+        assert (total, budget.default_per_request(total)) == expected
 
 
 def test_cgroup_v1_limit(tmp_path: Path) -> None:
@@ -390,12 +391,14 @@ def test_flags_set_the_budgets_and_zero_derives_them() -> None:
     from modelserve.options import parse_flags
     from modelserve.server import memory_budget
 
-    chosen = memory_budget(parse_flags(["--memory_budget_bytes=4000000", "--request_memory_budget_bytes=300000"]))
+    machine = budget.Memory(3_000_000_000, "RLIMIT_AS")
+    chosen = memory_budget(
+        parse_flags(["--memory_budget_bytes=4000000", "--request_memory_budget_bytes=300000"]), machine
+    )
     assert (chosen.total, chosen.per_request) == (4_000_000, 300_000)
-    assert memory_budget(parse_flags(["--memory_budget_bytes=4000000"])).per_request == 1_000_000
-    derived = memory_budget(parse_flags([]))
-    total, per_request = budget.default_budgets(budget.available_memory())
-    assert (derived.total, derived.per_request) == (total, per_request)
+    assert memory_budget(parse_flags(["--memory_budget_bytes=4000000"]), machine).per_request == 1_000_000
+    derived = memory_budget(parse_flags([]), machine)  # half the machine's 3 GB, a quarter of that
+    assert (derived.total, derived.per_request) == (1_500_000_000, 375_000_000)
 
 
 def test_bodies_are_charged_as_they_arrive(server: ServerThread) -> None:

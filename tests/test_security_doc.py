@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -37,8 +36,6 @@ from .pki import make_pki, ssl_config
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "security.md"
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
-
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
 
 def blocks() -> list[str]:
@@ -187,7 +184,6 @@ def test_the_flags_example_starts_and_logs_what_the_doc_says(folder: Path) -> No
             assert json.loads(answer.read())["model_version_status"][0]["state"] == "AVAILABLE"
 
 
-@needs_curl
 def test_tls_and_mutual_tls_with_curl(folder: Path, pki: dict[str, bytes]) -> None:
     (tls, _), (mutual, _) = lines_of(block("tls curl"))
     ssl_config(folder, pki, client_verify=False)
@@ -205,7 +201,6 @@ def test_tls_and_mutual_tls_with_curl(folder: Path, pki: dict[str, bytes]) -> No
         assert status == 200, done.stderr
 
 
-@needs_curl
 def test_tokens_with_curl_and_the_python_clients(folder: Path, pki: dict[str, bytes]) -> None:
     ssl_config(folder, pki, client_verify=False)
     with launched("tokens launch", folder) as server:
@@ -227,7 +222,6 @@ def test_tokens_with_curl_and_the_python_clients(folder: Path, pki: dict[str, by
         assert done.stdout.splitlines() == printed
 
 
-@pytest.mark.skipif(shutil.which("openssl") is None, reason="openssl is not installed")
 def test_the_suggested_token_generator_makes_a_valid_token() -> None:
     (command,) = re.findall(r"`(openssl [^`]*)`", DOC.read_text())
     done = subprocess.run(shlex.split(command), capture_output=True, text=True, timeout=30, check=True)
@@ -243,7 +237,6 @@ def test_a_refused_storage_protocol_fails_start_up(folder: Path) -> None:
     assert " ".join(message.split()) in " ".join(done.stderr.split()), done.stderr
 
 
-@pytest.mark.skipif(shutil.which("prlimit") is None, reason="the benchmark runs its server under prlimit")
 def test_the_benchmark_command_runs(tmp_path: Path) -> None:
     ((command, _),) = lines_of(block("benchmark"))
     argv = shlex.split(command)

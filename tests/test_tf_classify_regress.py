@@ -25,6 +25,7 @@ from modelserve.protos.rpc import Stub
 from modelserve.testing import ServerThread, running_server
 
 from . import tf_models
+from .test_v2_rest import infer as v2_infer
 
 pytestmark = pytest.mark.tensorflow
 
@@ -168,27 +169,15 @@ def test_classify_and_regress_signatures_through_v2(server: ServerThread) -> Non
     for signature, (output, values) in expected.items():
         # REST with the binary tensor data extension: serialized Examples are bytes, not UTF-8 text.
         data = b"".join(struct.pack("<I", len(e)) + e for e in examples)
-        header = json.dumps(
-            {
-                "parameters": {"signature_name": signature},
-                "inputs": [
-                    {"name": "inputs", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(data)}}
-                ],
-                "outputs": [{"name": output, "parameters": {"binary_data": False}}],
-            }
-        ).encode()
-        conn = http.client.HTTPConnection("127.0.0.1", server.server.rest_port, timeout=60)
-        try:
-            conn.request(
-                "POST",
-                "/v2/models/half_plus_two/infer",
-                body=header + data,
-                headers={"Inference-Header-Content-Length": str(len(header))},
-            )
-            response = conn.getresponse()
-            status, answer = response.status, json.loads(response.read())
-        finally:
-            conn.close()
+        doc = {
+            "parameters": {"signature_name": signature},
+            "inputs": [
+                {"name": "inputs", "datatype": "BYTES", "shape": [2], "parameters": {"binary_data_size": len(data)}}
+            ],
+            "outputs": [{"name": output, "parameters": {"binary_data": False}}],
+        }
+        status, _, body = v2_infer(server, "/v2/models/half_plus_two/infer", doc, data)
+        answer = json.loads(body)
         assert status == 200, answer
         (tensor,) = answer["outputs"]
         assert (tensor["name"], tensor["datatype"], tensor["data"]) == (output, "FP32", values)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import socket
 import ssl
 import subprocess
@@ -29,8 +28,6 @@ from .pki import make_pki, ssl_config, write_pem_files
 
 X = np.array([1.0, 4.0], np.float32)
 TOKEN = "tls-test-token-0123456789abcdef"
-
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +56,6 @@ def curl(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["curl", "-sS", "--max-time", "20", *args], capture_output=True, text=True, timeout=60)
 
 
-@needs_curl
 def test_curl_over_https(half: Path, tmp_path: Path, pki: dict[str, bytes], pem: dict[str, Path]) -> None:
     config = ssl_config(tmp_path, pki, client_verify=False)
     with running_server(*flags(half, f"--ssl_config_file={config}")) as s:
@@ -76,7 +72,6 @@ def test_curl_over_https(half: Path, tmp_path: Path, pki: dict[str, bytes], pem:
         assert plain.returncode != 0 and "model_version_status" not in plain.stdout
 
 
-@needs_curl
 def test_curl_mutual_tls(half: Path, tmp_path: Path, pki: dict[str, bytes], pem: dict[str, Path]) -> None:
     config = ssl_config(tmp_path, pki, client_verify=True)
     with running_server(*flags(half, f"--ssl_config_file={config}")) as s:

@@ -23,6 +23,7 @@ from modelserve.testing import ServerThread, running_server
 torch = pytest.importorskip("torch", reason="needs the torch extra: pip install 'modelserve[torch]'")
 
 from . import torch_models as tm  # noqa: E402  (needs torch)
+from .test_v2_rest import infer, split_answer  # noqa: E402
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 X = np.array([[1.5, -2.25, 3.0, 0.0078125], [100.0, -0.5, 7.0, 1e-3]], dtype=BF16)
@@ -46,30 +47,16 @@ def server(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequ
 
 
 def test_bf16_through_v2_rest_binary(server: ServerThread) -> None:
-    header = json.dumps(
-        {
-            "inputs": [{"name": "x", "datatype": "BF16", "shape": [2, 4], "parameters": {"binary_data_size": 16}}],
-            "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
-        }
-    ).encode()
-    conn = http.client.HTTPConnection("127.0.0.1", server.server.rest_port, timeout=30)
-    try:
-        conn.request(
-            "POST",
-            "/v2/models/double/infer",
-            body=header + X.tobytes(),
-            headers={"Inference-Header-Content-Length": str(len(header))},
-        )
-        response = conn.getresponse()
-        body = response.read()
-        assert response.status == 200, body
-        length = int(response.getheader("Inference-Header-Content-Length") or len(body))
-    finally:
-        conn.close()
-    doc = json.loads(body[:length])
-    (output,) = doc["outputs"]
+    doc = {
+        "inputs": [{"name": "x", "datatype": "BF16", "shape": [2, 4], "parameters": {"binary_data_size": 16}}],
+        "outputs": [{"name": "y", "parameters": {"binary_data": True}}],
+    }
+    status, headers, body = infer(server, "/v2/models/double/infer", doc, X.tobytes())
+    assert status == 200, body
+    answer, data = split_answer(headers, body)
+    (output,) = answer["outputs"]
     assert (output["name"], output["datatype"], output["shape"]) == ("y", "BF16", [2, 4])
-    got = np.frombuffer(body[length:], dtype=BF16).reshape(2, 4)
+    got = np.frombuffer(data, dtype=BF16).reshape(2, 4)
     assert got.tobytes() == EXPECTED.tobytes()
 
 

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from ..budget import UNMETERED, Account
+from ..budget import UNMETERED, Account, MemoryBudget
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -84,6 +84,16 @@ _INFLATE_PIECE = 64 * 1024  # output per zlib call: the limits are checked this 
 class BodyLimits:
     max_bytes: int  # after inflation (--rest_api_max_body_bytes)
     max_gzip_ratio: float = 100.0  # inflated / compressed (--rest_api_max_gzip_ratio); 0: no ratio limit
+
+
+def request_account(request: Request, budget: MemoryBudget) -> Account:
+    """The request's share of the memory budget, held from its body until its answer is encoded: the
+    listener's account, its body already charged, or (a listener without the budget) one here."""
+    if request.account is not UNMETERED:
+        return request.account
+    account = budget.account()
+    account.charge(len(request.body), "hold its body")
+    return account
 
 
 def request_body(request: Request, limits: BodyLimits, account: Account = UNMETERED) -> bytes | asyncio.Future[bytes]:

@@ -18,7 +18,7 @@ from urllib.parse import unquote
 
 import numpy as np
 
-from ..budget import UNMETERED, Account, arrays_bytes
+from ..budget import Account, arrays_bytes
 from ..codecs import tfs_json
 from ..dtypes import DType
 from ..errors import Code, InvalidArgument, ServingError, TooLarge
@@ -29,7 +29,17 @@ from ..serving.core import ServingCore, input_dtypes
 from ..serving.request import ExamplesRequest, InferenceRequest, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .faults import FaultLog, release
-from .http import JSON_HEADERS, OFFLOAD_BYTES, BodyLimits, BodyTooLarge, Headers, Request, Response, request_body
+from .http import (
+    JSON_HEADERS,
+    OFFLOAD_BYTES,
+    BodyLimits,
+    BodyTooLarge,
+    Headers,
+    Request,
+    Response,
+    request_account,
+    request_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -137,13 +147,7 @@ class TfsRestApp:
     async def _handle(self, method: str, path: str, request: Request) -> bytes:
         if method == "POST" and (route := self._post_route(path)) is not None:
             spec, verb = route
-            # The request's share of the memory budget, from its body until its answer is encoded: the
-            # listener's account, its body already charged, or (a listener without the budget) one here.
-            account = request.account
-            if account is UNMETERED:
-                account = self._core.budget.account()
-                account.charge(len(request.body), "hold its body")
-            with account:
+            with request_account(request, self._core.budget) as account:
                 body = request_body(request, self._body_limits, account)
                 if not isinstance(body, bytes):
                     body = await body  # a big gzip body, inflated off the loop

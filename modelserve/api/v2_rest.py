@@ -23,7 +23,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from .. import __version__
-from ..budget import UNMETERED, Account
+from ..budget import Account
 from ..codecs.v2 import binary
 from ..codecs.v2 import json as v2json
 from ..codecs.v2.datatypes import v2_name
@@ -36,7 +36,17 @@ from ..serving.request import InferenceRequest, ModelSpec, RepositoryEntry
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from . import tfs_rest
 from .faults import FaultLog, release
-from .http import JSON_HEADERS, OFFLOAD_BYTES, BodyLimits, BodyTooLarge, Headers, Request, Response, request_body
+from .http import (
+    JSON_HEADERS,
+    OFFLOAD_BYTES,
+    BodyLimits,
+    BodyTooLarge,
+    Headers,
+    Request,
+    Response,
+    request_account,
+    request_body,
+)
 from .tfs_rest import RestOptions
 
 log = logging.getLogger(__name__)
@@ -177,12 +187,7 @@ class V2RestApp:
     # ---- infer ----------------------------------------------------------------------------
 
     async def _infer(self, request: Request, spec: ModelSpec) -> Response:
-        # The request's share of the memory budget, from its body until its answer is encoded (as tfs_rest).
-        account = request.account
-        if account is UNMETERED:
-            account = self._core.budget.account()
-            account.charge(len(request.body), "hold its body")
-        with account:
+        with request_account(request, self._core.budget) as account:
             body = request_body(request, self._body_limits, account)
             if not isinstance(body, bytes):
                 body = await body  # a big gzip body, inflated off the loop
