@@ -132,7 +132,8 @@ def test_timeout_options() -> None:
 
 def test_aiohttp_timeouts() -> None:
     """gcsfs and fsspec's HTTP file system: aiohttp's connect and per-read timeouts, not a total."""
-    aiohttp = pytest.importorskip("aiohttp")
+    import aiohttp
+
     timeout = storage.timeout_options("gs", 7)["requests_timeout"]
     assert isinstance(timeout, aiohttp.ClientTimeout) and (timeout.sock_connect, timeout.sock_read) == (7, 7)
     assert storage.timeout_options("https", 7)["client_kwargs"]["timeout"].sock_read == 7
