@@ -31,6 +31,7 @@ RANKS = {
     "signatures": 1,
     "storage": 1,
     "budget": 1,
+    "observe": 1,
     "client": 6,
     "convert": 6,
 }
