@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import budget, platforms, storage
-from .api import auth, tls
+from .api import auth, openapi, tls
 from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.http import Router
 from .api.httpd import HttpOptions, HttpServer
@@ -347,7 +347,15 @@ class Server:
                 max_gzip_ratio=self.options.rest_api_max_gzip_ratio,
             ),
         )
-        router = Router([("/v1/", rest), ("/v2/", V2RestApp(self.core, rest.options))])
+        docs = openapi.OpenApiApp(self._rest_tls is not None)
+        router = Router(
+            [
+                ("/v1/", rest),
+                ("/v2/", V2RestApp(self.core, rest.options)),
+                (openapi.SPEC_PATH, docs),
+                (openapi.DOCS_PATH + "/", docs),
+            ]
+        )
         handler = router if self._guard is None else auth.RestGuard(router, self._guard)
         self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self._rest_tls))
         await self.http.start(sock)

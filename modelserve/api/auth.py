@@ -83,6 +83,14 @@ GRPC_ADMIN_METHODS = frozenset(
 GRPC_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 # REST paths (lower case): KServe V2's model repository extension is management.
 REST_ADMIN_PREFIXES = ("/v2/repository/",)
+# REST paths (lower case) open to anyone, with what lies under them: probes and descriptions that run
+# no model and reveal no more than the server's own package does.
+REST_OPEN_PATHS = (
+    "/v2/health/live",  # Kubernetes probes carry no token
+    "/v2/health/ready",
+    "/openapi.json",  # the API's description and its rendering (api.openapi)
+    "/docs",
+)
 
 
 def parse_tokens(text: str, path: str) -> list[tuple[bytes, Scope]]:
@@ -219,8 +227,9 @@ class RestGuard:
 
     def __call__(self, request: Request) -> Awaitable[Response]:
         # A CORS preflight carries no credentials by design (Fetch standard) and runs nothing.
-        if request.method != "OPTIONS":
-            management = request.path.lower().startswith(REST_ADMIN_PREFIXES)
+        path = request.path.lower()
+        if request.method != "OPTIONS" and not _open(path):
+            management = path.startswith(REST_ADMIN_PREFIXES)
             authorization = request.header(b"authorization")
             try:
                 self._guard.check(
@@ -231,6 +240,10 @@ class RestGuard:
             except ServingError as exc:
                 return _refused(exc)
         return self._handler(request)
+
+
+def _open(path: str) -> bool:
+    return any(path == open_path or path.startswith(open_path + "/") for open_path in REST_OPEN_PATHS)
 
 
 async def _refused(exc: ServingError) -> Response:
