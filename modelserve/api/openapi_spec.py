@@ -84,7 +84,10 @@ _SCHEMAS: dict[str, Any] = {
         ["examples"], signature_name=_STRING, context={"type": "object"}, examples=_array({"type": "object"})
     ),
     "ClassifyResponse": _object(
-        ["results"], results=_array(_array({"type": "array", "prefixItems": [_STRING, {"type": "number"}]}))
+        ["results"],
+        results=_array(
+            _array({"type": "array", "items": {"type": ["string", "number"]}, "minItems": 2, "maxItems": 2})
+        ),
     ),
     "RegressResponse": _object(["results"], results=_array({"type": "number"})),
     # KServe V2 (Triton's JSON).
@@ -240,7 +243,7 @@ _STATUS = {
 _NOT_FOUND = Example(
     "unknown_model",
     {"model_name": "no_such_model"},
-    None,
+    {"instances": [1.0]},
     404,
     {"error": "Servable not found for request: Latest(no_such_model)"},
 )
