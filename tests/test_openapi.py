@@ -10,29 +10,28 @@ from __future__ import annotations
 
 import http.client
 import json
-import time
+import re
+import shlex
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import hypothesis
 import pytest
-import schemathesis
 from openapi_spec_validator import validate
-from schemathesis import GenerationMode
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from modelserve.api import openapi_spec
+from modelserve.api.auth import is_open_path
 from modelserve.testing import ServerThread, running_server
 
 from . import onnx_models as om
 
-_FUZZ_SECONDS = 60.0  # the whole fuzz's cap: cases after it are not sent
-_EXAMPLES_PER_OPERATION = 12
+_FUZZ_SECONDS = 300  # the fuzz's cap (it takes about 15 s): a hang fails the test instead of holding it
+DOC = Path(__file__).resolve().parents[1] / "docs" / "observability-openapi.md"
+# Every described operation (the fuzz must test each one the server serves).
+OPERATIONS = [(method.upper(), path) for path, item in openapi_spec.build()["paths"].items() for method in item]
 _TOKEN = "openapi-test-token-0123456789abcdef"
 
 
@@ -174,53 +173,53 @@ def test_every_example_is_answered_as_described(server: ServerThread, spec: dict
     assert sent >= 40  # every route of /v1 and /v2 has one; the count guards the reconstruction above
 
 
-# ---- the fuzz -------------------------------------------------------------------------------
+# ---- the doc's commands: the description checked, and the fuzz ------------------------------------
 
 
-@pytest.fixture(scope="module")
-def api(server: ServerThread, spec: dict[str, Any]) -> Any:
-    schema = schemathesis.openapi.from_dict(spec)
-    schema.config.update(base_url=server.rest_url)
-    return schema
+def doc_blocks() -> list[str]:
+    """The fenced blocks of docs/observability-openapi.md, in order."""
+    return re.findall(r"```\n(.*?)```", DOC.read_text(), re.S)
 
 
-@pytest.fixture(scope="module")
-def fuzz_clock() -> list[float]:
-    return [time.monotonic()]
+def doc_command(line: str, server: ServerThread) -> list[str]:
+    """A doc line as run here: on the server's port, with this interpreter and its schemathesis."""
+    words = shlex.split(line.replace("localhost:8501", f"127.0.0.1:{server.server.rest_port}"))
+    if words[0] == "python":
+        words[0] = sys.executable
+    elif words[0] == "schemathesis":
+        words[:1] = [sys.executable, "-m", "schemathesis.cli"]
+    return words
 
 
-# Every described operation, from the package's description (the fuzz reads the live server's).
-OPERATIONS = [(method.upper(), path) for path, item in openapi_spec.build()["paths"].items() for method in item]
+def test_the_doc_fetches_the_description_and_validates_it(server: ServerThread, tmp_path: Path) -> None:
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed (scripts/test.sh installs it)")
+    outputs = [
+        subprocess.run(doc_command(line, server), cwd=tmp_path, capture_output=True, text=True, timeout=60, check=True)
+        for line in doc_blocks()[0].splitlines()
+    ]
+    assert outputs[-1].stdout.strip() == "openapi.json: OK"
+    assert json.loads((tmp_path / "openapi.json").read_text())["paths"] == openapi_spec.build()["paths"]
 
 
-@pytest.mark.parametrize(("method", "path"), OPERATIONS, ids=[f"{m} {p}" for m, p in OPERATIONS])
-def test_fuzz(method: str, path: str, api: Any, missing: set[str], fuzz_clock: list[float]) -> None:
-    """Generated requests, valid and invalid, get only documented answers: status, content type and body
-    as described, and never 500. Bounded: a few derandomized cases per operation, the whole under a cap."""
-    skip_unserved(path, missing)
-    operation = api[path][method]
-    cases = hypothesis.strategies.one_of(
-        operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE)
-    )
+def test_fuzz(server: ServerThread, missing: set[str], tmp_path: Path) -> None:
+    """The doc's schemathesis run, bounded (``--max-examples`` per operation, a fixed seed, deterministic
+    generation, and a cap on the whole): every request, valid or not, gets a documented status, content
+    type and body, and no 5xx. Routes this build does not serve yet are left out (and named)."""
+    (block,) = [b for b in doc_blocks() if b.startswith("schemathesis run")]
+    command = doc_command(block.strip(), server) + [f"--exclude-path={path}" for path in sorted(missing)]
+    if missing:
+        print(f"not fuzzed, not served by this build yet: {', '.join(sorted(missing))}")
+    fuzz = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=_FUZZ_SECONDS)
+    assert fuzz.returncode == 0, fuzz.stdout[-8000:] + fuzz.stderr[-2000:]
+    tested = re.search(r"Tested: (\d+)", fuzz.stdout)
+    # Every operation served but the one schemathesis read the description from (it leaves that out).
+    assert tested is not None and int(tested.group(1)) == len(OPERATIONS) - len(missing) - 1, fuzz.stdout[-3000:]
 
-    @hypothesis.given(cases)
-    @hypothesis.settings(
-        max_examples=_EXAMPLES_PER_OPERATION,
-        derandomize=True,  # the same cases every run
-        deadline=None,
-        database=None,
-        suppress_health_check=list(hypothesis.HealthCheck),
-    )
-    def fuzz(case: schemathesis.Case) -> None:
-        if time.monotonic() - fuzz_clock[0] > _FUZZ_SECONDS:
-            return  # the cap is spent: this case is not sent
-        response = case.call()
-        assert response.status_code != 500, (case.operation.label, response.text[:500])
-        case.validate_response(
-            response, checks=[status_code_conformance, content_type_conformance, response_schema_conformance]
-        )
 
-    fuzz()
+def test_every_doc_block_is_run() -> None:
+    blocks = doc_blocks()
+    assert len(blocks) == 2 and blocks[0].startswith("curl") and blocks[1].startswith("schemathesis run")
 
 
 # ---- /docs and tokens -----------------------------------------------------------------------
@@ -263,3 +262,10 @@ def test_the_open_routes_need_no_token_and_the_others_do(config: Path, tmp_path:
                 assert got == 401, e
                 assert call(server, e.method, e.path, None, bearer)[0] != 401, e
         assert call(server, "GET", "/docs/swagger-ui.css")[0] == 200
+
+
+def test_only_the_open_paths_are_open() -> None:
+    assert is_open_path("/openapi.json") and is_open_path("/docs") and is_open_path("/docs/swagger-ui.css")
+    assert is_open_path("/v2/health/ready")
+    for path in ("/openapi.jsonx", "/docsx", "/v2/health/ready/x", "/v2/health/live/../../models/m/infer", "/v1/"):
+        assert not is_open_path(path), path

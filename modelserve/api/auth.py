@@ -20,7 +20,8 @@ PERMISSION_DENIED. Model management (gRPC ``HandleReloadConfigRequest`` and
 ``--enable_management_api=false`` it is refused for every caller with
 UNIMPLEMENTED / 501: the server does not offer it, and no other token would
 change that (PERMISSION_DENIED would suggest one could). The gRPC health
-service stays open, for probes; server reflection needs ``infer``, like the
+service stays open, for probes, as do the REST paths of ``REST_OPEN_PATHS``
+(probes, the API's description); server reflection needs ``infer``, like the
 services it describes.
 
 Tokens are compared as SHA-256 digests, each presented token against every
@@ -83,13 +84,14 @@ GRPC_ADMIN_METHODS = frozenset(
 GRPC_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 # REST paths (lower case): KServe V2's model repository extension is management.
 REST_ADMIN_PREFIXES = ("/v2/repository/",)
-# REST paths (lower case) open to anyone, with what lies under them: probes and descriptions that run
-# no model and reveal no more than the server's own package does.
+# REST paths (lower case) open to anyone: probes, and the API's description, which run no model and
+# tell no more than the package does. An entry ending in "/" opens every path under it.
 REST_OPEN_PATHS = (
     "/v2/health/live",  # Kubernetes probes carry no token
     "/v2/health/ready",
-    "/openapi.json",  # the API's description and its rendering (api.openapi)
+    "/openapi.json",  # the API's description and its page with the page's files (api.openapi)
     "/docs",
+    "/docs/",
 )
 
 
@@ -228,7 +230,7 @@ class RestGuard:
     def __call__(self, request: Request) -> Awaitable[Response]:
         # A CORS preflight carries no credentials by design (Fetch standard) and runs nothing.
         path = request.path.lower()
-        if request.method != "OPTIONS" and not _open(path):
+        if request.method != "OPTIONS" and not is_open_path(path):
             management = path.startswith(REST_ADMIN_PREFIXES)
             authorization = request.header(b"authorization")
             try:
@@ -242,8 +244,9 @@ class RestGuard:
         return self._handler(request)
 
 
-def _open(path: str) -> bool:
-    return any(path == open_path or path.startswith(open_path + "/") for open_path in REST_OPEN_PATHS)
+def is_open_path(path: str) -> bool:
+    """``path`` (lower case) needs no token (``REST_OPEN_PATHS``)."""
+    return any(path == p or (p.endswith("/") and path.startswith(p)) for p in REST_OPEN_PATHS)
 
 
 async def _refused(exc: ServingError) -> Response:
