@@ -14,7 +14,7 @@ holds the example (200 when none does: an empty body).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .. import __version__
@@ -199,7 +199,6 @@ class Route:
     method: str
     path: str
     summary: str
-    tag: str
     answer: dict[str, Any]  # the 200 response
     errors: tuple[int, ...] = ()
     body: dict[str, Any] | None = None  # the request body's schema (JSON)
@@ -214,25 +213,53 @@ _BINARY = (
     "bytes in order, `Inference-Header-Content-Length` saying where the JSON ends (0: the whole body is the "
     "model's one input, the raw form). docs/v2.md."
 )
+_HEADER_LENGTH = {
+    "name": "Inference-Header-Content-Length",
+    "in": "header",
+    "required": False,
+    "description": "With a binary body: the length of its JSON header (binary tensor data extension)",
+    "schema": {"type": "integer", "minimum": 0},
+}
 
 
-def _json_answer(description: str, schema: dict[str, Any]) -> dict[str, Any]:
-    return {"description": description, "content": {JSON: {"schema": schema}}}
+def _answer(description: str, schema: str | dict[str, Any], media: str = JSON) -> dict[str, Any]:
+    """A 200 response; ``schema`` names one of ``_SCHEMAS`` or is one."""
+    return {
+        "description": description,
+        "content": {media: {"schema": _ref("schemas", schema) if isinstance(schema, str) else schema}},
+    }
 
 
 def _empty(description: str) -> dict[str, Any]:
     return {"description": description}
 
 
-def _forms(path: str) -> list[tuple[str, str, dict[str, Any]]]:
-    """A TF Serving route's three spellings: latest, ``/versions/{version}``, ``/labels/{label}``.
+def _ex(name: str, body: Any = None, status: int = 200, answer: Any = None, model: str = MODEL) -> Example:
+    return Example(name, {"model_name": model}, body, status, answer)
 
-    ``path`` has ``{spec}`` where the version or label goes (``/v1/models/{model_name}{spec}:predict``)."""
-    return [
-        (path.replace("{spec}", ""), "", {}),
-        (path.replace("{spec}", "/versions/{version}"), " (a version)", {"version": VERSION}),
-        (path.replace("{spec}", "/labels/{label}"), " (a version label)", {"label": LABEL}),
-    ]
+
+_FORMS = (
+    ("", "", {}),
+    ("/versions/{version}", " (a version)", {"version": VERSION}),
+    ("/labels/{label}", " (a version label)", {"label": LABEL}),
+)
+
+
+def _spelled(route: Route, latest_only: tuple[Example, ...] = (), labels: bool = True) -> list[Route]:
+    """``route`` in each spelling of a model's version: the latest, ``/versions/{version}`` and (``labels``)
+    ``/labels/{label}``, where ``{spec}`` is in its path; each example gains the form's parameter."""
+    spelled = []
+    for spec, form, params in _FORMS[: 3 if labels else 2]:
+        examples = tuple(replace(e, params={**e.params, **params}) for e in route.examples)
+        spelled.append(
+            replace(
+                route,
+                path=route.path.replace("{spec}", spec),
+                summary=route.summary + form,
+                examples=examples + (latest_only if not spec else ()),
+            )
+        )
+    return spelled
 
 
 _STATUS = {
@@ -240,117 +267,104 @@ _STATUS = {
         {"version": "2", "state": "AVAILABLE", "status": {"error_code": "OK", "error_message": ""}}
     ]
 }
-_NOT_FOUND = Example(
+_PREDICT = (
+    _ex("row", {"instances": [1.0, 2.0, 5.0]}, 200, {"predictions": [2.5, 3.0, 4.5]}),
+    _ex("columnar", {"inputs": {"x": [[1.0], [2.0]]}}, 200, {"outputs": [[2.5], [3.0]]}),
+    _ex(
+        "bad_signature",
+        {"signature_name": "nope", "instances": [1.0]},
+        400,
+        {"error": 'Serving signature name: "nope" not found in signature def'},
+    ),
+)
+_NOT_SERVED = _ex(
     "unknown_model",
-    {"model_name": "no_such_model"},
     {"instances": [1.0]},
     404,
     {"error": "Servable not found for request: Latest(no_such_model)"},
+    "no_such_model",
 )
 
 
 def _tfs_routes() -> list[Route]:
-    routes = []
-    for path, form, params in _forms("/v1/models/{model_name}{spec}"):
-        status = {**params, "model_name": MODEL}
-        routes.append(
+    """TF Serving's ``/v1`` (and modelserve's ``/instances``), each in its three spellings."""
+    model = "/v1/models/{model_name}{spec}"
+    examples = _ref("schemas", "ExamplesRequest")
+    return [
+        *_spelled(
             Route(
                 "get",
-                path,
-                "Model status" + form,
-                _TFS,
-                _json_answer("Every version's state (TF Serving ignores a label here)", _ref("schemas", "ModelStatus")),
+                model,
+                "Model status",
+                _answer("Every version's state (TF Serving ignores a label here)", "ModelStatus"),
                 _READ_ERRORS,
-                examples=(Example("status", status, None, 200, _STATUS),),
+                examples=(_ex("status", answer=_STATUS),),
             )
-        )
-    for path, form, params in _forms("/v1/models/{model_name}{spec}/metadata"):
-        routes.append(
+        ),
+        *_spelled(
             Route(
                 "get",
-                path,
-                "Model metadata: its signatures" + form,
-                _TFS,
-                _json_answer("GetModelMetadataResponse", _ref("schemas", "ModelMetadata")),
+                model + "/metadata",
+                "Model metadata: its signatures",
+                _answer("GetModelMetadataResponse", "ModelMetadata"),
                 _READ_ERRORS,
-                examples=(Example("metadata", {**params, "model_name": MODEL}),),
+                examples=(_ex("metadata"),),
             )
-        )
-    for path, form, params in _forms("/v1/models/{model_name}{spec}/instances"):
-        routes.append(
+        ),
+        *_spelled(
             Route(
                 "get",
-                path,
-                "modelserve's: where each version's instances run, their memory" + form,
-                _TFS,
-                _json_answer("Per version, its instances (docs/gpu.md)", _ref("schemas", "ModelInstances")),
+                model + "/instances",
+                "modelserve's: where each version's instances run, their memory",
+                _answer("Per version, its instances (docs/gpu.md)", "ModelInstances"),
                 _READ_ERRORS,
-                examples=(Example("instances", {**params, "model_name": MODEL}),),
+                examples=(_ex("instances"),),
             )
-        )
-    for path, form, params in _forms("/v1/models/{model_name}{spec}:predict"):
-        p = {**params, "model_name": MODEL}
-        examples = (
-            Example("row", p, {"instances": [1.0, 2.0, 5.0]}, 200, {"predictions": [2.5, 3.0, 4.5]}),
-            Example("columnar", p, {"inputs": {"x": [[1.0], [2.0]]}}, 200, {"outputs": [[2.5], [3.0]]}),
-            Example(
-                "bad_signature",
-                p,
-                {"signature_name": "nope", "instances": [1.0]},
-                400,
-                {"error": 'Serving signature name: "nope" not found in signature def'},
-            ),
-        )
-        routes.append(
+        ),
+        *_spelled(
             Route(
                 "post",
-                path,
-                "Predict" + form,
-                _TFS,
-                _json_answer("The outputs, in the request's format", _ref("schemas", "PredictResponse")),
+                model + ":predict",
+                "Predict",
+                _answer("The outputs, in the request's format", "PredictResponse"),
                 _INFER_ERRORS,
                 _ref("schemas", "PredictRequest"),
-                examples + ((_NOT_FOUND,) if not params else ()),
-            )
-        )
-    for path, form, params in _forms("/v1/models/{model_name}{spec}:classify"):
-        body = {"examples": [{"x": 1.0}, {"x": 3.0}]}
-        example = Example(
-            "classify", {**params, "model_name": MODEL}, body, 200, {"results": [[["", 2.5]], [["", 3.5]]]}
-        )
-        routes.append(
+                _PREDICT,
+            ),
+            (_NOT_SERVED,),
+        ),
+        *_spelled(
             Route(
                 "post",
-                path,
-                "Classify tf.Examples" + form,
-                _TFS,
-                _json_answer("Per example, its (label, score) pairs", _ref("schemas", "ClassifyResponse")),
+                model + ":classify",
+                "Classify tf.Examples",
+                _answer("Per example, its (label, score) pairs", "ClassifyResponse"),
                 _INFER_ERRORS,
-                _ref("schemas", "ExamplesRequest"),
-                (example,),
+                examples,
+                (
+                    _ex(
+                        "classify", {"examples": [{"x": 1.0}, {"x": 3.0}]}, 200, {"results": [[["", 2.5]], [["", 3.5]]]}
+                    ),
+                ),
             )
-        )
-    for path, form, params in _forms("/v1/models/{model_name}{spec}:regress"):
-        example = Example(
-            "regress", {**params, "model_name": MODEL}, {"examples": [{"x": 1.0}]}, 200, {"results": [2.5]}
-        )
-        routes.append(
+        ),
+        *_spelled(
             Route(
                 "post",
-                path,
-                "Regress tf.Examples" + form,
-                _TFS,
-                _json_answer("Per example, its value", _ref("schemas", "RegressResponse")),
+                model + ":regress",
+                "Regress tf.Examples",
+                _answer("Per example, its value", "RegressResponse"),
                 _INFER_ERRORS,
-                _ref("schemas", "ExamplesRequest"),
-                (example,),
+                examples,
+                (_ex("regress", {"examples": [{"x": 1.0}]}, 200, {"results": [2.5]}),),
             )
-        )
-    return routes
+        ),
+    ]
 
 
 def _v2_routes() -> list[Route]:
-    model = {"model_name": MODEL}
+    """KServe V2's ``/v2`` as Triton answers it (docs/v2.md)."""
+    model = "/v2/models/{model_name}{spec}"
     metadata = {
         "name": MODEL,
         "versions": [str(VERSION)],
@@ -359,44 +373,29 @@ def _v2_routes() -> list[Route]:
         "outputs": [{"name": "y", "datatype": "FP32", "shape": [-1]}],
     }
     infer = {"id": "1", "inputs": [{"name": "x", "datatype": "FP32", "shape": [3], "data": [1.0, 2.0, 5.0]}]}
-    inferred = {
-        "id": "1",
-        "model_name": MODEL,
-        "model_version": str(VERSION),
-        "outputs": [{"name": "y", "datatype": "FP32", "shape": [3], "data": [2.5, 3.0, 4.5]}],
-    }
-    not_ready = Example(
-        "unknown_model", {"model_name": "no_such_model"}, None, 400, {"error": "Model version not ready"}
-    )
-    header_length = {
-        "name": "Inference-Header-Content-Length",
-        "in": "header",
-        "required": False,
-        "description": "With a binary body: the length of its JSON header (binary tensor data extension)",
-        "schema": {"type": "integer", "minimum": 0},
-    }
+    output = {"name": "y", "datatype": "FP32", "shape": [3], "data": [2.5, 3.0, 4.5]}
+    inferred = {"id": "1", "model_name": MODEL, "model_version": str(VERSION), "outputs": [output]}
     infer_answer = {
         "description": "The outputs; with binary outputs the body is their JSON header then their bytes "
         "(`application/octet-stream`, `Inference-Header-Content-Length` says where the JSON ends)",
         "content": {JSON: {"schema": _ref("schemas", "InferResponse")}, "application/octet-stream": {}},
     }
-    routes = [
+    server = {"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}
+    index = [{"name": MODEL, "version": str(VERSION), "state": "READY", "reason": ""}]
+    unknown = {"error": "Model no_such_model is not in the model config"}
+    return [
         Route(
             "get",
             "/v2",
             "Server metadata",
-            _V2,
-            _json_answer("Name, version, extensions", _ref("schemas", "ServerMetadata")),
+            _answer("Name, version, extensions", "ServerMetadata"),
             (405,),
-            examples=(
-                Example("server", answer={"name": SERVER_NAME, "version": __version__, "extensions": list(EXTENSIONS)}),
-            ),
+            examples=(Example("server", answer=server),),
         ),
         Route(
             "get",
             "/v2/health/live",
             "Liveness: 200 while the process serves",
-            _V2,
             _empty("Live (empty body)"),
             (405,),
             scope=None,
@@ -405,60 +404,52 @@ def _v2_routes() -> list[Route]:
             "get",
             "/v2/health/ready",
             "Readiness: every configured model has an AVAILABLE version",
-            _V2,
             _empty("Ready (empty body)"),
             (405,),
             scope=None,
             extra={"responses": {"400": _empty("Not ready (Triton's code; empty body)")}},
         ),
-    ]
-    for path, form, params in _forms("/v2/models/{model_name}{spec}")[:2]:
-        routes.append(
+        *_spelled(
             Route(
                 "get",
-                path,
-                "Model metadata" + form,
-                _V2,
-                _json_answer("Its serving signature as V2 tensors", _ref("schemas", "V2ModelMetadata")),
+                model,
+                "Model metadata",
+                _answer("Its serving signature as V2 tensors", "V2ModelMetadata"),
                 _V2_READ_ERRORS,
-                examples=(Example("metadata", {**params, **model}, None, 200, metadata),),
-            )
-        )
-    for path, form, params in _forms("/v2/models/{model_name}{spec}/ready")[:2]:
-        routes.append(
+                examples=(_ex("metadata", answer=metadata),),
+            ),
+            labels=False,
+        ),
+        *_spelled(
             Route(
                 "get",
-                path,
-                "Model readiness" + form,
-                _V2,
+                model + "/ready",
+                "Model readiness",
                 _empty("Ready (empty body)"),
                 _V2_READ_ERRORS,
-                examples=(Example("ready", {**params, **model}), *((not_ready,) if not params else ())),
-            )
-        )
-    for path, form, params in _forms("/v2/models/{model_name}{spec}/infer"):
-        routes.append(
+                examples=(_ex("ready"),),
+            ),
+            (_ex("unknown_model", None, 400, {"error": "Model version not ready"}, "no_such_model"),),
+            labels=False,
+        ),
+        *_spelled(
             Route(
                 "post",
-                path,
-                "Infer" + form,
-                _V2,
+                model + "/infer",
+                "Infer",
                 infer_answer,
                 (*_INFER_ERRORS, 405, 501),
                 _ref("schemas", "InferRequest"),
-                (Example("infer", {**params, **model}, infer, 200, inferred),),
-                extra={"parameters": [header_length]},
+                (_ex("infer", infer, 200, inferred),),
+                extra={"parameters": [_HEADER_LENGTH]},
                 binary=True,
             )
-        )
-    index = [{"name": MODEL, "version": str(VERSION), "state": "READY", "reason": ""}]
-    routes += [
+        ),
         Route(
             "post",
             "/v2/repository/index",
             "The models and their states",
-            _V2,
-            _json_answer("One row per model version", _ref("schemas", "RepositoryIndex")),
+            _answer("One row per model version", "RepositoryIndex"),
             _ADMIN_ERRORS,
             _object(ready={"type": "boolean"}),
             (Example("index", {}, {"ready": True}, 200, index),),
@@ -468,90 +459,66 @@ def _v2_routes() -> list[Route]:
             "post",
             "/v2/repository/models/{model_name}/load",
             "Load a model of the model config (again)",
-            _V2,
             _empty("Loaded (empty body)"),
             _ADMIN_ERRORS,
             _object(parameters={"type": "object", "maxProperties": 0}),
-            (Example("load", model, {}),),
+            (_ex("load", {}),),
             scope="admin",
         ),
         Route(
             "post",
             "/v2/repository/models/{model_name}/unload",
             "Unload a model",
-            _V2,
             _empty("Unloaded (empty body)"),
             _ADMIN_ERRORS,
             _object(parameters=_object(unload_dependents={"type": "boolean"})),
-            (
-                Example(
-                    "unknown_model",
-                    {"model_name": "no_such_model"},
-                    {},
-                    404,
-                    {"error": "Model no_such_model is not in the model config"},
-                ),
-            ),
+            (_ex("unknown_model", {}, 404, unknown, "no_such_model"),),
             scope="admin",
         ),
     ]
-    return routes
-
-
-def _text(description: str, media: str) -> dict[str, Any]:
-    return {"description": description, "content": {media: {"schema": _STRING}}}
 
 
 def _monitoring_routes() -> list[Route]:
+    """This issue's routes (each part's owner serves its own; open without a token) and the description's own."""
+    text = {"type": "string"}
+    not_ready = _empty("Not ready: a configured model has no AVAILABLE version, or draining")
     return [
         Route(
             "get",
             "/metrics",
             "modelserve's metrics, Prometheus text format (--enable_metrics, --metrics_port)",
-            _MONITORING,
-            _text("The metrics (prometheus-client's exposition, with HELP lines)", "text/plain"),
+            _answer("The metrics (prometheus-client's exposition, with HELP lines)", text, "text/plain"),
             scope=None,
         ),
         Route(
             "get",
             "/monitoring/prometheus/metrics",
             "TF Serving's metrics (--monitoring_config_file: prometheus_config's path)",
-            _MONITORING,
-            _text("TF Serving's exposition", "text/plain"),
+            _answer("TF Serving's exposition", text, "text/plain"),
             scope=None,
         ),
-        Route("get", "/healthz", "Liveness probe", _MONITORING, _empty("The process serves"), scope=None),
+        Route("get", "/healthz", "Liveness probe", _empty("The process serves"), scope=None),
         Route(
             "get",
             "/readyz",
             "Readiness probe (false from the start of a drain)",
-            _MONITORING,
             _empty("Ready"),
             scope=None,
-            extra={"responses": {"503": _empty("Not ready: a configured model has no AVAILABLE version, or draining")}},
+            extra={"responses": {"503": not_ready}},
         ),
         Route(
             "get",
             "/dashboard",
             "The live dashboard (--enable_dashboard)",
-            _MONITORING,
-            _text("The page", "text/html"),
+            _answer("The page", text, "text/html"),
             scope=None,
         ),
-        Route(
-            "get",
-            "/openapi.json",
-            "This description",
-            _DOCS,
-            _json_answer("OpenAPI 3.1", {"type": "object"}),
-            scope=None,
-        ),
+        Route("get", "/openapi.json", "This description", _answer("OpenAPI 3.1", {"type": "object"}), scope=None),
         Route(
             "get",
             "/docs",
             "This description, rendered (Swagger UI, served from the package)",
-            _DOCS,
-            _text("The page", "text/html"),
+            _answer("The page", text, "text/html"),
             scope=None,
         ),
     ]
@@ -562,10 +529,18 @@ def routes() -> list[Route]:
     return [*_tfs_routes(), *_v2_routes(), *_monitoring_routes()]
 
 
+def _tag(path: str) -> str:
+    if path.startswith("/v1/"):
+        return _TFS
+    if path.startswith("/v2"):
+        return _V2
+    return _DOCS if path in ("/openapi.json", "/docs") else _MONITORING
+
+
 def _operation(route: Route) -> dict[str, Any]:
     extra = dict(route.extra)
     op: dict[str, Any] = {
-        "tags": [route.tag],
+        "tags": [_tag(route.path)],
         "summary": route.summary,
         "operationId": "".join(c if c.isalnum() else "_" for c in f"{route.method}{route.path}").strip("_"),
         "parameters": [_parameter(name, route.examples) for name in _path_names(route.path)]
