@@ -238,7 +238,8 @@ def _ex(name: str, body: Any = None, status: int = 200, answer: Any = None, mode
     return Example(name, {"model_name": model}, body, status, answer)
 
 
-_FORMS = (
+# A model's version in a path: (where {spec} is, what the summary adds, the parameter it needs).
+_FORMS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("", "", {}),
     ("/versions/{version}", " (a version)", {"version": VERSION}),
     ("/labels/{label}", " (a version label)", {"label": LABEL}),
