@@ -243,6 +243,20 @@ def test_docs_renders_the_description_from_the_package(server: ServerThread) -> 
     assert call(server, "POST", "/openapi.json", b"{}")[0] == 405
 
 
+def test_docs_draws_every_operation_in_a_browser(server: ServerThread, tmp_path: Path) -> None:
+    """Headless Chromium (scripts/test.sh installs it) loads /docs with no network but the server's."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        pytest.skip("chromium is not installed (scripts/test.sh installs Debian's chromium)")
+    command = [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path}"]
+    # Every host but the server's resolves to nothing: the page draws from the package alone (no CDN).
+    command += ["--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--virtual-time-budget=10000"]
+    command += ["--dump-dom", f"{server.rest_url}/docs"]
+    dom = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True).stdout
+    drawn = re.findall(r'class="opblock-summary-path" data-path="([^"]+)"', dom)
+    assert sorted(drawn) == sorted(path for _, path in OPERATIONS)
+
+
 def test_the_open_routes_need_no_token_and_the_others_do(config: Path, tmp_path: Path) -> None:
     tokens = tmp_path / "tokens"
     tokens.write_text(f"{_TOKEN} admin\n")
