@@ -81,8 +81,22 @@ GRPC_ADMIN_METHODS = frozenset(
     }
 )
 GRPC_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
-# REST paths (lower case): KServe V2's model repository extension is management.
-REST_ADMIN_PREFIXES = ("/v2/repository/",)
+# REST paths (lower case): KServe V2's model repository extension is management, and so is the
+# dashboard's reload button.
+REST_ADMIN_PREFIXES = ("/v2/repository/", "/dashboard/api/reload")
+# REST paths (lower case, exact) anyone may fetch, tokens or not: each owner adds its own.
+REST_OPEN_PATHS = frozenset(
+    {
+        # the dashboard's page and files (api.dashboard.OPEN_PATHS); its JSON state needs a token
+        "/dashboard",
+        "/dashboard/",
+        "/dashboard/dashboard.js",
+        "/dashboard/promtext.js",
+        "/dashboard/dashboard.css",
+        "/dashboard/uplot/uplot.iife.min.js",
+        "/dashboard/uplot/uplot.min.css",
+    }
+)
 
 
 def parse_tokens(text: str, path: str) -> list[tuple[bytes, Scope]]:
@@ -219,8 +233,9 @@ class RestGuard:
 
     def __call__(self, request: Request) -> Awaitable[Response]:
         # A CORS preflight carries no credentials by design (Fetch standard) and runs nothing.
-        if request.method != "OPTIONS":
-            management = request.path.lower().startswith(REST_ADMIN_PREFIXES)
+        path = request.path.lower()
+        if request.method != "OPTIONS" and path not in REST_OPEN_PATHS:
+            management = path.startswith(REST_ADMIN_PREFIXES)
             authorization = request.header(b"authorization")
             try:
                 self._guard.check(
