@@ -18,6 +18,7 @@
     metrics: null, // the last scrape: {t (seconds), data}
     series: new Map(), // chart key -> {t: [], values: [[]...]}
     charts: new Map(), // chart key -> uPlot
+    cards: new Map(), // card key -> element
     drawn: 0,
     updates: 0,
     pending: null, // a button waiting for its second click: {key, until}
@@ -238,6 +239,7 @@
           width,
           height: 180,
           cursor: { drag: { x: false, y: false } },
+          legend: { live: false },
           scales: { x: { time: true }, y: { range: (u, min, max) => [0, Math.max(max || 0, 1e-9) * 1.15] } },
           axes: [
             { stroke: "#6b7684", grid: { stroke: "#eef0f3" } },
@@ -260,11 +262,12 @@
     if (s) plot.setData([s.t.slice(), ...s.values.map((c) => c.slice())]);
   }
 
-  function card(container, key, title, subtitle) {
-    let node = container.querySelector(`[data-card="${CSS.escape(key)}"]`);
+  // One card per model or batcher, kept by key (keys may hold any character, so no selector lookups).
+  function card(container, key, title) {
+    let node = S.cards.get(key);
     if (!node) {
-      node = el("div", { class: "card", "data-card": key });
-      node.append(el("div", { class: "title" }, el("b", { text: title }), el("span", { class: "muted small", text: subtitle })));
+      node = el("div", { class: "card" }, el("div", { class: "title" }, el("b", { text: title }), el("span", { class: "muted small" })));
+      S.cards.set(key, node);
       container.append(node);
     }
     return node;
@@ -436,7 +439,7 @@
     container.querySelector(".empty")?.remove();
     for (const model of doc.models) {
       const versions = model.available.length ? "serving v" + model.available.join(", v") : "not serving";
-      const node = card(container, model.name, model.name, versions);
+      const node = card(container, "model\u0000" + model.name, model.name);
       node.querySelector(".title span").textContent = versions;
       chart("traffic\u0000" + model.name, chartHost(node, "traffic"), ["requests/s", "errors/s"], "/s");
       chart("latency\u0000" + model.name, chartHost(node, "latency"), ["p50 ms", "p90 ms", "p99 ms"], "ms");
@@ -458,7 +461,7 @@
     container.querySelector(".empty")?.remove();
     for (const key of keys) {
       const b = measured.batchers.get(key);
-      const node = card(container, key, `${b.model} v${b.version}`, "");
+      const node = card(container, "batch\u0000" + key, `${b.model} v${b.version}`);
       node.querySelector(".title span").textContent = `${fmt(b.batches)} batches/s · ${fmt(b.queue, 0)} waiting`;
       chart("batch\u0000" + key, chartHost(node, "batch"), ["mean batch size", "queue depth"], "");
     }
@@ -531,7 +534,7 @@
           el("td", { text: placementText(m.placement) })),
       ),
     );
-    $("config-file-title").textContent = config.model_config_file ? `--model_config_file ${config.model_config_file}` : "models.config";
+    $("config-file-path").textContent = config.model_config_file ? "--model_config_file=" + config.model_config_file : "";
     $("config-text").textContent = config.model_config_file ? config.model_config_text : "(one model from --model_name and --model_base_path)";
     const params = doc.batching ? Object.entries(doc.batching.parameters) : [];
     fill(
