@@ -347,13 +347,9 @@ class Server:
                 max_gzip_ratio=self.options.rest_api_max_gzip_ratio,
             ),
         )
-        router = Router(
-            [
-                ("/v1/", rest),
-                ("/v2/", V2RestApp(self.core, rest.options)),
-                *self._dashboard_routes(),
-            ]
-        )
+        routes: list[tuple[str, Handler]] = [("/v1/", rest), ("/v2/", V2RestApp(self.core, rest.options))]
+        routes += self._dashboard_routes()
+        router = Router(routes)
         handler = router if self._guard is None else auth.RestGuard(router, self._guard)
         self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self._rest_tls))
         await self.http.start(sock)

@@ -56,7 +56,9 @@ class Page:
             details = params["exceptionDetails"]
             self.errors.append(f"exception: {details.get('exception', {}).get('description') or details['text']}")
         elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
-            self.errors.append("console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"]))
+            self.errors.append(
+                "console.error: " + " ".join(str(a.get("value", a.get("description"))) for a in params["args"])
+            )
         elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
             entry = params["entry"]
             self.errors.append(f"log ({entry['source']}): {entry['text']} {entry.get('url', '')}".rstrip())
@@ -119,7 +121,9 @@ class Browser:
             elif data.get("sessionId") in self._pages:
                 self._pages[data["sessionId"]].event(data)
 
-    async def send(self, method: str, params: dict[str, Any] | None = None, session: str | None = None) -> dict[str, Any]:
+    async def send(
+        self, method: str, params: dict[str, Any] | None = None, session: str | None = None
+    ) -> dict[str, Any]:
         self._next += 1
         message: dict[str, Any] = {"id": self._next, "method": method, "params": params or {}}
         if session is not None:

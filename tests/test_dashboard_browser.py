@@ -229,12 +229,12 @@ def test_tokens_and_admin_actions(repository: Path, tmp_path: Path) -> None:
             await use_token(page, ADMIN)
             await page.wait_for("document.getElementById('pill-access').textContent == 'token: admin'")
             assert not await page.evaluate("document.getElementById('reload-config').hidden")
-            unload = "document.querySelector('button[data-action=\"unload\"][data-model=\"mlp\"]')"
+            unload = 'document.querySelector(\'button[data-action="unload"][data-model="mlp"]\')'
             await page.wait_for(f"!!{unload}")
             await page.evaluate(f"{unload}.click()")  # the first click asks to confirm
             assert await page.evaluate(f"{unload}.textContent") == "Confirm unload?"
             await page.evaluate(f"{unload}.click()")
-            load = "document.querySelector('button[data-action=\"load\"][data-model=\"mlp\"]')"
+            load = 'document.querySelector(\'button[data-action="load"][data-model="mlp"]\')'
             await page.wait_for(f"!!{load}")
             assert not server.server.core.ready("mlp")
             await page.evaluate(f"{load}.click(); {load}.click()")

@@ -85,17 +85,15 @@ GRPC_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 # dashboard's reload button.
 REST_ADMIN_PREFIXES = ("/v2/repository/", "/dashboard/api/reload")
 # REST paths (lower case, exact) anyone may fetch, tokens or not: each owner adds its own.
-REST_OPEN_PATHS = frozenset(
-    {
-        # the dashboard's page and files (api.dashboard.OPEN_PATHS); its JSON state needs a token
-        "/dashboard",
-        "/dashboard/",
-        "/dashboard/dashboard.js",
-        "/dashboard/promtext.js",
-        "/dashboard/dashboard.css",
-        "/dashboard/uplot/uplot.iife.min.js",
-        "/dashboard/uplot/uplot.min.css",
-    }
+REST_OPEN_PATHS = (
+    # the dashboard's page and files (api.dashboard.OPEN_PATHS); its JSON state needs a token
+    "/dashboard",
+    "/dashboard/",
+    "/dashboard/dashboard.js",
+    "/dashboard/promtext.js",
+    "/dashboard/dashboard.css",
+    "/dashboard/uplot/uplot.iife.min.js",
+    "/dashboard/uplot/uplot.min.css",
 )
 
 
