@@ -512,7 +512,7 @@
       el("tr", {},
         el("td", {}, el("code", { text: "--" + f.name })),
         el("td", {}, el("code", { text: String(f.value) })),
-        el("td", { class: "muted", text: f.value === f.default ? "" : `default ${f.default}` })),
+        el("td", { class: "muted", text: f.value === f.default ? "" : `default ${f.default === "" ? "none" : f.default}` })),
     );
   }
 
