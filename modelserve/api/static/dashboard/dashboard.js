@@ -141,21 +141,26 @@
   // ---- the poll loop --------------------------------------------------------------------------
 
   async function poll() {
+    let fetched = null;
     try {
-      const [state, metrics] = await Promise.all([fetchState(), fetchMetrics()]);
-      if (state.denied) {
-        askToken(state.denied, state.message);
-      } else {
-        $("token-box").hidden = true;
-        S.state = state.doc;
-        S.metricsPath = state.doc.server.metrics_path;
-        render(state.doc, metrics);
-      }
+      fetched = await Promise.all([fetchState(), fetchMetrics()]);
       pill("pill-server", "live", "ok");
     } catch (err) {
-      pill("pill-server", "server unreachable", "bad");
+      // fetch rejects with a TypeError when nothing answers; anything else is an answer we could not use.
+      pill("pill-server", err instanceof TypeError ? "server unreachable" : String(err.message || err), "bad");
     }
     setTimeout(poll, POLL_MS);
+    if (fetched === null) return;
+    // Outside the try: a bug while drawing reaches the console (and the browser tests), not the pill.
+    const [state, metrics] = fetched;
+    if (state.denied) {
+      askToken(state.denied, state.message);
+      return;
+    }
+    $("token-box").hidden = true;
+    S.state = state.doc;
+    S.metricsPath = state.doc.server.metrics_path;
+    render(state.doc, metrics);
   }
 
   function askToken(status, message) {
