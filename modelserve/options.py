@@ -251,6 +251,9 @@ class ServerOptions:
     monitoring_config_file: str = flag(
         "", "Monitoring", "Text-format MonitoringConfig: Prometheus metrics on the REST port.", effect=False
     )
+    enable_dashboard: bool = flag(
+        True, "Monitoring", "Serve the live dashboard at /dashboard on the REST port.", tf=False
+    )
     # Other
     version: bool = flag(False, "Other", "Print the version and exit.")
 

@@ -21,9 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from . import budget, platforms, storage
-from .api import auth, openapi, tls
+from .api import auth, dashboard, openapi, tls
 from .api.grpc_server import GrpcOptions, GrpcServer
-from .api.http import Router
+from .api.http import Handler, Router
 from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
 from .api.v2_rest import V2RestApp
@@ -348,18 +348,42 @@ class Server:
             ),
         )
         docs = openapi.OpenApiApp(self._rest_tls is not None)
-        router = Router(
-            [
-                ("/v1/", rest),
-                ("/v2/", V2RestApp(self.core, rest.options)),
-                (openapi.SPEC_PATH, docs),
-                (openapi.DOCS_PATH + "/", docs),
-            ]
-        )
+        routes: list[tuple[str, Handler]] = [
+            ("/v1/", rest),
+            ("/v2/", V2RestApp(self.core, rest.options)),
+            (openapi.SPEC_PATH, docs),
+            (openapi.DOCS_PATH + "/", docs),
+        ]
+        routes += self._dashboard_routes()
+        router = Router(routes)
         handler = router if self._guard is None else auth.RestGuard(router, self._guard)
         self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self._rest_tls))
         await self.http.start(sock)
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
+
+    def _dashboard_routes(self) -> list[tuple[str, Handler]]:
+        """--enable_dashboard: the page at /dashboard, with the configuration it shows."""
+        if not self.options.enable_dashboard:
+            return []
+        o = self.options
+        setup = dashboard.DashboardSetup(
+            flags=tuple(
+                dashboard.FlagSetting(f.name, getattr(o, f.name), f.default, f.group, f.name in o.explicit)
+                for f in FLAGS
+            ),
+            model_config_file=o.model_config_file,
+            batching=None if self._batching is None else self._batching.params,
+            per_model_batching=o.enable_per_model_batching_parameters,
+            guard=self._guard,
+            reload=self._reload_config_file if o.model_config_file else None,
+        )
+        log.info("Dashboard at /dashboard on the REST port (--enable_dashboard)")
+        return [(dashboard.PREFIX + "/", dashboard.DashboardApp(self.core, setup))]
+
+    async def _reload_config_file(self) -> None:
+        """The dashboard's reload button: read --model_config_file again and apply it, as its poller does."""
+        models = await asyncio.to_thread(model_list, self.options)
+        await self.core.reload_config(models)
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (both front ends at once), unload every model."""

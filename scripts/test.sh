@@ -15,6 +15,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq && apt-get install -y -qq "${missing[@]}"
 fi
 
+# Headless Chromium for the dashboard's browser tests; where it cannot be installed those tests skip,
+# saying so, and the suite goes on.
+if ! command -v chromium >/dev/null; then
+  { apt-get update -qq && apt-get install -y -qq chromium; } \
+    || echo "scripts/test.sh: chromium could not be installed; tests/test_dashboard_browser.py will skip" >&2
+fi
+
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip

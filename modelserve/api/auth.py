@@ -82,17 +82,28 @@ GRPC_ADMIN_METHODS = frozenset(
     }
 )
 GRPC_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
-# REST paths (lower case): KServe V2's model repository extension is management.
-REST_ADMIN_PREFIXES = ("/v2/repository/",)
-# REST paths (lower case) open to anyone: probes, and the API's description, which run no model and
-# tell no more than the package does. An entry ending in "/" opens every path under it.
+# REST paths (lower case): KServe V2's model repository extension is management, and so is the
+# dashboard's reload button.
+REST_ADMIN_PREFIXES = ("/v2/repository/", "/dashboard/api/reload")
+# REST paths (lower case, exact) open to anyone, tokens or not: probes, the API's description, and the
+# dashboard's page and files, which run no model and tell no more than the package does (the
+# dashboard's JSON state needs a token). Each owner adds its own.
 REST_OPEN_PATHS = (
     "/v2/health/live",  # Kubernetes probes carry no token
     "/v2/health/ready",
-    "/openapi.json",  # the API's description and its page with the page's files (api.openapi)
+    "/openapi.json",  # the API's description and its page (api.openapi)
     "/docs",
     "/docs/",
+    # the dashboard's page and files (api.dashboard.OPEN_PATHS)
+    "/dashboard",
+    "/dashboard/",
+    "/dashboard/dashboard.js",
+    "/dashboard/promtext.js",
+    "/dashboard/dashboard.css",
+    "/dashboard/uplot/uplot.iife.min.js",
+    "/dashboard/uplot/uplot.min.css",
 )
+REST_OPEN_PREFIXES = ("/docs/",)  # the API page's files (api.openapi)
 
 
 def parse_tokens(text: str, path: str) -> list[tuple[bytes, Scope]]:
@@ -245,8 +256,8 @@ class RestGuard:
 
 
 def is_open_path(path: str) -> bool:
-    """``path`` (lower case) needs no token (``REST_OPEN_PATHS``)."""
-    return any(path == p or (p.endswith("/") and path.startswith(p)) for p in REST_OPEN_PATHS)
+    """``path`` (lower case) needs no token: one of ``REST_OPEN_PATHS``, or a file of the API's page."""
+    return path in REST_OPEN_PATHS or path.startswith(REST_OPEN_PREFIXES)
 
 
 async def _refused(exc: ServingError) -> Response:
