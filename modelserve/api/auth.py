@@ -83,6 +83,8 @@ GRPC_ADMIN_METHODS = frozenset(
 GRPC_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 # REST paths (lower case): KServe V2's model repository extension is management.
 REST_ADMIN_PREFIXES = ("/v2/repository/",)
+# REST paths (lower case) open without a token: probes (kubelet sends none), as the gRPC health service.
+REST_OPEN_PATHS = frozenset({"/healthz", "/readyz", "/v2/health/live", "/v2/health/ready"})
 
 
 def parse_tokens(text: str, path: str) -> list[tuple[bytes, Scope]]:
@@ -219,7 +221,7 @@ class RestGuard:
 
     def __call__(self, request: Request) -> Awaitable[Response]:
         # A CORS preflight carries no credentials by design (Fetch standard) and runs nothing.
-        if request.method != "OPTIONS":
+        if request.method != "OPTIONS" and request.path.lower() not in REST_OPEN_PATHS:
             management = request.path.lower().startswith(REST_ADMIN_PREFIXES)
             authorization = request.header(b"authorization")
             try:
