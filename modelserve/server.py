@@ -447,11 +447,11 @@ async def serve(options: ServerOptions, started: Callable[[Server], None] = lamb
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     stop.clear()
-    await server.drain()
     delay = options.drain_delay_seconds
+    # Load balancers take a while to see the readiness change and stop sending: serve on meanwhile.
+    log.info("Shutting down: not ready from now on; serving on for %g s (--drain_delay_seconds)", delay)
+    await server.drain()
     if delay > 0:
-        # Load balancers take a while to see the readiness change and stop sending: serve on meanwhile.
-        log.info("Shutting down: not ready from now on; serving on for %g s (--drain_delay_seconds)", delay)
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)  # a second signal ends the delay early
     log.info("Shutting down: draining in-flight requests")

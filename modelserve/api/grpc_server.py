@@ -215,14 +215,14 @@ class GrpcServer:
     async def stop(self, grace: float) -> None:
         """Refuse new RPCs, let running ones finish for up to ``grace`` seconds."""
         await self.drain()
+        if self._health is not None:
+            done = self._health.enter_graceful_shutdown()
+            if asyncio.iscoroutine(done):  # the grpc.aio servicer's (also when its server never started)
+                await done
         server = self._server
         if isinstance(server, grpc.aio.Server):
-            if self._health is not None:
-                await self._health.enter_graceful_shutdown()
             await server.stop(grace)
             return
-        if self._health is not None:
-            self._health.enter_graceful_shutdown()
         if server is not None:  # its stop returns at once; the event is set once the calls are done
             await asyncio.to_thread(lambda: server.stop(grace).wait())
 
