@@ -228,8 +228,11 @@ class ConfigFileWatcher:
 
     def check_now(self) -> bool:
         """Read and apply the file once; False when it was refused (and logged)."""
+        parser: list[tuple[int, str]] = []  # the parser's own line, said with the error (once)
         try:
-            message: Any = read_text_proto(self._path, pb.ModelServerConfig())
+            message: Any = read_text_proto(
+                self._path, pb.ModelServerConfig(), lambda line: parser.append((logging.ERROR, line))
+            )
             if message.WhichOneof("config") is None:
                 # TF Serving's ReloadConfig takes no action for an empty config, so a file caught
                 # mid-write (truncated to nothing) never unloads every model.
@@ -237,7 +240,9 @@ class ConfigFileWatcher:
                 return True
             models = model_configs(message)
         except ServingError as exc:
-            self._repeats.report(self._path, [(logging.ERROR, f"Failed to read ModelServerConfig file: {exc}")])
+            self._repeats.report(
+                self._path, [*parser, (logging.ERROR, f"Failed to read ModelServerConfig file: {exc}")]
+            )
             return False
         try:
             self._apply(models)

@@ -179,16 +179,17 @@ class Repeats:
     def __init__(self, logger: logging.Logger) -> None:
         self._log = logger
         self._lock = threading.Lock()
-        self._said: dict[Hashable, frozenset[tuple[int, str]]] = {}
+        self._said: dict[Hashable, tuple[tuple[int, str], ...]] = {}
 
     def report(self, key: Hashable, lines: Iterable[tuple[int, str]]) -> None:
         """This round's (level, text) lines for ``key`` (none: all is well)."""
-        now = frozenset(lines)
+        now = tuple(dict.fromkeys(lines))  # in the order given, once each
         with self._lock:
-            before = self._said.get(key, frozenset())
+            before = self._said.get(key, ())
             if now:
                 self._said[key] = now
             else:
                 self._said.pop(key, None)
-        for line_level, text in sorted(now, key=lambda line: line[1]):
-            self._log.log(logging.DEBUG if (line_level, text) in before else line_level, "%s", text)
+        for line_level, text in now:
+            said = logging.DEBUG if (line_level, text) in before else line_level
+            self._log.log(said, "%s", text, stacklevel=2)  # the record names the poller, not this line
