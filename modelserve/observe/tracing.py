@@ -97,8 +97,12 @@ class Tracing:
             return
         otel = self._trace
 
+        # Epoch nanoseconds (1.7e18) are past a float's precision: add the offsets from the start to a
+        # base, so that durations keep the monotonic clock's.
+        base = int(record.wall * 1e9)
+
         def ns(t: float) -> int:
-            return int(record.epoch(t) * 1e9)
+            return base + round((t - record.start) * 1e9)
 
         carrier = {"traceparent": record.traceparent} if record.traceparent else {}
         parent = self._propagator.extract(carrier, context=self._empty())
