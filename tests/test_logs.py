@@ -9,6 +9,7 @@ import json
 import logging
 import subprocess
 import sys
+import threading
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -20,6 +21,7 @@ from modelserve.lifecycle.config import read_model_config_file
 from modelserve.lifecycle.reload import ConfigFileWatcher
 from modelserve.observe import RequestTrace
 from modelserve.observe.logs import AccessLog, JsonFormatter, Repeats, access_line, configure, formatter, level
+from modelserve.observe.offload import Offload
 from modelserve.serving.request import InferenceRequest
 from modelserve.testing import CHECKOUT, running_server, server_process
 
@@ -164,6 +166,29 @@ def test_access_log_samples_successes_at_the_rate(tmp_path: Path) -> None:
 def test_access_line_marks_what_did_not_happen() -> None:
     line = access_line({"model": "", "version": None, "queue_ms": None, "total_ms": 500.0})
     assert line == "model=- version=- queue_ms=- total_ms=500.0"
+
+
+def test_a_failing_writer_is_said_once_and_the_thread_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    handled: list[list[int]] = []
+    calls = threading.Semaphore(0)
+
+    def handle(batch: list[int]) -> None:
+        calls.release()
+        if 0 in batch:
+            raise OSError("No space left on device")
+        handled.append(batch)
+
+    offload = Offload[int]("test-writer", handle)
+    with caplog.at_level(logging.ERROR, "modelserve.observe.offload"):
+        for _ in range(2):
+            offload.put(0)
+            assert calls.acquire(timeout=30)  # one batch each
+        offload.put(1)
+        offload.close()  # handles what is queued first
+        offload.put(5)  # after close: never handled
+    assert handled == [[1]]
+    assert [r.getMessage() for r in caplog.records] == ["test-writer failed (said once)"]
+    offload.close()  # twice is fine
 
 
 # ---- the access log, end to end (after helper M's plumbing) ------------------------------------

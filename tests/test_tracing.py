@@ -67,6 +67,7 @@ def test_a_request_becomes_a_server_span_with_its_steps_under_the_callers_parent
     tracing, exporter = exported
     record = predict_trace()
     tracing.finished(record)
+    tracing.close()  # the spans are made on the tracing thread: wait for them
     spans = by_name(exporter.get_finished_spans())
     assert set(spans) == {"modelserve infer", "decode", "queue", "inference", "encode"}
     root = spans["modelserve infer"]
@@ -106,6 +107,7 @@ def test_without_a_traceparent_each_request_starts_a_trace_and_errors_are_marked
     tracing, exporter = exported
     tracing.finished(predict_trace(""))
     tracing.finished(predict_trace("not-a-traceparent", Code.RESOURCE_EXHAUSTED))
+    tracing.close()
     roots = [s for s in exporter.get_finished_spans() if s.name == "modelserve infer"]
     assert len(roots) == 2 and all(root.parent is None for root in roots)
     assert roots[0].context.trace_id != roots[1].context.trace_id
@@ -120,6 +122,7 @@ def test_a_request_that_ran_nothing_has_only_its_own_span(exported: tuple[Tracin
     tracing.finished(record)
     unfinished = RequestTrace("tfs_grpc", "predict")
     tracing.finished(unfinished)  # never finished: nothing to say
+    tracing.close()
     (span,) = exporter.get_finished_spans()
     assert span.name == "modelserve metadata" and "modelserve.version" not in (span.attributes or {})
 

@@ -14,17 +14,17 @@ from __future__ import annotations
 
 import datetime
 import logging
-import logging.handlers
-import queue
 import random
 import sys
 import threading
+import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import IO, Any
 
 import orjson
 
 from ..errors import Code, InvalidArgument
+from .offload import Offload
 from .trace import RequestTrace
 
 LOG_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
@@ -116,7 +116,9 @@ class AccessLog:
 
     A successful request is written with probability ``sample_rate``; one that failed always is. In the
     text format the line is ``key=value`` pairs after the usual time and level; in JSON the fields are the
-    object's own. The caller formats the record (cheap); a thread of its own writes it.
+    object's own. The caller only queues the finished record (a record is read-only once finished); a
+    thread of its own formats the lines and writes them, a batch at a time, so the event loop neither
+    formats nor waits for the disk.
     """
 
     def __init__(
@@ -130,42 +132,39 @@ class AccessLog:
         if not 0.0 <= sample_rate <= 1.0:
             raise InvalidArgument(f"--access_log_sample_rate must be between 0 and 1, got {sample_rate}")
         self._json = log_format == "json"
+        self._format = formatter(log_format)
         self._rate = sample_rate
         self._sample = sample
-        writer: logging.Handler
-        if target == "-":
-            writer = logging.StreamHandler(sys.stderr)
-        else:
-            writer = logging.FileHandler(target, encoding="utf-8")
-        writer.setFormatter(formatter(log_format))
-        pending: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-        self._listener = logging.handlers.QueueListener(pending, writer)
-        self._writer = writer
-        self._handler = logging.handlers.QueueHandler(pending)
-        self._log = logging.getLogger(ACCESS_LOGGER)
-        self._log.propagate = False  # its own lines, not the server log's (unless both go to stderr)
-        self._log.setLevel(logging.INFO)
-        self._log.addHandler(self._handler)
-        self._listener.start()
-        self._closed = threading.Event()
+        self._stream: IO[str] = sys.stderr if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115
+        self._owned = target != "-"
+        self._writer = Offload[tuple[float, RequestTrace]]("modelserve-access-log", self._write)
 
     def finished(self, trace: RequestTrace) -> None:
         if trace.code is Code.OK and self._rate < 1.0 and self._sample() >= self._rate:
             return
+        self._writer.put((time.time(), trace))
+
+    def _write(self, batch: list[tuple[float, RequestTrace]]) -> None:
+        self._stream.write("".join(self._line(when, trace) + "\n" for when, trace in batch))
+        self._stream.flush()
+
+    def _line(self, when: float, trace: RequestTrace) -> str:
         fields = access_fields(trace)
         if self._json:
-            self._log.info("%s %s %s", trace.protocol, trace.api, fields["status"], extra=fields)
+            message = f"{trace.protocol} {trace.api} {fields['status']}"
         else:
-            self._log.info("%s", access_line(fields))
+            message = access_line(fields)
+        record = logging.LogRecord(ACCESS_LOGGER, logging.INFO, "", 0, message, None, None)
+        record.created, record.msecs = when, (when - int(when)) * 1000
+        if self._json:
+            record.__dict__.update(fields)
+        return self._format.format(record)
 
     def close(self) -> None:
         """Write what is queued and close the file (once)."""
-        if self._closed.is_set():
-            return
-        self._closed.set()
-        self._log.removeHandler(self._handler)
-        self._listener.stop()
         self._writer.close()
+        if self._owned and not self._stream.closed:
+            self._stream.close()
 
 
 class Repeats:
