@@ -161,6 +161,8 @@ def test_access_log_samples_successes_at_the_rate(tmp_path: Path) -> None:
     assert [line.rsplit("request_id=", 1)[1] for line in path.read_text().splitlines()] == ["r0", "r2"]
     with pytest.raises(InvalidArgument, match="between 0 and 1"):
         AccessLog(str(path), sample_rate=1.5)
+    with pytest.raises(InvalidArgument, match=r"--access_log .*/no/such/folder/a\.log: No such file or directory"):
+        AccessLog(str(tmp_path / "no" / "such" / "folder" / "a.log"))
 
 
 def test_access_line_marks_what_did_not_happen() -> None:

@@ -135,7 +135,10 @@ class AccessLog:
         self._format = formatter(log_format)
         self._rate = sample_rate
         self._sample = sample
-        self._stream: IO[str] = sys.stderr if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115
+        try:
+            self._stream: IO[str] = sys.stderr if target == "-" else open(target, "a", encoding="utf-8")  # noqa: SIM115
+        except OSError as exc:
+            raise InvalidArgument(f"--access_log {target}: {exc.strerror or exc}") from None
         self._owned = target != "-"
         self._writer = Offload[tuple[float, RequestTrace]]("modelserve-access-log", self._write)
 
