@@ -449,7 +449,8 @@ async def serve(options: ServerOptions, started: Callable[[Server], None] = lamb
     stop.clear()
     delay = options.drain_delay_seconds
     # Load balancers take a while to see the readiness change and stop sending: serve on meanwhile.
-    log.info("Shutting down: not ready from now on; serving on for %g s (--drain_delay_seconds)", delay)
+    if delay > 0:
+        log.info("Shutting down: not ready from now on; serving on for %g s (--drain_delay_seconds)", delay)
     await server.drain()
     if delay > 0:
         with contextlib.suppress(asyncio.TimeoutError):
