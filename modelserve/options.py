@@ -70,7 +70,12 @@ class ServerOptions:
         "Threads of the threaded gRPC server (without --enable_batching), each running its calls' inference inline; "
         "with --enable_batching gRPC runs on the event loop and this is unused.",
     )
-    enable_grpc_healthcheck_service: bool = flag(False, "gRPC", "Serve the standard grpc.health.v1.Health service.")
+    enable_grpc_healthcheck_service: bool = flag(
+        True,
+        "gRPC",
+        "Serve the standard grpc.health.v1.Health service, with a service name per model "
+        "(TF Serving's default is false).",
+    )
     ssl_config_file: str = flag("", "gRPC", "Text-format SSLConfig: TLS (and mTLS) for gRPC.")
     use_alts_credentials: bool = flag(False, "gRPC", "Google ALTS credentials; not supported here.", effect=False)
     enable_profiler: bool = flag(True, "gRPC", "TF profiler service; not provided.", effect=False)
@@ -253,6 +258,35 @@ class ServerOptions:
     )
     enable_dashboard: bool = flag(
         True, "Monitoring", "Serve the live dashboard at /dashboard on the REST port.", tf=False
+    )
+    # Logs, traces and probes (docs/observability.md)
+    log_level: str = flag(
+        "info", "Monitoring", "Least severe log lines written: debug, info, warning or error.", tf=False
+    )
+    log_format: str = flag(
+        "text", "Monitoring", "text (TF Serving-like lines) or json (one object per line).", tf=False
+    )
+    access_log: str = flag(
+        "", "Monitoring", "One line per request: '' off, '-' to stderr, else a file path (appended to).", tf=False
+    )
+    access_log_sample_rate: float = flag(
+        1.0,
+        "Monitoring",
+        "Share of successful requests the access log writes (0..1); errors are always written.",
+        tf=False,
+    )
+    enable_tracing: bool = flag(
+        False,
+        "Monitoring",
+        "OpenTelemetry spans per request (the otel extra); exported by OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set.",
+        tf=False,
+    )
+    drain_delay_seconds: float = flag(
+        0.0,
+        "Monitoring",
+        "On SIGTERM/SIGINT, report not ready at once and go on serving this long before the drain closes "
+        "connections (the time load balancers take to stop sending).",
+        tf=False,
     )
     # Other
     version: bool = flag(False, "Other", "Print the version and exit.")

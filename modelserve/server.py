@@ -8,6 +8,7 @@ message instead of waiting forever.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import os
@@ -15,7 +16,6 @@ import resource
 import signal
 import socket
 import ssl
-import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ from typing import Any
 from . import budget, platforms, storage
 from .api import auth, dashboard, openapi, tls
 from .api.grpc_server import GrpcOptions, GrpcServer
+from .api.health import HEALTH_PATHS, HealthApp
 from .api.http import Handler, Router
 from .api.httpd import HttpOptions, HttpServer
 from .api.tfs_rest import RestOptions, TfsRestApp
@@ -35,6 +36,7 @@ from .execution.workers import WorkerPool
 from .lifecycle.config import ModelConfig, read_model_config_file
 from .lifecycle.manager import ManagerOptions, ModelManager, no_warmup
 from .lifecycle.reload import ConfigFileWatcher
+from .observe import Observer, Observers, logs
 from .options import FLAGS, ServerOptions
 from .platforms import cpus, devices
 from .platforms.servable import Servable
@@ -222,6 +224,9 @@ class Server:
         self._runners: RunnerFactory = self._direct_runner  # chosen once, in start()
         self._guard: auth.Guard | None = None  # tokens and the management switch, from the flags in start()
         self._rest_tls: ssl.SSLContext | None = None
+        # Readers of finished requests (access log, tracing), built from the flags in start().
+        self.observers = Observers()
+        self._closers: list[Callable[[], None]] = []
 
     @property
     def rest_tls(self) -> bool:
@@ -252,6 +257,7 @@ class Server:
         log_thread_choices(self.options)
         log_memory_budget(self.options, self.budget, self._memory)
         self._configure_security()
+        self._configure_observers()
         self._placed.inventory = devices.prepare(os.environ)
         self._choose_runners()
         models = model_list(self.options)
@@ -296,6 +302,35 @@ class Server:
                 " and ".join(plain),
                 o.host,
             )
+
+    def _configure_observers(self) -> None:
+        """--access_log and --enable_tracing: the readers of finished requests, each logged."""
+        o = self.options
+        observers: list[Observer] = []
+        if o.access_log:
+            access = logs.AccessLog(o.access_log, o.log_format, o.access_log_sample_rate)
+            self._closers.append(access.close)
+            observers.append(access)
+            log.info(
+                "Access log: one %s line per request to %s%s",
+                o.log_format,
+                "stderr" if o.access_log == "-" else o.access_log,
+                "" if o.access_log_sample_rate >= 1 else f", {o.access_log_sample_rate:g} of successes (all errors)",
+            )
+        if o.enable_tracing:
+            from .observe.tracing import Tracing
+
+            tracing = Tracing()
+            self._closers.append(tracing.close)
+            observers.append(tracing)
+        self.observers = Observers(observers)
+
+    async def drain(self) -> None:
+        """Start a drain: readiness is false at once on every probe (REST, V2, gRPC health); requests are
+        still served until ``stop``."""
+        self.core.drain()
+        if self._grpc is not None:
+            await self._grpc.drain()
 
     async def _start_grpc(self) -> None:
         o = self.options
@@ -348,9 +383,11 @@ class Server:
             ),
         )
         docs = openapi.OpenApiApp(self._rest_tls is not None)
+        health = HealthApp(self.core)
         routes: list[tuple[str, Handler]] = [
             ("/v1/", rest),
             ("/v2/", V2RestApp(self.core, rest.options)),
+            *((path, health) for path in HEALTH_PATHS),
             (openapi.SPEC_PATH, docs),
             (openapi.DOCS_PATH + "/", docs),
         ]
@@ -387,6 +424,7 @@ class Server:
 
     async def stop(self) -> None:
         """Stop accepting, let in-flight requests finish (both front ends at once), unload every model."""
+        self.core.drain()  # not ready from here on, if a drain did not already say so
         if self._watcher is not None:
             self._watcher.close()
         draining: list[Awaitable[None]] = []
@@ -399,6 +437,9 @@ class Server:
         if self._batching is not None:
             await asyncio.to_thread(self._batching.close)
         self._pool.close()
+        for close in self._closers:  # last: the answers written while draining are logged and traced
+            close()
+        self._closers = []
 
 
 def _loopback(host: str) -> bool:
@@ -432,19 +473,32 @@ async def serve(options: ServerOptions, started: Callable[[Server], None] = lamb
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    stop.clear()
+    delay = options.drain_delay_seconds
+    # Load balancers take a while to see the readiness change and stop sending: serve on meanwhile.
+    if delay > 0:
+        log.info("Shutting down: not ready from now on; serving on for %g s (--drain_delay_seconds)", delay)
+    await server.drain()
+    if delay > 0:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)  # a second signal ends the delay early
     log.info("Shutting down: draining in-flight requests")
     await server.stop()
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        stream=sys.stderr, level=logging.INFO, format="%(asctime)s %(levelname).1s %(name)s] %(message)s"
-    )
+def configure_logging(options: ServerOptions) -> None:
+    """--log_level and --log_format for the whole process (TF Serving-like text lines by default)."""
+    logs.configure(options.log_level, options.log_format)
 
 
 def run(options: ServerOptions, started: Callable[[Server], None] = lambda server: None) -> int:
     """The process's life; returns its exit status (255 on a failed start, as TF Serving)."""
-    configure_logging()
+    try:
+        configure_logging(options)
+    except ServingError as exc:
+        logs.configure()
+        log.error("Failed to start server. Error: %s: %s", exc.code.name, exc)
+        return 255
     try:
         _event_loop_runner()(serve(options, started))
     except ServingError as exc:

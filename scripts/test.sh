@@ -30,7 +30,7 @@ pip install -q --upgrade pip
 # PyPI's CUDA build of the same release (gigabytes, and it runs on a CPU too). The suite also passes on
 # torch 2.14 (checked by hand; see docs/platforms.md).
 pip install -q "torch==2.13.0"
-pip install -q -e ".[dev,test,bench,tensorflow,torch,tflite,convert]"
+pip install -q -e ".[dev,test,bench,tensorflow,torch,tflite,convert,otel]"
 
 # The gate: lint, format and types, before any test runs; a finding fails the suite.
 ruff check .

@@ -47,7 +47,7 @@ def test_health_service_reports_tf_serving_names(half: Path, server_model: str) 
         grpc.insecure_channel(s.grpc_target) as channel,
     ):
         health = health_pb2_grpc.HealthStub(channel)
-        for name in ("", "ModelService", "PredictionService", "tensorflow.serving.PredictionService"):
+        for name in ("", "ModelService", "PredictionService", "tensorflow.serving.PredictionService", "half"):
             answer = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=10)
             assert answer.status == health_pb2.HealthCheckResponse.SERVING, name
         with pytest.raises(grpc.RpcError) as info:
@@ -55,8 +55,10 @@ def test_health_service_reports_tf_serving_names(half: Path, server_model: str) 
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-def test_no_health_service_unless_asked(half: Path, server_model: str) -> None:
-    with running_server(*flags(half, server_model)) as s, grpc.insecure_channel(s.grpc_target) as channel:
+def test_health_service_can_be_switched_off(half: Path, server_model: str) -> None:
+    # On by default (TF Serving's default is off): Kubernetes' gRPC probes need it.
+    off = "--enable_grpc_healthcheck_service=false"
+    with running_server(*flags(half, server_model, off)) as s, grpc.insecure_channel(s.grpc_target) as channel:
         with pytest.raises(grpc.RpcError) as info:
             health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED

@@ -89,7 +89,9 @@ REST_ADMIN_PREFIXES = ("/v2/repository/", "/dashboard/api/reload")
 # dashboard's page and files, which run no model and tell no more than the package does (the
 # dashboard's JSON state needs a token). Each owner adds its own.
 REST_OPEN_PATHS = (
-    "/v2/health/live",  # Kubernetes probes carry no token
+    "/healthz",  # probes: a kubelet sends no token, as the gRPC health service
+    "/readyz",
+    "/v2/health/live",
     "/v2/health/ready",
     "/openapi.json",  # the API's description and its page (api.openapi)
     "/docs",

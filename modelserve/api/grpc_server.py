@@ -2,7 +2,8 @@
 
 Binds ``--port`` and ``--grpc_socket_path``, applies ``--grpc_channel_arguments`` over TF
 Serving's message-size defaults, TLS from ``--ssl_config_file``, the standard health service
-(``--enable_grpc_healthcheck_service``) and server reflection. The services themselves are
+(``--enable_grpc_healthcheck_service``, on by default: per-model service names, NOT_SERVING from the start
+of a drain) and server reflection. The services themselves are
 ``api.tfs_grpc``'s (TF Serving) and ``api.v2_grpc``'s (KServe V2).
 
 Two server models, chosen at start-up, both driving the same RPC coroutines
@@ -35,6 +36,7 @@ from ..protos._pool import DESCRIPTOR_SET
 from ..protos.text import read_text_proto
 from ..serving.core import ServingCore
 from .auth import AsyncGrpcGuard, GrpcGuard, Guard
+from .health import model_states
 from .tfs_grpc import add_services
 from .v2_grpc import add_service as add_v2_service
 
@@ -44,8 +46,11 @@ INT32_MAX = 2**31 - 1
 # TF Serving's ServerBuilder::SetMaxMessageSize(INT32_MAX): a 1 GiB request fits.
 DEFAULT_MAX_MESSAGE_BYTES = INT32_MAX
 HEALTH_SERVICE = "grpc.health.v1.Health"
-# Names the health service reports SERVING: TF Serving's three, plus the full names gRPC tooling asks for.
-HEALTH_SERVICES = ("", "ModelService", "PredictionService", PREDICTION_SERVICE, MODEL_SERVICE, INFERENCE_SERVICE)
+# Names the health service reports SERVING until a drain: TF Serving's three, plus the full names gRPC
+# tooling asks for. "" (the server) follows readiness instead, and each model's name its own state.
+HEALTH_SERVICES = ("ModelService", "PredictionService", PREDICTION_SERVICE, MODEL_SERVICE, INFERENCE_SERVICE)
+# How often the health service re-reads the models' states: a probe sees a change at most this late.
+HEALTH_REFRESH_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -57,7 +62,7 @@ class GrpcOptions:
     socket_path: str = ""
     channel_arguments: str = ""
     max_threads: int = 8  # the threaded server's handler threads
-    health: bool = False
+    health: bool = True
     tensor_content: bool = False
     ssl_config_file: str = ""
     asyncio: bool = False  # grpc.aio on the event loop instead of the threaded server
@@ -124,6 +129,8 @@ class GrpcServer:
         self._options = options
         self._server: grpc.Server | grpc.aio.Server | None = None
         self._health: Any = None
+        self._health_states: dict[str, bool] = {}  # what the health service reports now, by name
+        self._refresh: asyncio.Task[None] | None = None
         self.port: int | None = None
 
     async def start(self) -> None:
@@ -158,28 +165,64 @@ class GrpcServer:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", options.socket_path)
 
     async def _add_health(self, server: grpc.Server | grpc.aio.Server) -> str:
-        from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+        from grpc_health.v1 import health, health_pb2_grpc
 
         asynchronous = isinstance(server, grpc.aio.Server)
         servicer = health.aio.HealthServicer() if asynchronous else health.HealthServicer()
-        for name in HEALTH_SERVICES:
-            done = servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-            if asynchronous:
-                await done  # the grpc.aio servicer's set is a coroutine
         health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
         self._health = servicer
+        await self._set_health(dict.fromkeys(HEALTH_SERVICES, True))
+        await self._refresh_health()
+        self._refresh = asyncio.create_task(self._keep_health(), name="modelserve-grpc-health")
         return HEALTH_SERVICE
+
+    async def _keep_health(self) -> None:
+        while True:
+            await asyncio.sleep(HEALTH_REFRESH_SECONDS)
+            try:
+                await self._refresh_health()
+            except Exception:  # a probe's view must outlive a bug in one round
+                log.exception("Refreshing the gRPC health states failed")
+
+    async def _refresh_health(self) -> None:
+        """ "" SERVING iff the core is ready; each model's name SERVING iff it has an AVAILABLE version."""
+        states = model_states(self._core)
+        states[""] = self._core.ready()
+        await self._set_health(states)
+
+    async def _set_health(self, states: dict[str, bool]) -> None:
+        """Tell the servicer the states that changed (a model no longer configured: NOT_SERVING)."""
+        from grpc_health.v1 import health_pb2
+
+        gone = {name: False for name in self._health_states if name not in states and name not in HEALTH_SERVICES}
+        for name, serving in {**gone, **states}.items():
+            if self._health_states.get(name) == serving:
+                continue
+            self._health_states[name] = serving
+            status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+            done = self._health.set(name, status)
+            if asyncio.iscoroutine(done):
+                await done  # the grpc.aio servicer's set is a coroutine
+
+    async def drain(self) -> None:
+        """A drain starts: every name the health service knows turns NOT_SERVING at once (calls still run)."""
+        if self._refresh is not None:
+            self._refresh.cancel()
+            self._refresh = None
+        if self._health is not None:
+            await self._set_health(dict.fromkeys(self._health_states, False))
 
     async def stop(self, grace: float) -> None:
         """Refuse new RPCs, let running ones finish for up to ``grace`` seconds."""
+        await self.drain()
+        if self._health is not None:
+            done = self._health.enter_graceful_shutdown()
+            if asyncio.iscoroutine(done):  # the grpc.aio servicer's (also when its server never started)
+                await done
         server = self._server
         if isinstance(server, grpc.aio.Server):
-            if self._health is not None:
-                await self._health.enter_graceful_shutdown()
             await server.stop(grace)
             return
-        if self._health is not None:
-            self._health.enter_graceful_shutdown()
         if server is not None:  # its stop returns at once; the event is set once the calls are done
             await asyncio.to_thread(lambda: server.stop(grace).wait())
 

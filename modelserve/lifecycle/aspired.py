@@ -21,6 +21,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from ..errors import NotFound, ServingError
+from ..observe.logs import Repeats
 from . import sources
 from .config import ModelConfig
 from .policy import aspired_versions, missing_specific_versions, next_action
@@ -43,6 +44,8 @@ class AspiredVersions:
         self._listeners: list[Callable[[str], None]] = []
         self._stop = threading.Event()  # set by close(): ends polling, starts no more steps
         self._thread: threading.Thread | None = None
+        # A poll every second finds the same missing folder again: say it once, until it changes.
+        self._repeats = Repeats(log)
         versions.listen(self.reconcile)
 
     def configs(self) -> dict[str, ModelConfig]:
@@ -91,19 +94,27 @@ class AspiredVersions:
             targets = [c for n, c in self._configs.items() if not chosen or n in chosen]
         failures: dict[str, ServingError] = {}
         for config in targets:
+            lines: list[tuple[int, str]] = []
             try:
-                found: Mapping[int, str] | None = sources.scan(config.name, config.base_path).versions
+                scanned = sources.scan(config.name, config.base_path)
+                found: Mapping[int, str] | None = scanned.versions
+                lines += [(logging.WARNING, text) for text in scanned.warnings]
             except ServingError as exc:  # this model only: the others keep being polled
-                log.error("%s", exc)
+                lines.append((logging.ERROR, str(exc)))
                 failures[config.name] = exc
                 found = None
-            self._set_on_disk(config, found)
+            locations = None
+            if found is not None:
+                aspired, warnings = _aspired(config, found)
+                lines += [(logging.WARNING, text) for text in warnings]
+                locations = {v: found[v] for v in aspired}
+            self._repeats.report(config.name, lines)
+            self._set_on_disk(config, locations)
             self.reconcile(config.name)
         return failures
 
-    def _set_on_disk(self, config: ModelConfig, found: Mapping[int, str] | None) -> None:
-        """Hand versions the aspired set of what a scan found (None: the scan failed; the last set stays)."""
-        locations = None if found is None else {v: found[v] for v in _aspired(config, found)}
+    def _set_on_disk(self, config: ModelConfig, locations: dict[int, str] | None) -> None:
+        """Hand versions the aspired versions a scan found (None: the scan failed; the last set stays)."""
         with self._lock:
             if self._configs.get(config.name) is not config:
                 return  # reconfigured while scanning: the next scan decides
@@ -180,15 +191,14 @@ class AspiredVersions:
         self._versions.changes.bump()
 
 
-def _aspired(config: ModelConfig, found: Mapping[int, str]) -> frozenset[int]:
+def _aspired(config: ModelConfig, found: Mapping[int, str]) -> tuple[frozenset[int], list[str]]:
+    """The versions the policy aspires to among ``found``, and TF Serving's warnings about the policy."""
     policy = config.policy
-    for missing in missing_specific_versions(policy, found):
-        log.warning(
-            "Version %d of servable %s, which was requested to be served as a 'specific' version "
-            "in the servable's version policy, was not found in the file system",
-            missing,
-            config.name,
-        )
+    warnings = [
+        f"Version {missing} of servable {config.name}, which was requested to be served as a 'specific' version "
+        "in the servable's version policy, was not found in the file system"
+        for missing in missing_specific_versions(policy, found)
+    ]
     if policy.kind == "specific" and not policy.versions:
-        log.warning("No specific versions requested for servable %s.", config.name)
-    return aspired_versions(policy, found)
+        warnings.append(f"No specific versions requested for servable {config.name}.")
+    return aspired_versions(policy, found), warnings

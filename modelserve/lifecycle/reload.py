@@ -24,6 +24,7 @@ from typing import Any
 
 from .. import platforms
 from ..errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, ServingError, Unavailable, Unknown
+from ..observe.logs import Repeats
 from ..protos import pb
 from ..protos.text import read_text_proto
 from . import sources
@@ -69,11 +70,13 @@ class Reloader:
             for model in models:
                 if model.name not in known and not sources.scan(model.name, model.base_path).versions:
                     raise no_versions_error(model.name, model.base_path)
-            log.info("Adding/updating models.")
+            # A polled config file hands the same config every round: say so only when it changed.
+            said = logging.INFO if self._aspired.configs() != {m.name: m for m in models} else logging.DEBUG
+            log.log(said, "Adding/updating models.")
             added = self._apply(models)
             self._configured = True
             failed = self.wait_until_settled(added, timeout)
-            log.info("Finished adding/updating models")
+            log.log(said, "Finished adding/updating models")
             errors = [(name, s) for name, rows in failed.items() for s in rows]
             if errors:
                 raise not_available(errors, first)
@@ -215,6 +218,7 @@ class ConfigFileWatcher:
         self._apply = apply
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._repeats = Repeats(log)  # a file that stays broken is said once, not every round
 
     def start(self) -> None:
         if self._interval <= 0 or self._thread is not None:
@@ -224,22 +228,29 @@ class ConfigFileWatcher:
 
     def check_now(self) -> bool:
         """Read and apply the file once; False when it was refused (and logged)."""
+        parser: list[tuple[int, str]] = []  # the parser's own line, said with the error (once)
         try:
-            message: Any = read_text_proto(self._path, pb.ModelServerConfig())
+            message: Any = read_text_proto(
+                self._path, pb.ModelServerConfig(), lambda line: parser.append((logging.ERROR, line))
+            )
             if message.WhichOneof("config") is None:
                 # TF Serving's ReloadConfig takes no action for an empty config, so a file caught
                 # mid-write (truncated to nothing) never unloads every model.
-                log.info("Taking no action for empty config.")
+                self._repeats.report(self._path, [(logging.INFO, "Taking no action for empty config.")])
                 return True
             models = model_configs(message)
         except ServingError as exc:
-            log.error("Failed to read ModelServerConfig file: %s", exc)
+            self._repeats.report(
+                self._path, [*parser, (logging.ERROR, f"Failed to read ModelServerConfig file: {exc}")]
+            )
             return False
         try:
             self._apply(models)
         except ServingError as exc:
-            log.error("PollFilesystemAndReloadConfig failed to ReloadConfig: %s: %s", exc.code.name, exc)
+            text = f"PollFilesystemAndReloadConfig failed to ReloadConfig: {exc.code.name}: {exc}"
+            self._repeats.report(self._path, [(logging.ERROR, text)])
             return False
+        self._repeats.report(self._path, [])
         return True
 
     def _run(self) -> None:

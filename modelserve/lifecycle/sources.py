@@ -13,7 +13,6 @@ local files; the copy is removed when the version unloads.
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import shutil
 import tempfile
@@ -24,14 +23,14 @@ from pathlib import Path
 from ..errors import NotFound, Unavailable
 from ..storage import filesystem, is_remote, local_path
 
-log = logging.getLogger(__name__)
-
 
 @dataclass(frozen=True)
 class ScanResult:
-    """Versions found under a base path: version number -> folder path or URI."""
+    """Versions found under a base path: version number -> folder path or URI, and what the scan
+    would warn about (TF Serving's texts; the poller logs them, once while they stay the same)."""
 
     versions: dict[int, str]
+    warnings: tuple[str, ...] = ()
 
 
 def _children(base_path: str) -> list[tuple[str, str, bool]]:
@@ -64,6 +63,7 @@ def parse_version(name: str) -> int | None:
 
 def scan(model: str, base_path: str) -> ScanResult:
     """List ``base_path``; NotFound (with TF Serving's log line) when it does not exist."""
+    warnings: list[str] = []
     try:
         children = _children(base_path)
     except (OSError, Unavailable) as exc:
@@ -78,22 +78,18 @@ def scan(model: str, base_path: str) -> ScanResult:
         if version is None or not is_dir:
             continue
         if version in found:
-            log.warning(
-                "Duplicate version directories detected. Version %d will be loaded from %s, %s will be ignored.",
-                version,
-                found[version],
-                path,
+            warnings.append(
+                f"Duplicate version directories detected. Version {version} will be loaded from "
+                f"{found[version]}, {path} will be ignored."
             )
             continue
         found[version] = path
     if not found:
-        log.warning(
-            "No versions of servable %s found under base path %s. "
-            "Did you forget to name your leaf directory as a number (eg. '/1/')?",
-            model,
-            base_path,
+        warnings.append(
+            f"No versions of servable {model} found under base path {base_path}. "
+            "Did you forget to name your leaf directory as a number (eg. '/1/')?"
         )
-    return ScanResult(found)
+    return ScanResult(found, tuple(warnings))
 
 
 class LocalCopies:

@@ -56,6 +56,13 @@ class ServingCore:
     def __init__(self, manager: ModelManager, budget: MemoryBudget | None = None) -> None:
         self.manager = manager
         self.budget = budget or MemoryBudget.unlimited()
+        # Set once a drain starts (``drain``): every readiness answer is False from then on, while
+        # requests are still served, so load balancers stop sending before connections close.
+        self.draining = False
+
+    def drain(self) -> None:
+        """The server is shutting down: report not ready from now on (requests are still served)."""
+        self.draining = True
 
     def status(self, name: str, version: int | None = None) -> list[VersionReport]:
         return self.manager.status(name, version)
@@ -71,8 +78,10 @@ class ServingCore:
         """No name: every configured model has an AVAILABLE version (the V2 server's readiness), a
         model unloaded through the repository API (``unload_model``) aside: it was asked for, and
         Triton stays ready then. A name: that model has one (or ``version`` is AVAILABLE); False for a
-        model not configured, or unloaded."""
+        model not configured, or unloaded. Always False once draining."""
         manager = self.manager
+        if self.draining:
+            return False
         if name is None:
             return all(manager.available_versions(n) for n in manager.model_names() if not manager.unloaded(n))
         versions = self.manager.available_versions(name)
