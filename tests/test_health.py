@@ -125,6 +125,7 @@ def test_health_paths_refuse_other_methods_and_neighbours(half: Path) -> None:
         request = urllib.request.Request(f"{s.rest_url}/readyz", data=b"", method="POST")
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(request, timeout=10)
+        info.value.close()  # an HTTPError holds its connection open until closed
         assert info.value.code == 405
         assert get(f"{s.rest_url}/healthzz")[0] == 404
 

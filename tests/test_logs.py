@@ -207,8 +207,9 @@ def test_access_log_has_a_line_per_request_with_its_request_id(half: Path, tmp_p
             )
             with urllib.request.urlopen(request, timeout=10) as answer:
                 assert answer.status == 200
-        with pytest.raises(urllib.error.HTTPError):
+        with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(urllib.request.Request(f"{s.rest_url}/v1/models/nope:predict", data=body))
+        info.value.close()
     lines = path.read_text().splitlines()  # the server stopped: every line is written
     rows = [dict(pair.split("=", 1) for pair in line.split("] ", 1)[1].split()) for line in lines]
     mine = [r for r in rows if r["request_id"].startswith("mine-")]
