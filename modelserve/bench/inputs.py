@@ -1,7 +1,7 @@
 """The request's tensors (from the model's metadata or a file) and the first-answer check.
 
 From metadata: each input's shape with ``batch`` for a free first dimension and ``1`` for other free
-ones (``shapes`` overrides an input's whole shape), random values by dtype (floats in [0, 1), small
+ones, ``[batch]`` for an input of unknown rank (``shapes`` overrides an input's whole shape), random values by dtype (floats in [0, 1), small
 integers, booleans, 8-byte ASCII strings). From a file: ``.npy`` (the model's one input), ``.npz``
 (arrays by input name) or ``.json`` (a TF Serving ``{"inputs": ...}``/``{"instances": ...}`` or V2
 ``{"inputs": [...]}`` request), cast to the dtypes the metadata declares.
@@ -29,8 +29,8 @@ def generated(model: Model, batch: int, shapes: Mapping[str, tuple[int, ...]], s
 
 
 def _shape(tensor: Tensor, batch: int) -> tuple[int, ...]:
-    if tensor.shape is None:
-        raise Refused(f"input '{tensor.name}' has an unknown rank: give its shape with --shape={tensor.name}:2x3")
+    if tensor.shape is None:  # any rank (TF Serving's half_plus_two): a vector of ``batch`` values
+        return (batch,)
     return tuple(batch if (d < 0 and i == 0) else (1 if d < 0 else d) for i, d in enumerate(tensor.shape))
 
 

@@ -40,7 +40,7 @@ def step(record: StepRecord, level: dict[str, Any], processes: int, server: dict
         "errors": errors,
         "errors_by_kind": dict(sorted(record.errors.items())),
         "warmup_requests": record.warmup_requests,
-        "seconds": round(record.seconds, 3),
+        "seconds": record.seconds,
         "throughput": ms.size / record.seconds if record.seconds else 0.0,
         "latency_ms": latency,
         "generator_cpu": round(record.cpu_seconds / record.seconds, 3) if record.seconds else 0.0,
