@@ -289,4 +289,3 @@ def test_help_from_python_m_and_from_the_modelserve_command() -> None:
             assert flag in done.stdout
     done = subprocess.run([sys.executable, "-m", "modelserve", "--help"], capture_output=True, text=True, timeout=60)
     assert "modelserve bench" in done.stdout
-

@@ -1,10 +1,11 @@
 """The request's tensors (from the model's metadata or a file) and the first-answer check.
 
 From metadata: each input's shape with ``batch`` for a free first dimension and ``1`` for other free
-ones, ``[batch]`` for an input of unknown rank (``shapes`` overrides an input's whole shape), random values by dtype (floats in [0, 1), small
-integers, booleans, 8-byte ASCII strings). From a file: ``.npy`` (the model's one input), ``.npz``
-(arrays by input name) or ``.json`` (a TF Serving ``{"inputs": ...}``/``{"instances": ...}`` or V2
-``{"inputs": [...]}`` request), cast to the dtypes the metadata declares.
+ones, ``[batch]`` for an input of unknown rank (``shapes`` overrides an input's whole shape), random
+values by dtype (floats in [0, 1), small integers, booleans, 8-byte ASCII strings). From a file:
+``.npy`` (the model's one input), ``.npz`` (arrays by input name) or ``.json`` (a TF Serving
+``{"inputs": ...}``/``{"instances": ...}`` or V2 ``{"inputs": [...]}`` request), cast to the dtypes
+the metadata declares.
 """
 
 from __future__ import annotations
