@@ -25,6 +25,9 @@ from .wire import Arrays, Model, Tensor
 
 
 def generated(model: Model, batch: int, shapes: Mapping[str, tuple[int, ...]], seed: int = 0) -> Arrays:
+    if not model.inputs:
+        raise Refused("the model's metadata lists no inputs (MLServer's, unless its settings declare them): "
+                      "give them with --input=FILE")  # fmt: skip
     rng = np.random.default_rng(seed)
     return {t.name: _random(t, shapes.get(t.name) or _shape(t, batch), rng) for t in model.inputs}
 
@@ -117,6 +120,8 @@ def reference(path: Path) -> Arrays:
 
 def check(answer: Arrays, model: Model, batch: int | None, expected: Arrays | None, tolerance: float) -> None:
     """Refuse an answer whose outputs miss the metadata's names, dtypes or shapes, or differ from ``expected``."""
+    if not answer:
+        raise Refused("the answer has no outputs")
     for tensor in model.outputs:
         if tensor.name not in answer:
             raise Refused(f"the answer has no output '{tensor.name}' (it has {sorted(answer)})")

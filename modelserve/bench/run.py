@@ -17,7 +17,7 @@ from . import inputs, report
 from .generators import Generators, Job
 from .load import StepPlan
 from .scrape import Scraper, difference
-from .transport import exchange, http_bytes
+from .transport import Refused, exchange, http_bytes
 from .wire import Model, Spec, wire
 
 
@@ -41,7 +41,13 @@ def prepare(target: str, args: argparse.Namespace) -> Prepared:
     else:
         tensors = inputs.generated(model, args.batch_size, dict(args.shape), args.seed)
     request = protocol.encode(spec, tensors)
-    body, headers = exchange(target, protocol.rest, request, args.token, args.timeout)
+    try:
+        body, headers = exchange(target, protocol.rest, request, args.token, args.timeout)
+    except Refused as exc:
+        if protocol.name == "v2-rest" and not args.v2_json:
+            hint = " (a server without Triton's binary tensor extension, such as MLServer, needs --v2-json)"
+            raise Refused(f"{exc}{hint}") from None
+        raise
     batch = None if args.input is not None or args.shape else args.batch_size
     expected = inputs.reference(args.reference) if args.reference is not None else None
     inputs.check(protocol.decode(body, headers, model), model, batch, expected, args.tolerance)
