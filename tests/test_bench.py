@@ -26,21 +26,26 @@ from modelserve.bench.scrape import difference, parse
 from modelserve.bench.transport import Refused
 from modelserve.bench.wire import Model, Tensor
 from modelserve.dtypes import DType
+from modelserve.errors import Unavailable
 from modelserve.testing import ServerThread, running_server
 
 from .onnx_models import half_plus_two, identities, mlp, random_weights, slow, write
 
 
 class Counted:
-    """The server's own count of inference calls (any protocol)."""
+    """The server's own count of inference calls (any protocol); with ``failing`` set, every second call
+    after the first fails as UNAVAILABLE (a server that answers the first request well, then not)."""
 
     def __init__(self, server: ServerThread) -> None:
         self.calls = 0
+        self.failing = False
         core = server.server.core
         original = core.predict
 
         async def predict(request: Any) -> Any:
             self.calls += 1
+            if self.failing and self.calls > 1 and self.calls % 2:
+                raise Unavailable("failing on purpose")
             return await original(request)
 
         core.predict = predict
@@ -159,6 +164,27 @@ def test_the_first_answer_check_refuses_a_wrong_target_and_sends_no_load(
     assert counted.take() == 2 and not (tmp_path / "no.json").exists()
 
 
+@pytest.mark.parametrize("protocol", ["tfs-rest", "v2-grpc"])
+def test_a_step_stops_early_on_errors_and_failures_are_never_throughput(
+    served: tuple[ServerThread, Counted], tmp_path: Path, protocol: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server, counted = served
+    counted.take()
+    counted.failing = True
+    out = tmp_path / "out.json"
+    try:
+        args = [f"--target={target(server, protocol)}", f"--protocol={protocol}", "--model=mlp", "--concurrency=2"]
+        assert bench(*args, "--duration=30", f"--json={out}") == 0
+    finally:
+        counted.failing = False
+    (step,) = json.loads(out.read_text())["steps"]
+    assert step["stopped"].startswith("stopped early") and step["seconds"] < 10
+    kind = "http 503" if protocol == "tfs-rest" else "UNAVAILABLE"
+    assert step["errors_by_kind"] == {kind: step["errors"]} and step["errors"] >= 20
+    assert step["throughput"] * step["seconds"] == pytest.approx(step["requests"] - step["errors"])
+    assert "stopped early" in capsys.readouterr().err
+
+
 def test_the_check_compares_names_dtypes_and_shapes() -> None:
     model = Model((), (Tensor("y", DType.DT_FLOAT, (-1, 4)),))
     check({"y": np.zeros((2, 4), np.float32)}, model, 2, None, 1e-4)
@@ -184,13 +210,14 @@ def test_open_loop_latency_runs_from_the_intended_send_time(
     service = json.loads(closed.read_text())["steps"][0]
     rate = 2 * service["throughput"]
     counted.take()
-    assert bench(*common, f"--rate={rate:.0f}", "--connections=1", "--warmup=0", f"--json={opened}") == 0
+    args = [f"--rate={rate:.0f}", "--connections=1", "--warmup=0", "--duration=1"]
+    assert bench(*common, *args, f"--json={opened}") == 0
     step = json.loads(opened.read_text())["steps"][0]
     assert step["rate"] == pytest.approx(round(rate))
     assert step["throughput"] < 0.75 * rate  # it could not keep up ...
-    # ... so the backlog grows for the whole step: half the requests waited over a tenth of it.
+    # ... so the backlog grows for the whole second: the last requests waited about half of it.
     assert step["latency_ms"]["p50"] > max(10 * service["latency_ms"]["p50"], 40)
-    assert step["latency_ms"]["max"] > 200
+    assert step["latency_ms"]["max"] > 250
     assert counted.take() == 1 + step["requests"] + step["warmup_requests"]
 
 

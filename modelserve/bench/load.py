@@ -142,7 +142,6 @@ async def open_loop(
 
     async def one(due: float) -> None:
         lent = await sender()
-        lag.append(time.perf_counter() - due)
         try:
             failure = await lent.call()
         finally:
@@ -161,12 +160,14 @@ async def open_loop(
             await asyncio.sleep(due - now)
         if not tally.may_send(due):
             break
+        if due >= tally.measure_from:
+            lag.append(time.perf_counter() - due)  # how late the loop itself was (not a wait for a connection)
         task = asyncio.create_task(one(due))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
     if tasks:
         await asyncio.gather(*tasks)
-    return tally.result(lag if tally.measure_from <= due else [])
+    return tally.result(lag)
 
 
 class Pool:

@@ -7,6 +7,7 @@ A step's JSON object::
      "warmup_requests": 800, "seconds": 10.0, "throughput": 812.3,   # successful answers per second
      "latency_ms": {"p50": ..., "p90": ..., "p95": ..., "p99": ..., "max": ...},
      "generator_cpu": 0.41, "processes": 1, "stopped": "", "server": {...}}
+    # a rate step also has "send_lag_ms_p99": how late the generator's own loop sent (p99)
 
 ``throughput`` counts successes only, and latencies are those of successes: a fast failure is never
 throughput. ``generator_cpu`` is the busiest generator process's share of one core.
