@@ -13,7 +13,6 @@ import contextlib
 import multiprocessing
 import time
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 from typing import Any
@@ -73,9 +72,11 @@ async def _step(job: Job, plan: StepPlan) -> StepRecord:
 def run_step(job: Job, plan: StepPlan) -> StepRecord:
     """One step's load from this process, on a loop of its own."""
     if job.rest:
-        with contextlib.suppress(ImportError):
+        try:
             import uvloop
-
+        except ImportError:  # Windows: asyncio's own loop
+            pass
+        else:
             return uvloop.run(_step(job, plan))
     return asyncio.run(_step(job, plan))
 
@@ -159,9 +160,3 @@ class Generators:
             child.join(10)
             if child.is_alive():
                 child.kill()
-
-
-@contextlib.contextmanager
-def generators(job: Job, processes: int) -> Iterator[Generators]:
-    with Generators(job, processes) as started:
-        yield started

@@ -71,7 +71,8 @@ def progress(label: str, seconds: float | None, quiet: bool) -> Iterator[None]:
 
     done = threading.Event()
     total = round(seconds, 1) if seconds else None
-    bar = tqdm(total=total, desc=label, unit="s", leave=False, file=sys.stderr, bar_format=None)
+    # disable=None: no bar when stderr is not a terminal (a log, a pipe).
+    bar = tqdm(total=total, desc=label, unit="s", leave=False, file=sys.stderr, disable=None)
 
     def tick() -> None:
         start = time.monotonic()

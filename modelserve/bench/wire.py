@@ -8,16 +8,18 @@ Protocols are picked by name from ``PROTOCOLS``; REST ones are ``http://`` targe
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 import numpy as np
 
 from ..client import GrpcClient, RestClient
 from ..client.protos import outputs_of, predict_request
-from ..client.types import TensorInfo, signature_info
+from ..client.types import signature_info
 from ..client.v2 import V2TensorInfo, grpc_infer_request, grpc_outputs, model_path, rest_infer_body, rest_outputs
 from ..codecs.v2.datatypes import dtype_of
 from ..dtypes import DType, to_numpy
@@ -65,10 +67,6 @@ class Spec:
     signature: str | None = None
 
 
-def _tfs_tensor(info: TensorInfo) -> Tensor:
-    return Tensor(info.name, DType[info.dtype], info.shape)
-
-
 def _v2_tensor(info: V2TensorInfo) -> Tensor:
     return Tensor(info.name, dtype_of(info.datatype), info.shape)
 
@@ -94,8 +92,6 @@ def _tfs_json(value: np.ndarray) -> Any:
 
 
 def _b64(value: Any) -> Any:
-    import base64
-
     if isinstance(value, str):
         value = value.encode()
     return {"b64": base64.b64encode(value).decode("ascii")}
@@ -126,11 +122,11 @@ class TfsRest(Wire):
             return _tfs_model(client, spec)
 
     def encode(self, spec: Spec, inputs: Arrays) -> Request:
-        path = f"/v1/models/{spec.model}"
+        path = f"/v1/models/{quote(spec.model, safe='')}"
         if spec.version is not None:
             path += f"/versions/{spec.version}"
         elif spec.label is not None:
-            path += f"/labels/{spec.label}"
+            path += f"/labels/{quote(spec.label, safe='')}"
         doc: dict[str, Any] = {"inputs": {name: _tfs_json(value) for name, value in inputs.items()}}
         if spec.signature:
             doc["signature_name"] = spec.signature
