@@ -1,20 +1,23 @@
 """A closed-loop gRPC load generator in Python: N requests in flight, spread over client processes.
 
-For machines without h2load (the GPU machine has no package manager). Each process runs one
-``grpc.aio`` channel and ``concurrency / processes`` workers, each sending one prebuilt serialized
-request after the other (the bytes go out as they are: no serialization in the loop) and counting
-answers and latencies once the warm-up is over. Processes are spawned, never forked: the caller may
-have started a CUDA runtime, which a forked child cannot use.
+For machines without h2load (the GPU machine has no package manager). It is ``modelserve bench``'s own
+load loop (``modelserve/bench/``: the same prebuilt serialized request sent again and again on
+``grpc.aio`` channels, no serialization in the loop, processes spawned, never forked, since the caller
+may have started a CUDA runtime a forked child cannot use), called with a request this benchmark
+built itself.
 """
 
 from __future__ import annotations
 
-import asyncio
-import multiprocessing
-import time
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from modelserve.bench.generators import Generators, Job
+from modelserve.bench.load import StepPlan
 
 PREDICT = "/tensorflow.serving.PredictionService/Predict"
 
@@ -28,40 +31,6 @@ class LoadResult:
     first_error: str = ""
 
 
-def _client(target: str, request: bytes, workers: int, warmup: float, seconds: float) -> tuple[list[float], int, str]:
-    """One process: returns latencies (s) of answers inside the measured window, errors, first error."""
-    return asyncio.run(_client_loop(target, request, workers, warmup, seconds))
-
-
-async def _client_loop(
-    target: str, request: bytes, workers: int, warmup: float, seconds: float
-) -> tuple[list[float], int, str]:
-    import grpc
-
-    options = [("grpc.max_send_message_length", -1), ("grpc.max_receive_message_length", -1)]
-    async with grpc.aio.insecure_channel(target, options=options) as channel:
-        predict = channel.unary_unary(PREDICT)  # no serializers: bytes in, bytes out
-        await channel.channel_ready()
-        start = time.perf_counter()
-        begin, end = start + warmup, start + warmup + seconds
-        latencies: list[float] = []
-        failures: list[str] = []
-
-        async def worker() -> None:
-            while (now := time.perf_counter()) < end:
-                try:
-                    await predict(request, timeout=60)
-                except grpc.aio.AioRpcError as exc:
-                    failures.append(f"{exc.code().name}: {exc.details()}")
-                    continue
-                done = time.perf_counter()
-                if begin <= done <= end:  # answers inside the window: its throughput
-                    latencies.append(done - now)
-
-        await asyncio.gather(*(worker() for _ in range(workers)))
-    return latencies, len(failures), failures[0] if failures else ""
-
-
 def run(
     target: str,
     request: bytes,
@@ -72,14 +41,13 @@ def run(
     processes: int = 4,
 ) -> LoadResult:
     """``concurrency`` requests of ``rows`` rows in flight for ``seconds`` (after ``warmup``)."""
-    procs = max(1, min(processes, concurrency))
-    shares = [concurrency // procs + (1 if i < concurrency % procs else 0) for i in range(procs)]
-    with multiprocessing.get_context("spawn").Pool(procs) as pool:
-        parts = pool.starmap(_client, [(target, request, n, warmup, seconds) for n in shares])
-    latencies = np.array([x for part in parts for x in part[0]])
-    errors = sum(part[1] for part in parts)
-    first = next((part[2] for part in parts if part[2]), "")
-    if not len(latencies):
+    job = Job(target, rest=False, raw=request, path=PREDICT, timeout=60.0)
+    plan = StepPlan(concurrency=concurrency, warmup=warmup, duration=seconds, max_errors=1.0)  # never stops early
+    with Generators(job, max(1, min(processes, concurrency))) as generators:
+        record = generators.run(plan)
+    errors = sum(record.errors.values())
+    first = next(iter(sorted(record.errors)), "")
+    if not record.latencies.size:
         return LoadResult(0.0, 0.0, 0.0, errors, first)
-    p50, p99 = np.percentile(latencies, [50, 99]) * 1000
-    return LoadResult(len(latencies) * rows / seconds, float(p50), float(p99), errors, first)
+    p50, p99 = np.percentile(record.latencies, [50, 99]) * 1000
+    return LoadResult(record.latencies.size * rows / record.seconds, float(p50), float(p99), errors, first)

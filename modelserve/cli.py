@@ -20,6 +20,8 @@ def usage() -> str:
         "usage: modelserve [--flag=value ...]          run the server (tensorflow_model_server's flags)",
         "       modelserve demo [--dir=DIR] [flags]    serve a generated demo model repository",
         "       modelserve convert pb|keras|torch|sklearn SOURCE BASE_PATH ...   convert a model into a version",
+        "       modelserve bench --target=URL --protocol=tfs-rest|tfs-grpc|v2-rest|v2-grpc --model=NAME ...",
+        "                                              load a server and measure it ('modelserve bench --help')",
         "",
         "Flags take --name=value (or --name value); booleans also take a bare --name.",
         "Flags marked * are accepted for compatibility with TF Serving and have no effect yet.",
@@ -78,9 +80,16 @@ def _convert_command(argv: Sequence[str]) -> int:
     return convert_main(argv)
 
 
+def _bench(argv: Sequence[str]) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(argv)
+
+
 SUBCOMMANDS: dict[str, Callable[[Sequence[str]], int]] = {
     "demo": _demo,
     "convert": _convert_command,
+    "bench": _bench,
 }
 
 
