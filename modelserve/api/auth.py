@@ -53,7 +53,7 @@ import grpc
 from ..codecs import tfs_json
 from ..errors import InvalidArgument, PermissionDenied, ServingError, Unauthenticated, Unimplemented
 from ..protos import INFERENCE_SERVICE, MODEL_SERVICE
-from .http import JSON_HEADERS, Handler, Request, Response
+from .http import JSON_HEADERS, Handler, Request, Response, failed
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,13 @@ GRPC_ADMIN_METHODS = frozenset(
 GRPC_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 # REST paths (lower case): KServe V2's model repository extension is management.
 REST_ADMIN_PREFIXES = ("/v2/repository/",)
+# REST paths (lower case) open without a token: what probes and scrapers read. The server adds the
+# configured TF Serving metrics path (--monitoring_config_file).
+REST_OPEN_PATHS = ("/metrics", "/monitoring/prometheus/metrics")
+
+
+def _nobody(method: str, exc: ServingError) -> None:
+    pass
 
 
 def parse_tokens(text: str, path: str) -> list[tuple[bytes, Scope]]:
@@ -171,6 +178,8 @@ class Guard:
 
     tokens: TokenFile | None
     management: bool = True
+    # Told of every gRPC call refused (its full method name and why), so that refusals are counted.
+    refused: Callable[[str, ServingError], None] = _nobody
 
     def check(self, authorization: str | None, needs: Scope | None, management: bool = False) -> None:
         """Raise Unimplemented, Unauthenticated or PermissionDenied unless the call may run.
@@ -213,13 +222,14 @@ def build(token_file: str, management: bool) -> Guard | None:
 class RestGuard:
     """An ``api.http.Handler`` in front of the router: a request passes only if the guard lets it."""
 
-    def __init__(self, handler: Handler, guard: Guard) -> None:
+    def __init__(self, handler: Handler, guard: Guard, open_paths: tuple[str, ...] = REST_OPEN_PATHS) -> None:
         self._handler = handler
         self._guard = guard
+        self._open = frozenset(open_paths)
 
     def __call__(self, request: Request) -> Awaitable[Response]:
         # A CORS preflight carries no credentials by design (Fetch standard) and runs nothing.
-        if request.method != "OPTIONS":
+        if request.method != "OPTIONS" and request.path.lower() not in self._open:
             management = request.path.lower().startswith(REST_ADMIN_PREFIXES)
             authorization = request.header(b"authorization")
             try:
@@ -229,6 +239,7 @@ class RestGuard:
                     management,
                 )
             except ServingError as exc:
+                failed(request.trace, exc)  # counted as refused (reason "auth")
                 return _refused(exc)
         return self._handler(request)
 
@@ -261,6 +272,7 @@ def _grpc_refusal(guard: Guard, details: grpc.HandlerCallDetails) -> tuple[grpc.
     try:
         guard.check(_metadata_value(details.invocation_metadata, "authorization"), _grpc_scope(management), management)
     except ServingError as exc:
+        guard.refused(method, exc)
         return _CODES.get(type(exc), grpc.StatusCode.UNKNOWN), exc.message
     return None
 

@@ -43,6 +43,7 @@ class RequestTrace:
         "queued",
         "reason",
         "request_id",
+        "rows",
         "run_end",
         "run_start",
         "signature",
@@ -74,6 +75,7 @@ class RequestTrace:
         self.model = ""
         self.version: int | None = None
         self.signature = ""
+        self.rows = 0  # the request's rows (examples), once decoded
         self.decoded: float | None = None  # inputs decoded
         self.queued: float | None = None  # handed to the runner
         self.run_start: float | None = None  # the model call (or its batch) began
