@@ -324,8 +324,9 @@ def tf_page(data: Snapshot, batching: bool) -> bytes:
             key = (("model_name", model), ("status", code.name))
             counts[key] = counts.get(key, 0) + n
         tf_api = _tf_api(protocol, api)
-        lat_key = (("model_name", model), ("API", tf_api), ("entrypoint", _TF_ENTRYPOINT.get(protocol, "")))
-        latency.setdefault(lat_key, Histogram(series.ok.bounds)).merge(series.ok)
+        if series.ok.count:  # successful requests only, as TF records it
+            lat_key = (("model_name", model), ("API", tf_api), ("entrypoint", _TF_ENTRYPOINT.get(protocol, "")))
+            latency.setdefault(lat_key, Histogram(series.ok.bounds)).merge(series.ok)
         if series.run.count:
             run_key = (("model_name", model), ("API", tf_api), ("runtime", "TF1"))
             runtime.setdefault(run_key, Histogram(series.run.bounds)).merge(series.run)
