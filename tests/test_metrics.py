@@ -153,7 +153,7 @@ def test_request_ids_are_returned_on_rest_and_grpc(server: ServerThread) -> None
 def test_tf_serving_exposition(server: ServerThread) -> None:
     for _ in range(N):
         assert predict_v1(server)[0] == 200
-    status, body, headers = get(f"{server.rest_url}/monitoring/prometheus/metrics")
+    status, body, _ = get(f"{server.rest_url}/monitoring/prometheus/metrics")
     assert status == 200
     text = body.decode()
     assert "# TYPE :tensorflow:serving:request_count counter" in text
