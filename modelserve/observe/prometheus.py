@@ -17,7 +17,6 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
-from prometheus_client.utils import floatToGoString
 
 from .metrics import Histogram, Metrics, RequestKey, Snapshot
 
@@ -108,7 +107,7 @@ def _version(version: int | None) -> str:
 
 
 def _buckets(hist: Histogram, scale: float = 1.0) -> list[tuple[str, float]]:
-    bounds = [*(floatToGoString(float(f"{b * scale:.6g}")) for b in hist.bounds), "+Inf"]
+    bounds = [*(repr(float(f"{b * scale:.6g}")) for b in hist.bounds), "+Inf"]
     return list(zip(bounds, hist.cumulative(), strict=True))
 
 
