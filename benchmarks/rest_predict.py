@@ -1,11 +1,14 @@
 """REST predict throughput on a small MLP (784→128→10): modelserve vs a Starlette baseline vs raw onnxruntime.
 
     python benchmarks/rest_predict.py [--seconds=10] [--rounds=3] [--concurrency=1,8,64] [--checkout=DIR ...]
-                                      [--mlserver-python=VENV/bin/python]
+                                      [--mlserver-python=VENV/bin/python] [--metrics-only]
 
 "modelserve" runs with one intra-op and one inference thread, as tuned for one core; "modelserve,
 default flags" with none of those flags, so that its thread defaults must find the one CPU it is
 pinned to by themselves. ``--mlserver-python`` adds MLServer (V2 REST, docs/benchmarking.md) as a peer.
+
+"modelserve, metrics off" is "modelserve" with ``--enable_metrics=false``: the cost of recording every
+request for /metrics is the ratio of the two, printed last. ``--metrics-only`` runs just these two.
 
 ``--checkout=DIR`` adds modelserve as it is in another checkout (``git worktree add DIR COMMIT``), run from
 there, to the same interleaved rounds: how a change moved the figures, measured side by side.
@@ -19,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -53,6 +57,12 @@ def raw_onnxruntime(model: Path, x: np.ndarray, seconds: float) -> float:
     return n / elapsed
 
 
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=int, default=10)
@@ -60,6 +70,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--checkout", action="append", default=[], help="another checkout's modelserve too")
     parser.add_argument("--mlserver-python", default="", help="a venv's python with mlserver==1.7.1 and onnxruntime")
+    parser.add_argument("--metrics-only", action="store_true", help="only modelserve with metrics on and off")
     args = parser.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
     ensure_tools("wrk")
@@ -106,8 +117,11 @@ def main() -> None:
         "starlette+uvicorn baseline": (starlette, {"MODEL": str(model)}, ROOT, v1),
         "same, inference in a thread pool": (starlette, {"MODEL": str(model), "THREADPOOL": "1"}, ROOT, v1),
         "modelserve": (tuned, {}, ROOT, v1),
+        "modelserve, metrics off": ([*tuned, "--enable_metrics=false"], {}, ROOT, v1),
         "modelserve, default flags": (default_flags, {}, ROOT, v1),
     }
+    if args.metrics_only:
+        servers = {name: servers[name] for name in ("modelserve", "modelserve, metrics off")}
     for checkout in args.checkout:
         servers[f"modelserve at {checkout}"] = (tuned, {}, Path(checkout).resolve(), v1)
     if args.mlserver_python:
@@ -118,24 +132,43 @@ def main() -> None:
     # Rounds interleave the servers so that noise from other work on the machine falls on all alike;
     # each figure is the median over rounds.
     runs: dict[str, dict[int, list[LoadResult]]] = {name: {c: [] for c in levels} for name in servers}
-    for _ in range(args.rounds):
-        for name, (cmd, env, cwd, (path, request, ready)) in servers.items():
+    # The server's CPU time per answered request (µs): what a change costs, even when other work on the
+    # machine takes CPU from the server and moves its throughput.
+    cpu: dict[str, dict[int, list[float]]] = {name: {c: [] for c in levels} for name in servers}
+    for round_ in range(args.rounds):
+        # Every other round runs them in reverse, so that none always runs first (or right after another).
+        order = list(servers.items())
+        for name, (cmd, env, cwd, (path, request, ready)) in order[:: -1 if round_ % 2 else 1]:
             port = free_port()
             if not cmd:
                 cmd = mlserver_command(
                     args.mlserver_python, work / "mlserver", model, http_port=port, grpc_port=free_port()
                 )
-            with pinned([c.replace("{port}", str(port)) for c in cmd], "1", env, cwd=cwd):
+            with pinned([c.replace("{port}", str(port)) for c in cmd], "1", env, cwd=cwd) as proc:
                 url = f"http://127.0.0.1:{port}{path}"
                 wait_http(f"http://127.0.0.1:{port}{ready}")
                 wrk(url, request, 8, 2)  # warm-up
                 for c in levels:
-                    runs[name][c].append(wrk(url, request, c, args.seconds))
+                    before = cpu_seconds(proc.pid)
+                    result = wrk(url, request, c, args.seconds)
+                    runs[name][c].append(result)
+                    cpu[name][c].append((cpu_seconds(proc.pid) - before) / (result.rps * args.seconds) * 1e6)
     results = {name: {c: median(rs) for c, rs in by_c.items()} for name, by_c in runs.items()}
 
+    print(f"\nmedian of {args.rounds} rounds of {args.seconds} s")
+    on, off = results["modelserve"], results["modelserve, metrics off"]
+    for c in levels:
+        ratios = [a.rps / b.rps for a, b in zip(runs["modelserve"][c], runs["modelserve, metrics off"][c], strict=True)]
+        cpu_on, cpu_off = statistics.median(cpu["modelserve"][c]), statistics.median(cpu["modelserve, metrics off"][c])
+        print(
+            f"metrics cost at c={c}: on {on[c].rps:,.0f} req/s, off {off[c].rps:,.0f} req/s, "
+            f"on/off {on[c].rps / off[c].rps:.3f} (per round: {', '.join(f'{r:.3f}' for r in ratios)}); "
+            f"server CPU per request: on {cpu_on:.1f} µs, off {cpu_off:.1f} µs, on/off {cpu_on / cpu_off:.3f}"
+        )
+    if args.metrics_only:
+        return
     base = results["starlette+uvicorn baseline"]
     pooled = results["same, inference in a thread pool"]
-    print(f"\nmedian of {args.rounds} rounds of {args.seconds} s")
     print("| server | c | req/s | p50 ms | p99 ms | errors | vs inline | vs thread pool | vs raw ORT |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for name, by_c in results.items():

@@ -30,7 +30,7 @@ from types import TracebackType
 
 import numpy as np
 
-from .errors import Cancelled, ResourceExhausted, TooLarge
+from .errors import BudgetFull, Cancelled, TooLarge
 
 # --- what things cost (CPython 3.11, 64-bit; measured with tracemalloc and RSS) -------------------
 
@@ -114,7 +114,7 @@ class MemoryBudget:
                     f"{account.cap} bytes (--request_memory_budget_bytes)"
                 )
             if self._used + nbytes > self.total:
-                raise ResourceExhausted(
+                raise BudgetFull(
                     f"Server memory budget is full: {what} needs {nbytes} bytes, {self._used} of "
                     f"{self.total} bytes (--memory_budget_bytes) are held by requests in flight; try again later"
                 )

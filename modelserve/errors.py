@@ -50,6 +50,9 @@ class ServingError(Exception):
     """A failure a client can cause or observe; ``str(e)`` is the message."""
 
     code: ClassVar[Code] = Code.UNKNOWN
+    # Why the server refused the request, when it did (``modelserve_rejected_requests_total{reason}``):
+    # budget, too_large, queue_full, timeout, deadline, cancelled, auth; "" for any other failure.
+    reason: ClassVar[str] = ""
 
     @property
     def message(self) -> str:
@@ -82,13 +85,34 @@ class ResourceExhausted(ServingError):
 class TooLarge(ResourceExhausted):
     """One request over its own cap (``--request_memory_budget_bytes``): no retry helps; HTTP 413."""
 
+    reason = "too_large"
+
+
+class BudgetFull(ResourceExhausted):
+    """The server's memory budget is full (``--memory_budget_bytes``): try again later; HTTP 429."""
+
+    reason = "budget"
+
+
+class QueueTimeout(ResourceExhausted):
+    """A request waited in its batch queue past its queue timeout (TF Serving's RESOURCE_EXHAUSTED)."""
+
+    reason = "timeout"
+
 
 class Unavailable(ServingError):
     code = Code.UNAVAILABLE
 
 
+class QueueFull(Unavailable):
+    """A batch queue had no room for the request (TF Serving's UNAVAILABLE)."""
+
+    reason = "queue_full"
+
+
 class DeadlineExceeded(ServingError):
     code = Code.DEADLINE_EXCEEDED
+    reason = "deadline"
 
 
 class Unimplemented(ServingError):
@@ -97,6 +121,7 @@ class Unimplemented(ServingError):
 
 class Cancelled(ServingError):
     code = Code.CANCELLED
+    reason = "cancelled"
 
 
 class DataLoss(ServingError):
@@ -109,10 +134,12 @@ class Internal(ServingError):
 
 class Unauthenticated(ServingError):
     code = Code.UNAUTHENTICATED
+    reason = "auth"
 
 
 class PermissionDenied(ServingError):
     code = Code.PERMISSION_DENIED
+    reason = "auth"
 
 
 class Unknown(ServingError):

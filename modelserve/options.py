@@ -254,7 +254,19 @@ class ServerOptions:
     skip_initialize_tpu: bool = flag(False, "Runtime", "TPU builds only.", effect=False)
     # Monitoring
     monitoring_config_file: str = flag(
-        "", "Monitoring", "Text-format MonitoringConfig: Prometheus metrics on the REST port.", effect=False
+        "",
+        "Monitoring",
+        "Text-format MonitoringConfig: with prometheus_config { enable: true }, TF Serving's metrics on the "
+        "REST port at its path (default /monitoring/prometheus/metrics).",
+    )
+    enable_metrics: bool = flag(
+        True, "Monitoring", "modelserve's own Prometheus metrics at /metrics (docs/observability.md).", tf=False
+    )
+    metrics_port: int = flag(
+        0,
+        "Monitoring",
+        "Serve /metrics on this port of its own (plain HTTP; -1: any free port); 0: on the REST port.",
+        tf=False,
     )
     enable_dashboard: bool = flag(
         True, "Monitoring", "Serve the live dashboard at /dashboard on the REST port.", tf=False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import os
@@ -20,23 +21,29 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from . import budget, platforms, storage
+from . import __version__, budget, platforms, storage
 from .api import auth, dashboard, openapi, tls
 from .api.grpc_server import GrpcOptions, GrpcServer
 from .api.health import HEALTH_PATHS, HealthApp
 from .api.http import Handler, Router
 from .api.httpd import HttpOptions, HttpServer
+from .api.metrics import metrics_page, tf_metrics_page, tf_metrics_path
 from .api.tfs_rest import RestOptions, TfsRestApp
 from .api.v2_rest import V2RestApp
-from .errors import InvalidArgument, ServingError, Unavailable
+from .errors import InvalidArgument, NotFound, ServingError, Unavailable
 from .execution.batching import NO_METRICS, BatchingRunners, BatchMetrics
 from .execution.instances import PlacedLoader
 from .execution.runner import DirectRunner, Runner, RunnerFactory
 from .execution.workers import WorkerPool
 from .lifecycle.config import ModelConfig, read_model_config_file
+from .lifecycle.events import NO_EVENTS
 from .lifecycle.manager import ManagerOptions, ModelManager, no_warmup
 from .lifecycle.reload import ConfigFileWatcher
-from .observe import Observer, Observers, logs
+from .observe import logs
+from .observe.metrics import Metrics
+from .observe.prometheus import ModelserveCollector, Sources, registry
+from .observe.requests import Watch
+from .observe.trace import Front, Observer, Observers
 from .options import FLAGS, ServerOptions
 from .platforms import cpus, devices
 from .platforms.servable import Servable
@@ -142,7 +149,7 @@ def rest_connection_cap(options: ServerOptions) -> int:
 
 
 def http_options(
-    options: ServerOptions, rest: TfsRestApp, memory: budget.MemoryBudget, tls: ssl.SSLContext | None
+    options: ServerOptions, rest: TfsRestApp, memory: budget.MemoryBudget, tls: ssl.SSLContext | None, watch: Watch
 ) -> HttpOptions:
     """The REST listener's limits, from the --rest_api_* flags."""
     return HttpOptions(
@@ -158,6 +165,7 @@ def http_options(
         body_timeout_seconds=options.rest_api_body_timeout_seconds,
         max_connections=rest_connection_cap(options),
         tls=tls,
+        watch=watch,
     )
 
 
@@ -193,6 +201,23 @@ def manager_options(options: ServerOptions) -> ManagerOptions:
     )
 
 
+# ---- monitoring: who reads finished requests, and the metrics pages -------------------------------
+
+
+def observers(options: ServerOptions, metrics: Metrics | None) -> list[Observer]:
+    """The readers of finished requests known before start-up (``observe.trace.Observers``): the
+    metrics recorder when a metrics page is on. ``Server._configure_observers`` adds the access log
+    and tracing, whose files and exporters open in ``start``."""
+    readers: list[Observer] = []
+    if metrics is not None:
+        readers.append(metrics)
+    return readers
+
+
+def _grpc_protocol(method: str) -> Front:
+    return "v2_grpc" if method.startswith("/inference.") else "tfs_grpc"
+
+
 class Server:
     """One modelserve process: the models and the front ends around them.
 
@@ -201,7 +226,16 @@ class Server:
 
     def __init__(self, options: ServerOptions, batch_metrics: BatchMetrics = NO_METRICS) -> None:
         self.options = options
-        self._batch_metrics = batch_metrics
+        # One recording feeds both metrics pages; none when neither is on (the TF page's config is
+        # read in start(), so a given --monitoring_config_file records even if it turns out off).
+        recording = options.enable_metrics or bool(options.monitoring_config_file)
+        self.metrics: Metrics | None = Metrics() if recording else None
+        self._batch_metrics = self.metrics if batch_metrics is NO_METRICS and self.metrics else batch_metrics
+        self.observers = Observers(observers(options, self.metrics))
+        self.watch = Watch(self.observers)  # every front end opens and closes its requests' traces here
+        self._tf_metrics_path: str | None = None  # --monitoring_config_file's, read in start()
+        self._metrics_http: HttpServer | None = None  # --metrics_port's own listener
+        self.metrics_port: int | None = None
         self._pool = WorkerPool(options.num_inference_threads, "modelserve-infer")
         self._placed = PlacedLoader(load_options(options))  # devices are found in start()
         self.manager = ModelManager(
@@ -211,6 +245,7 @@ class Server:
             warmup=ReplayWarmup(options.num_request_iterations_for_warmup)
             if options.enable_model_warmup
             else no_warmup,
+            events=self.metrics or NO_EVENTS,
         )
         self._memory = budget.available_memory()
         self.budget = memory_budget(options, self._memory)
@@ -224,8 +259,6 @@ class Server:
         self._runners: RunnerFactory = self._direct_runner  # chosen once, in start()
         self._guard: auth.Guard | None = None  # tokens and the management switch, from the flags in start()
         self._rest_tls: ssl.SSLContext | None = None
-        # Readers of finished requests (access log, tracing), built from the flags in start().
-        self.observers = Observers()
         self._closers: list[Callable[[], None]] = []
 
     @property
@@ -250,12 +283,15 @@ class Server:
                 self.budget,
             )
             self._runners = self._batching
+            if self.metrics is not None:
+                self.metrics.thread_pool_name = self._batching.params.thread_pool_name
 
     async def start(self) -> None:
         check_options(self.options)
         warn_ignored_flags(self.options)
         log_thread_choices(self.options)
         log_memory_budget(self.options, self.budget, self._memory)
+        self._tf_metrics_path = tf_metrics_path(self.options.monitoring_config_file)  # a bad file fails here
         self._configure_security()
         self._configure_observers()
         self._placed.inventory = devices.prepare(os.environ)
@@ -284,6 +320,8 @@ class Server:
             policy.timeout_seconds if policy.timeout_seconds > 0 else "(their own defaults)",
         )
         self._guard = auth.build(o.auth_token_file, o.enable_management_api)
+        if self._guard is not None:
+            self._guard = dataclasses.replace(self._guard, refused=self._grpc_refused)
         if o.auth_token_file:
             log.info("Bearer tokens required on both ports (--auth_token_file %s)", o.auth_token_file)
         if not o.enable_management_api:
@@ -304,9 +342,10 @@ class Server:
             )
 
     def _configure_observers(self) -> None:
-        """--access_log and --enable_tracing: the readers of finished requests, each logged."""
+        """--access_log and --enable_tracing join the metrics recorder as readers of finished requests,
+        each logged; before any listener opens, so every request meets the same readers."""
         o = self.options
-        observers: list[Observer] = []
+        observers: list[Observer] = [*self.observers]
         if o.access_log:
             access = logs.AccessLog(o.access_log, o.log_format, o.access_log_sample_rate)
             self._closers.append(access.close)
@@ -323,7 +362,7 @@ class Server:
             tracing = Tracing()
             self._closers.append(tracing.close)
             observers.append(tracing)
-        self.observers = Observers(observers)
+        self.observers = self.watch.observers = Observers(observers)
 
     async def drain(self) -> None:
         """Start a drain: readiness is false at once on every probe (REST, V2, gRPC health); requests are
@@ -348,6 +387,7 @@ class Server:
                 asyncio=o.enable_batching,  # docs/grpc.md: the server model follows batching
                 guard=self._guard,
                 max_receive_bytes=self.budget.per_request,
+                watch=self.watch,
             ),
         )
         await self._grpc.start()
@@ -391,12 +431,77 @@ class Server:
             (openapi.SPEC_PATH, docs),
             (openapi.DOCS_PATH + "/", docs),
         ]
+        routes += self._metrics_routes()
         routes += self._dashboard_routes()
         router = Router(routes)
-        handler = router if self._guard is None else auth.RestGuard(router, self._guard)
-        self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self._rest_tls))
+        open_paths = (*auth.REST_OPEN_PATHS, *((self._tf_metrics_path.lower(),) if self._tf_metrics_path else ()))
+        handler = router if self._guard is None else auth.RestGuard(router, self._guard, open_paths)
+        self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self._rest_tls, self.watch))
         await self.http.start(sock)
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
+        await self._start_metrics_port()
+
+    # ---- metrics ------------------------------------------------------------------------------
+
+    def _metrics_routes(self) -> list[tuple[str, Handler]]:
+        """The metrics pages on the REST port: modelserve's /metrics (unless on its own port) and TF
+        Serving's at its configured path; each choice logged."""
+        routes: list[tuple[str, Handler]] = []
+        o = self.options
+        if o.enable_metrics and o.metrics_port == 0:
+            routes.append(("/metrics", metrics_page(self._registry())))
+            log.info("modelserve metrics at /metrics on the REST port (--enable_metrics)")
+        elif not o.enable_metrics:
+            log.info("modelserve metrics are off (--enable_metrics=false)")
+        if self._tf_metrics_path and self.metrics is not None:
+            snapshot = self.metrics.snapshot
+            routes.append(
+                (self._tf_metrics_path, tf_metrics_page(self._tf_metrics_path, snapshot, self._batching is not None))
+            )
+            log.info("TF Serving metrics at %s on the REST port (--monitoring_config_file)", self._tf_metrics_path)
+        return routes
+
+    def _registry(self) -> Any:
+        """modelserve's metrics registry: the recording, and what a scrape asks the server."""
+        assert self.metrics is not None
+        return registry(
+            ModelserveCollector(
+                self.metrics,
+                Sources(
+                    states=self._version_states,
+                    depths=self._batching.scheduler.depths if self._batching is not None else (lambda: ()),
+                    budget=lambda: (self.budget.total, self.budget.used),
+                    inflight=self.watch.inflight,
+                    version=__version__,
+                ),
+            )
+        )
+
+    def _version_states(self) -> list[tuple[str, int, str]]:
+        states = []
+        for name in self.manager.model_names():
+            try:
+                rows = self.manager.status(name)
+            except NotFound:  # no version seen yet
+                continue
+            states += [(name, row.version, row.state.name) for row in rows]
+        return states
+
+    async def _start_metrics_port(self) -> None:
+        """--metrics_port: /metrics on a plain-HTTP listener of its own (no tokens: a scraper's port)."""
+        o = self.options
+        if not o.enable_metrics or o.metrics_port == 0:
+            return
+        sock = _bind(o.host, max(o.metrics_port, 0))
+        self.metrics_port = sock.getsockname()[1]
+        self._metrics_http = HttpServer(Router([("/metrics", metrics_page(self._registry()))]), HttpOptions())
+        await self._metrics_http.start(sock)
+        log.info("modelserve metrics at /metrics on port %d (--metrics_port)", self.metrics_port)
+
+    def _grpc_refused(self, method: str, exc: ServingError) -> None:
+        """A gRPC call the token guard refused: its trace, so refusals are counted as the others."""
+        trace = self.watch.open(_grpc_protocol(method), method.rsplit("/", 1)[-1])
+        self.watch.close(trace, exc.code, 0, exc.reason)
 
     def _dashboard_routes(self) -> list[tuple[str, Handler]]:
         """--enable_dashboard: the page at /dashboard, with the configuration it shows."""
@@ -413,6 +518,8 @@ class Server:
             per_model_batching=o.enable_per_model_batching_parameters,
             guard=self._guard,
             reload=self._reload_config_file if o.model_config_file else None,
+            # the page charts /metrics from the port it came from: none there when off or on its own port
+            metrics_path="/metrics" if o.enable_metrics and o.metrics_port == 0 else "",
         )
         log.info("Dashboard at /dashboard on the REST port (--enable_dashboard)")
         return [(dashboard.PREFIX + "/", dashboard.DashboardApp(self.core, setup))]
@@ -432,6 +539,8 @@ class Server:
             draining.append(self._grpc.stop(self.options.drain_grace_seconds))
         if self.http is not None:
             draining.append(self.http.stop(self.options.drain_grace_seconds))
+        if self._metrics_http is not None:
+            draining.append(self._metrics_http.stop(0))
         await asyncio.gather(*draining)
         await asyncio.to_thread(self.manager.close)
         if self._batching is not None:

@@ -27,7 +27,7 @@ from modelserve import budget
 from modelserve.budget import UNMETERED, Account, MemoryBudget
 from modelserve.codecs import tfs_json
 from modelserve.codecs.tensor_proto import to_ndarray, to_ndarrays
-from modelserve.errors import Cancelled, InvalidArgument, ResourceExhausted, TooLarge
+from modelserve.errors import BudgetFull, Cancelled, InvalidArgument, ResourceExhausted, TooLarge
 from modelserve.execution.batching import rows
 from modelserve.protos import pb
 from modelserve.serving.example_tasks import serialized_examples
@@ -48,7 +48,7 @@ def test_accounts_share_the_budget_and_give_it_back() -> None:
     assert memory.used == 800
     with pytest.raises(ResourceExhausted) as full:
         second.charge(300, "decode input 'c'")
-    assert type(full.value) is ResourceExhausted  # the server is full: 429, not 413
+    assert type(full.value) is BudgetFull  # the server is full: 429, not 413 (TooLarge)
     assert "--memory_budget_bytes" in str(full.value) and "800 of 1000 bytes" in str(full.value)
     first.close()
     first.close()  # idempotent

@@ -199,6 +199,12 @@ class _Context:
     def invocation_metadata(self) -> tuple[()]:
         return ()
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    def send_initial_metadata(self, metadata: object) -> None:
+        pass
+
     def abort(self, code: grpc.StatusCode, details: str) -> None:
         self.aborted = (code, details)
         raise RuntimeError("aborted")  # as grpc's own abort, it never returns
@@ -216,6 +222,12 @@ class _AsyncContext:
 
     def invocation_metadata(self) -> tuple[()]:
         return ()
+
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:1"
+
+    async def send_initial_metadata(self, metadata: object) -> None:
+        pass
 
     def set_code(self, code: grpc.StatusCode) -> None:
         self.code = code
@@ -237,9 +249,9 @@ def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, 
 
         def call(request: object, context: _Context) -> None:
             if server_model == "threaded":  # on this thread, which runs no loop, as a handler thread
-                inline_rpc(servicer.Predict, faults)(request, context)  # type: ignore[arg-type]
+                inline_rpc(servicer.Predict, faults, s.server.watch, "tfs_grpc")(request, context)  # type: ignore[arg-type]
             else:  # on the server's own loop, as grpc.aio runs it
-                s.call(async_rpc(servicer.Predict, faults)(request, _AsyncContext(context)))  # type: ignore[arg-type]
+                s.call(async_rpc(servicer.Predict, faults, s.server.watch, "tfs_grpc")(request, _AsyncContext(context)))  # type: ignore[arg-type]
 
         request = pb.PredictRequest()
         request.model_spec.name = "half"

@@ -45,7 +45,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,7 +54,7 @@ import grpc
 from ..codecs import tfs_json
 from ..errors import InvalidArgument, PermissionDenied, ServingError, Unauthenticated, Unimplemented
 from ..protos import INFERENCE_SERVICE, MODEL_SERVICE
-from .http import JSON_HEADERS, Handler, Request, Response
+from .http import JSON_HEADERS, Handler, Request, Response, failed
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +85,12 @@ GRPC_OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
 # REST paths (lower case): KServe V2's model repository extension is management, and so is the
 # dashboard's reload button.
 REST_ADMIN_PREFIXES = ("/v2/repository/", "/dashboard/api/reload")
-# REST paths (lower case, exact) open to anyone, tokens or not: probes, the API's description, and the
+# REST paths (lower case, exact) open to anyone, tokens or not: probes and scrapers, the API's description, and the
 # dashboard's page and files, which run no model and tell no more than the package does (the
 # dashboard's JSON state needs a token). Each owner adds its own.
 REST_OPEN_PATHS = (
+    "/metrics",  # scrapers send no token either; the server adds the configured TF Serving metrics path
+    "/monitoring/prometheus/metrics",
     "/healthz",  # probes: a kubelet sends no token, as the gRPC health service
     "/readyz",
     "/v2/health/live",
@@ -106,6 +108,10 @@ REST_OPEN_PATHS = (
     "/dashboard/uplot/uplot.min.css",
 )
 REST_OPEN_PREFIXES = ("/docs/",)  # the API page's files (api.openapi)
+
+
+def _nobody(method: str, exc: ServingError) -> None:
+    pass
 
 
 def parse_tokens(text: str, path: str) -> list[tuple[bytes, Scope]]:
@@ -194,6 +200,8 @@ class Guard:
 
     tokens: TokenFile | None
     management: bool = True
+    # Told of every gRPC call refused (its full method name and why), so that refusals are counted.
+    refused: Callable[[str, ServingError], None] = _nobody
 
     def check(self, authorization: str | None, needs: Scope | None, management: bool = False) -> None:
         """Raise Unimplemented, Unauthenticated or PermissionDenied unless the call may run.
@@ -236,14 +244,15 @@ def build(token_file: str, management: bool) -> Guard | None:
 class RestGuard:
     """An ``api.http.Handler`` in front of the router: a request passes only if the guard lets it."""
 
-    def __init__(self, handler: Handler, guard: Guard) -> None:
+    def __init__(self, handler: Handler, guard: Guard, open_paths: tuple[str, ...] = REST_OPEN_PATHS) -> None:
         self._handler = handler
         self._guard = guard
+        self._open = frozenset(open_paths)
 
     def __call__(self, request: Request) -> Awaitable[Response]:
         # A CORS preflight carries no credentials by design (Fetch standard) and runs nothing.
         path = request.path.lower()
-        if request.method != "OPTIONS" and not is_open_path(path):
+        if request.method != "OPTIONS" and not is_open_path(path, self._open):
             management = path.startswith(REST_ADMIN_PREFIXES)
             authorization = request.header(b"authorization")
             try:
@@ -253,13 +262,14 @@ class RestGuard:
                     management,
                 )
             except ServingError as exc:
+                failed(request.trace, exc)  # counted as refused (reason "auth")
                 return _refused(exc)
         return self._handler(request)
 
 
-def is_open_path(path: str) -> bool:
-    """``path`` (lower case) needs no token: one of ``REST_OPEN_PATHS``, or a file of the API's page."""
-    return path in REST_OPEN_PATHS or path.startswith(REST_OPEN_PREFIXES)
+def is_open_path(path: str, open_paths: Collection[str] = REST_OPEN_PATHS) -> bool:
+    """``path`` (lower case) needs no token: one of ``open_paths``, or a file of the API's page."""
+    return path in open_paths or path.startswith(REST_OPEN_PREFIXES)
 
 
 async def _refused(exc: ServingError) -> Response:
@@ -290,6 +300,7 @@ def _grpc_refusal(guard: Guard, details: grpc.HandlerCallDetails) -> tuple[grpc.
     try:
         guard.check(_metadata_value(details.invocation_metadata, "authorization"), _grpc_scope(management), management)
     except ServingError as exc:
+        guard.refused(method, exc)
         return _CODES.get(type(exc), grpc.StatusCode.UNKNOWN), exc.message
     return None
 

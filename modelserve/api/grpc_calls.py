@@ -24,7 +24,10 @@ from ..errors import Cancelled, Code, InvalidArgument
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
 from ..execution.runner import run_inline
+from ..observe.requests import Watch
+from ..observe.trace import Front, RequestTrace
 from .faults import FaultLog, release
+from .http import failed
 
 T = TypeVar("T")
 
@@ -97,46 +100,104 @@ def lenient_parser(cls: type[Message], on_loop: bool = False) -> Callable[[bytes
 
 # Either server model's context; bodies read only time_remaining() and invocation_metadata().
 Context: TypeAlias = grpc.ServicerContext | grpc.aio.ServicerContext[Any, Any]
-# An RPC's body: a coroutine method of a servicer, (request, context) -> answer.
-Body = Callable[[Any, Context], Coroutine[Any, Any, Any]]
+# An RPC's body: a coroutine method of a servicer, (request, context, its trace) -> answer.
+Body = Callable[[Any, Context, RequestTrace], Coroutine[Any, Any, Any]]
+
+# The ``api`` label of an RPC (the names REST uses for the same thing); others: the method's name in snake case.
+_APIS = {
+    "GetModelMetadata": "metadata",
+    "GetModelStatus": "status",
+    "HandleReloadConfigRequest": "reload_config",
+    "ModelInfer": "infer",
+    "ModelStreamInfer": "infer",
+    "ModelReady": "ready",
+    "ModelMetadata": "metadata",
+    "ServerLive": "live",
+    "RepositoryModelLoad": "load",
+    "RepositoryModelUnload": "unload",
+}
 
 
-def inline_rpc(body: Body, faults: FaultLog) -> Callable[[Any, grpc.ServicerContext], Any]:
+def api_name(method: str) -> str:
+    return _APIS.get(method) or "".join(f"_{c.lower()}" if c.isupper() else c for c in method).lstrip("_")
+
+
+def open_trace(watch: Watch, protocol: Front, api: str, context: Context) -> RequestTrace:
+    """A call's trace: its ``x-request-id`` and ``traceparent`` metadata, its peer."""
+    request_id = traceparent = ""
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id":
+            request_id = str(value)[:200]
+        elif key == "traceparent":
+            traceparent = str(value)[:200]
+    return watch.open(protocol, api, request_id=request_id, peer=context.peer(), traceparent=traceparent)
+
+
+def _id_metadata(trace: RequestTrace) -> tuple[tuple[str, str]]:
+    """The request id, returned in the call's initial metadata."""
+    return (("x-request-id", trace.request_id),)
+
+
+def inline_rpc(
+    body: Body, faults: FaultLog, watch: Watch, protocol: Front
+) -> Callable[[Any, grpc.ServicerContext], Any]:
     """The threaded server's handler of an RPC body: run inline on the handler thread. Errors become
     gRPC statuses (once, in ``grpc_status``); a bug costs one request, never the server. A call whose
-    client has gone (cancelled, or its deadline passed) while it waited for a thread is not run."""
+    client has gone (cancelled, or its deadline passed) while it waited for a thread is not run.
+    Each call's trace is opened and closed here (``watch``)."""
+    api = api_name(body.__name__)
 
     @functools.wraps(body)
     def handler(request: Any, context: grpc.ServicerContext) -> Any:
+        trace = open_trace(watch, protocol, api, context)
         try:
+            context.send_initial_metadata(_id_metadata(trace))
             check_active(context)
-            return run_inline(body(parsed(request), context))
+            answer = run_inline(body(parsed(request), context, trace))
         except Exception as exc:
             status = grpc_status(exc, body, faults)
+            failed(trace, exc)
             release(exc)
+        else:
+            watch.close(trace)
+            return answer
+        watch.close(trace, trace.code, 0, trace.reason)
         context.abort(*status)
         raise AssertionError("unreachable: abort raises")
 
     return handler
 
 
-def async_rpc(body: Body, faults: FaultLog) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
-    """``grpc.aio``'s handler of the same body, awaited on the event loop; errors as ``inline_rpc``.
+def async_rpc(
+    body: Body, faults: FaultLog, watch: Watch, protocol: Front
+) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    """``grpc.aio``'s handler of the same body, awaited on the event loop; errors and traces as ``inline_rpc``.
 
     A client that goes away cancels the handler's task, and with it the call wherever it waits
     (a batch queue drops it). The status is set, not raised (``abort``): grpc.aio keeps a raised
     abort in a reference cycle with the handler's frame, and so the request, until the garbage
     collector runs."""
+    api = api_name(body.__name__)
 
     @functools.wraps(body)
     async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        trace = open_trace(watch, protocol, api, context)
         try:
+            await context.send_initial_metadata(_id_metadata(trace))
             if isinstance(request, Unparsed):
                 request = await off_loop(request.parse, request.data)
-            return await body(parsed(request), context)
+            answer = await body(parsed(request), context, trace)
+        except asyncio.CancelledError:
+            watch.close(trace, Code.CANCELLED, 0, "cancelled")
+            raise
         except Exception as exc:
             code, details = grpc_status(exc, body, faults)
+            failed(trace, exc)
             release(exc)
+        else:
+            watch.close(trace)
+            return answer
+        watch.close(trace, trace.code, 0, trace.reason)
         context.set_code(code)
         context.set_details(details)
         return None  # grpc.aio sends no message with a status that is not OK

@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Iterable
 from concurrent import futures
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
@@ -31,6 +31,7 @@ import grpc
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 from ..errors import InvalidArgument, Unknown
+from ..observe.requests import Watch
 from ..protos import INFERENCE_SERVICE, MODEL_SERVICE, PREDICTION_SERVICE, pb
 from ..protos._pool import DESCRIPTOR_SET
 from ..protos.text import read_text_proto
@@ -67,6 +68,7 @@ class GrpcOptions:
     ssl_config_file: str = ""
     asyncio: bool = False  # grpc.aio on the event loop instead of the threaded server
     guard: Guard | None = None  # tokens and the management switch (api.auth); None: every call runs
+    watch: Watch = field(default_factory=Watch)  # opens and closes every call's trace (observe.requests)
     # The largest request message, also after grpc-core inflates a compressed one (it stops at this
     # size): the server passes its per-request memory budget, so a 1 KB gzip bomb cannot grow to 2 GiB.
     max_receive_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
@@ -144,8 +146,8 @@ class GrpcServer:
         else:
             threads = futures.ThreadPoolExecutor(max(1, options.max_threads), thread_name_prefix="modelserve-grpc")
             server = grpc.server(threads, options=channel_options, interceptors=[GrpcGuard(guard)] if guard else None)
-        names = add_services(server, self._core, tensor_content=options.tensor_content)
-        names.append(add_v2_service(server, self._core))  # KServe V2 on the same port (api.v2_grpc)
+        names = add_services(server, self._core, tensor_content=options.tensor_content, watch=options.watch)
+        names.append(add_v2_service(server, self._core, options.watch))  # KServe V2 on the same port (api.v2_grpc)
         if options.health:
             names.append(await self._add_health(server))
         _add_reflection(server, names)

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..budget import UNMETERED, Account, MemoryBudget
+from ..errors import Code, ServingError
+from ..observe.trace import UNTRACED, Front, RequestTrace
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -37,6 +39,9 @@ class Request:
     # The request's share of the memory budget, its body already charged (the listener opens it as
     # the body arrives and closes it once the answer is written).
     account: Account = UNMETERED
+    # Its record (observe.trace): the listener opens it and closes it with the answer; the front end
+    # names its API and, when it fails the request, its code (``failed``).
+    trace: RequestTrace = UNTRACED
 
     def header(self, name: bytes) -> bytes | None:
         """The first value of the header ``name`` (lower case), or None."""
@@ -56,6 +61,49 @@ class Response(NamedTuple):
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+
+
+def rest_protocol(path: str) -> Front:
+    """Which front end a path goes to (its requests' ``protocol`` label); "" for the other routes."""
+    prefix = path[:4].lower()
+    if prefix == "/v1/":
+        return "tfs_rest"
+    if prefix == "/v2" or prefix == "/v2/":
+        return "v2_rest"
+    return ""
+
+
+def failed(trace: RequestTrace, exc: Exception) -> None:
+    """The request failed with ``exc``: its code, and why it was refused when it was (``ServingError.reason``)."""
+    if isinstance(exc, ServingError):
+        trace.code, trace.reason = exc.code, exc.reason
+    elif isinstance(exc, BodyTooLarge):
+        trace.code, trace.reason = Code.RESOURCE_EXHAUSTED, "too_large"
+    else:
+        trace.code = Code.INTERNAL
+
+
+# The code of an answer whose front end set none (a 404 of the router, a refusal of the listener).
+_STATUS_CODES = {
+    401: Code.UNAUTHENTICATED,
+    403: Code.PERMISSION_DENIED,
+    404: Code.NOT_FOUND,
+    405: Code.UNIMPLEMENTED,
+    408: Code.DEADLINE_EXCEEDED,
+    409: Code.ABORTED,
+    413: Code.RESOURCE_EXHAUSTED,
+    429: Code.RESOURCE_EXHAUSTED,
+    499: Code.CANCELLED,
+    501: Code.UNIMPLEMENTED,
+    503: Code.UNAVAILABLE,
+    504: Code.DEADLINE_EXCEEDED,
+}
+
+
+def code_of_status(status: int) -> Code:
+    if status < 400:
+        return Code.OK
+    return _STATUS_CODES.get(status, Code.INVALID_ARGUMENT if status < 500 else Code.INTERNAL)
 
 
 class BodyTooLarge(Exception):

@@ -62,9 +62,11 @@ from typing import Any
 import httptools
 
 from ..budget import UNMETERED, Account, MemoryBudget
-from ..errors import ServingError, TooLarge
+from ..errors import Code, ServingError, TooLarge
+from ..observe.requests import Watch
+from ..observe.trace import RequestTrace
 from .faults import FaultLog, release
-from .http import Handler, Request, Response
+from .http import Handler, Request, Response, code_of_status, rest_protocol
 
 log = logging.getLogger(__name__)
 
@@ -133,17 +135,20 @@ class HttpOptions:
     # A TLS handshake not done in this time is cut (a client that connects and says nothing holds no
     # connection for long; the request timeouts start once the handshake is done).
     tls_handshake_seconds: float = 10.0
+    # Opens and closes every request's trace (in flight, request ids, the observers: metrics, logs).
+    watch: Watch = field(default_factory=Watch)
 
 
 class _Exchange:
     """A parsed request waiting for, or getting, its answer."""
 
-    __slots__ = ("close", "request", "response")
+    __slots__ = ("close", "request", "response", "trace")
 
-    def __init__(self, request: Request | None, response: Response | None, close: bool) -> None:
+    def __init__(self, request: Request | None, response: Response | None, close: bool, trace: RequestTrace) -> None:
         self.request = request
         self.response = response  # known without the handler (a body over the limit, a bad request)
         self.close = close  # the connection closes after this answer
+        self.trace = trace  # the request's record, closed with its answer
 
 
 class HttpServer:
@@ -250,6 +255,8 @@ class _Connection(asyncio.Protocol):
         self._max_header_bytes = options.max_header_bytes
         self._max_headers = options.max_headers
         self._transport: asyncio.Transport | None = None
+        self._watch = options.watch
+        self._peer = ""  # the client's address, "host:port"
         self._parser = httptools.HttpRequestParser(self)
         self._waiting: collections.deque[_Exchange] = collections.deque()
         self._active: _Exchange | None = None  # the exchange whose answer is being made
@@ -288,16 +295,18 @@ class _Connection(asyncio.Protocol):
             transport.close()
             return
         self._server.connections[self] = None
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self._peer = f"[{peer[0]}]:{peer[1]}" if ":" in str(peer[0]) else f"{peer[0]}:{peer[1]}"
         if self._server.draining:
             transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._server.connections.pop(self, None)
-        for exchange in (self._active, *self._waiting):
-            if exchange is not None and exchange.request is not None:
-                exchange.request.account.close()
+        if self._active is not None:
+            self._waiting.appendleft(self._active)
         self._account.close()
-        self._waiting.clear()
+        self._drop_waiting()
         if self._task is not None:  # the client went away: the work for its answer ends here
             self._task.cancel()
         # The connection and its parser refer to each other, so only the garbage collector frees
@@ -417,7 +426,7 @@ class _Connection(asyncio.Protocol):
             self._account.charge(len(body), "read its body")
         except ServingError as exc:  # over its own cap, or the server's budget is full
             self._body = []
-            self._reject(self._size, close=False, response=self._server.options.refused(exc))
+            self._reject(self._size, close=False, error=exc)
             return
         self._body.append(body)
 
@@ -434,31 +443,62 @@ class _Connection(asyncio.Protocol):
             except ServingError as exc:
                 self._body = []
                 account.close()
-                self._reject(self._size, close=False, response=self._server.options.refused(exc))
+                self._reject(self._size, close=False, error=exc)
                 return
-        request = Request(
-            self._parser.get_method().decode("ascii", "replace"),
-            parsed.path.decode("latin-1"),
-            self._headers,
-            self._body[0] if len(self._body) == 1 else b"".join(self._body),
-            (parsed.query or b"").decode("latin-1"),
-            account,
-        )
+        path = parsed.path.decode("latin-1")
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        trace = self._open(path, len(body))
+        method = self._parser.get_method().decode("ascii", "replace")
+        request = Request(method, path, self._headers, body, (parsed.query or b"").decode("latin-1"), account, trace)
         self._body = []
-        self._queue(_Exchange(request, None, self._closing))
+        self._queue(_Exchange(request, None, self._closing, trace))
+
+    def _open(self, path: str, bytes_in: int) -> RequestTrace:
+        """The trace of the request being read: its id (``x-request-id``, else a new one), W3C
+        ``traceparent``, peer, and the time its head began."""
+        request_id = traceparent = ""
+        for name, value in self._headers:
+            if name == b"x-request-id":
+                request_id = value[:200].decode("latin-1")
+            elif name == b"traceparent":
+                traceparent = value[:200].decode("latin-1")
+        return self._watch.open(
+            rest_protocol(path),
+            request_id=request_id,
+            peer=self._peer,
+            traceparent=traceparent,
+            bytes_in=bytes_in,
+            start=self._head_at,
+        )
+
+    def _early_trace(self, error: ServingError | None = None) -> RequestTrace:
+        """The trace of a request answered without its handler (refused while it was read)."""
+        url = b"".join(self._url)
+        try:
+            path = httptools.parse_url(url).path.decode("latin-1") if url else ""
+        except httptools.HttpParserInvalidURLError:
+            path = ""
+        trace = self._open(path, self._size)
+        if error is not None:
+            trace.code, trace.reason = error.code, error.reason
+        return trace
 
     # ---- answering ----------------------------------------------------------------------------
 
-    def _reject(self, size: int, close: bool, response: Response | None = None) -> None:
-        """The request being read is answered ``response`` (by default: its body is over the limit)
-        without its handler; the rest of its body is read and dropped."""
+    def _reject(self, size: int, close: bool, error: ServingError | None = None) -> None:
+        """The request being read is answered without its handler: ``error`` (the memory budget's
+        refusal) or, by default, its body is over the limit; the rest of its body is read and dropped."""
         self._rejected = True
         self._closing = self._closing or close
         self._account.close()
         self._account = UNMETERED
-        if response is None:
+        if error is None:
             response = self._server.options.too_large(size, self._limit)
-        self._queue(_Exchange(None, response, self._closing))
+            trace = self._early_trace(TooLarge(""))
+        else:
+            response = self._server.options.refused(error)
+            trace = self._early_trace(error)
+        self._queue(_Exchange(None, response, self._closing, trace))
 
     def _queue(self, exchange: _Exchange) -> None:
         self._waiting.append(exchange)
@@ -507,15 +547,20 @@ class _Connection(asyncio.Protocol):
         self._active = None
         if exchange.request is not None:
             exchange.request.account.close()  # the answer is made: what its request held is let go
+        status, body, headers, tail = response
+        length = len(body) + sum(piece.nbytes for piece in tail)
+        trace = exchange.trace
+        # A front end that failed the request set its code (and refusal reason); else the status says.
+        code = trace.code if trace.code is not Code.OK or status < 400 else code_of_status(status)
+        self._watch.close(trace, code, length, trace.reason)
         if transport is None or transport.is_closing():
             return
         # The last answer when the connection was asked to close and nothing else is owed.
         close = exchange.close or self._server.draining or (self._closing and self._idle())
-        status, body, headers, tail = response
-        length = len(body) + sum(piece.nbytes for piece in tail)
         parts = [_STATUS_LINES.get(status) or f"HTTP/1.1 {status} \r\n".encode()]
         for name, value in headers:
             parts += [name, b": ", value, b"\r\n"]
+        parts += [b"x-request-id: ", trace.request_id.encode("latin-1", "replace"), b"\r\n"]
         parts += [b"content-length: ", str(length).encode(), b"\r\n", self._server.date]
         if close:
             parts.append(b"connection: close\r\n")
@@ -533,7 +578,7 @@ class _Connection(asyncio.Protocol):
         if not close:
             self._next()
             return
-        self._waiting.clear()
+        self._drop_waiting()
         if exchange.request is None and transport.can_write_eof():
             # An early answer: the client may still be sending. Half-close, drop what comes, close on its
             # end (eof_received) or when the sweeper finds the linger over.
@@ -542,11 +587,19 @@ class _Connection(asyncio.Protocol):
         else:
             transport.close()
 
+    def _drop_waiting(self) -> None:
+        """Requests that will not be answered (the connection closes): let go of them, count them cancelled."""
+        for exchange in self._waiting:
+            if exchange.request is not None:
+                exchange.request.account.close()
+            self._watch.close(exchange.trace, Code.CANCELLED, 0, "cancelled")
+        self._waiting.clear()
+
     def _refuse(self, response: Response) -> None:
         """Answered after what is owed before it; nothing after it is read."""
         self._reading = False
         self._closing = True
-        self._queue(_Exchange(None, response, True))
+        self._queue(_Exchange(None, response, True, self._early_trace()))
 
     # ---- flow and lifecycle -------------------------------------------------------------------
 

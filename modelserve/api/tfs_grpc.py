@@ -32,6 +32,8 @@ from ..codecs.tensor_wire import tensor_entry
 from ..dtypes import DType, to_numpy
 from ..errors import Code, InvalidArgument, Unimplemented
 from ..lifecycle.config import model_configs
+from ..observe.requests import Watch
+from ..observe.trace import RequestTrace
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
 from ..serving import example_tasks
 from ..serving.core import ServingCore
@@ -94,7 +96,7 @@ class PredictionServicer:
         self._core = core
         self._tensor_content = tensor_content
 
-    async def Predict(self, request: Any, context: Context) -> Answer:
+    async def Predict(self, request: Any, context: Context, trace: RequestTrace) -> Answer:
         spec = model_spec(request)
         # The request's share of the memory budget, held until its answer is built (grpcio
         # serializes it after the body returns: the parts are the outputs already charged).
@@ -108,49 +110,52 @@ class PredictionServicer:
                     deadline_of(context),
                     request_options_of(context),
                     account,
+                    trace,
                 )
             )
             check_active(context)  # a client gone while the model ran: its answer is not encoded
             return predict_answer(response, self._tensor_content)
 
-    async def GetModelMetadata(self, request: Any, context: Context) -> Message:
+    async def GetModelMetadata(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         spec = model_spec(request)
         if not request.metadata_field:
             raise InvalidArgument("GetModelMetadataRequest must specify at least one metadata_field")
         for field in request.metadata_field:
             if field != "signature_def":
                 raise InvalidArgument(f"Metadata field {field} is not supported")
-        metadata = self._core.metadata(spec)
+        metadata = self._core.metadata(spec, trace)
         response = pb.GetModelMetadataResponse()
         response.model_spec.name = spec.name
         response.model_spec.version.value = metadata.version
         response.metadata["signature_def"].Pack(signature_def_map(metadata.signatures))
         return response
 
-    async def Classify(self, request: Any, context: Context) -> Message:
-        return await self._one_task("classify", request, context, pb.ClassificationResponse())
+    async def Classify(self, request: Any, context: Context, trace: RequestTrace) -> Message:
+        return await self._one_task("classify", request, context, pb.ClassificationResponse(), trace)
 
-    async def Regress(self, request: Any, context: Context) -> Message:
-        return await self._one_task("regress", request, context, pb.RegressionResponse())
+    async def Regress(self, request: Any, context: Context, trace: RequestTrace) -> Message:
+        return await self._one_task("regress", request, context, pb.RegressionResponse(), trace)
 
-    async def _one_task(self, kind: example_tasks.Kind, request: Any, context: Context, response: Message) -> Message:
+    async def _one_task(
+        self, kind: example_tasks.Kind, request: Any, context: Context, response: Message, trace: RequestTrace
+    ) -> Message:
         """Classify or Regress: one task's result and the model spec written into ``response``."""
         run = self._core.classify if kind == "classify" else self._core.regress
         with self._core.budget.account() as account:
-            answer = await run(self._examples(request, context, account))
+            answer = await run(self._examples(request, context, account, trace))
         _write_result(kind, response.result, answer.results[0])
         _answer_spec(response.model_spec, answer.model, answer.version, request.model_spec.signature_name)
         return response
 
-    def _examples(self, request: Any, context: Context, account: Account) -> ExamplesRequest:
+    def _examples(self, request: Any, context: Context, account: Account, trace: RequestTrace) -> ExamplesRequest:
         spec = model_spec(request)
         examples = example_tasks.from_input(request.input, account)
         signature_name = request.model_spec.signature_name
         return ExamplesRequest(
-            spec, examples, signature_name, (), deadline_of(context), request_options_of(context), account
+            spec, examples, signature_name, (), deadline_of(context), request_options_of(context), account, trace
         )
 
-    async def MultiInference(self, request: Any, context: Context) -> Message:
+    async def MultiInference(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         tasks = list(request.tasks)
         with self._core.budget.account() as account:
             answer = await self._core.multi_inference(
@@ -161,6 +166,7 @@ class PredictionServicer:
                     deadline=deadline_of(context),
                     options=request_options_of(context),
                     account=account,
+                    trace=trace,
                 )
             )
         return _multi_response(tasks, answer)
@@ -270,16 +276,16 @@ class ModelServicer:
     def __init__(self, core: ServingCore) -> None:
         self._core = core
 
-    async def GetModelStatus(self, request: Any, context: Context) -> Message:
+    async def GetModelStatus(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         spec = model_spec(request)  # a label is ignored, as in TF Serving
         response = pb.GetModelStatusResponse()
-        for row in self._core.status(spec.name, spec.version):
+        for row in self._core.status(spec.name, spec.version, trace):
             entry = response.model_version_status.add(version=row.version, state=int(row.state))
             entry.status.error_code = int(row.error_code)
             entry.status.error_message = row.error_message
         return response
 
-    async def HandleReloadConfigRequest(self, request: Any, context: Context) -> Message:
+    async def HandleReloadConfigRequest(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         response = pb.ReloadConfigResponse()
         if request.config.WhichOneof("config") is None:
             log.info("Taking no action for empty config.")  # as TF Serving: a later config may follow
@@ -293,17 +299,19 @@ class ModelServicer:
 
 
 def add_services(
-    server: grpc.Server | grpc.aio.Server, core: ServingCore, *, tensor_content: bool = False
+    server: grpc.Server | grpc.aio.Server, core: ServingCore, *, tensor_content: bool = False, watch: Watch
 ) -> list[str]:
     """Register PredictionService and ModelService on ``server`` (threaded or ``grpc.aio``); returns
-    their full names."""
+    their full names. ``watch`` opens and closes each call's trace."""
     faults = FaultLog(log)  # one rate limit for the whole gRPC front end
-    _register(server, PREDICTION_SERVICE, PredictionServicer(core, tensor_content=tensor_content), faults)
-    _register(server, MODEL_SERVICE, ModelServicer(core), faults)
+    _register(server, PREDICTION_SERVICE, PredictionServicer(core, tensor_content=tensor_content), faults, watch)
+    _register(server, MODEL_SERVICE, ModelServicer(core), faults, watch)
     return [PREDICTION_SERVICE, MODEL_SERVICE]
 
 
-def _register(server: grpc.Server | grpc.aio.Server, service: str, servicer: object, faults: FaultLog) -> None:
+def _register(
+    server: grpc.Server | grpc.aio.Server, service: str, servicer: object, faults: FaultLog, watch: Watch
+) -> None:
     descriptor: ServiceDescriptor = service_descriptor(service)
     on_loop = isinstance(server, grpc.aio.Server)
     wrap = async_rpc if on_loop else inline_rpc
@@ -314,7 +322,7 @@ def _register(server: grpc.Server | grpc.aio.Server, service: str, servicer: obj
             continue  # clients get UNIMPLEMENTED
         request = message_class(method.input_type.full_name)
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            wrap(body, faults),
+            wrap(body, faults, watch, "tfs_grpc"),
             request_deserializer=lenient_parser(request, on_loop),
             response_serializer=serialize,
         )

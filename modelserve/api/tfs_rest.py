@@ -24,6 +24,7 @@ from ..dtypes import DType
 from ..errors import Code, InvalidArgument, ServingError, TooLarge
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
+from ..observe.trace import RequestTrace
 from ..serving import example_tasks
 from ..serving.core import ServingCore, input_dtypes
 from ..serving.request import ExamplesRequest, InferenceRequest, ModelSpec
@@ -37,6 +38,7 @@ from .http import (
     Headers,
     Request,
     Response,
+    failed,
     request_account,
     request_body,
 )
@@ -92,8 +94,9 @@ class RestOptions:
     max_gzip_ratio: float = 100.0
 
 
-# A POST verb's handler: (app, model, body, request options, the request's memory account) -> answer.
-PostHandler = Callable[["TfsRestApp", ModelSpec, bytes, RequestOptions, Account], Awaitable[bytes]]
+# A POST verb's handler: (app, model, body, request options, the request's memory account, its trace)
+# -> answer.
+PostHandler = Callable[["TfsRestApp", ModelSpec, bytes, RequestOptions, Account, RequestTrace], Awaitable[bytes]]
 
 
 class TfsRestApp:
@@ -114,6 +117,7 @@ class TfsRestApp:
         try:
             return Response(200, await self._handle(method, request.path, request), self._headers)
         except Exception as exc:
+            failed(request.trace, exc)
             response = self._error(exc, request)
             release(exc)  # its request's arrays are freed now, not by the garbage collector
             return response
@@ -147,20 +151,24 @@ class TfsRestApp:
     async def _handle(self, method: str, path: str, request: Request) -> bytes:
         if method == "POST" and (route := self._post_route(path)) is not None:
             spec, verb = route
+            trace = request.trace
+            trace.api = verb
             with request_account(request, self._core.budget) as account:
                 body = request_body(request, self._body_limits, account)
                 if not isinstance(body, bytes):
                     body = await body  # a big gzip body, inflated off the loop
                 options = request_options.from_headers(request.headers)
-                return await self._post_handlers[verb](self, spec, body, options, account)
+                return await self._post_handlers[verb](self, spec, body, options, account, trace)
         if method == "GET" and (match := _GET.fullmatch(path)):
             name, version, label, suffix = match.groups()
+            trace = request.trace
+            trace.api = "status" if suffix is None else suffix[1:].lower()
             if name is None:
                 raise InvalidArgument("Missing model name in request.")
             spec = _spec(name, version, label)
             if suffix is None:
-                return self._status(spec)
-            return self._metadata(spec) if suffix.lower() == "/metadata" else self._instances(spec)
+                return self._status(spec, trace)
+            return self._metadata(spec, trace) if suffix.lower() == "/metadata" else self._instances(spec, trace)
         raise InvalidArgument(f"Malformed request: {method} {path}")
 
     def _post_route(self, path: str) -> tuple[ModelSpec, str] | None:
@@ -179,28 +187,30 @@ class TfsRestApp:
 
     # ---- GET ------------------------------------------------------------------------------
 
-    def _status(self, spec: ModelSpec) -> bytes:
+    def _status(self, spec: ModelSpec, trace: RequestTrace) -> bytes:
         # TF Serving's status endpoint ignores a label and lists every version.
-        rows = self._core.status(spec.name, spec.version)
+        rows = self._core.status(spec.name, spec.version, trace)
         return tfs_json.encode_status([(s.version, s.state.name, s.error_code.name, s.error_message) for s in rows])
 
-    def _instances(self, spec: ModelSpec) -> bytes:
-        rows = self._core.status(spec.name, spec.version)
+    def _instances(self, spec: ModelSpec, trace: RequestTrace) -> bytes:
+        rows = self._core.status(spec.name, spec.version, trace)
         return tfs_json.encode_instances([(s.version, s.state.name, [asdict(i) for i in s.instances]) for s in rows])
 
-    def _metadata(self, spec: ModelSpec) -> bytes:
-        metadata = self._core.metadata(spec)
+    def _metadata(self, spec: ModelSpec, trace: RequestTrace) -> bytes:
+        metadata = self._core.metadata(spec, trace)
         return tfs_json.encode_metadata(spec.name, metadata.version, metadata.signatures)
 
     # ---- POST -----------------------------------------------------------------------------
 
-    async def _predict(self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account) -> bytes:
+    async def _predict(
+        self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account, trace: RequestTrace
+    ) -> bytes:
         # Inline for the usual small request (no coroutine per step); off the loop for a big one.
         big = len(body) >= OFFLOAD_BYTES
         doc = await _offload(tfs_json.loads, body, account) if big else tfs_json.loads(body, account)
         signature_name = tfs_json.signature_name(doc) or DEFAULT_SIGNATURE
         inputs = functools.partial(_json_inputs, doc, body, signature_name, big, account)
-        request = InferenceRequest(spec, inputs, signature_name, (), self._deadline(), options, account)
+        request = InferenceRequest(spec, inputs, signature_name, (), self._deadline(), options, account, trace)
         outputs = (await self._core.predict(request)).outputs
         # The answer mirrors the request's layout; a body that decoded had one of the two keys.
         layout = tfs_json.Format.ROW if "instances" in doc else tfs_json.Format.COLUMNAR
@@ -210,15 +220,21 @@ class TfsRestApp:
             return encoded
         return tfs_json.encode_predict(outputs, layout)
 
-    async def _classify(self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account) -> bytes:
-        response = await self._core.classify(self._examples(spec, body, options, account))
+    async def _classify(
+        self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account, trace: RequestTrace
+    ) -> bytes:
+        response = await self._core.classify(self._examples(spec, body, options, account, trace))
         return tfs_json.encode_classify(response.results[0])  # type: ignore[arg-type]
 
-    async def _regress(self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account) -> bytes:
-        response = await self._core.regress(self._examples(spec, body, options, account))
+    async def _regress(
+        self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account, trace: RequestTrace
+    ) -> bytes:
+        response = await self._core.regress(self._examples(spec, body, options, account, trace))
         return tfs_json.encode_regress(response.results[0])  # type: ignore[arg-type]
 
-    def _examples(self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account) -> ExamplesRequest:
+    def _examples(
+        self, spec: ModelSpec, body: bytes, options: RequestOptions, account: Account, trace: RequestTrace
+    ) -> ExamplesRequest:
         doc = tfs_json.loads(body, account)
         signature_name = tfs_json.signature_name(doc)
         features, context = tfs_json.decode_examples(doc)
@@ -227,7 +243,7 @@ class TfsRestApp:
             None if context is None else example_tasks.example_bytes(context),
             account,
         )
-        return ExamplesRequest(spec, serialized, signature_name, (), self._deadline(), options, account)
+        return ExamplesRequest(spec, serialized, signature_name, (), self._deadline(), options, account, trace)
 
     _post_handlers: ClassVar[dict[str, PostHandler]] = {
         "predict": _predict,

@@ -35,9 +35,11 @@ from ..codecs.tensor_proto import length_delimited
 from ..codecs.v2 import proto as v2_proto
 from ..codecs.v2.datatypes import v2_name
 from ..codecs.v2.metadata import EXTENSIONS, SERVER_NAME, described_signature, tensors
-from ..errors import InvalidArgument
+from ..errors import Code, InvalidArgument
 from ..execution import request_options
 from ..execution.runner import run_inline
+from ..observe.requests import Watch
+from ..observe.trace import RequestTrace
 from ..protos import INFERENCE_SERVICE, message_class, pb, service_descriptor
 from ..serving.core import ServingCore
 from ..serving.request import InferenceRequest, InferenceResponse, ModelSpec
@@ -56,10 +58,12 @@ from .grpc_calls import (
     inline_rpc,
     lenient_parser,
     off_loop,
+    open_trace,
     parsed,
     request_options_of,
     serialize,
 )
+from .http import failed
 
 log = logging.getLogger(__name__)
 
@@ -196,22 +200,22 @@ class InferenceServicer:
     def __init__(self, core: ServingCore) -> None:
         self._core = core
 
-    async def ServerLive(self, request: Any, context: Context) -> Message:
+    async def ServerLive(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         return pb.ServerLiveResponse(live=True)
 
-    async def ServerReady(self, request: Any, context: Context) -> Message:
+    async def ServerReady(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         return pb.ServerReadyResponse(ready=self._core.ready())
 
-    async def ModelReady(self, request: Any, context: Context) -> Message:
+    async def ModelReady(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         if not request.name:
             raise InvalidArgument("model name is required")
         return pb.ModelReadyResponse(ready=self._core.ready(request.name, parse_version(request.version)))
 
-    async def ServerMetadata(self, request: Any, context: Context) -> Message:
+    async def ServerMetadata(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         return pb.ServerMetadataResponse(name=SERVER_NAME, version=__version__, extensions=EXTENSIONS)
 
-    async def ModelMetadata(self, request: Any, context: Context) -> Message:
-        metadata = self._core.metadata(model_spec(request.name, request.version, {}))
+    async def ModelMetadata(self, request: Any, context: Context, trace: RequestTrace) -> Message:
+        metadata = self._core.metadata(model_spec(request.name, request.version, {}), trace)
         signature = described_signature(metadata.signatures)
         response = pb.ModelMetadataResponse(name=metadata.model, platform=metadata.platform)
         response.versions.extend(str(v) for v in metadata.versions or (metadata.version,))
@@ -221,7 +225,7 @@ class InferenceServicer:
             response.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor.shape)
         return response
 
-    async def ModelInfer(self, request: Any, context: Context) -> Answer:
+    async def ModelInfer(self, request: Any, context: Context, trace: RequestTrace) -> Answer:
         spec = model_spec(request.model_name, request.model_version, request.parameters)
         signature_name = string_parameter(request.parameters, SIGNATURE_PARAMETER)
         # The request's share of the memory budget, held until its answer is built.
@@ -239,12 +243,13 @@ class InferenceServicer:
                         _int_parameter(request.parameters, "timeout"),
                     ),
                     account,
+                    trace,
                 )
             )
             check_active(context)  # a client gone while the model ran: its answer is not encoded
             return infer_answer(request, answer)
 
-    async def RepositoryIndex(self, request: Any, context: Context) -> Message:
+    async def RepositoryIndex(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         # One repository (the model config): ``repository_name`` picks nothing, as in a one-repository Triton.
         response = pb.RepositoryIndexResponse()
         for entry in self._core.repository_index(request.ready):
@@ -252,14 +257,14 @@ class InferenceServicer:
             response.models.add(name=entry.name, version=version, state=entry.state, reason=entry.reason)
         return response
 
-    async def RepositoryModelLoad(self, request: Any, context: Context) -> Message:
+    async def RepositoryModelLoad(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         if request.parameters:
             names = ", ".join(sorted(request.parameters))
             raise InvalidArgument(f"load parameters are not supported (models come from the model config): {names}")
         await self._core.load_model(_repository_model(request))
         return pb.RepositoryModelLoadResponse()
 
-    async def RepositoryModelUnload(self, request: Any, context: Context) -> Message:
+    async def RepositoryModelUnload(self, request: Any, context: Context, trace: RequestTrace) -> Message:
         # ``unload_dependents`` has nothing to act on: modelserve has no ensembles.
         await self._core.unload_model(_repository_model(request))
         return pb.RepositoryModelUnloadResponse()
@@ -275,39 +280,55 @@ def _repository_model(request: Any) -> str:
 # --- ModelStreamInfer --------------------------------------------------------------------------
 
 
-def _stream_reply(request: Any, exc: Exception, faults: FaultLog, servicer: InferenceServicer) -> Message:
+def _stream_reply(
+    request: Any, exc: Exception, faults: FaultLog, servicer: InferenceServicer, watch: Watch, trace: RequestTrace
+) -> Message:
     _, details = grpc_status(exc, servicer.ModelInfer, faults)
+    failed(trace, exc)
+    watch.close(trace, trace.code, 0, trace.reason)
     release(exc)
     return stream_error(request, details)
 
 
-def stream_handler(servicer: InferenceServicer, faults: FaultLog) -> Any:
-    """ModelStreamInfer on the threaded server: each request run inline, answered in order."""
+def stream_handler(servicer: InferenceServicer, faults: FaultLog, watch: Watch) -> Any:
+    """ModelStreamInfer on the threaded server: each request run inline, answered in order; each
+    message has a trace of its own."""
 
     def handler(requests: Iterator[Any], context: grpc.ServicerContext) -> Iterator[Answer | Message]:
         for request in requests:
+            trace = open_trace(watch, "v2_grpc", "infer", context)
             try:
                 check_active(context)
-                yield stream_answer(run_inline(servicer.ModelInfer(parsed(request), context)))
+                answer = stream_answer(run_inline(servicer.ModelInfer(parsed(request), context, trace)))
             except Exception as exc:
-                yield _stream_reply(request, exc, faults, servicer)
+                yield _stream_reply(request, exc, faults, servicer, watch, trace)
+            else:
+                watch.close(trace)
+                yield answer
 
     return handler
 
 
-def async_stream_handler(servicer: InferenceServicer, faults: FaultLog) -> Any:
+def async_stream_handler(servicer: InferenceServicer, faults: FaultLog, watch: Watch) -> Any:
     """ModelStreamInfer on ``grpc.aio``: each request awaited on the loop, answered in order."""
 
     async def handler(
         requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[Answer | Message]:
         async for request in requests:
+            trace = open_trace(watch, "v2_grpc", "infer", context)
             try:
                 if isinstance(request, Unparsed):
                     request = await off_loop(request.parse, request.data)
-                yield stream_answer(await servicer.ModelInfer(parsed(request), context))
+                answer = stream_answer(await servicer.ModelInfer(parsed(request), context, trace))
+            except asyncio.CancelledError:
+                watch.close(trace, Code.CANCELLED, 0, "cancelled")
+                raise
             except Exception as exc:
-                yield _stream_reply(request, exc, faults, servicer)
+                yield _stream_reply(request, exc, faults, servicer, watch, trace)
+            else:
+                watch.close(trace)
+                yield answer
 
     return handler
 
@@ -315,7 +336,7 @@ def async_stream_handler(servicer: InferenceServicer, faults: FaultLog) -> Any:
 # --- registration ----------------------------------------------------------------------------
 
 
-def add_service(server: grpc.Server | grpc.aio.Server, core: ServingCore) -> str:
+def add_service(server: grpc.Server | grpc.aio.Server, core: ServingCore, watch: Watch) -> str:
     """Register ``inference.GRPCInferenceService`` on ``server`` (threaded or ``grpc.aio``); its full name."""
     faults = FaultLog(log)  # one rate limit for the V2 service's unexpected errors
     servicer = InferenceServicer(core)
@@ -328,14 +349,14 @@ def add_service(server: grpc.Server | grpc.aio.Server, core: ServingCore) -> str
         if method.name == "ModelStreamInfer":
             stream = async_stream_handler if on_loop else stream_handler
             handlers[method.name] = grpc.stream_stream_rpc_method_handler(
-                stream(servicer, faults), request_deserializer=parse, response_serializer=serialize
+                stream(servicer, faults, watch), request_deserializer=parse, response_serializer=serialize
             )
             continue
         body = getattr(servicer, method.name, None)
         if body is None:
             continue  # ModelStatistics: clients get UNIMPLEMENTED
         handlers[method.name] = grpc.unary_unary_rpc_method_handler(
-            wrap(body, faults), request_deserializer=parse, response_serializer=serialize
+            wrap(body, faults, watch, "v2_grpc"), request_deserializer=parse, response_serializer=serialize
         )
     add_handlers(server, descriptor.full_name, handlers)
     return INFERENCE_SERVICE

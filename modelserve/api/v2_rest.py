@@ -31,6 +31,7 @@ from ..codecs.v2.metadata import EXTENSIONS, SERVER_NAME, TensorMetadata, descri
 from ..dtypes import from_numpy
 from ..errors import Code, InvalidArgument, ServingError, TooLarge
 from ..execution import request_options
+from ..observe.trace import RequestTrace
 from ..serving.core import ServingCore, find_signature
 from ..serving.request import InferenceRequest, ModelSpec, RepositoryEntry
 from ..signatures import DEFAULT_SIGNATURE, Signature
@@ -44,6 +45,7 @@ from .http import (
     Headers,
     Request,
     Response,
+    failed,
     request_account,
     request_body,
 )
@@ -94,6 +96,7 @@ class V2RestApp:
         try:
             return await self._handle(request)
         except Exception as exc:
+            failed(request.trace, exc)
             response = self._error(exc, request)
             release(exc)  # its request's arrays are freed now, not by the garbage collector
             return response
@@ -108,26 +111,32 @@ class V2RestApp:
         return _json(http_status(error), v2json.error(error.message))
 
     async def _handle(self, request: Request) -> Response:
-        path, method = request.path, request.method
+        path, method, trace = request.path, request.method, request.trace
         if path in ("/v2", "/v2/"):
+            trace.api = "server_metadata"
             _only(method, "GET")
             return _json(200, self._server_metadata)
         if path in ("/v2/health/live", "/v2/health/ready"):
             _only(method, "GET")
             live = path.endswith("/live")
+            trace.api = "live" if live else "server_ready"
             return Response(200 if live or self._core.ready() else 400, b"", JSON_HEADERS)
         if match := _MODEL.fullmatch(path):
             name, version, kind = unquote(match.group(1)), _version(match.group(2)), match.group(3)
             if kind == "/infer":
+                trace.api = "infer"
                 _only(method, "POST")
                 return await self._infer(request, ModelSpec(name, version))
             _only(method, "GET")
             if kind == "/ready":
+                trace.api = "ready"
                 if not self._core.ready(name, version):
                     return _json(400, v2json.error("Model version not ready"))
                 return Response(200, b"", JSON_HEADERS)
-            return _json(200, self._metadata(ModelSpec(name, version)))
+            trace.api = "metadata"
+            return _json(200, self._metadata(ModelSpec(name, version), trace))
         if match := _LABELED.fullmatch(path):
+            trace.api = "infer"
             _only(method, "POST")
             return await self._infer(request, ModelSpec(unquote(match.group(1)), label=unquote(match.group(2))))
         if path.startswith("/v2/repository/"):  # the admin scope guards these (api.auth)
@@ -138,6 +147,7 @@ class V2RestApp:
 
     async def _repository(self, request: Request) -> Response:
         if request.path == "/v2/repository/index":
+            request.trace.api = "repository_index"
             _only(request.method, "POST")
             ready = (await self._body_doc(request)).get("ready", False)
             if type(ready) is not bool:
@@ -148,6 +158,7 @@ class V2RestApp:
             return _json(404, v2json.error("Not Found"))
         _only(request.method, "POST")
         name, action = unquote(match.group(1)), match.group(2)
+        request.trace.api = action
         parameters = v2json.parameters(await self._body_doc(request))
         if action == "load":
             if parameters:
@@ -170,9 +181,9 @@ class V2RestApp:
             raise InvalidArgument("failed to parse the request JSON buffer: the request is not a JSON object")
         return doc
 
-    def _metadata(self, spec: ModelSpec) -> bytes:
+    def _metadata(self, spec: ModelSpec, trace: RequestTrace) -> bytes:
         """The version's serving signature (``serving_default``, else the first by name) as V2 tensors."""
-        metadata = self._core.metadata(spec)
+        metadata = self._core.metadata(spec, trace)
         signature = described_signature(metadata.signatures)
         return v2json.dumps(
             {
@@ -213,7 +224,9 @@ class V2RestApp:
         )
         inputs = functools.partial(_decoder, decode, signature_name, big)
         wanted = tuple(o.name for o in header.outputs)
-        infer = InferenceRequest(spec, inputs, signature_name, wanted, self._deadline(), options, account)
+        infer = InferenceRequest(
+            spec, inputs, signature_name, wanted, self._deadline(), options, account, request.trace
+        )
         response = await self._core.predict(infer)
         binary_for = {o.name: header.binary_output if o.binary is None else o.binary for o in header.outputs}
         names = wanted or tuple(response.outputs)

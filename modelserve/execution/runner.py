@@ -12,12 +12,14 @@ thread (a hand-off would only add a wait), the batcher waits for its batch.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Protocol, TypeVar
 
 import numpy as np
 
+from ..observe.trace import UNTRACED, RequestTrace
 from ..platforms.servable import Servable
 from .request_options import DEFAULT, RequestOptions
 from .workers import WorkerPool
@@ -33,10 +35,12 @@ class Runner(Protocol):
         output_filter: Collection[str] = (),
         deadline: float | None = None,
         request_options: RequestOptions = DEFAULT,
+        trace: RequestTrace = UNTRACED,
     ) -> Awaitable[dict[str, np.ndarray]]:
         """Outputs for one request; ``deadline`` is on the ``time.monotonic()`` clock.
 
-        ``request_options`` (priority, queue timeout) matter only to runners that queue.
+        ``request_options`` (priority, queue timeout) matter only to runners that queue; ``trace``
+        is told when the model ran for the request (``RequestTrace.ran``).
         """
         ...
 
@@ -82,10 +86,19 @@ class DirectRunner:
         output_filter: Collection[str] = (),
         deadline: float | None = None,
         request_options: RequestOptions = DEFAULT,
+        trace: RequestTrace = UNTRACED,
     ) -> Awaitable[dict[str, np.ndarray]]:
         # Not a coroutine itself: the pool's is the only frame a request awaits here.
         servable = self._servable
-        return self._pool.run(lambda: servable.predict(signature, inputs, output_filter), deadline)
+
+        def call() -> dict[str, np.ndarray]:
+            start = time.monotonic()
+            try:
+                return servable.predict(signature, inputs, output_filter)
+            finally:
+                trace.ran(start, time.monotonic())  # on the worker thread, before the answer is handed back
+
+        return self._pool.run(call, deadline)
 
     def close(self) -> None:
         pass

@@ -19,6 +19,7 @@ from ..execution.runner import RunnerFactory
 from ..storage import hide_paths
 from .aspired import AspiredVersions
 from .config import ModelConfig
+from .events import NO_EVENTS, LifecycleEvents
 from .leases import Lease, LoadedVersion
 from .loading import ServableLoader, VersionLoader, Warmup, no_warmup
 from .reload import Reloader, no_versions_error, not_available
@@ -65,6 +66,7 @@ class ModelManager:
         loader: ServableLoader,
         runner_factory: RunnerFactory,
         warmup: Warmup = no_warmup,
+        events: LifecycleEvents = NO_EVENTS,
     ) -> None:
         loading = VersionLoader(
             loader,
@@ -74,7 +76,7 @@ class ModelManager:
             load_retry_interval_seconds=options.load_retry_interval_seconds,
             cache_dir=options.cache_dir,
         )
-        self.versions = Versions(loading, options.num_load_threads, options.num_unload_threads)
+        self.versions = Versions(loading, options.num_load_threads, options.num_unload_threads, events)
         self.aspired = AspiredVersions(self.versions, options.file_system_poll_wait_seconds)
         self.reloader = Reloader(self.aspired, self.versions, options.allow_version_labels_for_unavailable_models)
         self._expose_paths = options.expose_paths_in_errors

@@ -28,6 +28,7 @@ from types import MappingProxyType
 from ..errors import Code, InvalidArgument, NotFound, ServingError
 from ..platforms.servable import InstanceStatus
 from .config import ModelConfig
+from .events import NO_EVENTS, LifecycleEvents
 from .leases import Lease, LoadedVersion, Routes
 from .loading import VersionLoader
 from .policy import Action, State, VersionView
@@ -109,8 +110,15 @@ class _Model:
 class Versions:
     """Every model's versions. Thread-safe; requests call ``lease``. The constructor starts no thread."""
 
-    def __init__(self, loader: VersionLoader, num_load_threads: int = 4, num_unload_threads: int = 1) -> None:
+    def __init__(
+        self,
+        loader: VersionLoader,
+        num_load_threads: int = 4,
+        num_unload_threads: int = 1,
+        events: LifecycleEvents = NO_EVENTS,
+    ) -> None:
         self._loader = loader
+        self._events = events
         self._lock = threading.Lock()
         self._models: dict[str, _Model] = {}
         self._routes: Mapping[str, Routes] = MappingProxyType({})
@@ -337,6 +345,7 @@ class Versions:
 
     def _load(self, model: _Model, entry: _Version) -> None:
         name = model.config.name
+        start = time.monotonic()
         try:
             loaded = self._loader.load(
                 lambda: self._config(model),
@@ -347,10 +356,12 @@ class Versions:
             )
         except ServingError as exc:
             log.error("Loading servable: {name: %s version: %d} failed: %s", name, entry.version, exc)
+            self._events.loaded(name, entry.version, entry.location, False, time.monotonic() - start)
             with self._lock:
                 entry.state, entry.error = State.END, exc
             self._finished(name)
             return
+        self._events.loaded(name, entry.version, entry.location, True, time.monotonic() - start)
         with self._lock:
             wanted = entry.aspired and not self._loader.stopped
             entry.state = State.AVAILABLE if wanted else State.UNLOADING
@@ -381,8 +392,10 @@ class Versions:
     def _unload(self, model: _Model, entry: _Version) -> None:
         with self._lock:
             loaded = entry.loaded
+        start = time.monotonic()
         if loaded is not None:
             self._loader.free(loaded, entry.location)
+        self._events.unloaded(model.config.name, entry.version, time.monotonic() - start)
         with self._lock:
             entry.state, entry.loaded = State.END, None
             if entry.reload and entry.aspired and not model.retired:

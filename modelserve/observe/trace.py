@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Literal, Protocol
 
 from ..errors import Code
@@ -43,6 +43,7 @@ class RequestTrace:
         "queued",
         "reason",
         "request_id",
+        "rows",
         "run_end",
         "run_start",
         "signature",
@@ -74,6 +75,7 @@ class RequestTrace:
         self.model = ""
         self.version: int | None = None
         self.signature = ""
+        self.rows = 0  # the request's rows (examples), once decoded
         self.decoded: float | None = None  # inputs decoded
         self.queued: float | None = None  # handed to the runner
         self.run_start: float | None = None  # the model call (or its batch) began
@@ -139,6 +141,9 @@ class Observers:
     @property
     def active(self) -> bool:
         return bool(self._observers)
+
+    def __iter__(self) -> Iterator[Observer]:
+        return iter(self._observers)
 
     def finished(self, trace: RequestTrace) -> None:
         for observer in self._observers:

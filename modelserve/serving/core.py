@@ -17,6 +17,7 @@ the model, or waits for its batch, in place (docs/grpc.md "Server model").
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 
 import numpy as np
@@ -29,6 +30,7 @@ from ..execution.runner import Runner
 from ..lifecycle.config import ModelConfig
 from ..lifecycle.manager import Lease, ModelManager, VersionReport
 from ..lifecycle.policy import State
+from ..observe.trace import UNTRACED, RequestTrace
 from ..platforms.servable import Named
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import example_tasks
@@ -64,11 +66,13 @@ class ServingCore:
         """The server is shutting down: report not ready from now on (requests are still served)."""
         self.draining = True
 
-    def status(self, name: str, version: int | None = None) -> list[VersionReport]:
-        return self.manager.status(name, version)
+    def status(self, name: str, version: int | None = None, trace: RequestTrace = UNTRACED) -> list[VersionReport]:
+        rows = self.manager.status(name, version)
+        trace.model = name  # it has versions: a configured model (a bounded label)
+        return rows
 
-    def metadata(self, model: ModelSpec) -> ModelMetadata:
-        with self._lease(model) as lease:
+    def metadata(self, model: ModelSpec, trace: RequestTrace = UNTRACED) -> ModelMetadata:
+        with self._lease(model, trace) as lease:
             servable = lease.servable
             platform = servable.platform if isinstance(servable, Named) else ""
             versions = self.manager.available_versions(model.name)
@@ -90,7 +94,8 @@ class ServingCore:
     async def predict(self, request: InferenceRequest) -> InferenceResponse:
         """Decode (when the inputs wait for the version's signatures), validate with gRPC's rules and
         texts, run; the answer names the version that ran."""
-        with self._lease(request.model) as lease:
+        trace = request.trace
+        with self._lease(request.model, trace) as lease:
             signatures = lease.servable.signatures
             given = request.inputs
             if callable(given):
@@ -98,9 +103,11 @@ class ServingCore:
                 inputs = await decoded if isinstance(decoded, asyncio.Future) else decoded
             else:
                 inputs = given
+            trace.decoded = time.monotonic()
+            trace.rows = _rows(inputs)
             name = request.signature_name or DEFAULT_SIGNATURE
             outputs = await run_checked(
-                signatures, lease.runner, name, inputs, request.output_filter, request.deadline, request.options
+                signatures, lease.runner, name, inputs, request.output_filter, request.deadline, request.options, trace
             )
             # A model may amplify: its outputs count against the request before anything encodes them.
             request.account.charge(arrays_bytes(outputs.values()), f"hold the outputs of model '{request.model.name}'")
@@ -119,20 +126,25 @@ class ServingCore:
 
     async def _examples(self, request: ExamplesRequest, kind: example_tasks.Kind | None) -> ExamplesResponse:
         """Plan (``serving.example_tasks``) against the leased version's signatures, run, read the outputs."""
-        with self._lease(request.model) as lease:
+        trace = request.trace
+        with self._lease(request.model, trace) as lease:
             signatures = lease.servable.signatures
+            trace.decoded = time.monotonic()
+            trace.rows = len(request.examples)
             if kind is None:
                 tasks = [(signature, method) for _, signature, method in request.tasks]
                 plans = example_tasks.multi_plans(signatures, tasks, request.examples)
             else:
                 plans = [example_tasks.plan(kind, signatures, request.signature_name, request.examples)]
-            results = await run_plans(lease.runner, plans, request.deadline, request.options, request.account)
+            results = await run_plans(lease.runner, plans, request.deadline, request.options, request.account, trace)
             return ExamplesResponse(request.model.name, lease.version, results)
 
-    def _lease(self, model: ModelSpec) -> Lease:
+    def _lease(self, model: ModelSpec, trace: RequestTrace = UNTRACED) -> Lease:
         if not model.name:
             raise InvalidArgument("ModelSpec has no name specified.")
-        return self.manager.lease(model.name, model.version, model.label)
+        lease = self.manager.lease(model.name, model.version, model.label)
+        trace.model, trace.version = model.name, lease.version  # names that exist: bounded labels
+        return lease
 
     def reload_and_wait(self, models: Sequence[ModelConfig], timeout: float | None = None) -> None:
         """TF Serving's ReloadConfig (gRPC HandleReloadConfigRequest, --model_config_file polls).
@@ -214,13 +226,16 @@ def run_checked(
     output_filter: Sequence[str] = (),
     deadline: float | None = None,
     options: RequestOptions = DEFAULT,
+    trace: RequestTrace = UNTRACED,
 ) -> Awaitable[dict[str, np.ndarray]]:
     """A Predict request's every check (a bad one raises here), then the runner's awaitable outputs.
 
     Also how warm-up runs its Predict records, so they are checked and run as requests are.
     """
     check_predict(signatures, signature_name, inputs, output_filter)
-    return runner.predict(signature_name, inputs, output_filter, deadline, options)
+    trace.signature = signature_name  # it exists: a bounded label
+    trace.queued = time.monotonic()
+    return runner.predict(signature_name, inputs, output_filter, deadline, options, trace)
 
 
 async def run_plans(
@@ -229,14 +244,24 @@ async def run_plans(
     deadline: float | None = None,
     options: RequestOptions = DEFAULT,
     account: Account = UNMETERED,
+    trace: RequestTrace = UNTRACED,
 ) -> list[example_tasks.Result]:
     """Run classify/regress plans one after the other and read their outputs (charged to ``account``)."""
     results = []
     for plan in plans:
-        outputs = await runner.predict(plan.signature_name, plan.inputs, plan.output_filter, deadline, options)
+        trace.signature = plan.signature_name  # planned against the version's signatures: it exists
+        trace.queued = time.monotonic()
+        outputs = await runner.predict(plan.signature_name, plan.inputs, plan.output_filter, deadline, options, trace)
         account.charge(arrays_bytes(outputs.values()), f"hold the outputs of signature '{plan.signature_name}'")
         results.append(plan.interpret(outputs))
     return results
+
+
+def _rows(inputs: Mapping[str, np.ndarray]) -> int:
+    """A request's rows: its first input's leading dimension (1 for a scalar, 0 for no input)."""
+    for array in inputs.values():
+        return int(array.shape[0]) if array.ndim else 1
+    return 0
 
 
 def check_predict(

@@ -17,6 +17,7 @@ import numpy as np
 
 from ..budget import UNMETERED, Account
 from ..execution.request_options import DEFAULT, RequestOptions
+from ..observe.trace import UNTRACED, RequestTrace
 from ..signatures import Signature
 from .example_tasks import Result
 
@@ -51,6 +52,7 @@ class InferenceRequest:
     deadline: float | None = None
     options: RequestOptions = DEFAULT
     account: Account = UNMETERED
+    trace: RequestTrace = UNTRACED  # its record: the core fills model, version, signature, rows, times
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +82,7 @@ class ExamplesRequest:
     deadline: float | None = None
     options: RequestOptions = DEFAULT
     account: Account = UNMETERED
+    trace: RequestTrace = UNTRACED
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import DeadlineExceeded, InvalidArgument, ResourceExhausted, Unavailable
+from ...errors import DeadlineExceeded, InvalidArgument, QueueTimeout, Unavailable
+from ...observe.trace import UNTRACED, RequestTrace
 from ...platforms.servable import MultiInstance, Servable
 from ..clock import TimerHeap
 from ..request_options import DEFAULT, RequestOptions
@@ -74,12 +75,13 @@ class Batcher:
         output_filter: Collection[str] = (),
         deadline: float | None = None,
         request_options: RequestOptions = DEFAULT,
+        trace: RequestTrace = UNTRACED,
     ) -> dict[str, np.ndarray]:
         loop = asyncio._get_running_loop()
         if loop is None:  # driven inline on a thread of its own (warm-up): wait for the batch here
-            return self._wait(signature, inputs, output_filter, deadline, request_options)
+            return self._wait(signature, inputs, output_filter, deadline, request_options, trace)
         future: asyncio.Future[dict[str, np.ndarray]] = loop.create_future()
-        queue, task = self._submit(signature, inputs, output_filter, deadline, request_options, future)
+        queue, task = self._submit(signature, inputs, output_filter, deadline, request_options, future, trace)
         if task.expires is not None:
             task.timer = self._timers.call_at(task.expires, self._expire, queue, task, deadline)
         try:
@@ -97,7 +99,7 @@ class Batcher:
         if task.future.done():
             return
         if self._withdraw(task, queue, "timeout"):
-            task.future.set_exception(ResourceExhausted(QUEUE_TIMEOUT_MESSAGE))
+            task.future.set_exception(QueueTimeout(QUEUE_TIMEOUT_MESSAGE))
         elif deadline is None or self._clock.now() >= deadline:
             task.future.set_exception(DeadlineExceeded("Deadline exceeded"))
         else:  # its queue timeout came while it was running: only the deadline counts now
@@ -110,18 +112,19 @@ class Batcher:
         output_filter: Collection[str],
         deadline: float | None,
         request_options: RequestOptions,
+        trace: RequestTrace,
     ) -> dict[str, np.ndarray]:
         """``predict`` off the event loop: the same queue, timeouts and texts, with the caller's thread
         waiting (event-loop timers cannot reach it)."""
         future: concurrent.futures.Future[dict[str, np.ndarray]] = concurrent.futures.Future()
-        queue, task = self._submit(signature, inputs, output_filter, deadline, request_options, future)
+        queue, task = self._submit(signature, inputs, output_filter, deadline, request_options, future, trace)
         try:
             if task.expires is not None:
                 try:
                     return future.result(max(0.0, task.expires - self._clock.now()))
                 except concurrent.futures.TimeoutError:
                     if self._withdraw(task, queue, "timeout"):
-                        raise ResourceExhausted(QUEUE_TIMEOUT_MESSAGE) from None
+                        raise QueueTimeout(QUEUE_TIMEOUT_MESSAGE) from None
             wait = None if deadline is None else max(0.0, deadline - self._clock.now())
             return future.result(wait)
         except concurrent.futures.TimeoutError:
@@ -144,6 +147,7 @@ class Batcher:
         deadline: float | None,
         request_options: RequestOptions,
         future: Any,
+        trace: RequestTrace = UNTRACED,
     ) -> tuple[BatchQueue, Task]:
         names = tuple(sorted(inputs))
         key = (signature, names, tuple(output_filter))
@@ -159,6 +163,7 @@ class Batcher:
             now,
             self._expiry(now, deadline, request_options),
             future,
+            trace,
         )
         try:
             self._scheduler.submit(queue, task)

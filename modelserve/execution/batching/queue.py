@@ -36,7 +36,8 @@ from typing import Any
 
 import numpy as np
 
-from ...errors import InvalidArgument, Unavailable
+from ...errors import InvalidArgument, QueueFull
+from ...observe.trace import UNTRACED, RequestTrace
 from ...platforms.servable import Servable
 from .params import BatchingParameters
 
@@ -66,6 +67,7 @@ class Task:
         "state",
         "taken",
         "timer",
+        "trace",
     )
 
     def __init__(
@@ -77,6 +79,7 @@ class Task:
         enqueued: float,
         expires: float | None,
         future: Any,
+        trace: RequestTrace = UNTRACED,
     ) -> None:
         self.inputs = inputs
         self.rows = rows
@@ -90,6 +93,7 @@ class Task:
         self.done_rows = 0
         self.parts: dict[int, dict[str, np.ndarray]] = {}
         self.timer: Any = None
+        self.trace = trace  # told when its rows ran (the last batch that ran some)
 
 
 @dataclass
@@ -158,17 +162,17 @@ class BatchQueue:
         self.rows += task.rows
         self.tasks += 1
 
-    def _full(self, task: Task) -> Unavailable:
+    def _full(self, task: Task) -> QueueFull:
         params = self.params
         batches = params.enqueued_batches(self.rows)
         if not params.enable_large_batch_splitting:
-            return Unavailable(
+            return QueueFull(
                 "The batch scheduling queue to which this task was submitted is full; currently "
                 f"{batches} batches enqueued and max_enqueued_batches is {params.max_enqueued_batches}"
             )
         size = params.execution_batch_size
         open_rows = self.rows - (batches - 1) * size
-        return Unavailable(
+        return QueueFull(
             "The batch scheduling queue to which this task was submitted is full; task size is "
             f"{task.rows} but scheduling capacity is only {max(0, params.max_enqueued_rows - self.rows)} "
             f"(num_enqueued_batches={batches}, max_enqueued_batches={params.max_enqueued_batches}, "

@@ -105,6 +105,15 @@ class BatchScheduler:
             queue.drop(task)
             return not started
 
+    def depths(self) -> list[tuple[str, int, str, int]]:
+        """(model, version, signature, requests waiting) per queue (queues of one signature added up)."""
+        with self._lock:
+            waiting: dict[tuple[str, int, str], int] = {}
+            for queue in self._queues:
+                key = (queue.model, queue.version, queue.signature)
+                waiting[key] = waiting.get(key, 0) + queue.tasks
+        return [(*key, n) for key, n in waiting.items()]
+
     # ---- batches (thread side) ------------------------------------------------------------
 
     def step(self) -> Batch | None:
@@ -139,6 +148,8 @@ class BatchScheduler:
         start = self._clock.now()
         outcome = _run(batch, self._budget)
         end = self._clock.now()
+        for task, _, _ in batch.pieces:  # before any answer goes back: its front end reads the trace
+            task.trace.ran(start, end, batch.padded_rows)
         error, outputs = (outcome, []) if isinstance(outcome, BaseException) else (None, outcome)
         with self._lock:
             self._running -= 1
