@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -153,8 +154,9 @@ class Browser:
 
 @contextlib.asynccontextmanager
 async def chromium(binary: str, start_seconds: float = 60.0) -> AsyncIterator[Browser]:
-    """Start headless ``binary`` with a fresh profile, connect, and kill it on exit."""
-    with tempfile.TemporaryDirectory(prefix="modelserve-chromium-") as profile:
+    """Start headless ``binary`` with a fresh profile, connect, and kill it (all its processes) on exit."""
+    # ignore_cleanup_errors: a crash reporter Chromium left behind may still write into the profile.
+    with tempfile.TemporaryDirectory(prefix="modelserve-chromium-", ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [
                 binary,
@@ -172,6 +174,7 @@ async def chromium(binary: str, start_seconds: float = 60.0) -> AsyncIterator[Br
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its renderers, GPU and crash-handler processes share its group
         )
         try:
             url = await _devtools_url(Path(profile), process, start_seconds)
@@ -183,7 +186,8 @@ async def chromium(binary: str, start_seconds: float = 60.0) -> AsyncIterator[Br
                 finally:
                     await browser.close()
         finally:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait(30)
 
 
