@@ -17,7 +17,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -92,6 +92,12 @@ class ServerProcess:
         self.grpc_port = 0
         self.reader: threading.Thread | None = None
 
+    def on(self, command: str) -> str:
+        """A documented command (TF Serving's ports 8501 and 8500 on localhost) aimed at this server."""
+        return command.replace("localhost:8501", f"localhost:{self.rest_port}").replace(
+            "localhost:8500", f"localhost:{self.grpc_port}"
+        )
+
     def text(self) -> str:
         """The log so far; all of it once the process has exited."""
         if self.log is not None:
@@ -110,6 +116,8 @@ def server_process(
     checkout: Path = CHECKOUT,
     log: Path | None = None,
     start_seconds: float = 120.0,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> Iterator[ServerProcess]:
     """``python -m modelserve`` from ``checkout`` with TF Serving style ``flags``, ready to serve.
 
@@ -117,7 +125,8 @@ def server_process(
     unless given. ``address_space`` and ``nofile`` bound it with ``prlimit`` (an attack the code does
     not bound then fails inside the server, not on the machine), ``cpus`` pins it with
     ``taskset -c``. The log goes to the file ``log`` when given, else a thread drains it into
-    ``lines``. Raises ``ServerStartError`` when the server exits or does not come up within
+    ``lines``. It runs in ``cwd`` (default: ``checkout``) with ``env`` added to this environment.
+    Raises ``ServerStartError`` when the server exits or does not come up within
     ``start_seconds``; kills it and waits for it on exit.
     """
     limits = [f"--as={address_space}"] if address_space else []
@@ -134,11 +143,17 @@ def server_process(
         "--file_system_poll_wait_seconds=0",
         *flags,
     ]
-    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    environment = {**os.environ, "PYTHONPATH": str(checkout), **(env or {})}
     with contextlib.ExitStack() as stack:
         out: Any = stack.enter_context(log.open("w")) if log is not None else subprocess.PIPE
         proc = subprocess.Popen(
-            command, cwd=checkout, env=env, stdout=out, stderr=subprocess.STDOUT, text=True, errors="replace"
+            command,
+            cwd=cwd or checkout,
+            env=environment,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
         )
     server = ServerProcess(proc, log)
     try:

@@ -1,4 +1,4 @@
-"""docs/observability-dashboard.md run as written: its launch line, its curl line and its screenshot command.
+"""docs/observability.md ("The dashboard") run as written: its launch line, its curl line and its screenshot command.
 
 The launch line runs as a subprocess with the model path in a temporary folder and free ports; the
 curl line gets that port; the screenshot command writes to a temporary file instead of docs/images/.
@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -20,13 +19,14 @@ from modelserve.demo import half_plus_two
 from modelserve.testing import server_process
 
 from .browser import NOT_FOUND, find_chromium
+from .docs import fenced, section
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "observability-dashboard.md"
+DOC = section("observability.md", "The dashboard")
 
 
 def blocks() -> list[str]:
-    return [b.strip() for b in re.findall(r"```[a-z]*\n(.*?)```", DOC.read_text(), re.S)]
+    return [b.strip() for b in fenced(DOC)]
 
 
 def block(start: str) -> str:

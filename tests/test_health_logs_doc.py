@@ -1,4 +1,4 @@
-"""docs/observability-health-logs.md run as written: its launch lines, curl lines, Python probe,
+"""docs/observability.md (health, logs, traces) run as written: its launch lines, curl lines, Python probe,
 Kubernetes probes, access log examples, the otel extra and the tracing set-up.
 
 Each ``python -m modelserve ...`` line runs as a real subprocess in a temporary folder holding
@@ -10,21 +10,16 @@ status and body it gets.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import os
 import re
 import shlex
 import subprocess
 import sys
-import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
 
 import grpc
 import pytest
@@ -33,17 +28,19 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from modelserve.demo import half_plus_two
 from modelserve.observe import RequestTrace
 from modelserve.observe.logs import access_fields
-from modelserve.serving.request import InferenceRequest
+from modelserve.testing import ServerProcess, server_process
+
+from .docs import fenced, section
+from .otlp import otlp_collector
 
 REPO = Path(__file__).resolve().parents[1]
-DOC = REPO / "docs" / "observability-health-logs.md"
+DOC = section("observability.md", "Health probes", "Logs", "Traces")
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 # Requests reach the access log and tracing once the front ends pass a RequestTrace (helper M's part).
-PLUMBED = "trace" in {f.name for f in dataclasses.fields(InferenceRequest)}
 
 
 def blocks() -> list[str]:
-    return re.findall(r"```[a-z]*\n(.*?)```", DOC.read_text(), re.S)
+    return fenced(DOC)
 
 
 KINDS: dict[str, Callable[[str], bool]] = {
@@ -78,24 +75,8 @@ def folder(tmp_path: Path) -> Path:
     return tmp_path
 
 
-@dataclasses.dataclass
-class Launched:
-    proc: subprocess.Popen[str]
-    log: list[str] = dataclasses.field(default_factory=list)
-    rest: int = 0
-    grpc: int = 0
-
-    def text(self) -> str:
-        return "".join(self.log)
-
-    def on(self, command: str) -> str:
-        return command.replace("localhost:8501", f"localhost:{self.rest}").replace(
-            "localhost:8500", f"localhost:{self.grpc}"
-        )
-
-
 @contextlib.contextmanager
-def launched(line: str, folder: Path, env: dict[str, str] | None = None) -> Iterator[Launched]:
+def launched(line: str, folder: Path, env: dict[str, str] | None = None) -> Iterator[ServerProcess]:
     """A doc launch line (``VAR=value`` prefixes go to the environment) with the model in ``folder``."""
     words = shlex.split(line.strip().replace("=/models/", f"={folder}/models/"))
     extra = {}
@@ -103,39 +84,8 @@ def launched(line: str, folder: Path, env: dict[str, str] | None = None) -> Iter
         name, _, value = words.pop(0).partition("=")
         extra[name] = value
     assert words[:3] == ["python", "-m", "modelserve"], line
-    argv = [sys.executable, *words[1:], "--port=-1", "--rest_api_port=-1", "--host=127.0.0.1"]
-    environment = {**ENV, **extra, **(env or {})}
-    with subprocess.Popen(
-        argv, cwd=folder, env=environment, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as proc:
-        server = Launched(proc)
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for text in proc.stdout:
-                server.log.append(text)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                rest = re.search(r"Exporting HTTP/REST API at:localhost:(\d+)", server.text())
-                grpc_port = re.search(r"Running gRPC ModelServer at [\d.]+:(\d+)", server.text())
-                if rest and grpc_port:
-                    server.rest, server.grpc = int(rest.group(1)), int(grpc_port.group(1))
-                    break
-                assert proc.poll() is None and time.monotonic() < deadline, server.text()
-                time.sleep(0.05)
-            yield server
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            reader.join(10)
+    with server_process(*words[3:], cwd=folder, env={**extra, **(env or {})}) as server:
+        yield server
 
 
 def curl(command: str, folder: Path) -> tuple[int, str]:
@@ -146,8 +96,8 @@ def curl(command: str, folder: Path) -> tuple[int, str]:
     return int(status), body
 
 
-def check(server: Launched, service: str) -> str:
-    with grpc.insecure_channel(f"127.0.0.1:{server.grpc}") as channel:
+def check(server: ServerProcess, service: str) -> str:
+    with grpc.insecure_channel(f"127.0.0.1:{server.grpc_port}") as channel:
         answer = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
     return health_pb2.HealthCheckResponse.ServingStatus.Name(answer.status)
 
@@ -175,7 +125,7 @@ def test_the_probes_answer_as_the_doc_says(folder: Path) -> None:
             spec = container[probe]
             if "httpGet" in spec:
                 assert spec["httpGet"]["port"] == 8501
-                url = f"http://127.0.0.1:{server.rest}{spec['httpGet']['path']}"
+                url = f"http://127.0.0.1:{server.rest_port}{spec['httpGet']['path']}"
                 with urllib.request.urlopen(url, timeout=10) as answer:
                     assert answer.status == 200, probe
             else:
@@ -215,16 +165,15 @@ def test_the_not_ready_answer_is_the_servers(folder: Path) -> None:
 def test_the_log_flags_line_writes_json_and_an_access_log(folder: Path) -> None:
     with launched(block("log launch"), folder) as server:
         with contextlib.suppress(urllib.error.HTTPError):  # an error: always in the access log
-            urllib.request.urlopen(f"http://127.0.0.1:{server.rest}/v1/models/nope", timeout=10)
+            urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}/v1/models/nope", timeout=10)
         server.proc.terminate()
         server.proc.wait(60)
         docs = [json.loads(line) for line in server.text().splitlines()]
     assert {"time", "level", "logger", "message"} <= set(docs[0])
     assert any(d["message"].startswith("Access log: one json line per request to access.log") for d in docs)
     assert (folder / "access.log").exists()
-    if PLUMBED:
-        (line,) = (folder / "access.log").read_text().splitlines()
-        assert json.loads(line)["status"] == "NOT_FOUND"
+    (line,) = (folder / "access.log").read_text().splitlines()
+    assert json.loads(line)["status"] == "NOT_FOUND"
 
 
 def test_the_access_line_examples_have_the_logs_fields() -> None:
@@ -248,48 +197,13 @@ def test_the_otel_extra_is_what_the_doc_installs() -> None:
     import opentelemetry.exporter.otlp.proto.http.trace_exporter  # noqa: F401  (the extra's exporter)
 
 
-class _Collector(BaseHTTPRequestHandler):
-    bodies: ClassVar[list[bytes]] = []
-    seen = threading.Event()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        if self.path == "/v1/traces":
-            type(self).bodies.append(body)
-            type(self).seen.set()
-        self.send_response(200)
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 def test_the_tracing_setup_exports_the_callers_trace(folder: Path) -> None:
     pytest.importorskip("opentelemetry.sdk")
-    collector = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
-    port = collector.server_address[1]
-    try:
-        launch = block("tracing launch").replace("localhost:4318", f"127.0.0.1:{port}")
+    with otlp_collector() as collector:
+        launch = block("tracing launch").replace("http://localhost:4318", collector.url)
         with launched(launch, folder, {"OTEL_BSP_SCHEDULE_DELAY": "100"}) as server:
-            assert f"Tracing: spans exported by OTLP/HTTP to http://127.0.0.1:{port}" in server.text()
+            assert f"Tracing: spans exported by OTLP/HTTP to {collector.url}" in server.text()
             status, body = curl(server.on(block("traced curl").strip()), folder)
             assert status == 200 and json.loads(body) == {"predictions": [2.5, 3.0]}
-            if PLUMBED:
-                assert _Collector.seen.wait(30), server.text()
-    finally:
-        collector.shutdown()
-        collector.server_close()
-    if PLUMBED:
-        from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-        names = {
-            span.name
-            for body in _Collector.bodies
-            for resource in ExportTraceServiceRequest.FromString(body).resource_spans
-            for scope in resource.scope_spans
-            for span in scope.spans
-            if span.trace_id.hex() == "4bf92f3577b34da6a3ce929d0e0e4736"
-        }
-        assert "modelserve predict" in names
+            assert collector.seen.wait(30), server.text()
+    assert "modelserve predict" in collector.span_names("4bf92f3577b34da6a3ce929d0e0e4736")

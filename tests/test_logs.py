@@ -3,7 +3,6 @@ lines said once, load steps with their durations."""
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import logging
@@ -22,15 +21,9 @@ from modelserve.lifecycle.reload import ConfigFileWatcher
 from modelserve.observe import RequestTrace
 from modelserve.observe.logs import AccessLog, JsonFormatter, Repeats, access_line, configure, formatter, level
 from modelserve.observe.offload import Offload
-from modelserve.serving.request import InferenceRequest
 from modelserve.testing import CHECKOUT, running_server, server_process
 
 from . import onnx_models as om
-
-# The front ends open and finish a RequestTrace per request (helper M's plumbing of issue 19): until
-# then no request reaches an Observer, and the end-to-end access log test has nothing to read.
-PLUMBED = "trace" in {f.name for f in dataclasses.fields(InferenceRequest)}
-needs_plumbing = pytest.mark.skipif(not PLUMBED, reason="front ends do not pass RequestTraces to observers yet")
 
 
 @pytest.fixture(scope="module")
@@ -196,7 +189,6 @@ def test_a_failing_writer_is_said_once_and_the_thread_goes_on(caplog: pytest.Log
 # ---- the access log, end to end (after helper M's plumbing) ------------------------------------
 
 
-@needs_plumbing
 def test_access_log_has_a_line_per_request_with_its_request_id(half: Path, tmp_path: Path) -> None:
     path = tmp_path / "access.log"
     with running_server(f"--model_base_path={half}", "--model_name=half", f"--access_log={path}") as s:
@@ -227,7 +219,6 @@ def test_access_log_has_a_line_per_request_with_its_request_id(half: Path, tmp_p
     assert [r["status"] for r in rows if r not in mine] == ["NOT_FOUND"]
 
 
-@needs_plumbing
 def test_access_log_to_stderr_follows_the_json_format(half: Path) -> None:
     with server_process(f"--model_base_path={half}", "--model_name=half", "--access_log=-", "--log_format=json") as p:
         url = f"http://127.0.0.1:{p.rest_port}/v1/models/half"

@@ -1,9 +1,8 @@
-"""docs/observability-metrics.md run as written: its launch line (in-process, on a free port, with the
+"""docs/observability.md ("Metrics") run as written: its launch line (in-process, on a free port, with the
 model path rewritten), the config file it prints, and its curl lines, whose output is what it shows."""
 
 from __future__ import annotations
 
-import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -11,11 +10,13 @@ from pathlib import Path
 from modelserve.demo import half_plus_two
 from modelserve.testing import running_server
 
-DOC = Path(__file__).resolve().parents[1] / "docs" / "observability-metrics.md"
+from .docs import fenced, section
+
+DOC = section("observability.md", "Metrics")
 
 
 def blocks() -> list[str]:
-    return re.findall(r"```[a-z]*\n(.*?)```", DOC.read_text(), re.S)
+    return fenced(DOC)
 
 
 def test_the_doc_runs_as_written(tmp_path: Path) -> None:

@@ -27,9 +27,10 @@ from modelserve.api.auth import is_open_path
 from modelserve.testing import ServerThread, running_server
 
 from . import onnx_models as om
+from .docs import fenced, section
 
 _FUZZ_SECONDS = 300  # the fuzz's cap (it takes about 15 s): a hang fails the test instead of holding it
-DOC = Path(__file__).resolve().parents[1] / "docs" / "observability-openapi.md"
+DOC = section("observability.md", "The REST API described")
 # Every described operation (the fuzz must test each one the server serves).
 OPERATIONS = [(method.upper(), path) for path, item in openapi_spec.build()["paths"].items() for method in item]
 _TOKEN = "openapi-test-token-0123456789abcdef"
@@ -177,8 +178,8 @@ def test_every_example_is_answered_as_described(server: ServerThread, spec: dict
 
 
 def doc_blocks() -> list[str]:
-    """The fenced blocks of docs/observability-openapi.md, in order."""
-    return re.findall(r"```\n(.*?)```", DOC.read_text(), re.S)
+    """The fenced blocks of docs/observability.md ("The REST API described"), in order."""
+    return fenced(DOC)
 
 
 def doc_command(line: str, server: ServerThread) -> list[str]:

@@ -19,17 +19,15 @@ import re
 import shlex
 import subprocess
 import sys
-import threading
-import time
 import urllib.request
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from modelserve.api.auth import Scope, parse_tokens
 from modelserve.demo import half_plus_two
+from modelserve.testing import ServerProcess, server_process
 
 from .pki import make_pki, ssl_config
 
@@ -98,70 +96,28 @@ def folder(tmp_path: Path, pki: dict[str, bytes]) -> Path:
     return tmp_path
 
 
-@dataclass
-class Launched:
-    proc: subprocess.Popen[str]
-    log: list[str] = field(default_factory=list)
-    rest: int = 0
-    grpc: int = 0
-
-    def text(self) -> str:
-        return "".join(self.log)
+def server_flags(command: str, folder: Path) -> list[str]:
+    """A doc launch line's flags, with the model path in ``folder``."""
+    argv = shlex.split(command.replace("=/models/", f"={folder}/models/"))
+    assert argv[:3] == ["python", "-m", "modelserve"], command
+    return argv[3:]
 
 
 def server_argv(command: str, folder: Path) -> list[str]:
     """A doc launch line with the model path in ``folder`` and free ports on 127.0.0.1."""
-    argv = shlex.split(command.replace("=/models/", f"={folder}/models/"))
-    assert argv[:3] == ["python", "-m", "modelserve"], command
-    return [sys.executable, *argv[1:], "--port=-1", "--rest_api_port=-1", "--host=127.0.0.1"]
+    return [sys.executable, "-m", "modelserve", *server_flags(command, folder), "--port=-1", "--rest_api_port=-1"]
 
 
 @contextlib.contextmanager
-def launched(kind: str, folder: Path) -> Iterator[Launched]:
+def launched(kind: str, folder: Path) -> Iterator[ServerProcess]:
     ((command, _),) = lines_of(block(kind))
-    argv = server_argv(command, folder)
-    with subprocess.Popen(
-        argv, cwd=folder, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    ) as proc:
-        server = Launched(proc)
-
-        def read() -> None:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                server.log.append(line)
-
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                rest = re.search(r"Exporting HTTP/REST API at:localhost:(\d+)", server.text())
-                grpc_port = re.search(r"Running gRPC ModelServer at [\d.]+:(\d+)", server.text())
-                if rest and grpc_port:
-                    server.rest, server.grpc = int(rest.group(1)), int(grpc_port.group(1))
-                    break
-                assert proc.poll() is None and time.monotonic() < deadline, server.text()
-                time.sleep(0.05)
-            yield server
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            reader.join(10)
+    with server_process(*server_flags(command, folder), cwd=folder) as server:
+        yield server
 
 
-def on(server: Launched, command: str) -> str:
-    return command.replace("localhost:8501", f"localhost:{server.rest}").replace(
-        "localhost:8500", f"localhost:{server.grpc}"
-    )
-
-
-def curl(server: Launched, command: str, folder: Path) -> tuple[int, str, subprocess.CompletedProcess[str]]:
+def curl(server: ServerProcess, command: str, folder: Path) -> tuple[int, str, subprocess.CompletedProcess[str]]:
     """(HTTP status, body, the run) of a doc curl line; status 0 when no answer came."""
-    written = on(server, command) + " --silent --show-error --max-time 20 --write-out '\\n%{http_code}'"
+    written = server.on(command) + " --silent --show-error --max-time 20 --write-out '\\n%{http_code}'"
     done = subprocess.run(["bash", "-c", written], cwd=folder, capture_output=True, text=True, timeout=60)
     body, _, status = done.stdout.rpartition("\n")
     return int(status or 0), body, done
@@ -179,7 +135,7 @@ def test_the_flags_example_starts_and_logs_what_the_doc_says(folder: Path) -> No
     with launched("flags launch", folder) as server:
         for line in block("start-up log").splitlines():
             assert line in server.text(), (line, server.text())
-        url = f"http://127.0.0.1:{server.rest}/v1/models/half_plus_two"
+        url = f"http://127.0.0.1:{server.rest_port}/v1/models/half_plus_two"
         with urllib.request.urlopen(url, timeout=30) as answer:
             assert json.loads(answer.read())["model_version_status"][0]["state"] == "AVAILABLE"
 
@@ -213,7 +169,7 @@ def test_tokens_with_curl_and_the_python_clients(folder: Path, pki: dict[str, by
                 assert json.loads(body) == {"predictions": [2.5, 3.0, 4.5]}
             else:
                 assert json.loads(body)["model_version_status"][0]["state"] == "AVAILABLE"
-        code = on(server, block("python clients"))
+        code = server.on(block("python clients"))
         done = subprocess.run(
             [sys.executable, "-c", code], cwd=folder, env=ENV, capture_output=True, text=True, timeout=60
         )

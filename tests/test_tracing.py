@@ -3,15 +3,12 @@ and through the OTLP/HTTP exporter to a collector stand-in."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import threading
 import urllib.request
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import pytest
 
@@ -25,17 +22,14 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from modelserve.errors import Code
 from modelserve.observe import RequestTrace
 from modelserve.observe.tracing import Tracing, tracer_provider
-from modelserve.serving.request import InferenceRequest
 from modelserve.testing import running_server, server_process
 
 from . import onnx_models as om
+from .otlp import otlp_collector
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
-# The end-to-end tests need the front ends to pass a RequestTrace per request (helper M's plumbing).
-PLUMBED = "trace" in {f.name for f in dataclasses.fields(InferenceRequest)}
-needs_plumbing = pytest.mark.skipif(not PLUMBED, reason="front ends do not pass RequestTraces to observers yet")
 
 
 @pytest.fixture
@@ -165,7 +159,6 @@ def post_predict(url: str, traceparent: str) -> None:
         assert answer.status == 200
 
 
-@needs_plumbing
 def test_a_traced_server_exports_spans_in_the_callers_trace(half: Path) -> None:
     """--enable_tracing with a TracerProvider set by the embedding program (as opentelemetry-instrument does)."""
     exporter = InMemorySpanExporter()
@@ -185,47 +178,13 @@ def test_a_traced_server_exports_spans_in_the_callers_trace(half: Path) -> None:
     assert (root.attributes or {})["modelserve.model"] == "half"
 
 
-class _Collector(BaseHTTPRequestHandler):
-    """An OTLP/HTTP collector stand-in: keeps each POST /v1/traces body."""
-
-    bodies: ClassVar[list[bytes]] = []
-    seen = threading.Event()
-
-    def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers["content-length"]))
-        if self.path == "/v1/traces":
-            type(self).bodies.append(body)
-            type(self).seen.set()
-        self.send_response(200)
-        self.send_header("content-type", "application/x-protobuf")
-        self.send_header("content-length", "0")
-        self.end_headers()
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@needs_plumbing
 def test_spans_reach_an_otlp_collector(half: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """What docs/observability-health-logs.md shows: OTEL_EXPORTER_OTLP_ENDPOINT and --enable_tracing."""
-    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
-
-    collector = ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
-    threading.Thread(target=collector.serve_forever, daemon=True).start()
-    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{collector.server_address[1]}")
-    monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # export within 0.1 s, not 5 s
-    try:
+    """What docs/observability.md ("Traces") shows: OTEL_EXPORTER_OTLP_ENDPOINT and --enable_tracing."""
+    with otlp_collector() as collector:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url)
+        monkeypatch.setenv("OTEL_BSP_SCHEDULE_DELAY", "100")  # export within 0.1 s, not 5 s
         with server_process(f"--model_base_path={half}", "--model_name=half", "--enable_tracing") as p:
             assert "Tracing: spans exported by OTLP/HTTP to http://127.0.0.1:" in p.text()
             post_predict(f"http://127.0.0.1:{p.rest_port}", TRACEPARENT)
-            assert _Collector.seen.wait(30), p.text()
-    finally:
-        collector.shutdown()
-        collector.server_close()
-    names = set()
-    for body in _Collector.bodies:
-        request = ExportTraceServiceRequest.FromString(body)
-        for resource in request.resource_spans:
-            for scope in resource.scope_spans:
-                names |= {span.name for span in scope.spans if span.trace_id.hex() == TRACE_ID}
-    assert "modelserve predict" in names
+            assert collector.seen.wait(30), p.text()
+    assert "modelserve predict" in collector.span_names(TRACE_ID)

@@ -123,7 +123,7 @@ class DashboardApp:
         return data
 
     async def state(self, request: Request) -> dict[str, Any]:
-        """The state document the page renders (docs/observability-dashboard.md lists its fields)."""
+        """The state document the page renders (docs/observability.md, "The dashboard", lists its fields)."""
         setup = self._setup
         config_text = await asyncio.to_thread(_config_text, setup.model_config_file)
         return {
