@@ -115,6 +115,10 @@ modelserve demo: serving {root}
   curl localhost:{rest}/v1/models/mnist/versions/1/metadata
   python -c "import json; print(json.dumps({{'instances': [[0.5] * 784]}}))" | \\
       curl -d @- localhost:{rest}/v1/models/mnist:predict
+  curl localhost:{rest}/readyz                             # the readiness probe
+  curl -s localhost:{rest}/metrics | grep modelserve_requests_total
+
+  Watch it live at http://localhost:{rest}/dashboard; the REST API is described at http://localhost:{rest}/docs
 """
 
 

@@ -17,6 +17,7 @@ import numpy as np
 import onnx
 import pytest
 from onnx import numpy_helper
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelserve.demo import banner, build_repository
 from modelserve.testing import running_server
@@ -109,9 +110,9 @@ def test_every_command_the_demo_banner_prints_works(demo: tuple[str, dict[str, s
     text, env = demo
     assert ":-1" not in text  # the ports it really bound, not the flags' -1
     commands = banner_commands(text)
-    assert len(commands) == 6, text
+    assert len(commands) == 8, text
     answers = {}
-    for command in commands:
+    for command in commands[:6]:
         result = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, env=env)
         assert result.returncode == 0, (command, result.stderr)
         doc = json.loads(result.stdout)
@@ -125,3 +126,20 @@ def test_every_command_the_demo_banner_prints_works(demo: tuple[str, dict[str, s
     assert answers["v1/models/mnist/versions/1/metadata"]["model_spec"]["version"] == "1"
     [probabilities] = answers["v1/models/mnist:predict"]["predictions"]
     assert len(probabilities) == 10 and abs(sum(probabilities) - 1) < 1e-4
+    ready, metrics = (
+        subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=60, env=env, check=True).stdout
+        for command in commands[6:]
+    )
+    assert json.loads(ready) == {"ready": True}
+    # the six requests above, counted by model and outcome (the metrics command ran after them)
+    counted = {
+        (sample.labels["model"], sample.labels["api"]): sample.value
+        for family in text_string_to_metric_families(metrics)
+        for sample in family.samples
+        if sample.labels.get("code") == "OK"
+    }
+    assert counted[("half_plus_two", "predict")] == 2 and counted[("mnist", "predict")] == 1, metrics
+    assert counted[("mnist", "metadata")] == 1 and counted[("half_plus_two", "status")] == 1, metrics
+    for page in re.findall(r"http://localhost:\d+/\w+", text):  # the pages it names answer
+        with urllib.request.urlopen(page.replace("localhost", "127.0.0.1"), timeout=10) as answer:
+            assert answer.status == 200 and answer.headers["content-type"].startswith("text/html"), page
