@@ -13,12 +13,14 @@ import json
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from modelserve.bench import main
 from modelserve.bench.inputs import check
@@ -73,6 +75,21 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServerThr
         yield server, Counted(server)
 
 
+def served_by_metrics(server: ServerThread) -> float:
+    """Successful inference requests of model ``mlp`` so far, by the server's /metrics (every protocol)."""
+    with urllib.request.urlopen(f"{server.rest_url}/metrics", timeout=10) as answer:
+        text = answer.read().decode()
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "modelserve_requests_total"
+        and sample.labels["model"] == "mlp"
+        and sample.labels["code"] == "OK"
+        and sample.labels["api"] in ("predict", "infer", "ModelInfer", "Predict")
+    )
+
+
 def target(server: ServerThread, protocol: str) -> str:
     return server.grpc_target if protocol.endswith("grpc") else server.rest_url
 
@@ -93,6 +110,7 @@ def test_a_sweep_writes_json_csv_and_png_that_agree_with_the_server(
 ) -> None:
     server, counted = served
     counted.take()
+    answered = served_by_metrics(server)
     out = tmp_path / "out"
     status = bench(
         f"--target={target(server, protocol)}",
@@ -114,7 +132,10 @@ def test_a_sweep_writes_json_csv_and_png_that_agree_with_the_server(
         assert 0 < s["latency_ms"]["p50"] <= s["latency_ms"]["p99"] <= s["latency_ms"]["max"]
         assert s["throughput"] == pytest.approx(s["requests"] / s["seconds"], rel=1e-3)
     # Every request the bench sent reached the core once: the first-answer check, warm-ups, measured ones.
-    assert counted.take() == 1 + sum(s["requests"] + s["warmup_requests"] for s in steps)
+    sent = 1 + sum(s["requests"] + s["warmup_requests"] for s in steps)
+    assert counted.take() == sent
+    # ... and the server's own /metrics counted as many successful inferences of that model.
+    assert served_by_metrics(server) - answered == sent
     with Path(f"{out}.csv").open() as table:
         rows = list(csv.DictReader(table))
     assert [int(r["requests"]) for r in rows] == [s["requests"] for s in steps]
