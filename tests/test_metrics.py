@@ -187,6 +187,10 @@ def test_metrics_off_is_404_and_a_port_of_its_own_serves_them(base: Path) -> Non
         assert get(f"{off.rest_url}/monitoring/prometheus/metrics")[0] == 404
     with running_server("--model_name=m", f"--model_base_path={base / 'm'}", "--metrics_port=-1") as own:
         assert own.server.metrics_port not in (None, own.server.rest_port)
+        fresh = scrape(f"http://127.0.0.1:{own.server.metrics_port}/metrics")
+        # before any request, each API protocol's in-flight series is there, at 0 (an autoscaler reads it)
+        inflight = {s.labels["protocol"]: s.value for s in fresh["modelserve_inflight_requests"]}
+        assert inflight == {"tfs_rest": 0, "tfs_grpc": 0, "v2_rest": 0, "v2_grpc": 0}
         assert get(f"{own.rest_url}/metrics")[0] == 404
         assert predict_v1(own)[0] == 200
         samples = scrape(f"http://127.0.0.1:{own.server.metrics_port}/metrics")

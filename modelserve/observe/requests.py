@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
+from typing import get_args
 
 from ..errors import Code
 from .trace import Front, Observers, RequestTrace
@@ -29,7 +30,9 @@ class Watch:
     def __init__(self, observers: Observers | None = None) -> None:
         self.observers = observers or Observers()
         self._lock = threading.Lock()
-        self._inflight: dict[str, int] = {}
+        # Every API protocol from the start: a series that appears only with the first request reads
+        # as missing to an autoscaler (a Prometheus Adapter metric), not as 0.
+        self._inflight: dict[str, int] = dict.fromkeys(filter(None, get_args(Front)), 0)
 
     def open(
         self,
