@@ -13,11 +13,20 @@ make the server open outbound connections wherever a config (or a reload
 RPC) points it. A refused protocol is INVALID_ARGUMENT. Where a protocol's
 implementation takes timeouts, they are passed (docs/security.md lists which).
 
+Credentials and endpoints come from each implementation's standard chain,
+read from the environment as the cloud's own tools do: ``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``/``AWS_PROFILE``/instance roles for s3fs;
+``STORAGE_EMULATOR_HOST``, ``GOOGLE_APPLICATION_CREDENTIALS`` or the
+metadata server for gcsfs; ``AZURE_STORAGE_CONNECTION_STRING`` (or
+``AZURE_STORAGE_ACCOUNT_NAME`` with a key, SAS token or service principal)
+for adlfs (docs/deploy-st.md).
+
 ``hide_paths`` is how texts shown to callers drop local paths.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,6 +111,10 @@ def read_bytes(path: str) -> bytes:
 def filesystem(uri: str) -> tuple[Any, str]:
     """fsspec's file system for ``uri`` with the policy's timeouts; INVALID_ARGUMENT for a refused protocol."""
     check_uri(uri)
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        # gcsfs (>= 2025.x) turns on its zonal/HNS code unless told not to, before it is imported, and that
+        # code hangs against a GCS emulator; an explicit setting of the variable wins.
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     import fsspec  # only remote base paths need it
 
     try:
