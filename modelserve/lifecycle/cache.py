@@ -52,6 +52,7 @@ class VersionCache:
         self._root = Path(root) if root else None
         self._owned = False  # a folder this object made, and removes on close
         self._max_bytes = max_bytes
+        self._bound_logged = False  # the bound is derived (0) and logged at the first download
         self._reserved: dict[str, int] = {}  # location -> bytes, for versions cached or downloading
         self._lock = threading.Lock()
 
@@ -106,13 +107,18 @@ class VersionCache:
                 self._root = Path(tempfile.mkdtemp(prefix="modelserve-cache-"))
                 self._owned = True
             self._root.mkdir(parents=True, exist_ok=True)
-            if self._max_bytes <= 0:
+            if self._bound_logged:
+                return self._root
+            derived = self._max_bytes <= 0
+            if derived:
                 self._max_bytes = shutil.disk_usage(self._root).free // 2
-                log.info(
-                    "Model cache %s: at most %d bytes (half the free space there; --model_cache_bytes)",
-                    self._root,
-                    self._max_bytes,
-                )
+            log.info(
+                "Model cache %s: at most %d bytes%s (--model_cache_bytes)",
+                self._root,
+                self._max_bytes,
+                " (half the free space there)" if derived else "",
+            )
+            self._bound_logged = True
             return self._root
 
     def _reserve(self, location: str, size: int) -> None:

@@ -27,6 +27,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from .. import storage
 from ..errors import NotFound, Unavailable
 from ..storage import filesystem, is_remote, local_path
 
@@ -46,20 +47,7 @@ def _children(base_path: str) -> list[tuple[str, str, bool]]:
         folder = local_path(base_path)
         paths = [(n, os.path.join(folder, n)) for n in os.listdir(folder)]
         return [(n, path, os.path.isdir(path)) for n, path in paths]
-    fs, root = filesystem(base_path)
-    root = root.rstrip("/")
-    fs.invalidate_cache(root)  # s3fs, gcsfs ... cache listings: a poll must see new versions
-    # One list call: a missing prefix raises FileNotFoundError; no isdir() first, which is a list call too.
-    entries = fs.ls(root, detail=True)
-    children = []
-    for entry in entries:
-        name = entry["name"].rstrip("/")
-        if name == root:  # the base path is an object, not a folder (or a folder marker object)
-            if entry["type"] != "directory" and len(entries) == 1:
-                raise NotADirectoryError(root)
-            continue
-        children.append((name.rsplit("/", 1)[-1], fs.unstrip_protocol(name), entry["type"] == "directory"))
-    return children
+    return storage.children(base_path)
 
 
 def parse_version(name: str) -> int | None:
