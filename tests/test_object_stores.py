@@ -28,13 +28,13 @@ from pathlib import Path
 
 import pytest
 
+from modelserve.errors import Unavailable
+from modelserve.lifecycle.cache import VersionCache
 from modelserve.testing import running_server, server_process
 
 from . import onnx_models as om
 from .docs import fenced, section
 from .object_stores import Emulator, emulator
-
-pytestmark = pytest.mark.slow
 
 SECTIONS = {"s3": "Amazon S3", "gs": "Google Cloud Storage", "az": "Azure Blob Storage"}
 DOC_PORTS = {"s3": "9000", "gs": "9023", "az": "10000"}  # the endpoints' ports as the doc prints them
@@ -191,3 +191,53 @@ def test_polls_list_once_and_half_uploads_and_oversized_versions_never_load(
         assert predict(f"{url}/v1/models/poll_m:predict") == (200, MARKER_2)
         assert cache_bytes(cache) <= bound
     store.fs.rm("models/poll_m", recursive=True)
+
+
+# ---- the cache on its own (fsspec's in-memory store): resumed downloads, refused keys ----------------
+
+
+def test_an_interrupted_download_is_never_loadable_and_resumes_with_the_files_already_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    memory.pipe({"/st_cache/1/a.bin": b"a" * 100, "/st_cache/1/sub/b.bin": b"b" * 50})
+    cache = VersionCache(str(tmp_path / "cache"), max_bytes=1000)
+    real_get_file = type(memory).get_file
+    fetched: list[str] = []
+
+    def get_file(self: object, remote: str, local: str, **kwargs: object) -> None:
+        fetched.append(remote.rsplit("/", 1)[-1])
+        if remote.endswith("b.bin") and fetched.count("b.bin") == 1:
+            raise ConnectionResetError("the network failed half way")  # as a dropped connection would
+        real_get_file(self, remote, local, **kwargs)
+
+    monkeypatch.setattr(type(memory), "get_file", get_file)
+    try:
+        with pytest.raises(Unavailable):
+            cache.fetch("memory://st_cache/1")
+        (left,) = (tmp_path / "cache").iterdir()
+        assert left.name.startswith(".partial-")  # the whole file stays for the retry; nothing loadable
+        assert cache.used_bytes() == 0
+        folder = cache.fetch("memory://st_cache/1")
+        assert fetched == ["a.bin", "b.bin", "b.bin"]  # a.bin was whole: not fetched again
+        assert (folder / "a.bin").read_bytes() == b"a" * 100 and (folder / "sub" / "b.bin").read_bytes() == b"b" * 50
+        assert cache.used_bytes() == 150 and cache.fetch("memory://st_cache/1") == folder  # downloaded once
+        assert fetched == ["a.bin", "b.bin", "b.bin"]
+        cache.drop("memory://st_cache/1")
+        assert list((tmp_path / "cache").iterdir()) == [] and cache.used_bytes() == 0
+    finally:
+        memory.rm("/st_cache", recursive=True)
+
+
+def test_object_keys_that_climb_out_of_the_version_folder_are_refused(tmp_path: Path) -> None:
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    memory.pipe({"/st_keys/1/model.onnx": b"x", "/st_keys/1/../../escape": b"y"})
+    try:
+        if not any(".." in name for name in memory.find("/st_keys")):
+            pytest.skip("fsspec's memory store normalises '..' in keys")
+        with pytest.raises(Unavailable, match="not a plain relative path"):
+            VersionCache(str(tmp_path / "cache"), max_bytes=1000).fetch("memory://st_keys/1")
+    finally:
+        memory.rm("/st_keys", recursive=True)
