@@ -33,7 +33,7 @@ from modelserve.lifecycle.cache import VersionCache
 from modelserve.testing import running_server, server_process
 
 from . import onnx_models as om
-from .docs import fenced, section
+from .docs import DOCS, fenced, section
 from .object_stores import Emulator, emulator
 
 SECTIONS = {"s3": "Amazon S3", "gs": "Google Cloud Storage", "az": "Azure Blob Storage"}
@@ -72,6 +72,13 @@ def cache_bytes(cache: Path) -> int:
 
 
 # ---- docs/deploy-st.md as printed, and a version uploaded under load --------------------------------
+
+
+def test_every_block_of_the_doc_is_run() -> None:
+    """The three store sections hold every fenced block of docs/deploy-st.md, two each (launch, curl),
+    and test_doc_section_... runs them."""
+    whole = fenced((DOCS / "deploy-st.md").read_text())
+    assert whole == fenced(section("deploy-st.md", *SECTIONS.values())) and len(whole) == 2 * len(SECTIONS)
 
 
 def launch(block: str, store: Emulator, cwd: Path) -> tuple[list[str], dict[str, str]]:
@@ -196,7 +203,7 @@ def test_polls_list_once_and_half_uploads_and_oversized_versions_never_load(
 # ---- the cache on its own (fsspec's in-memory store): resumed downloads, refused keys ----------------
 
 
-def test_an_interrupted_download_is_never_loadable_and_resumes_with_the_files_already_whole(
+def test_an_interrupted_download_is_never_loadable_and_a_restart_resumes_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     fsspec = pytest.importorskip("fsspec")
@@ -219,6 +226,7 @@ def test_an_interrupted_download_is_never_loadable_and_resumes_with_the_files_al
         (left,) = (tmp_path / "cache").iterdir()
         assert left.name.startswith(".partial-")  # the whole file stays for the retry; nothing loadable
         assert cache.used_bytes() == 0
+        cache = VersionCache(str(tmp_path / "cache"), max_bytes=1000)  # a restarted server, the same folder
         folder = cache.fetch("memory://st_cache/1")
         assert fetched == ["a.bin", "b.bin", "b.bin"]  # a.bin was whole: not fetched again
         assert (folder / "a.bin").read_bytes() == b"a" * 100 and (folder / "sub" / "b.bin").read_bytes() == b"b" * 50
