@@ -30,6 +30,7 @@ import pytest
 
 from modelserve.errors import Unavailable
 from modelserve.lifecycle.cache import VersionCache
+from modelserve.lifecycle.sources import Uploads
 from modelserve.testing import running_server, server_process
 
 from . import onnx_models as om
@@ -249,3 +250,24 @@ def test_object_keys_that_climb_out_of_the_version_folder_are_refused(tmp_path: 
             VersionCache(str(tmp_path / "cache"), max_bytes=1000).fetch("memory://st_keys/1")
     finally:
         memory.rm("/st_keys", recursive=True)
+
+
+def test_each_model_keeps_its_own_complete_versions() -> None:
+    """Polls of one model do not make another's complete versions new again (one memory per model)."""
+    fsspec = pytest.importorskip("fsspec")
+    memory = fsspec.filesystem("memory")
+    memory.pipe({"/st_up/a/1/model.onnx": b"a", "/st_up/b/1/model.onnx": b"b"})
+    uploads = Uploads(settle_seconds=0)
+    a, b = {1: "memory:///st_up/a/1"}, {1: "memory:///st_up/b/1"}
+    try:
+        assert uploads.complete("a", a, first_scan=True)[0] == a
+        assert uploads.complete("b", b, first_scan=True)[0] == b
+        assert uploads.complete("a", a, first_scan=False)[0] == a
+        assert uploads.complete("b", b, first_scan=False) == (b, [])
+        memory.pipe({"/st_up/a/2/model.onnx": b"half"})
+        found = {**a, 2: "memory:///st_up/a/2"}
+        done, waiting = uploads.complete("a", found, first_scan=False)
+        assert done == a and len(waiting) == 1 and "Version 2" in waiting[0]
+        assert uploads.complete("a", found, first_scan=False) == (found, [])
+    finally:
+        memory.rm("/st_up", recursive=True)

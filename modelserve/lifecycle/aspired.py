@@ -78,6 +78,7 @@ class AspiredVersions:
             removed = [name for name in self._configs if name not in wanted]
             for name in removed:
                 log.info("Removing model %s: its versions unload once their requests finish", name)
+                self._uploads.forget(name)
                 self._versions.retire(name)
                 self._held.discard(name)
             for name, config in wanted.items():
@@ -102,7 +103,7 @@ class AspiredVersions:
                 with self._lock:
                     first_scan = config.name not in self._scanned
                 found: Mapping[int, str] | None
-                found, waiting = self._uploads.complete(scanned.versions, first_scan)
+                found, waiting = self._uploads.complete(config.name, scanned.versions, first_scan)
                 lines += [(logging.WARNING, text) for text in (*scanned.warnings, *waiting)]
             except ServingError as exc:  # this model only: the others keep being polled
                 lines.append((logging.ERROR, str(exc)))

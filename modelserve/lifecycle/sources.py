@@ -129,37 +129,45 @@ class Uploads:
     def __init__(self, settle_seconds: float = 1.0) -> None:
         self._settle = settle_seconds
         self._lock = threading.Lock()
-        self._complete: set[str] = set()  # version URIs found complete
-        self._seen: dict[str, dict[str, int]] = {}  # version URI -> its listing at the last poll
+        self._complete: dict[str, set[str]] = {}  # model -> its version URIs found complete
+        self._seen: dict[str, dict[str, dict[str, int]]] = {}  # model -> version URI -> listing at the last poll
 
-    def complete(self, found: Mapping[int, str], first_scan: bool) -> tuple[dict[int, str], list[str]]:
-        """The complete versions among ``found`` (a scan's), and a line for each one held back."""
+    def complete(self, model: str, found: Mapping[int, str], first_scan: bool) -> tuple[dict[int, str], list[str]]:
+        """The complete versions among ``found`` (a scan of ``model``'s base path), and a line for each
+        one held back."""
         with self._lock:
             present = set(found.values())
-            self._complete &= present  # a version deleted and uploaded again is checked again
-            self._seen = {k: v for k, v in self._seen.items() if k in present}
-            pending = {v: loc for v, loc in found.items() if is_remote(loc) and loc not in self._complete}
+            complete = self._complete.setdefault(model, set())
+            complete &= present  # a version deleted and uploaded again is checked again
+            seen = self._seen[model] = {k: v for k, v in self._seen.get(model, {}).items() if k in present}
+            pending = {v: loc for v, loc in found.items() if is_remote(loc) and loc not in complete}
         waiting: list[str] = []
         for version, location in sorted(pending.items()):
-            now = _listing_or_none(location)
+            now = _listing_or_none(location)  # listings and the settling pause run without the lock
             with self._lock:
-                before = self._seen.get(location)
+                before = seen.get(location)
             if before is None and first_scan and now:
                 time.sleep(self._settle)
                 before, now = now, _listing_or_none(location)
             with self._lock:
                 if now and now == before:
-                    self._complete.add(location)
-                    self._seen.pop(location, None)
+                    complete.add(location)
+                    seen.pop(location, None)
                     continue
-                self._seen[location] = now or {}
+                seen[location] = now or {}
             waiting.append(
                 f"Version {version} at {location} is still being uploaded "
                 f"({len(now or {})} files so far); it loads once its listing is the same at two polls"
             )
         with self._lock:
-            done = {v: loc for v, loc in found.items() if not is_remote(loc) or loc in self._complete}
+            done = {v: loc for v, loc in found.items() if not is_remote(loc) or loc in complete}
         return done, waiting
+
+    def forget(self, model: str) -> None:
+        """Drop what is known of a model removed from the config."""
+        with self._lock:
+            self._complete.pop(model, None)
+            self._seen.pop(model, None)
 
 
 def _listing_or_none(location: str) -> dict[str, int] | None:
