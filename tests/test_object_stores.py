@@ -233,8 +233,12 @@ def test_an_interrupted_download_is_never_loadable_and_a_restart_resumes_it(
         assert (folder / "a.bin").read_bytes() == b"a" * 100 and (folder / "sub" / "b.bin").read_bytes() == b"b" * 50
         assert cache.used_bytes() == 150 and cache.fetch("memory://st_cache/1") == folder  # downloaded once
         assert fetched == ["a.bin", "b.bin", "b.bin"]
+        (tmp_path / "cache" / "notes.txt").write_text("not the cache's")  # left alone: not a name it makes
+        memory.pipe("/st_cache/2/a.bin", b"2")
+        cache.fetch("memory://st_cache/2")
         cache.drop("memory://st_cache/1")
-        assert list((tmp_path / "cache").iterdir()) == [] and cache.used_bytes() == 0
+        cache.drop("memory://st_cache/2")
+        assert [p.name for p in (tmp_path / "cache").iterdir()] == ["notes.txt"] and cache.used_bytes() == 0
     finally:
         memory.rm("/st_cache", recursive=True)
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -39,6 +40,7 @@ from .sources import listing
 log = logging.getLogger(__name__)
 
 _STAGING = ".partial-"
+_OURS = re.compile(r"(?:\.partial-)?[\w.-]*-[0-9a-f]{16}")  # the names ``_names`` makes
 
 
 class VersionCache:
@@ -141,7 +143,8 @@ class VersionCache:
         assert self._root is not None
         in_use = {name for loc in self._reserved for name in _names(loc)}
         for entry in self._root.iterdir():
-            if entry.name not in in_use:
+            # Only folders named as this cache names them: a --model_cache_dir may hold other things.
+            if entry.name not in in_use and _OURS.fullmatch(entry.name):
                 log.info("Model cache: removing %s, which no loaded version uses", entry.name)
                 shutil.rmtree(entry, ignore_errors=True)
 
