@@ -57,6 +57,20 @@ class ServerOptions:
     allow_version_labels_for_unavailable_models: bool = flag(
         False, "Models", "Allow a new label to point at a version that is not yet AVAILABLE."
     )
+    model_cache_dir: str = flag(
+        "",
+        "Models",
+        "Folder where versions from object stores (s3://, gs://, az://) are downloaded before they load; kept, "
+        "so a restart resumes (empty: a temporary folder, removed at exit).",
+        tf=False,
+    )
+    model_cache_bytes: int = flag(
+        0,
+        "Models",
+        "The most bytes the downloaded versions may hold (0: half the free space of --model_cache_dir's file "
+        "system, logged); a version that does not fit fails to load with RESOURCE_EXHAUSTED, and is retried.",
+        tf=False,
+    )
     flush_filesystem_caches: bool = flag(
         True, "Models", "TF Serving frees file-system caches after loads; no equivalent here.", effect=False
     )

@@ -198,6 +198,8 @@ def manager_options(options: ServerOptions) -> ManagerOptions:
         num_unload_threads=options.num_unload_threads or 1,
         allow_version_labels_for_unavailable_models=options.allow_version_labels_for_unavailable_models,
         expose_paths_in_errors=options.expose_paths_in_errors,
+        cache_dir=options.model_cache_dir or None,
+        cache_bytes=options.model_cache_bytes,
     )
 
 

@@ -13,11 +13,20 @@ make the server open outbound connections wherever a config (or a reload
 RPC) points it. A refused protocol is INVALID_ARGUMENT. Where a protocol's
 implementation takes timeouts, they are passed (docs/security.md lists which).
 
+Credentials and endpoints come from each implementation's standard chain,
+read from the environment as the cloud's own tools do: ``AWS_ENDPOINT_URL``,
+``AWS_ACCESS_KEY_ID``/``AWS_PROFILE``/instance roles for s3fs;
+``STORAGE_EMULATOR_HOST``, ``GOOGLE_APPLICATION_CREDENTIALS`` or the
+metadata server for gcsfs; ``AZURE_STORAGE_CONNECTION_STRING`` (or
+``AZURE_STORAGE_ACCOUNT_NAME`` with a key, SAS token or service principal)
+for adlfs (docs/deploy-st.md).
+
 ``hide_paths`` is how texts shown to callers drop local paths.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -102,6 +111,10 @@ def read_bytes(path: str) -> bytes:
 def filesystem(uri: str) -> tuple[Any, str]:
     """fsspec's file system for ``uri`` with the policy's timeouts; INVALID_ARGUMENT for a refused protocol."""
     check_uri(uri)
+    if os.environ.get("STORAGE_EMULATOR_HOST"):
+        # gcsfs (>= 2025.x) turns on its zonal/HNS code unless told not to, before it is imported, and that
+        # code hangs against a GCS emulator; an explicit setting of the variable wins.
+        os.environ.setdefault("GCSFS_EXPERIMENTAL_ZB_HNS_SUPPORT", "false")
     import fsspec  # only remote base paths need it
 
     try:
@@ -110,6 +123,49 @@ def filesystem(uri: str) -> tuple[Any, str]:
         return fsspec.core.url_to_fs(uri, **options)  # type: ignore[no-any-return]
     except (ImportError, ValueError) as exc:
         raise Unavailable(f"Cannot open {uri}: {exc}") from None
+
+
+def children(uri: str) -> list[tuple[str, str, bool]]:
+    """(name, URI, is a folder) of each immediate child of the remote folder ``uri``, in ONE list call
+    of the store (paginated past its page size); FileNotFoundError when it has none, as for a
+    missing local folder (an object store has no empty folders), NotADirectoryError for an object."""
+    fs, root = filesystem(uri)
+    root = root.rstrip("/")
+    fs.invalidate_cache(root)  # s3fs, gcsfs ... cache listings: a poll must see new versions
+    if protocols_of(uri)[-1] in ("az", "abfs", "abfss"):
+        # adlfs's ls() makes two calls (the name as a prefix, then the folder): list the folder only.
+        entries = _azure_children(fs, root)
+    else:  # s3fs and gcsfs: one '/'-delimited list call; no isdir() first, which is a list call too
+        entries = [(e["name"].rstrip("/"), e["type"] == "directory") for e in fs.ls(root, detail=True)]
+    found = [(name.rsplit("/", 1)[-1], fs.unstrip_protocol(name), is_dir) for name, is_dir in entries if name != root]
+    if not found:
+        if any(name == root and not is_dir for name, is_dir in entries):
+            raise NotADirectoryError(root)
+        raise FileNotFoundError(root)
+    return found
+
+
+def _azure_children(fs: Any, root: str) -> list[tuple[str, bool]]:
+    """One List Blobs call ('/' delimited) under ``root`` ("container/path") through adlfs's client."""
+    from azure.storage.blob.aio import BlobPrefix
+    from fsspec.asyn import sync
+
+    container, _, path = root.partition("/")
+
+    async def walk() -> list[tuple[str, bool]]:
+        async with fs.service_client.get_container_client(container) as client:
+            prefix = f"{path}/" if path else ""
+            return [
+                (f"{container}/{item.name}".rstrip("/"), isinstance(item, BlobPrefix))
+                async for item in client.walk_blobs(name_starts_with=prefix, delimiter="/")
+            ]
+
+    try:
+        return sync(fs.loop, walk)  # type: ignore[no-any-return]
+    except Exception as exc:
+        if type(exc).__name__ == "ResourceNotFoundError":  # no such container
+            raise FileNotFoundError(root) from None
+        raise
 
 
 def timeout_options(protocol: str, seconds: float) -> dict[str, Any]:

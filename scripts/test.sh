@@ -43,6 +43,16 @@ fi
 pip install -q "torch==2.13.0"
 pip install -q -e ".[dev,test,bench,tensorflow,torch,tflite,convert,otel]"
 
+# Object-store emulators for tests/test_object_stores.py, each started on 127.0.0.1 by its test:
+# moto_server (S3) and gcp-storage-emulator (GCS) from PyPI, with the s3/gcs/azure extras' clients;
+# Azurite (Azure Blob) from npm into .tools/azurite. Where npm is missing, the Azure tests skip, saying so.
+pip install -q -e ".[s3,gcs,azure]" "moto[server]>=5" "gcp-storage-emulator>=2024.8"
+if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ]; then
+  { command -v npm >/dev/null || { apt-get update -qq && apt-get install -y -qq npm; }; } \
+    && npm install --silent --no-audit --no-fund --prefix .tools/azurite azurite \
+    || echo "scripts/test.sh: Azurite could not be installed; the Azure tests of tests/test_object_stores.py will skip" >&2
+fi
+
 # The gate: lint, format and types, before any test runs; a finding fails the suite.
 ruff check .
 ruff format --check .

@@ -231,12 +231,15 @@ def test_memory_uri_base_path_is_copied_locally_and_dropped_on_unload() -> None:
         manager.reload([ModelConfig("m", "memory://remote_m")])
         assert states(manager) == {1: "AVAILABLE"}
         fs.pipe("/remote_m/2/model.bin", b"broken")
+        manager.poll()  # a new remote version loads once its listing is the same at two polls
+        assert states(manager) == {1: "AVAILABLE"}
         manager.poll()
         assert manager.wait_for(lambda: states(manager) == {2: "END", 1: "AVAILABLE"}, 10)
         # Fixed by removing the version and uploading it again: the failed copy was not kept.
         fs.rm("/remote_m/2", recursive=True)
         manager.poll()
         fs.pipe("/remote_m/2/model.bin", b"two")
+        manager.poll()
         manager.poll()
         assert manager.wait_for(lambda: states(manager) == {2: "AVAILABLE", 1: "END"}, 10)
         assert not folders[1].exists() and folders[2].is_dir()

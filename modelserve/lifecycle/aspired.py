@@ -1,6 +1,7 @@
 """Reconciliation: which versions each model should serve, one step at a time (TF's AspiredVersionsManager).
 
-A scan of a model's base path (``sources.scan``) goes through its version
+A scan of a model's base path (``sources.scan``), less the remote versions
+still being uploaded (``sources.Uploads``), goes through its version
 policy (``policy.aspired_versions``) and the whole aspired set is handed to
 ``versions.Versions``; then the availability-preserving policy
 (``policy.next_action``, a pure function of a snapshot) picks the model's next
@@ -36,6 +37,7 @@ class AspiredVersions:
     def __init__(self, versions: Versions, poll_wait_seconds: float = 1.0) -> None:
         self._versions = versions
         self._poll_wait = poll_wait_seconds
+        self._uploads = sources.Uploads()  # remote versions are held back until completely uploaded
         self._lock = threading.Lock()
         self._configs: dict[str, ModelConfig] = {}
         self._scanned: set[str] = set()  # base path scanned since the model was (re)added
@@ -76,6 +78,7 @@ class AspiredVersions:
             removed = [name for name in self._configs if name not in wanted]
             for name in removed:
                 log.info("Removing model %s: its versions unload once their requests finish", name)
+                self._uploads.forget(name)
                 self._versions.retire(name)
                 self._held.discard(name)
             for name, config in wanted.items():
@@ -97,8 +100,11 @@ class AspiredVersions:
             lines: list[tuple[int, str]] = []
             try:
                 scanned = sources.scan(config.name, config.base_path)
-                found: Mapping[int, str] | None = scanned.versions
-                lines += [(logging.WARNING, text) for text in scanned.warnings]
+                with self._lock:
+                    first_scan = config.name not in self._scanned
+                found: Mapping[int, str] | None
+                found, waiting = self._uploads.complete(config.name, scanned.versions, first_scan)
+                lines += [(logging.WARNING, text) for text in (*scanned.warnings, *waiting)]
             except ServingError as exc:  # this model only: the others keep being polled
                 lines.append((logging.ERROR, str(exc)))
                 failures[config.name] = exc

@@ -1,6 +1,6 @@
 """Loading one version: its steps and its retries (TF Serving's LoaderHarness).
 
-A load copies the version from remote storage (``sources.LocalCopies``), loads
+A load copies the version from remote storage (``cache.VersionCache``), loads
 it with the platform, makes its runner and warms it up; a step that fails frees
 what the steps before it made. A failed load is retried
 ``max_num_load_retries`` times, ``load_retry_interval_seconds`` apart, while
@@ -23,7 +23,7 @@ from pathlib import Path
 from ..errors import MissingExtra, ServingError, as_serving_error
 from ..execution.runner import Runner, RunnerFactory
 from ..platforms.servable import Servable
-from . import sources
+from .cache import VersionCache
 from .config import ModelConfig
 from .leases import LoadedVersion
 
@@ -50,13 +50,14 @@ class VersionLoader:
         max_num_load_retries: int = 5,
         load_retry_interval_seconds: float = 60.0,
         cache_dir: str | None = None,  # where remote versions are copied (None: a temporary folder)
+        cache_bytes: int = 0,  # the most the copies may hold (0: half the free space there, logged)
     ) -> None:
         self._loader = loader
         self._runner_factory = runner_factory
         self._warmup = warmup
         self._attempts = 1 + max(0, max_num_load_retries)
         self._retry_interval = max(0.0, load_retry_interval_seconds)
-        self._copies = sources.LocalCopies(cache_dir)
+        self._copies = VersionCache(cache_dir, cache_bytes)
         self._stop = threading.Event()
 
     @property

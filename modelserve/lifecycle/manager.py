@@ -48,6 +48,7 @@ class ManagerOptions:
     num_unload_threads: int = 1
     allow_version_labels_for_unavailable_models: bool = False
     cache_dir: str | None = None  # where remote versions are copied (None: a temporary folder)
+    cache_bytes: int = 0  # the most those copies may hold (0: half the free space there, logged)
     # False: status texts name the base path "<base_path>" and other local paths "<path>" (the log keeps them).
     expose_paths_in_errors: bool = False
 
@@ -75,6 +76,7 @@ class ModelManager:
             max_num_load_retries=options.max_num_load_retries,
             load_retry_interval_seconds=options.load_retry_interval_seconds,
             cache_dir=options.cache_dir,
+            cache_bytes=options.cache_bytes,
         )
         self.versions = Versions(loading, options.num_load_threads, options.num_unload_threads, events)
         self.aspired = AspiredVersions(self.versions, options.file_system_poll_wait_seconds)

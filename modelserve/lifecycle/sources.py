@@ -4,22 +4,30 @@ A scan states the whole set of versions present; the manager reconciles.
 A scan keeps no memory, so it can run at any time.
 
 A base path is a local folder or an fsspec URI (``s3://``, ``gs://``,
-``memory://`` ...; the matching fsspec implementation, e.g. s3fs or gcsfs,
-must be installed). A remote version folder is copied whole into a local
-cache (``LocalCopies``) before it loads, because every platform loads from
-local files; the copy is removed when the version unloads.
+``az://`` ...; the matching fsspec implementation, e.g. s3fs, gcsfs or adlfs,
+must be installed). A scan of a remote base path is ONE listing of its
+immediate children (for S3, GCS and Azure: one list call with a '/'
+delimiter, paginated past 1000 children), never a walk of the versions.
+
+An object store has no atomic folder: a version is uploaded file by file,
+so a scan may see half of one. ``Uploads`` holds a remote version back until
+it is complete: its own listing (one recursive list call of the version's
+prefix, taken only while the version is new) must be non-empty and the same
+at two polls in a row. A remote version folder is then copied into a local
+cache (``cache.VersionCache``) before it loads, because every platform loads
+from local files.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
-import shutil
-import tempfile
 import threading
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import PurePosixPath
 
+from .. import storage
 from ..errors import NotFound, Unavailable
 from ..storage import filesystem, is_remote, local_path
 
@@ -39,16 +47,7 @@ def _children(base_path: str) -> list[tuple[str, str, bool]]:
         folder = local_path(base_path)
         paths = [(n, os.path.join(folder, n)) for n in os.listdir(folder)]
         return [(n, path, os.path.isdir(path)) for n, path in paths]
-    fs, root = filesystem(base_path)
-    fs.invalidate_cache(root)  # s3fs, gcsfs ... cache listings: a poll must see new versions
-    if not fs.isdir(root):
-        raise FileNotFoundError(root)
-    entries = fs.ls(root, detail=True)
-    children = []
-    for entry in entries:
-        name = entry["name"].rstrip("/")
-        children.append((name.rsplit("/", 1)[-1], fs.unstrip_protocol(name), entry["type"] == "directory"))
-    return children
+    return storage.children(base_path)
 
 
 def parse_version(name: str) -> int | None:
@@ -92,52 +91,87 @@ def scan(model: str, base_path: str) -> ScanResult:
     return ScanResult(found, tuple(warnings))
 
 
-class LocalCopies:
-    """Local folders for version locations: local paths as they are, remote ones copied into a cache.
+def listing(location: str) -> dict[str, int]:
+    """Every file under the remote folder ``location``: path relative to it -> size. One recursive
+    listing (for S3, GCS and Azure: one list call of the version's prefix, paginated)."""
+    fs, root = filesystem(location)
+    root = root.rstrip("/")
+    fs.invalidate_cache(root)
+    found: dict[str, int] = {}
+    for name, info in fs.find(root, detail=True).items():
+        if info.get("type") == "directory" or not name.startswith(root + "/"):
+            continue
+        found[_relative(name[len(root) + 1 :], location)] = int(info.get("size") or 0)
+    return found
 
-    Thread-safe; each remote version gets its own folder under ``root`` (a
-    temporary folder by default), filled atomically (copied aside, then
-    renamed) so that a failed copy never leaves a half version behind.
+
+def _relative(name: str, location: str) -> str:
+    """A key below a version as a safe relative path: no '..', no absolute part (a key is any string)."""
+    parts = PurePosixPath(name).parts
+    if not parts or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise Unavailable(f"Refusing object {name!r} under {location}: not a plain relative path")
+    return "/".join(parts)
+
+
+class Uploads:
+    """Which remote versions are completely uploaded: the memory a stateless scan cannot have.
+
+    A remote version is complete once its listing (file names and sizes) is
+    non-empty and equal at two consecutive ``complete`` calls, that is two
+    polls ``--file_system_poll_wait_seconds`` apart; from then on it costs no
+    listing. Where there is no previous poll to compare with (a model's first
+    scan: start-up, a config reload, polling off) the version is listed again
+    ``settle_seconds`` later within the same call. Local versions always count
+    as complete (a local folder can be moved into place atomically).
+    Thread-safe.
     """
 
-    def __init__(self, root: str | None = None) -> None:
-        self._root = root
-        self._owned = False  # a cache folder this object made, and removes on close
+    def __init__(self, settle_seconds: float = 1.0) -> None:
+        self._settle = settle_seconds
         self._lock = threading.Lock()
+        self._complete: dict[str, set[str]] = {}  # model -> its version URIs found complete
+        self._seen: dict[str, dict[str, dict[str, int]]] = {}  # model -> version URI -> listing at the last poll
 
-    def fetch(self, location: str) -> Path:
-        if not is_remote(location):
-            return Path(local_path(location))
-        target = self._folder(location)
-        if target.is_dir():
-            return target
-        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
-        fs, root = filesystem(location)
-        try:
-            fs.get(root.rstrip("/") + "/", str(staging) + "/", recursive=True)
-            staging.rename(target)
-        except OSError as exc:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise Unavailable(f"Could not copy {location} to {target}: {exc}") from None
-        return target
-
-    def drop(self, location: str) -> None:
-        """Forget a version's local copy (nothing to do for a local path)."""
-        if is_remote(location):
-            shutil.rmtree(self._folder(location), ignore_errors=True)
-
-    def close(self) -> None:
-        if self._root is not None and self._owned:
-            shutil.rmtree(self._root, ignore_errors=True)
-
-    def _folder(self, location: str) -> Path:
+    def complete(self, model: str, found: Mapping[int, str], first_scan: bool) -> tuple[dict[int, str], list[str]]:
+        """The complete versions among ``found`` (a scan of ``model``'s base path), and a line for each
+        one held back."""
         with self._lock:
-            if self._root is None:
-                self._root = tempfile.mkdtemp(prefix="modelserve-cache-")
-                self._owned = True
-        # One folder per version URI: readable, and unique thanks to the digest.
-        readable = "".join(c if c.isalnum() or c in "-_." else "_" for c in location)[-80:]
-        digest = hashlib.sha256(location.encode()).hexdigest()[:16]
-        folder = Path(self._root) / f"{readable}-{digest}"
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        return folder
+            present = set(found.values())
+            complete = self._complete.setdefault(model, set())
+            complete &= present  # a version deleted and uploaded again is checked again
+            seen = self._seen[model] = {k: v for k, v in self._seen.get(model, {}).items() if k in present}
+            pending = {v: loc for v, loc in found.items() if is_remote(loc) and loc not in complete}
+        waiting: list[str] = []
+        for version, location in sorted(pending.items()):
+            now = _listing_or_none(location)  # listings and the settling pause run without the lock
+            with self._lock:
+                before = seen.get(location)
+            if before is None and first_scan and now:
+                time.sleep(self._settle)
+                before, now = now, _listing_or_none(location)
+            with self._lock:
+                if now and now == before:
+                    complete.add(location)
+                    seen.pop(location, None)
+                    continue
+                seen[location] = now or {}
+            waiting.append(
+                f"Version {version} at {location} is still being uploaded "
+                f"({len(now or {})} files so far); it loads once its listing is the same at two polls"
+            )
+        with self._lock:
+            done = {v: loc for v, loc in found.items() if not is_remote(loc) or loc in complete}
+        return done, waiting
+
+    def forget(self, model: str) -> None:
+        """Drop what is known of a model removed from the config."""
+        with self._lock:
+            self._complete.pop(model, None)
+            self._seen.pop(model, None)
+
+
+def _listing_or_none(location: str) -> dict[str, int] | None:
+    try:
+        return listing(location)
+    except (OSError, Unavailable):
+        return None
