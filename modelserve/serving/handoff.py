@@ -1,0 +1,129 @@
+"""What crosses between a front-end process and the engine: calls, answers, and the engine's state.
+
+Control data only (pickled by ``execution.handoff.wire``); tensors cross as
+``TensorRef``s into the arenas. Messages are tuples ``(kind, request id, payload)``:
+
+front end → engine: ``predict`` PredictCall, ``examples`` ExamplesCall, ``call`` (method, args),
+``cancel``, ``rel`` [Block] (output blocks it no longer views), ``seg``/``drop`` (its input
+arena's segments, the fd attached), ``metrics`` Snapshot.
+
+engine → front end: ``ok`` Answer, ``exok`` ExamplesAnswer, ``done`` (a call's result), ``err``
+Failure, ``retry`` Retry, ``state`` EngineState, ``rel`` [Block] (input blocks), ``seg``/``drop``
+(its output arena's segments).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..dtypes import DType
+from ..execution.handoff.arena import Block, TensorRef
+from ..execution.request_options import DEFAULT, RequestOptions
+from ..lifecycle.config import ModelConfig
+from ..lifecycle.versions import VersionReport
+from ..observe.trace import Front
+from ..signatures import Signature
+from .example_tasks import Result
+from .request import ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class PredictCall:
+    """A Predict request. ``dtypes``: the input dtypes a TF REST body was decoded by (None: inputs of their
+    own dtypes); ``probe``: the front end had no signatures to decode by, answer RETRY with them."""
+
+    model: ModelSpec
+    block: Block | None
+    refs: Mapping[str, TensorRef]
+    signature_name: str = ""
+    output_filter: tuple[str, ...] = ()
+    remaining: float | None = None  # seconds to the deadline, when it was sent
+    options: RequestOptions = DEFAULT
+    dtypes: Mapping[str, DType] | None = None
+    probe: bool = False
+    protocol: Front = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ExamplesCall:
+    """Classify / Regress / MultiInference; the serialized examples cross as one string tensor."""
+
+    kind: str  # classify | regress | multi_inference
+    model: ModelSpec
+    block: Block | None
+    examples: TensorRef
+    signature_name: str = ""
+    tasks: tuple[tuple[str, str, str], ...] = ()
+    remaining: float | None = None
+    options: RequestOptions = DEFAULT
+
+
+@dataclass(frozen=True, slots=True)
+class Times:
+    """What the engine filled of the request's trace (``observe.trace.RequestTrace``): monotonic seconds,
+    one clock for every process of the machine."""
+
+    model: str = ""
+    version: int | None = None
+    signature: str = ""
+    rows: int = 0
+    decoded: float | None = None
+    queued: float | None = None
+    run_start: float | None = None
+    run_end: float | None = None
+    batch_rows: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    version: int
+    signature_name: str
+    block: Block | None
+    refs: Mapping[str, TensorRef]
+    times: Times
+
+
+@dataclass(frozen=True, slots=True)
+class ExamplesAnswer:
+    version: int
+    results: list[Result]
+    times: Times
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A ``ServingError``: its class name (raised as the same class), code and message."""
+
+    kind: str
+    code: int
+    message: str
+    times: Times = Times()
+
+
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """The engine resolved a version whose inputs differ from those the body was decoded by: decode by
+    its ``signatures`` and send again."""
+
+    signatures: Mapping[str, Signature]
+
+
+@dataclass(frozen=True, slots=True)
+class ModelState:
+    config: ModelConfig | None
+    rows: tuple[VersionReport, ...]  # every version seen, highest first; empty: none yet
+    available: tuple[int, ...]
+    labels: Mapping[str, int]
+    unloaded: bool
+    settled: bool
+    signatures: Mapping[int, Mapping[str, Signature]]  # per AVAILABLE version
+    platforms: Mapping[int, str]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineState:
+    """The lifecycle as the engine sees it, pushed to every front end whenever it changes."""
+
+    models: Mapping[str, ModelState] = field(default_factory=dict)
+    draining: bool = False
