@@ -23,13 +23,14 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import numpy as np
 
 from ..budget import UNMETERED
 from ..errors import Internal, NotFound, ServingError
+from ..execution.batching.params import BatchingParameters
 from ..execution.handoff.arena import Arena, Block, Mapped
 from ..execution.handoff.wire import Connection
 from ..observe.metrics import Snapshot
@@ -55,7 +56,7 @@ log = logging.getLogger(__name__)
 STATE_SECONDS = 0.05  # how often the engine looks for a lifecycle change to push
 METRICS_SECONDS = 1.0
 # What a front end may ask of the core besides requests (model management; reload answers when done).
-CALLS = frozenset({"load_model", "unload_model", "reload_config"})
+CALLS = frozenset({"load_model", "unload_model", "reload_config", "reload_file"})
 
 
 class _Retry(Exception):
@@ -83,16 +84,28 @@ def failure(exc: ServingError, trace: RequestTrace) -> Failure:
 
 class Engine:
     """Serves front-end sockets on the running loop. ``output_limit``: each front end's output arena's bound;
-    ``metrics``: the engine's own recording (batches, loads), merged with the front ends' snapshots."""
+    ``metrics``: the engine's own recording (batches, loads), merged with the front ends' snapshots;
+    ``batching``: the batching parameters the dashboards show; ``reload_file``: the dashboard's reload of
+    --model_config_file."""
 
-    def __init__(self, core: ServingCore, output_limit: int, metrics: Callable[[], Snapshot] | None = None) -> None:
+    def __init__(
+        self,
+        core: ServingCore,
+        output_limit: int,
+        metrics: Callable[[], Snapshot] | None = None,
+        batching: BatchingParameters | None = None,
+        reload_file: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.core = core
+        self.batching = batching
+        self.reload_file = reload_file
         self.output_limit = output_limit
         self._metrics = metrics
         self.links: set[Link] = set()
         self._state = EngineState()
         self._signatures: dict[tuple[str, int], tuple[Mapping[str, Signature], str]] = {}
         self._pusher: asyncio.Task[None] | None = None
+        self.cancelled = 0  # requests a front end cancelled while they ran here (their clients went away)
 
     def attach(self, sock: socket.socket) -> Link:
         """Serve one front end's end of the socket pair (on the loop)."""
@@ -157,7 +170,7 @@ class Engine:
                 signatures,
                 platforms,
             )
-        return EngineState(models, self.core.draining)
+        return EngineState(models, self.core.draining, self.batching)
 
     def _version_signatures(self, name: str, version: int) -> tuple[Mapping[str, Signature], str] | None:
         found = self._signatures.get((name, version))
@@ -234,6 +247,7 @@ class Link:
             task = self.tasks.get(rid)
             if task is not None:
                 task.cancel()
+                self._engine.cancelled += 1
         elif kind == "seg":
             self.inputs.add(rid, fds[0], payload)
         elif kind == "drop":
@@ -312,7 +326,12 @@ class Link:
         try:
             if method not in CALLS:
                 raise Internal(f"no such engine call: {method}")
-            await getattr(self._core, method)(*args)
+            if method == "reload_file":
+                if self._engine.reload_file is None:
+                    raise Internal("the engine has no --model_config_file to reload")
+                await self._engine.reload_file()
+            else:
+                await getattr(self._core, method)(*args)
         except ServingError as exc:
             self.send("err", rid, failure(exc, RequestTrace("")))
             return

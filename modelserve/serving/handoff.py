@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..dtypes import DType
+from ..execution.batching.params import BatchingParameters
 from ..execution.handoff.arena import Block, TensorRef
 from ..execution.request_options import DEFAULT, RequestOptions
 from ..lifecycle.config import ModelConfig
@@ -127,3 +128,4 @@ class EngineState:
 
     models: Mapping[str, ModelState] = field(default_factory=dict)
     draining: bool = False
+    batching: BatchingParameters | None = None  # --enable_batching's parameters (the dashboard shows them)

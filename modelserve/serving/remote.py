@@ -220,6 +220,10 @@ class RemoteCore:
         """As ``ServingCore.repository_index``."""
         return repository_entries(self.manager, ready_only)
 
+    def others(self) -> list[Snapshot]:
+        """The other processes' metrics (the engine's and the other front ends'), as last pushed."""
+        return [self._others]
+
     def metrics_snapshot(self) -> Snapshot:
         """The whole server's metrics: this process's own now, the others' as last pushed."""
         merged = copy.deepcopy(self._others)
@@ -326,6 +330,10 @@ class RemoteCore:
 
     async def reload_config(self, models: Sequence[ModelConfig]) -> None:
         await self._call("reload_config", list(models))
+
+    async def reload_config_file(self) -> None:
+        """The dashboard's reload button: the engine reads --model_config_file again and applies it."""
+        await self._call("reload_file")
 
     def reload_and_wait(self, models: Sequence[ModelConfig], timeout: float | None = None) -> None:
         """A thread's ``reload_config`` (with no loop of its own)."""

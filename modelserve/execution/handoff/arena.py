@@ -91,20 +91,31 @@ def decode_strings(data: memoryview, shape: tuple[int, ...]) -> np.ndarray:
 
 
 class _Segment:
-    """One memfd and its mapping; ``array``: the whole mapping as bytes, to slice views from."""
+    """One memfd and its mapping; ``array``: the whole mapping as bytes, to slice views from.
+
+    ``mmap`` keeps a descriptor of its own (a dup) until the mapping is closed or garbage; the peer
+    closes the one it received at once, so a mapped segment costs one descriptor, the owner's two
+    (it keeps the one it sends)."""
 
     def __init__(self, fd: int, size: int, writable: bool) -> None:
         self.fd = fd
         self.size = size
         prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
         self.map = mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
-        self.array = np.frombuffer(self.map, np.uint8)
+        self.array: np.ndarray | None = np.frombuffer(self.map, np.uint8)
         self.address: int = self.array.ctypes.data
+        if not writable:
+            os.close(fd)
+            self.fd = -1
 
     def close(self) -> None:
-        """Close the descriptor now; the mapping goes when the last view of it is garbage."""
-        os.close(self.fd)
-        self.fd = -1
+        """The owner's end: nothing of this process views the segment (the peer's views are its own
+        mapping), so the descriptor and the mapping go now."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        self.array = None
+        self.map.close()
 
 
 class Arena:
@@ -136,6 +147,7 @@ class Arena:
             return None, {name: TensorRef(0, 0, 0, _dtype(a), a.shape) for name, a in arrays.items()}
         block = self._allocate(total)
         segment = self._segments[block.segment].array
+        assert segment is not None
         refs: dict[str, TensorRef] = {}
         offset = block.offset
         for name, array in arrays.items():
@@ -216,7 +228,8 @@ class Mapped:
         self._segments[index] = _Segment(fd, size, writable=False)
 
     def drop(self, index: int) -> None:
-        self._segments.pop(index).close()
+        """Forget a segment the owner dropped (wholly free: no view of it is left)."""
+        del self._segments[index]
 
     def read(
         self, block: Block | None, refs: Mapping[str, TensorRef], released: Callable[[Block], None]
@@ -238,9 +251,7 @@ class Mapped:
         return out
 
     def close(self) -> None:
-        """Close every descriptor; each mapping goes with its last view."""
-        for segment in self._segments.values():
-            segment.close()
+        """Forget every segment: each mapping, and its descriptor, goes with its last view."""
         self._segments.clear()
 
 

@@ -89,7 +89,8 @@ class Connection:
         self._loop = asyncio.get_running_loop()
         self._writing = False
         self.closed = False
-        self.sent_bytes = 0  # control bytes sent: tensors never count here
+        self.sent_bytes = 0  # control bytes sent and received: tensors never count here
+        self.received_bytes = 0
         self._loop.add_reader(sock.fileno(), self._readable)
 
     def send(self, message: object, fds: Sequence[int] = ()) -> None:
@@ -144,6 +145,7 @@ class Connection:
             log.error("hand-off: descriptors were cut off; closing the connection")
             self.close()
             return
+        self.received_bytes += len(data)
         try:
             messages = self._reader.feed(data, fds)
         except ValueError as exc:
