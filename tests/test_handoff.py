@@ -78,7 +78,7 @@ def test_tensors_cross_in_place_and_the_block_is_released_when_the_views_go() ->
     x = np.arange(12, dtype=np.float32).reshape(3, 4)
     strings = np.array([[b"ab", b""], [b"\x00xyz", "é".encode()]], dtype=object)
     empty = np.zeros((0, 3), np.int64)
-    block, refs = arena.write({"x": x, "s": strings, "e": empty})
+    block, refs, _ = arena.write({"x": x, "s": strings, "e": empty})
     share(arena, mapped)
     released: list[Block] = []
     views = mapped.read(block, refs, released.append)
@@ -98,8 +98,8 @@ def test_tensors_cross_in_place_and_the_block_is_released_when_the_views_go() ->
 
 def test_arenas_grow_by_segments_within_their_limit_and_drop_them_when_free() -> None:
     arena, _mapped = pair(limit=4 << 20, segment_bytes=1 << 20)
-    small, _ = arena.write({"a": np.ones(1000, np.uint8)})
-    big, _refs = arena.write({"b": np.ones(2 << 20, np.uint8)})  # does not fit the first segment
+    small, _, _ = arena.write({"a": np.ones(1000, np.uint8)})
+    big, _, _ = arena.write({"b": np.ones(2 << 20, np.uint8)})  # does not fit the first segment
     new = arena.take_new()
     assert [index for index, _, _ in new] == [0, 1] and arena.total == 3 << 20
     with pytest.raises(BudgetFull, match="hand-off arena 'test' is full"):

@@ -33,12 +33,14 @@ from ..errors import Internal, NotFound, ServingError
 from ..execution.batching.params import BatchingParameters
 from ..execution.handoff.arena import Arena, Block, Mapped
 from ..execution.handoff.wire import Connection
+from ..execution.request_options import DEFAULT
 from ..observe.metrics import Snapshot
 from ..observe.trace import RequestTrace
 from ..platforms.servable import Named
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .core import ServingCore, input_dtypes
 from .handoff import (
+    INLINE_BYTES,
     Answer,
     EngineState,
     ExamplesAnswer,
@@ -48,8 +50,10 @@ from .handoff import (
     PredictCall,
     Retry,
     Times,
+    from_wire,
+    to_wire,
 )
-from .request import ExamplesRequest, InferenceRequest
+from .request import ExamplesRequest, InferenceRequest, ModelSpec
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +216,7 @@ class Link:
     def send(self, kind: str, rid: int, payload: object, fds: tuple[int, ...] = ()) -> None:
         with self._lock:
             released, self._released = self._released, []
-        self.conn.send((kind, rid, payload, released), fds)
+        self.conn.send((kind, rid, to_wire(payload), released), fds)
 
     def _release(self, block: Block) -> None:
         """An input block's last view is gone (any thread): tell the front end, with the next frame."""
@@ -237,6 +241,7 @@ class Link:
 
     def _message(self, message: Any, fds: list[int]) -> None:
         kind, rid, payload, released = message
+        payload = from_wire(kind, payload)
         for block in released:
             self._free(block)
         if kind == "predict":
@@ -270,19 +275,26 @@ class Link:
     async def _predict(self, rid: int, call: PredictCall) -> None:
         trace = RequestTrace(call.protocol, "predict")
         try:
-            inputs = self.inputs.read(call.block, call.refs, self._release)
+            inputs = self.inputs.read(call.block, call.refs, self._release, call.inline)
             given: Any = inputs if call.dtypes is None and not call.probe else functools.partial(_checked, call, inputs)
             del inputs
             deadline = None if call.remaining is None else time.monotonic() + call.remaining
             request = InferenceRequest(
-                call.model, given, call.signature_name, call.output_filter, deadline, call.options, UNMETERED, trace
+                ModelSpec(*call.model),
+                given,
+                call.signature_name,
+                call.output_filter,
+                deadline,
+                call.options or DEFAULT,
+                UNMETERED,
+                trace,
             )
             del given
             response = await self._core.predict(request)
             del request  # the inputs' views go: their block is released with this answer
             if self.conn.closed:
                 return
-            block, refs = self.outputs.write(response.outputs)
+            block, refs, inline = self.outputs.write(response.outputs, INLINE_BYTES)
         except _Retry as retry:
             self.send("retry", rid, Retry(retry.signatures))
             return
@@ -294,19 +306,19 @@ class Link:
             self.send("err", rid, failure(Internal(f"{type(exc).__name__}: {exc}"), trace))
             return
         self._announce()
-        self.send("ok", rid, Answer(response.version, response.signature_name, block, refs, times(trace)))
+        self.send("ok", rid, Answer(response.version, response.signature_name, block, refs, inline, times(trace)))
 
     async def _examples(self, rid: int, call: ExamplesCall) -> None:
         trace = RequestTrace("", call.kind)
         try:
-            examples = self.inputs.read(call.block, {"examples": call.examples}, self._release)["examples"]
+            examples = self.inputs.read(call.block, {"examples": call.examples}, self._release, call.inline)["examples"]
             request = ExamplesRequest(
-                call.model,
+                ModelSpec(*call.model),
                 list(examples.flat),
                 call.signature_name,
                 call.tasks,
                 None if call.remaining is None else time.monotonic() + call.remaining,
-                call.options,
+                call.options or DEFAULT,
                 UNMETERED,
                 trace,
             )

@@ -1,6 +1,7 @@
 """What crosses between a front-end process and the engine: calls, answers, and the engine's state.
 
-Control data only (pickled by ``execution.handoff.wire``); tensors cross as
+Control data only (pickled by ``execution.handoff.wire``; what every request sends is named tuples
+of plain values, which pickle fast); tensors cross as
 ``TensorRef``s into the arenas. Messages are tuples ``(kind, request id, payload)``:
 
 front end → engine: ``predict`` PredictCall, ``examples`` ExamplesCall, ``call`` (method, args),
@@ -16,52 +17,54 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from ..dtypes import DType
 from ..execution.batching.params import BatchingParameters
 from ..execution.handoff.arena import Block, TensorRef
-from ..execution.request_options import DEFAULT, RequestOptions
+from ..execution.request_options import RequestOptions
 from ..lifecycle.config import ModelConfig
 from ..lifecycle.versions import VersionReport
 from ..observe.trace import Front
 from ..signatures import Signature
 from .example_tasks import Result
-from .request import ModelSpec
+
+# A request's (or an answer's) tensors up to this size in all travel in its control message.
+INLINE_BYTES = 4096
 
 
-@dataclass(frozen=True, slots=True)
-class PredictCall:
+class PredictCall(NamedTuple):
     """A Predict request. ``dtypes``: the input dtypes a TF REST body was decoded by (None: inputs of their
     own dtypes); ``probe``: the front end had no signatures to decode by, answer RETRY with them."""
 
-    model: ModelSpec
+    model: tuple[str, int | None, str | None]  # ModelSpec's fields
     block: Block | None
     refs: Mapping[str, TensorRef]
     signature_name: str = ""
     output_filter: tuple[str, ...] = ()
     remaining: float | None = None  # seconds to the deadline, when it was sent
-    options: RequestOptions = DEFAULT
+    options: RequestOptions | None = None  # None: DEFAULT
     dtypes: Mapping[str, DType] | None = None
     probe: bool = False
     protocol: Front = ""
+    inline: bytearray | None = None  # the tensors themselves, when small (``Arena.write``)
 
 
-@dataclass(frozen=True, slots=True)
-class ExamplesCall:
+class ExamplesCall(NamedTuple):
     """Classify / Regress / MultiInference; the serialized examples cross as one string tensor."""
 
     kind: str  # classify | regress | multi_inference
-    model: ModelSpec
+    model: tuple[str, int | None, str | None]
     block: Block | None
     examples: TensorRef
     signature_name: str = ""
     tasks: tuple[tuple[str, str, str], ...] = ()
     remaining: float | None = None
-    options: RequestOptions = DEFAULT
+    options: RequestOptions | None = None
+    inline: bytearray | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Times:
+class Times(NamedTuple):
     """What the engine filled of the request's trace (``observe.trace.RequestTrace``): monotonic seconds,
     one clock for every process of the machine."""
 
@@ -76,24 +79,22 @@ class Times:
     batch_rows: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
+class Answer(NamedTuple):
     version: int
     signature_name: str
     block: Block | None
     refs: Mapping[str, TensorRef]
+    inline: bytearray | None
     times: Times
 
 
-@dataclass(frozen=True, slots=True)
-class ExamplesAnswer:
+class ExamplesAnswer(NamedTuple):
     version: int
     results: list[Result]
     times: Times
 
 
-@dataclass(frozen=True, slots=True)
-class Failure:
+class Failure(NamedTuple):
     """A ``ServingError``: its class name (raised as the same class), code and message."""
 
     kind: str
@@ -102,8 +103,7 @@ class Failure:
     times: Times = Times()
 
 
-@dataclass(frozen=True, slots=True)
-class Retry:
+class Retry(NamedTuple):
     """The engine resolved a version whose inputs differ from those the body was decoded by: decode by
     its ``signatures`` and send again."""
 
@@ -129,3 +129,32 @@ class EngineState:
     models: Mapping[str, ModelState] = field(default_factory=dict)
     draining: bool = False
     batching: BatchingParameters | None = None  # --enable_batching's parameters (the dashboard shows them)
+
+
+# On the wire a request's messages are plain tuples (pickle writes those about ten times faster than named
+# tuples): ``to_wire`` flattens a message and its ``times``, ``from_wire`` builds it again by its kind.
+_MESSAGES: dict[str, Any] = {
+    "predict": PredictCall,
+    "examples": ExamplesCall,
+    "ok": Answer,
+    "exok": ExamplesAnswer,
+    "err": Failure,
+    "retry": Retry,
+}
+
+
+def to_wire(payload: object) -> object:
+    if isinstance(payload, (PredictCall, ExamplesCall, Retry)):
+        return tuple(payload)
+    if isinstance(payload, (Answer, ExamplesAnswer, Failure)):
+        return (*payload[:-1], tuple(payload[-1]))
+    return payload
+
+
+def from_wire(kind: str, payload: Any) -> Any:
+    cls = _MESSAGES.get(kind)
+    if cls is None:
+        return payload
+    if cls in (Answer, ExamplesAnswer, Failure):
+        return cls(*payload[:-1], Times(*payload[-1]))
+    return cls(*payload)

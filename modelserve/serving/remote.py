@@ -38,13 +38,27 @@ from ..budget import MemoryBudget, arrays_bytes
 from ..errors import Code, InvalidArgument, NotFound, ServingError, Unavailable, error_for
 from ..execution.handoff.arena import Arena, Block, Mapped, TensorRef
 from ..execution.handoff.wire import Connection
+from ..execution.request_options import DEFAULT
 from ..lifecycle.config import ModelConfig
 from ..lifecycle.versions import VersionReport
 from ..observe.metrics import Metrics, Snapshot
 from ..observe.trace import UNTRACED, RequestTrace
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .core import input_dtypes, repository_entries
-from .handoff import Answer, EngineState, ExamplesAnswer, ExamplesCall, Failure, ModelState, PredictCall, Retry, Times
+from .handoff import (
+    INLINE_BYTES,
+    Answer,
+    EngineState,
+    ExamplesAnswer,
+    ExamplesCall,
+    Failure,
+    ModelState,
+    PredictCall,
+    Retry,
+    Times,
+    from_wire,
+    to_wire,
+)
 from .request import (
     ExamplesRequest,
     ExamplesResponse,
@@ -58,6 +72,7 @@ from .request import (
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+RELEASE_SECONDS = 0.002  # how long an output block's release may wait for a request to carry it
 DECODES = 3  # a TF REST body is decoded at most this often (the first, then after each RETRY)
 
 
@@ -264,25 +279,26 @@ class RemoteCore:
                             "The model's versions changed while the request was decoded; retry it"
                         ) from None
                     signatures = retry.signatures
-        outputs = self._outputs.read(answer.block, answer.refs, self._release)
+        outputs = self._outputs.read(answer.block, answer.refs, self._release, answer.inline)
         request.account.charge(arrays_bytes(outputs.values()), f"hold the outputs of model '{request.model.name}'")
         return InferenceResponse(request.model.name, answer.version, answer.signature_name, outputs)
 
     async def _predict(
         self, request: InferenceRequest, inputs: Mapping[str, np.ndarray], dtypes: Any, probe: bool
     ) -> Answer:
-        block, refs = self._write(inputs)
+        block, refs, inline = self._write(inputs)
         call = PredictCall(
-            request.model,
+            _spec(request.model),
             block,
             refs,
             request.signature_name,
             tuple(request.output_filter),
             _remaining(request.deadline),
-            request.options,
+            None if request.options is DEFAULT else request.options,
             dtypes,
             probe,
             request.trace.protocol,
+            inline,
         )
         kind, payload = await self._ask("predict", call, request.trace)
         if kind == "retry":
@@ -305,16 +321,17 @@ class RemoteCore:
             return self._from_thread(self._examples(request, kind))
         examples = np.empty(len(request.examples), dtype=object)
         examples[:] = list(request.examples)
-        block, refs = self._write({"examples": examples})
+        block, refs, inline = self._write({"examples": examples})
         call = ExamplesCall(
             kind,
-            request.model,
+            _spec(request.model),
             block,
             refs["examples"],
             request.signature_name,
             tuple(request.tasks),
             _remaining(request.deadline),
-            request.options,
+            None if request.options is DEFAULT else request.options,
+            inline,
         )
         _, answer = await self._ask("examples", call, request.trace)
         assert isinstance(answer, ExamplesAnswer)
@@ -352,8 +369,8 @@ class RemoteCore:
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(work, self._loop)
         return future.result()
 
-    def _write(self, arrays: Mapping[str, np.ndarray]) -> tuple[Block | None, dict[str, TensorRef]]:
-        written = self._inputs.write(arrays)
+    def _write(self, arrays: Mapping[str, np.ndarray]) -> tuple[Block | None, dict[str, TensorRef], bytearray | None]:
+        written = self._inputs.write(arrays, INLINE_BYTES)
         for index, fd, size in self._inputs.take_new():
             self._send("seg", index, size, (fd,))
         return written
@@ -363,7 +380,7 @@ class RemoteCore:
             raise Unavailable("The server is shutting down (its engine is gone)")
         with self._lock:
             released, self._released = self._released, []
-        self._conn.send((kind, rid, payload, released), fds)
+        self._conn.send((kind, rid, to_wire(payload), released), fds)
 
     async def _ask(self, kind: str, payload: object, trace: RequestTrace) -> tuple[str, Any]:
         assert self._loop is not None
@@ -386,6 +403,7 @@ class RemoteCore:
 
     def _message(self, message: Any, fds: list[int]) -> None:
         kind, rid, payload, released = message
+        payload = from_wire(kind, payload)
         for block in released:
             dropped = self._inputs.free(block)
             if dropped is not None:
@@ -395,7 +413,7 @@ class RemoteCore:
             if future is not None and not future.done():
                 future.set_result((kind, payload))
             elif kind == "ok":  # cancelled meanwhile: its outputs are not wanted
-                self._outputs.read(payload.block, payload.refs, self._release)
+                self._outputs.read(payload.block, payload.refs, self._release, payload.inline)
         elif kind == "state":
             self.manager.state = payload
             self._state_seen.set()
@@ -412,10 +430,11 @@ class RemoteCore:
             first = not self._released
             self._released.append(block)
         if first and self._loop is not None and self._conn is not None and not self._conn.closed:
+            # Under load the next request carries the release; a frame of its own only after a pause.
             if threading.get_ident() == self._thread:
-                self._loop.call_soon(self._flush_released)
+                self._loop.call_later(RELEASE_SECONDS, self._flush_released)
             else:
-                self._loop.call_soon_threadsafe(self._flush_released)
+                self._loop.call_soon_threadsafe(self._loop.call_later, RELEASE_SECONDS, self._flush_released)
 
     def _flush_released(self) -> None:
         if self._released and self._conn is not None and not self._conn.closed:
@@ -442,6 +461,10 @@ class RemoteCore:
     def close(self) -> None:
         if self._conn is not None:
             self._conn.close()
+
+
+def _spec(spec: ModelSpec) -> tuple[str, int | None, str | None]:
+    return (spec.name, spec.version, spec.label)
 
 
 def _remaining(deadline: float | None) -> float | None:
