@@ -88,6 +88,7 @@ class Connection:
         self._out: collections.deque[tuple[memoryview, list[int]]] = collections.deque()
         self._loop = asyncio.get_running_loop()
         self._writing = False
+        self._scheduled = False
         self.closed = False
         self.sent_bytes = 0  # control bytes sent and received: tensors never count here
         self.received_bytes = 0
@@ -98,11 +99,20 @@ class Connection:
             return
         data = frame(message, fds)
         self.sent_bytes += len(data)
-        self._out.append((memoryview(data), list(fds)))
-        if not self._writing:
-            self._flush()
+        if fds or not self._out or self._out[-1][1]:
+            self._out.append((memoryview(data), list(fds)))
+        else:  # joined to the frames before it: one send for all, and one wake-up of the peer
+            self._out[-1] = (memoryview(bytes(self._out[-1][0]) + data), [])
+        if not self._writing and not self._scheduled:
+            # Sent at the end of this loop iteration: the frames of every request this iteration
+            # handled go in one system call.
+            self._scheduled = True
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
+        self._scheduled = False
+        if self.closed:
+            return
         while self._out:
             data, fds = self._out[0]
             try:
