@@ -173,6 +173,24 @@ def test_predict_over_all_four_front_ends_matches_numpy(fe: FrontEnd) -> None:
     assert status == 200 and np.allclose(doc["outputs"][0]["data"], want.ravel())
 
 
+def test_the_front_end_s_metrics_reach_the_engine_and_the_engine_s_reach_the_front_end(fe: FrontEnd) -> None:
+    """Each process records its own; the front end pushes its snapshot every second, the engine pushes
+    the merge of the others back: both see the whole server."""
+    for _ in range(3):
+        assert rest_json(fe.rest, "/v1/models/hpt:predict", {"instances": [1.0]})[0] == 200
+
+    def rest_predicts() -> int:
+        series = fe.engine.metrics_snapshot().requests
+        return sum(
+            sum(s.codes.values()) for key, s in series.items() if key[0] == "hpt" and key[3:] == ("tfs_rest", "predict")
+        )
+
+    wait_until(lambda: rest_predicts() >= 3)
+    with urllib.request.urlopen(f"http://127.0.0.1:{fe.rest}/metrics", timeout=30) as page:
+        text = page.read().decode()
+    assert 'model="hpt"' in text and "modelserve_model_loads_total" in text, text[:2000]
+
+
 def test_string_tensors_cross(fe: FrontEnd) -> None:
     strings = np.array([[b"a", b""], [b"\x00 nul", "é".encode()]], dtype=object)
     with GrpcClient(f"127.0.0.1:{fe.grpc}") as client:
