@@ -1,10 +1,11 @@
 """The hand-off's cost: REST predict through one front-end process vs the single process, same run.
 
-    python benchmarks/handoff.py [--seconds=5] [--rounds=3] [--concurrency=8]
+    python benchmarks/handoff.py [--seconds=5] [--rounds=3] [--concurrency=8] [--frontend-cpu=1]
 
 One engine (a ``Server`` in this process) serves both: its own REST port (the single process's
 path, no hand-off) and one front-end process (``python -m modelserve.frontend``) over a socket
-pair. This process and the front end are pinned to CPU 1, wrk to CPU 0; rounds alternate. The
+pair. This process and the front end are pinned to CPU 1 (``--frontend-cpu=0``: the front end shares
+CPU 0 with wrk instead), wrk to CPU 0; rounds alternate. The
 model costs about nothing (half_plus_two on one float), so the figures are request handling.
 
 Printed: req/s of each (median of the rounds), their ratio, and the server CPU per request
@@ -54,6 +55,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--frontend-cpu", type=int, default=1, help="the front end's CPU (the engine's is 1)")
     args = parser.parse_args()
     ensure_tools("wrk")
     os.sched_setaffinity(0, {1})  # this process (the engine) and the front end it starts
@@ -84,6 +86,7 @@ def main() -> None:
             argv, pass_fds=(child_end.fileno(),), cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}
         )
         child_end.close()
+        os.sched_setaffinity(proc.pid, {args.frontend_cpu})
         try:
             targets = {"single process": (st.server.rest_port, ()), "one front end": (port, (proc.pid,))}
             for p, _ in targets.values():
