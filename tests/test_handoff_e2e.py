@@ -288,7 +288,7 @@ def test_a_version_swap_is_resolved_by_the_engine_for_every_request(fe: FrontEnd
     assert "3.0" not in answers[-1]
 
 
-def test_a_killed_front_end_frees_its_arenas_in_the_engine(tmp_path: Path) -> None:
+def test_a_drain_reaches_the_front_end_and_a_killed_front_end_frees_its_arenas_in_the_engine(tmp_path: Path) -> None:
     config = repository(tmp_path)
     with running_server(f"--model_config_file={config}") as st:
         gc.collect()
@@ -299,6 +299,8 @@ def test_a_killed_front_end_frees_its_arenas_in_the_engine(tmp_path: Path) -> No
                     x = np.ones(size, np.float32)
                     np.testing.assert_array_equal(rest.v2_infer("ids", {"x": x})["y"], x)
             assert len(os.listdir("/proc/self/fd")) > baseline
+            st.server.core.drain()  # the engine's drain reaches the front end with its state
+            wait_until(lambda: not ready(frontend.rest))
             frontend.proc.send_signal(signal.SIGKILL)
             frontend.proc.wait(30)
             wait_until(lambda: not frontend.engine.links)
