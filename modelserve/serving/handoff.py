@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from ..dtypes import DType
+from ..errors import InvalidArgument, NotFound, ServingError
 from ..execution.batching.params import BatchingParameters
 from ..execution.handoff.arena import Block, TensorRef
 from ..execution.request_options import RequestOptions
@@ -28,6 +29,7 @@ from ..lifecycle.versions import VersionReport
 from ..observe.trace import Front
 from ..signatures import Signature
 from .example_tasks import Result
+from .request import ModelSpec
 
 # A request's (or an answer's) tensors up to this size in all travel in its control message.
 INLINE_BYTES = 4096
@@ -129,6 +131,75 @@ class EngineState:
     models: Mapping[str, ModelState] = field(default_factory=dict)
     draining: bool = False
     batching: BatchingParameters | None = None  # --enable_batching's parameters (the dashboard shows them)
+
+
+class StateView:
+    """A front end's view of the engine's state: the manager calls the api/ front ends make (health, the
+    dashboard; ``serving.contract.Models``) and the version a request resolves to, answered from the
+    last state pushed, with ``ModelManager``'s texts."""
+
+    def __init__(self) -> None:
+        self.state = EngineState()
+
+    def _model(self, name: str) -> ModelState | None:
+        return self.state.models.get(name)
+
+    def model_names(self) -> list[str]:
+        return sorted(self.state.models)
+
+    def configs(self) -> dict[str, ModelConfig]:
+        return {name: m.config for name, m in self.state.models.items() if m.config is not None}
+
+    def available_versions(self, name: str) -> tuple[int, ...]:
+        model = self._model(name)
+        return model.available if model else ()
+
+    def labels(self, name: str) -> dict[str, int]:
+        model = self._model(name)
+        return dict(model.labels) if model else {}
+
+    def unloaded(self, name: str) -> bool:
+        model = self._model(name)
+        return model.unloaded if model else False
+
+    def settled(self, name: str) -> bool:
+        model = self._model(name)
+        return model.settled if model else True
+
+    def status(self, name: str, version: int | None = None) -> list[VersionReport]:
+        """As ``ModelManager.status``, with its texts."""
+        model = self._model(name)
+        if model is None or not model.rows:
+            raise NotFound(f"Could not find any versions of model {name}")
+        rows = [row for row in model.rows if version is None or row.version == version]
+        if not rows:
+            raise NotFound(f"Could not find version {version} of model {name}")
+        return rows
+
+    def resolve(self, spec: ModelSpec) -> int:
+        """The version a request for ``spec`` gets now, as ``ModelManager.lease`` resolves it, with its texts."""
+        model = self._model(spec.name)
+        version = spec.version
+        if spec.label is not None:
+            if model is None or spec.label not in model.labels:
+                raise InvalidArgument(f"Unrecognized servable version label: {spec.label}")
+            version = model.labels[spec.label]
+        if version is None:
+            if model is None or not model.available:
+                raise NotFound(f"Servable not found for request: Latest({spec.name})")
+            return model.available[-1]
+        if model is None or version not in model.available:
+            raise NotFound(f"Servable not found for request: Specific({spec.name}, {version})")
+        return version
+
+    def signatures(self, spec: ModelSpec) -> Mapping[str, Signature] | None:
+        """The signatures of the version ``spec`` resolves to here, None when not known."""
+        try:
+            version = self.resolve(spec)
+        except ServingError:
+            return None
+        model = self._model(spec.name)
+        return model.signatures.get(version) if model else None
 
 
 # On the wire a request's messages are plain tuples (pickle writes those about ten times faster than named

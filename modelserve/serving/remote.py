@@ -35,7 +35,7 @@ from typing import Any, TypeVar
 import numpy as np
 
 from ..budget import MemoryBudget, arrays_bytes
-from ..errors import Code, InvalidArgument, NotFound, ServingError, Unavailable, error_for
+from ..errors import Code, InvalidArgument, ServingError, Unavailable, error_for
 from ..execution.handoff.arena import Arena, Block, Mapped, TensorRef
 from ..execution.handoff.wire import Connection
 from ..execution.request_options import DEFAULT
@@ -48,13 +48,12 @@ from .core import input_dtypes, repository_entries
 from .handoff import (
     INLINE_BYTES,
     Answer,
-    EngineState,
     ExamplesAnswer,
     ExamplesCall,
     Failure,
-    ModelState,
     PredictCall,
     Retry,
+    StateView,
     Times,
     from_wire,
     to_wire,
@@ -74,73 +73,6 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 RELEASE_SECONDS = 0.002  # how long an output block's release may wait for a request to carry it
 DECODES = 3  # a TF REST body is decoded at most this often (the first, then after each RETRY)
-
-
-class StateView:
-    """The manager calls the api/ front ends make (health, dashboard), answered from the pushed state."""
-
-    def __init__(self) -> None:
-        self.state = EngineState()
-
-    def _model(self, name: str) -> ModelState | None:
-        return self.state.models.get(name)
-
-    def model_names(self) -> list[str]:
-        return sorted(self.state.models)
-
-    def configs(self) -> dict[str, ModelConfig]:
-        return {name: m.config for name, m in self.state.models.items() if m.config is not None}
-
-    def available_versions(self, name: str) -> tuple[int, ...]:
-        model = self._model(name)
-        return model.available if model else ()
-
-    def labels(self, name: str) -> dict[str, int]:
-        model = self._model(name)
-        return dict(model.labels) if model else {}
-
-    def unloaded(self, name: str) -> bool:
-        model = self._model(name)
-        return model.unloaded if model else False
-
-    def settled(self, name: str) -> bool:
-        model = self._model(name)
-        return model.settled if model else True
-
-    def status(self, name: str, version: int | None = None) -> list[VersionReport]:
-        """As ``ModelManager.status``, with its texts."""
-        model = self._model(name)
-        if model is None or not model.rows:
-            raise NotFound(f"Could not find any versions of model {name}")
-        rows = [row for row in model.rows if version is None or row.version == version]
-        if not rows:
-            raise NotFound(f"Could not find version {version} of model {name}")
-        return rows
-
-    def resolve(self, spec: ModelSpec) -> int:
-        """The version a request for ``spec`` gets now, as ``ModelManager.lease`` resolves it, with its texts."""
-        model = self._model(spec.name)
-        version = spec.version
-        if spec.label is not None:
-            if model is None or spec.label not in model.labels:
-                raise InvalidArgument(f"Unrecognized servable version label: {spec.label}")
-            version = model.labels[spec.label]
-        if version is None:
-            if model is None or not model.available:
-                raise NotFound(f"Servable not found for request: Latest({spec.name})")
-            return model.available[-1]
-        if model is None or version not in model.available:
-            raise NotFound(f"Servable not found for request: Specific({spec.name}, {version})")
-        return version
-
-    def signatures(self, spec: ModelSpec) -> Mapping[str, Signature] | None:
-        """The signatures of the version ``spec`` resolves to here, None when not known."""
-        try:
-            version = self.resolve(spec)
-        except ServingError:
-            return None
-        model = self._model(spec.name)
-        return model.signatures.get(version) if model else None
 
 
 def _error_classes() -> dict[str, type[ServingError]]:
@@ -485,4 +417,4 @@ def _fill(trace: RequestTrace, times: Times) -> None:
 
 
 _ERRORS = _error_classes()
-__all__ = ["RemoteCore", "StateView"]
+__all__ = ["RemoteCore"]
