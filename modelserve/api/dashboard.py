@@ -30,7 +30,7 @@ from ..codecs import tfs_json
 from ..errors import FailedPrecondition, NotFound, ServingError
 from ..execution.batching.params import BatchingParameters
 from ..lifecycle.config import ModelConfig
-from ..serving.core import ServingCore
+from ..serving.contract import Core
 from .auth import Guard, Scope, bearer_token
 from .http import JSON_HEADERS, Headers, Request, Response
 from .tfs_rest import http_status
@@ -91,7 +91,7 @@ class DashboardSetup:
 class DashboardApp:
     """The ``api.http.Handler`` of everything under ``/dashboard``."""
 
-    def __init__(self, core: ServingCore, setup: DashboardSetup) -> None:
+    def __init__(self, core: Core, setup: DashboardSetup) -> None:
         self._core = core
         self._setup = setup
         self._files: dict[str, bytes] = {}  # read on first use: the constructor does no I/O
@@ -139,7 +139,7 @@ class DashboardApp:
                 "flags": [dataclasses.asdict(f) for f in setup.flags],
                 "model_config_file": setup.model_config_file,
                 "model_config_text": config_text,
-                "models": [_config_entry(c) for c in self._core.manager.aspired.configs().values()],
+                "models": [_config_entry(c) for c in self._core.manager.configs().values()],
                 "reload": setup.reload is not None,
             },
             "batching": None
@@ -165,7 +165,7 @@ def _allow(request: Request, method: str) -> None:
         raise _MethodNotAllowed(request.method, method)
 
 
-def models_state(core: ServingCore) -> list[dict[str, Any]]:
+def models_state(core: Core) -> list[dict[str, Any]]:
     """Every configured model with its versions (highest first), their states, errors and instances."""
     manager = core.manager
     reasons = {e.name: e.reason for e in core.repository_index() if e.version is None}

@@ -35,7 +35,7 @@ from ..observe.requests import Watch
 from ..protos import INFERENCE_SERVICE, MODEL_SERVICE, PREDICTION_SERVICE, pb
 from ..protos._pool import DESCRIPTOR_SET
 from ..protos.text import read_text_proto
-from ..serving.core import ServingCore
+from ..serving.contract import Core
 from .auth import AsyncGrpcGuard, GrpcGuard, Guard
 from .health import model_states
 from .tfs_grpc import add_services
@@ -72,6 +72,7 @@ class GrpcOptions:
     # The largest request message, also after grpc-core inflates a compressed one (it stops at this
     # size): the server passes its per-request memory budget, so a 1 KB gzip bomb cannot grow to 2 GiB.
     max_receive_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    announce: bool = True  # log "Running gRPC ModelServer at ..." (a front-end process leaves it to its parent)
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
@@ -126,7 +127,7 @@ class GrpcServer:
     """The gRPC listener(s) of one modelserve process. The constructor does no I/O; ``start`` and
     ``stop`` are awaited on the event loop (which the ``grpc.aio`` model serves on)."""
 
-    def __init__(self, core: ServingCore, options: GrpcOptions) -> None:
+    def __init__(self, core: Core, options: GrpcOptions) -> None:
         self._core = core
         self._options = options
         self._server: grpc.Server | grpc.aio.Server | None = None
@@ -161,9 +162,9 @@ class GrpcServer:
         else:
             await asyncio.to_thread(server.start)
         self._server = server
-        if self.port is not None:
+        if self.port is not None and options.announce:
             log.info("Running gRPC ModelServer at %s:%d ...", options.host, self.port)
-        if options.socket_path:
+        if options.socket_path and options.announce:
             log.info("Running gRPC ModelServer at UNIX socket %s ...", options.socket_path)
 
     async def _add_health(self, server: grpc.Server | grpc.aio.Server) -> str:

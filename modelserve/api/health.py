@@ -14,7 +14,7 @@ from __future__ import annotations
 import orjson
 
 from ..errors import NotFound
-from ..serving.core import ServingCore
+from ..serving.contract import Core
 from .http import HTML_HEADERS, JSON_HEADERS, Request, Response, not_found_html
 
 TEXT_HEADERS = ((b"content-type", b"text/plain; charset=utf-8"),)
@@ -22,7 +22,7 @@ TEXT_HEADERS = ((b"content-type", b"text/plain; charset=utf-8"),)
 HEALTH_PATHS = ("/healthz", "/readyz")
 
 
-def not_ready(core: ServingCore) -> dict[str, str]:
+def not_ready(core: Core) -> dict[str, str]:
     """Each configured model without an AVAILABLE version and why; {} when every one has one.
 
     A model unloaded through the repository API is left out (it was asked for, as ``core.ready``)."""
@@ -35,7 +35,7 @@ def not_ready(core: ServingCore) -> dict[str, str]:
     return reasons
 
 
-def _why(core: ServingCore, name: str) -> str:
+def _why(core: Core, name: str) -> str:
     try:
         latest = core.status(name)[0]  # highest version first
     except (NotFound, IndexError):
@@ -44,7 +44,7 @@ def _why(core: ServingCore, name: str) -> str:
     return f"{text}: {latest.error_message}" if latest.error_message else text
 
 
-def model_states(core: ServingCore) -> dict[str, bool]:
+def model_states(core: Core) -> dict[str, bool]:
     """Every configured model and whether it has an AVAILABLE version (all False once draining)."""
     manager = core.manager
     draining = core.draining
@@ -54,7 +54,7 @@ def model_states(core: ServingCore) -> dict[str, bool]:
 class HealthApp:
     """The ``api.http.Handler`` for ``HEALTH_PATHS``."""
 
-    def __init__(self, core: ServingCore) -> None:
+    def __init__(self, core: Core) -> None:
         self._core = core
 
     async def __call__(self, request: Request) -> Response:

@@ -36,7 +36,7 @@ from ..observe.requests import Watch
 from ..observe.trace import RequestTrace
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
 from ..serving import example_tasks
-from ..serving.core import ServingCore
+from ..serving.contract import Core
 from ..serving.request import ExamplesRequest, ExamplesResponse, InferenceRequest, InferenceResponse, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from .faults import FaultLog
@@ -92,7 +92,7 @@ def _answer_spec(out: Message, model: str, version: int, signature_name: str) ->
 class PredictionServicer:
     """``tensorflow.serving.PredictionService``; its methods are RPC bodies (``inline_rpc``, ``async_rpc``)."""
 
-    def __init__(self, core: ServingCore, *, tensor_content: bool = False) -> None:
+    def __init__(self, core: Core, *, tensor_content: bool = False) -> None:
         self._core = core
         self._tensor_content = tensor_content
 
@@ -273,7 +273,7 @@ def _tensor_info(out: Message, spec: TensorSpec) -> None:
 class ModelServicer:
     """``tensorflow.serving.ModelService``: version status and config reloads."""
 
-    def __init__(self, core: ServingCore) -> None:
+    def __init__(self, core: Core) -> None:
         self._core = core
 
     async def GetModelStatus(self, request: Any, context: Context, trace: RequestTrace) -> Message:
@@ -299,7 +299,7 @@ class ModelServicer:
 
 
 def add_services(
-    server: grpc.Server | grpc.aio.Server, core: ServingCore, *, tensor_content: bool = False, watch: Watch
+    server: grpc.Server | grpc.aio.Server, core: Core, *, tensor_content: bool = False, watch: Watch
 ) -> list[str]:
     """Register PredictionService and ModelService on ``server`` (threaded or ``grpc.aio``); returns
     their full names. ``watch`` opens and closes each call's trace."""

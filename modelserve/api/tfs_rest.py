@@ -26,7 +26,8 @@ from ..execution import request_options
 from ..execution.request_options import RequestOptions
 from ..observe.trace import RequestTrace
 from ..serving import example_tasks
-from ..serving.core import ServingCore, input_dtypes
+from ..serving.contract import Core
+from ..serving.core import input_dtypes
 from ..serving.request import ExamplesRequest, InferenceRequest, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .faults import FaultLog, release
@@ -102,7 +103,7 @@ PostHandler = Callable[["TfsRestApp", ModelSpec, bytes, RequestOptions, Account,
 class TfsRestApp:
     """The HTTP handler (``api.http.Handler``) of everything under ``/v1/``."""
 
-    def __init__(self, core: ServingCore, options: RestOptions) -> None:
+    def __init__(self, core: Core, options: RestOptions) -> None:
         self._core = core
         self._options = options
         self._headers: Headers = (*JSON_HEADERS, *(_CORS_HEADERS if options.enable_cors else ()))

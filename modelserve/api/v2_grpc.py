@@ -41,7 +41,7 @@ from ..execution.runner import run_inline
 from ..observe.requests import Watch
 from ..observe.trace import RequestTrace
 from ..protos import INFERENCE_SERVICE, message_class, pb, service_descriptor
-from ..serving.core import ServingCore
+from ..serving.contract import Core
 from ..serving.request import InferenceRequest, InferenceResponse, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .faults import FaultLog, release
@@ -197,7 +197,7 @@ class InferenceServicer:
     """``inference.GRPCInferenceService``; its unary methods are RPC bodies (``grpc_calls.inline_rpc``,
     ``async_rpc``); ModelStreamInfer is driven by ``stream_handler``."""
 
-    def __init__(self, core: ServingCore) -> None:
+    def __init__(self, core: Core) -> None:
         self._core = core
 
     async def ServerLive(self, request: Any, context: Context, trace: RequestTrace) -> Message:
@@ -336,7 +336,7 @@ def async_stream_handler(servicer: InferenceServicer, faults: FaultLog, watch: W
 # --- registration ----------------------------------------------------------------------------
 
 
-def add_service(server: grpc.Server | grpc.aio.Server, core: ServingCore, watch: Watch) -> str:
+def add_service(server: grpc.Server | grpc.aio.Server, core: Core, watch: Watch) -> str:
     """Register ``inference.GRPCInferenceService`` on ``server`` (threaded or ``grpc.aio``); its full name."""
     faults = FaultLog(log)  # one rate limit for the V2 service's unexpected errors
     servicer = InferenceServicer(core)

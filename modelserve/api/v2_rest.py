@@ -32,7 +32,8 @@ from ..dtypes import from_numpy
 from ..errors import Code, InvalidArgument, ServingError, TooLarge
 from ..execution import request_options
 from ..observe.trace import RequestTrace
-from ..serving.core import ServingCore, find_signature
+from ..serving.contract import Core
+from ..serving.core import find_signature
 from ..serving.request import InferenceRequest, ModelSpec, RepositoryEntry
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from . import tfs_rest
@@ -83,7 +84,7 @@ class MethodNotAllowed(Exception):
 class V2RestApp:
     """The HTTP handler (``api.http.Handler``) of everything under ``/v2``."""
 
-    def __init__(self, core: ServingCore, options: RestOptions) -> None:
+    def __init__(self, core: Core, options: RestOptions) -> None:
         self._core = core
         self._options = options
         self._faults = FaultLog(log)

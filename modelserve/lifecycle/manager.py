@@ -116,6 +116,10 @@ class ModelManager:
     def model_names(self) -> list[str]:
         return self.aspired.model_names()
 
+    def configs(self) -> dict[str, ModelConfig]:
+        """The configured models by name."""
+        return self.aspired.configs()
+
     def poll(self, names: Iterable[str] | None = None) -> dict[str, ServingError]:
         """Scan base paths now and reconcile; returns the models whose scan failed."""
         return self.aspired.poll(names)

@@ -34,6 +34,7 @@ from ..observe.trace import UNTRACED, RequestTrace
 from ..platforms.servable import Named
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
 from . import example_tasks
+from .contract import Models
 from .request import (
     ExamplesRequest,
     ExamplesResponse,
@@ -167,21 +168,7 @@ class ServingCore:
     def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]:
         """Every configured model's versions (every version seen, highest first, as ``status``), or one
         row for a model that has none; ``ready_only``: only READY rows."""
-        entries = []
-        for name in self.manager.model_names():
-            try:
-                rows = self.manager.status(name)
-            except NotFound:  # no version seen yet, or none on disk
-                rows = []
-            if rows:
-                entries += [_repository_entry(name, row) for row in rows]
-            elif self.manager.unloaded(name):
-                entries.append(RepositoryEntry(name, None, "UNAVAILABLE", "unloaded"))
-            elif self.manager.settled(name):
-                entries.append(RepositoryEntry(name, None, "UNAVAILABLE", "no version found under its base path"))
-            else:
-                entries.append(RepositoryEntry(name, None, "LOADING"))
-        return [e for e in entries if e.state == "READY"] if ready_only else entries
+        return repository_entries(self.manager, ready_only)
 
     async def load_model(self, name: str) -> None:
         """Aspire ``name``'s configured versions again and wait until they loaded (``ModelManager.load_model``):
@@ -203,6 +190,25 @@ _REPOSITORY_STATES: dict[State, tuple[RepositoryState, str]] = {
     State.UNLOADING: ("UNAVAILABLE", "unloading"),
     State.END: ("UNAVAILABLE", "unloaded"),
 }
+
+
+def repository_entries(manager: Models, ready_only: bool = False) -> list[RepositoryEntry]:
+    """``repository_index`` from the lifecycle's read side (the manager, or a front end's view of it)."""
+    entries = []
+    for name in manager.model_names():
+        try:
+            rows = manager.status(name)
+        except NotFound:  # no version seen yet, or none on disk
+            rows = []
+        if rows:
+            entries += [_repository_entry(name, row) for row in rows]
+        elif manager.unloaded(name):
+            entries.append(RepositoryEntry(name, None, "UNAVAILABLE", "unloaded"))
+        elif manager.settled(name):
+            entries.append(RepositoryEntry(name, None, "UNAVAILABLE", "no version found under its base path"))
+        else:
+            entries.append(RepositoryEntry(name, None, "LOADING"))
+    return [e for e in entries if e.state == "READY"] if ready_only else entries
 
 
 def _repository_entry(name: str, row: VersionReport) -> RepositoryEntry:

@@ -1,0 +1,76 @@
+"""What the api/ front ends call: ``Core``, which both ``ServingCore`` (in process) and
+``serving.remote.RemoteCore`` (a front-end process, over the hand-off) are."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from ..budget import MemoryBudget
+from ..lifecycle.config import ModelConfig
+from ..lifecycle.versions import VersionReport
+from ..observe.trace import RequestTrace
+from .request import (
+    ExamplesRequest,
+    ExamplesResponse,
+    InferenceRequest,
+    InferenceResponse,
+    ModelMetadata,
+    ModelSpec,
+    RepositoryEntry,
+)
+
+
+class Models(Protocol):
+    """The lifecycle's read side the front ends show (health, the dashboard): ``ModelManager``'s calls."""
+
+    def model_names(self) -> list[str]: ...
+
+    def configs(self) -> dict[str, ModelConfig]: ...
+
+    def available_versions(self, name: str) -> tuple[int, ...]: ...
+
+    def labels(self, name: str) -> dict[str, int]: ...
+
+    def unloaded(self, name: str) -> bool: ...
+
+    def settled(self, name: str) -> bool: ...
+
+    def status(self, name: str, version: int | None = None) -> list[VersionReport]: ...
+
+
+class Core(Protocol):
+    @property
+    def manager(self) -> Models: ...
+
+    @property
+    def budget(self) -> MemoryBudget: ...
+
+    @property
+    def draining(self) -> bool: ...
+
+    def drain(self) -> None: ...
+
+    def status(self, name: str, version: int | None = None, trace: RequestTrace = ...) -> list[VersionReport]: ...
+
+    def metadata(self, model: ModelSpec, trace: RequestTrace = ...) -> ModelMetadata: ...
+
+    def ready(self, name: str | None = None, version: int | None = None) -> bool: ...
+
+    def repository_index(self, ready_only: bool = False) -> list[RepositoryEntry]: ...
+
+    async def predict(self, request: InferenceRequest) -> InferenceResponse: ...
+
+    async def classify(self, request: ExamplesRequest) -> ExamplesResponse: ...
+
+    async def regress(self, request: ExamplesRequest) -> ExamplesResponse: ...
+
+    async def multi_inference(self, request: ExamplesRequest) -> ExamplesResponse: ...
+
+    async def load_model(self, name: str) -> None: ...
+
+    async def unload_model(self, name: str) -> None: ...
+
+    async def reload_config(self, models: Sequence[ModelConfig]) -> None: ...
+
+    def reload_and_wait(self, models: Sequence[ModelConfig], timeout: float | None = None) -> None: ...

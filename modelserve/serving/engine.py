@@ -1,0 +1,373 @@
+"""The engine's side of the hand-off: every front-end process's requests, run on the real core.
+
+With ``--frontend_processes`` of 2 or more the parent process is the engine: it holds the
+models, the lifecycle and the batch queues, and serves each front end's socket here
+(``Engine.attach``) with one task per request on its event loop, calling ``ServingCore``
+exactly as an in-process front end does. So version resolution, leases, labels,
+validation and batching happen once, here, for all front ends at once.
+
+Inputs are read in place from the front end's arena (``execution.handoff.arena.Mapped``);
+outputs are written to the output arena this engine keeps for that front end. A front
+end that goes away (its socket closes: a crash, a SIGKILL) has its requests cancelled
+and its arenas' descriptors closed at once (their memory goes with the last view of it).
+
+The engine also pushes its state (``serving.handoff.EngineState``) to every front end
+whenever it changes, and the merge of the other processes' metrics every second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import socket
+import threading
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import Any
+
+import numpy as np
+
+from ..budget import UNMETERED
+from ..errors import Internal, NotFound, ServingError
+from ..execution.batching.params import BatchingParameters
+from ..execution.handoff.arena import Arena, Block, Mapped
+from ..execution.handoff.wire import Connection
+from ..execution.request_options import DEFAULT
+from ..observe.metrics import Snapshot
+from ..observe.trace import RequestTrace
+from ..platforms.servable import Named
+from ..signatures import DEFAULT_SIGNATURE, Signature
+from .core import ServingCore, input_dtypes
+from .handoff import (
+    INLINE_BYTES,
+    Answer,
+    EngineState,
+    ExamplesAnswer,
+    ExamplesCall,
+    Failure,
+    ModelState,
+    PredictCall,
+    Retry,
+    Times,
+    from_wire,
+    to_wire,
+)
+from .request import ExamplesRequest, InferenceRequest, ModelSpec
+
+log = logging.getLogger(__name__)
+
+STATE_SECONDS = 0.05  # how often the engine looks for a lifecycle change to push
+METRICS_SECONDS = 1.0
+# What a front end may ask of the core besides requests (model management; reload answers when done).
+CALLS = frozenset({"load_model", "unload_model", "reload_config", "reload_file"})
+
+
+class _Retry(Exception):
+    def __init__(self, signatures: Mapping[str, Signature]) -> None:
+        self.signatures = signatures
+
+
+def times(trace: RequestTrace) -> Times:
+    return Times(
+        trace.model,
+        trace.version,
+        trace.signature,
+        trace.rows,
+        trace.decoded,
+        trace.queued,
+        trace.run_start,
+        trace.run_end,
+        trace.batch_rows,
+    )
+
+
+def failure(exc: ServingError, trace: RequestTrace) -> Failure:
+    return Failure(type(exc).__name__, int(exc.code), str(exc), times(trace))
+
+
+class Engine:
+    """Serves front-end sockets on the running loop. ``output_limit``: each front end's output arena's bound;
+    ``metrics``: the engine's own recording (batches, loads), merged with the front ends' snapshots;
+    ``batching``: the batching parameters the dashboards show; ``reload_file``: the dashboard's reload of
+    --model_config_file."""
+
+    def __init__(
+        self,
+        core: ServingCore,
+        output_limit: int,
+        metrics: Callable[[], Snapshot] | None = None,
+        batching: BatchingParameters | None = None,
+        reload_file: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self.core = core
+        self.batching = batching
+        self.reload_file = reload_file
+        self.output_limit = output_limit
+        self._metrics = metrics
+        self.links: set[Link] = set()
+        self._state = EngineState()
+        self._signatures: dict[tuple[str, int], tuple[Mapping[str, Signature], str]] = {}
+        self._pusher: asyncio.Task[None] | None = None
+        self.cancelled = 0  # requests a front end cancelled while they ran here (their clients went away)
+
+    def attach(self, sock: socket.socket) -> Link:
+        """Serve one front end's end of the socket pair (on the loop)."""
+        if self._pusher is None:
+            self._state = self.state()
+            self._pusher = asyncio.get_running_loop().create_task(self._push())
+        link = Link(self, sock)
+        self.links.add(link)
+        link.send("state", 0, self._state)
+        return link
+
+    def inflight(self) -> int:
+        """Requests running for all front ends."""
+        return sum(len(link.tasks) for link in self.links)
+
+    def metrics_snapshot(self, leave_out: Link | None = None) -> Snapshot:
+        """The engine's recording merged with every front end's latest snapshot (but ``leave_out``'s)."""
+        merged = Snapshot() if self._metrics is None else self._metrics()
+        for link in self.links:
+            if link is not leave_out and link.snapshot is not None:
+                merged.merge(link.snapshot)
+        return merged
+
+    async def _push(self) -> None:
+        last_metrics = 0.0
+        while True:
+            await asyncio.sleep(STATE_SECONDS)
+            state = self.state()
+            if state != self._state:
+                self._state = state
+                for link in list(self.links):
+                    link.send("state", 0, state)
+            if time.monotonic() - last_metrics >= METRICS_SECONDS:
+                last_metrics = time.monotonic()
+                for link in list(self.links):
+                    link.send("metrics", 0, self.metrics_snapshot(leave_out=link))
+
+    def state(self) -> EngineState:
+        """The lifecycle now, with each AVAILABLE version's signatures (a loaded version's never change)."""
+        manager = self.core.manager
+        configs = manager.aspired.configs()
+        models: dict[str, ModelState] = {}
+        for name in manager.model_names():
+            try:
+                rows = tuple(manager.status(name))
+            except NotFound:
+                rows = ()
+            available = manager.available_versions(name)
+            signatures: dict[int, Mapping[str, Signature]] = {}
+            platforms: dict[int, str] = {}
+            for version in available:
+                found = self._version_signatures(name, version)
+                if found is not None:
+                    signatures[version], platforms[version] = found
+            models[name] = ModelState(
+                configs.get(name),
+                rows,
+                available,
+                manager.labels(name),
+                manager.unloaded(name),
+                manager.settled(name),
+                signatures,
+                platforms,
+            )
+        return EngineState(models, self.core.draining, self.batching)
+
+    def _version_signatures(self, name: str, version: int) -> tuple[Mapping[str, Signature], str] | None:
+        found = self._signatures.get((name, version))
+        if found is None:
+            try:
+                with self.core.manager.lease(name, version) as lease:
+                    servable = lease.servable
+                    found = (servable.signatures, servable.platform if isinstance(servable, Named) else "")
+            except ServingError:  # unloading already
+                return None
+            self._signatures[(name, version)] = found
+        return found
+
+    def close(self) -> None:
+        if self._pusher is not None:
+            self._pusher.cancel()
+        for link in list(self.links):
+            link.close()
+
+
+class Link:
+    """One front end: its socket, its input arena (mapped), its output arena, its requests."""
+
+    def __init__(self, engine: Engine, sock: socket.socket) -> None:
+        self._engine = engine
+        self._core = engine.core
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self.inputs = Mapped()
+        self.outputs = Arena("out", engine.output_limit)
+        self.tasks: dict[int, asyncio.Task[None]] = {}
+        self.snapshot: Snapshot | None = None
+        self._released: list[Block] = []
+        self._lock = threading.Lock()
+        self.conn = Connection(sock, self._message, self._closed)
+
+    # ---- sending: every frame carries the input blocks released since the last one ----------------
+
+    def send(self, kind: str, rid: int, payload: object, fds: tuple[int, ...] = ()) -> None:
+        with self._lock:
+            released, self._released = self._released, []
+        self.conn.send((kind, rid, to_wire(payload), released), fds)
+
+    def _release(self, block: Block) -> None:
+        """An input block's last view is gone (any thread): tell the front end, with the next frame."""
+        with self._lock:
+            first = not self._released
+            self._released.append(block)
+        if first and not self.conn.closed:
+            if threading.get_ident() == self._thread:
+                self._loop.call_soon(self._flush_released)
+            else:
+                self._loop.call_soon_threadsafe(self._flush_released)
+
+    def _flush_released(self) -> None:
+        if self._released:
+            self.send("rel", 0, None)
+
+    def _announce(self) -> None:
+        for index, fd, size in self.outputs.take_new():
+            self.send("seg", index, size, (fd,))
+
+    # ---- receiving -------------------------------------------------------------------------------
+
+    def _message(self, message: Any, fds: list[int]) -> None:
+        kind, rid, payload, released = message
+        payload = from_wire(kind, payload)
+        for block in released:
+            self._free(block)
+        if kind == "predict":
+            self._spawn(rid, self._predict(rid, payload))
+        elif kind == "examples":
+            self._spawn(rid, self._examples(rid, payload))
+        elif kind == "cancel":
+            task = self.tasks.get(rid)
+            if task is not None:
+                task.cancel()
+                self._engine.cancelled += 1
+        elif kind == "seg":
+            self.inputs.add(rid, fds[0], payload)
+        elif kind == "drop":
+            self.inputs.drop(rid)
+        elif kind == "call":
+            self._spawn(rid, self._call(rid, *payload))
+        elif kind == "metrics":
+            self.snapshot = payload
+
+    def _free(self, block: Block) -> None:
+        dropped = self.outputs.free(block)
+        if dropped is not None:
+            self.send("drop", dropped, None)
+
+    def _spawn(self, rid: int, work: Coroutine[Any, Any, None]) -> None:
+        task = self._loop.create_task(work)
+        self.tasks[rid] = task
+        task.add_done_callback(lambda _: self.tasks.pop(rid, None))
+
+    async def _predict(self, rid: int, call: PredictCall) -> None:
+        trace = RequestTrace(call.protocol, "predict")
+        try:
+            inputs = self.inputs.read(call.block, call.refs, self._release, call.inline)
+            given: Any = inputs if call.dtypes is None and not call.probe else functools.partial(_checked, call, inputs)
+            del inputs
+            deadline = None if call.remaining is None else time.monotonic() + call.remaining
+            request = InferenceRequest(
+                ModelSpec(*call.model),
+                given,
+                call.signature_name,
+                call.output_filter,
+                deadline,
+                call.options or DEFAULT,
+                UNMETERED,
+                trace,
+            )
+            del given
+            response = await self._core.predict(request)
+            del request  # the inputs' views go: their block is released with this answer
+            if self.conn.closed:
+                return
+            block, refs, inline = self.outputs.write(response.outputs, INLINE_BYTES)
+        except _Retry as retry:
+            self.send("retry", rid, Retry(retry.signatures))
+            return
+        except ServingError as exc:
+            self.send("err", rid, failure(exc, trace))
+            return
+        except Exception as exc:  # a bug: the front end answers INTERNAL, the engine logs it
+            log.exception("hand-off: predict failed")
+            self.send("err", rid, failure(Internal(f"{type(exc).__name__}: {exc}"), trace))
+            return
+        self._announce()
+        self.send("ok", rid, Answer(response.version, response.signature_name, block, refs, inline, times(trace)))
+
+    async def _examples(self, rid: int, call: ExamplesCall) -> None:
+        trace = RequestTrace("", call.kind)
+        try:
+            examples = self.inputs.read(call.block, {"examples": call.examples}, self._release, call.inline)["examples"]
+            request = ExamplesRequest(
+                ModelSpec(*call.model),
+                list(examples.flat),
+                call.signature_name,
+                call.tasks,
+                None if call.remaining is None else time.monotonic() + call.remaining,
+                call.options or DEFAULT,
+                UNMETERED,
+                trace,
+            )
+            del examples
+            run = getattr(self._core, call.kind)
+            response = await run(request)
+        except ServingError as exc:
+            self.send("err", rid, failure(exc, trace))
+            return
+        except Exception as exc:
+            log.exception("hand-off: %s failed", call.kind)
+            self.send("err", rid, failure(Internal(f"{type(exc).__name__}: {exc}"), trace))
+            return
+        self.send("exok", rid, ExamplesAnswer(response.version, list(response.results), times(trace)))
+
+    async def _call(self, rid: int, method: str, *args: Any) -> None:
+        try:
+            if method not in CALLS:
+                raise Internal(f"no such engine call: {method}")
+            if method == "reload_file":
+                if self._engine.reload_file is None:
+                    raise Internal("the engine has no --model_config_file to reload")
+                await self._engine.reload_file()
+            else:
+                await getattr(self._core, method)(*args)
+        except ServingError as exc:
+            self.send("err", rid, failure(exc, RequestTrace("")))
+            return
+        self.send("done", rid, None)
+
+    def _closed(self) -> None:
+        """The front end went away: cancel its requests, close its arenas' descriptors."""
+        for task in list(self.tasks.values()):
+            task.cancel()
+        self.inputs.close()
+        self.outputs.close()
+        self._engine.links.discard(self)
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _checked(call: PredictCall, inputs: dict[str, np.ndarray], signatures: Mapping[str, Signature]) -> Any:
+    """The TF REST decode check, under the request's lease: the inputs were decoded by the dtypes of the
+    version the engine resolved, else RETRY with its signatures."""
+    signature = signatures.get(call.signature_name or DEFAULT_SIGNATURE)
+    if call.probe or (signature is not None and input_dtypes(signature) != call.dtypes):
+        raise _Retry(signatures)
+    return inputs
+
+
+__all__ = ["Engine", "Link"]
