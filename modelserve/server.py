@@ -169,6 +169,21 @@ def http_options(
     )
 
 
+def rest_options(options: ServerOptions) -> RestOptions:
+    """The REST front ends' timeout and body limits, from the --rest_api_* flags."""
+    return RestOptions(
+        timeout_ms=options.rest_api_timeout_in_ms,
+        enable_cors=options.rest_api_enable_cors_support or options.rest_api_enable_cors_headers,
+        max_body_bytes=options.rest_api_max_body_bytes,
+        max_gzip_ratio=options.rest_api_max_gzip_ratio,
+    )
+
+
+def api_routes(core: ServingCore, rest: TfsRestApp) -> list[tuple[str, Handler]]:
+    """TF Serving REST under /v1/ and V2 REST under /v2/, with the same limits (also modelserve.ray's routes)."""
+    return [("/v1/", rest), ("/v2/", V2RestApp(core, rest.options))]
+
+
 def model_list(options: ServerOptions) -> list[ModelConfig]:
     if options.model_config_file:
         return read_model_config_file(options.model_config_file)
@@ -287,6 +302,13 @@ class Server:
                 self.metrics.thread_pool_name = self._batching.params.thread_pool_name
 
     async def start(self) -> None:
+        await self.start_core()
+        await self._start_grpc()
+        await self._start_rest()
+
+    async def start_core(self) -> None:
+        """Everything but the listeners: checks, security, observers, devices, runners, the models and
+        their pollers (``modelserve.ray`` runs this alone in each Ray Serve replica)."""
         check_options(self.options)
         warn_ignored_flags(self.options)
         log_thread_choices(self.options)
@@ -306,8 +328,6 @@ class Server:
                 self.core.reload_and_wait,
             )
             self._watcher.start()
-        await self._start_grpc()
-        await self._start_rest()
 
     def _configure_security(self) -> None:
         """Storage allow-list and timeouts, tokens, management, REST's TLS: from the flags, each logged
@@ -413,33 +433,30 @@ class Server:
                 f"another process holds port {port}? Choose a free --rest_api_port (or -1 for any free port)."
             ) from None
         self.rest_port = sock.getsockname()[1]
-        rest = TfsRestApp(
-            self.core,
-            RestOptions(
-                timeout_ms=self.options.rest_api_timeout_in_ms,
-                enable_cors=self.options.rest_api_enable_cors_support or self.options.rest_api_enable_cors_headers,
-                max_body_bytes=self.options.rest_api_max_body_bytes,
-                max_gzip_ratio=self.options.rest_api_max_gzip_ratio,
-            ),
-        )
+        rest = TfsRestApp(self.core, rest_options(self.options))
         docs = openapi.OpenApiApp(self._rest_tls is not None)
         health = HealthApp(self.core)
         routes: list[tuple[str, Handler]] = [
-            ("/v1/", rest),
-            ("/v2/", V2RestApp(self.core, rest.options)),
+            *api_routes(self.core, rest),
             *((path, health) for path in HEALTH_PATHS),
             (openapi.SPEC_PATH, docs),
             (openapi.DOCS_PATH + "/", docs),
         ]
         routes += self._metrics_routes()
         routes += self._dashboard_routes()
-        router = Router(routes)
-        open_paths = (*auth.REST_OPEN_PATHS, *((self._tf_metrics_path.lower(),) if self._tf_metrics_path else ()))
-        handler = router if self._guard is None else auth.RestGuard(router, self._guard, open_paths)
-        self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self._rest_tls, self.watch))
+        self.http = HttpServer(
+            self.guarded(Router(routes)), http_options(self.options, rest, self.budget, self._rest_tls, self.watch)
+        )
         await self.http.start(sock)
         log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
         await self._start_metrics_port()
+
+    def guarded(self, router: Router) -> Handler:
+        """``router`` behind --auth_token_file's tokens and the management switch, when configured."""
+        if self._guard is None:
+            return router
+        open_paths = (*auth.REST_OPEN_PATHS, *((self._tf_metrics_path.lower(),) if self._tf_metrics_path else ()))
+        return auth.RestGuard(router, self._guard, open_paths)
 
     # ---- metrics ------------------------------------------------------------------------------
 
