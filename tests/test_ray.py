@@ -111,7 +111,7 @@ class Cluster:
 
     def sh(self, command: str, timeout: float = 180) -> str:
         """``command`` (the doc's /models/ made the test's) run in the namespace; its output."""
-        command = command.replace("/models/", f"{self.models}/")
+        command = command.replace("=/models/", f"={self.models}/")
         done = subprocess.run(
             ["ip", "netns", "exec", self.namespace, "sh", "-c", command],
             env=self.env,
@@ -143,10 +143,10 @@ class Cluster:
                     found.append(pid)
         return found
 
-    def wait(self, done: Callable[[], bool], what: str, timeout: float = 120) -> None:
+    def wait(self, done: Callable[[], bool], what: str, state: Callable[[], str] = str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not done():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}: {state()}"
             time.sleep(0.5)
 
 
@@ -286,7 +286,7 @@ class Load:
                     client.result()
 
     def until(self, done: Callable[[], bool], what: str) -> None:
-        self.cluster.wait(done, what, timeout=120)
+        self.cluster.wait(done, what)
 
 
 @pytest.mark.slow
@@ -332,12 +332,14 @@ def test_serve_deploy_config(cluster: Cluster) -> None:
     for line in _commands(docs.section(PAGE, "serve deploy")):
         cluster.sh(line.replace("deploy/ray/modelserve.yaml", shlex.quote(str(mine))))
 
+    seen: list[str] = [""]
+
     def running() -> bool:
-        status = yaml.safe_load(cluster.sh("serve status"))
-        apps = status.get("applications") or {}
+        seen[0] = cluster.sh("serve status")
+        apps = yaml.safe_load(seen[0]).get("applications") or {}
         return list(apps) == ["modelserve"] and apps["modelserve"]["status"] == "RUNNING"
 
-    cluster.wait(running, "the deployed application")
+    cluster.wait(running, "the deployed application", lambda: seen[0])
     status, body = cluster.call("POST", "/v1/models/half_plus_two:predict", b'{"instances": [1.0, 2.0, 5.0]}')
     assert (status, json.loads(body)) == (200, {"predictions": [2.5, 3.0, 4.5]})
 
