@@ -32,6 +32,12 @@ pip install -q --upgrade pip
 pip install -q "torch==2.13.0"
 pip install -q -e ".[dev,test,bench,tensorflow,torch,tflite,convert,otel]"
 
+# Ray Serve (tests/test_ray.py, docs/deploy-r.md): the ray extra, and iproute2's `ip` for the network
+# namespace its two-node cluster runs in; without root or `ip` those tests skip, saying so.
+pip install -q -e ".[ray]"
+command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; } \
+  || echo "scripts/test.sh: iproute2 could not be installed; tests/test_ray.py's cluster tests will skip" >&2
+
 # The gate: lint, format and types, before any test runs; a finding fails the suite.
 ruff check .
 ruff format --check .
