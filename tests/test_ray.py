@@ -143,6 +143,17 @@ class Cluster:
                     found.append(pid)
         return found
 
+    def replica_logs(self) -> list[str]:
+        """What each replica process of this cluster wrote to stderr: modelserve's log lines."""
+        files = (self.folder / "ray" / "session_latest" / "logs").glob("worker-*.err")
+        return [text for text in (f.read_text(errors="replace") for f in files) if "modelserve.lifecycle" in text]
+
+    def serving(self, app: str = "default") -> int:
+        """How many replicas of ``app`` Ray reports RUNNING."""
+        status = yaml.safe_load(self.sh("serve status"))
+        deployment = ((status.get("applications") or {}).get(app) or {}).get("deployments", {}).get("ModelServe", {})
+        return int(deployment.get("replica_states", {}).get("RUNNING", 0))
+
     def wait(self, done: Callable[[], bool], what: str, state: Callable[[], str] = str, timeout: float = 120) -> None:
         deadline = time.monotonic() + timeout
         while not done():
@@ -194,6 +205,9 @@ def namespace() -> Iterator[Cluster]:
         "PYTHONPATH": str(REPO),  # Ray's workers import this checkout's modelserve
         "RAY_TMPDIR": str(folder),
         "RAY_USAGE_STATS_ENABLED": "0",
+        # Both nodes are this machine: spread the proxy's requests over both replicas rather than
+        # prefer the head node's (Ray's default, which sends a light load to one replica only).
+        "RAY_SERVE_PROXY_PREFER_LOCAL_NODE_ROUTING": "0",
     }
     cluster = Cluster(name, folder, env)
     made = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True)
@@ -300,6 +314,12 @@ def test_version_swap_under_load_fails_no_request(cluster: Cluster) -> None:
         load.until(lambda: len(load.answers) > 200 and set(load.answers[-200:]) == {2.0}, "version 2 everywhere")
     assert [t for t in load.tries if t[0] != 200] == []
     assert set(load.answers) == {1.0, 2.0}
+    # Each replica's own poller found version 2 and swapped it in (their logs, one process each).
+    swapped = [
+        log for log in cluster.replica_logs() if "Successfully loaded servable version {name: marker version: 2}" in log
+    ]
+    assert len(swapped) == 2
+    assert all("Successfully unloaded servable version {name: marker version: 1}" in log for log in swapped)
 
 
 @pytest.mark.slow
@@ -318,7 +338,8 @@ def test_replica_killed_under_load_loses_no_request(cluster: Cluster) -> None:
     assert set(failed) <= {PROXY_FAILURE}, failed
     assert len(failed) <= CONCURRENCY
     assert set(load.answers) == {expected}
-    cluster.wait(lambda: len(set(cluster.replicas()) - {before[0]}) == 2, "Ray's replacement replica")
+    # Ray's controller notices the death (its health check) and starts a new replica in a new process.
+    cluster.wait(lambda: set(cluster.replicas()) - set(before) and cluster.serving() == 2, "Ray's replacement replica")
 
 
 # ---- serve deploy ---------------------------------------------------------------------------------
@@ -342,6 +363,9 @@ def test_serve_deploy_config(cluster: Cluster) -> None:
         return list(apps) == ["modelserve"] and apps["modelserve"]["status"] == "RUNNING"
 
     cluster.wait(running, "the deployed application", lambda: seen[0])
+    # `serve shutdown` stopped the `serve run` replicas gracefully: each unloaded its models (__del__).
+    logs = cluster.replica_logs()
+    assert sum("Successfully unloaded servable version {name: half_plus_two version: 1}" in log for log in logs) == 2
     status, body = cluster.call("POST", "/v1/models/half_plus_two:predict", b'{"instances": [1.0, 2.0, 5.0]}')
     assert (status, json.loads(body)) == (200, {"predictions": [2.5, 3.0, 4.5]})
 
