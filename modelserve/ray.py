@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from ray import serve
@@ -105,9 +106,12 @@ class ModelServe:
             pieces.append(piece)
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
-    async def __del__(self) -> None:
-        """Ray's graceful shutdown, once the replica's requests are done: stop the pollers, unload the models."""
-        await self._server.stop()
+    def __del__(self) -> Coroutine[Any, Any, None] | None:
+        """Ray's graceful shutdown, once the replica's requests are done: Ray awaits what this returns,
+        which stops the pollers and unloads the models. Only the first call stops (the garbage
+        collector calls it again, and does not await)."""
+        server = self.__dict__.pop("_server", None)  # absent too when the constructor failed
+        return None if server is None else server.stop()
 
 
 def app(args: dict[str, Any]) -> serve.Application:

@@ -10,6 +10,7 @@ namespace and the folder are removed, whether the tests passed or not.
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import ctypes
@@ -24,15 +25,18 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from modelserve.demo import half_plus_two
 from modelserve.options import UsageError
+from modelserve.testing import running_server
 
 from . import docs, onnx_models
 
@@ -84,6 +88,99 @@ def test_deploy_configs_are_valid(name: str) -> None:
     assert application["import_path"] == "modelserve.ray:app"
     bound = app(application["args"])._bound_deployment
     assert bound.ray_actor_options == application["args"]["ray_actor_options"]
+
+
+# ---- a replica in this process, against the server -------------------------------------------------
+
+TOKEN = "infer-token-0123456789abcdef"
+# (method, path, body, headers): each answered by a replica as by the server's REST port.
+SAME_AS_SERVER = [
+    ("POST", "/v1/models/half:predict", b'{"instances": [1.0, 2.0]}', ()),
+    ("POST", "/v1/models/half:predict", b'{"instances": [1', ()),
+    ("POST", "/v1/models/half:predict", b'{"instances": [' + b"1.0, " * 40 + b"1.0]}", ()),  # over the limit
+    ("GET", "/v1/models/nothing%20here", b"", ()),
+    ("GET", "/v1/models/half/metadata", b"", ()),
+    (
+        "POST",
+        "/v2/models/half/infer",
+        b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [3]}]}',
+        (),
+    ),
+    ("GET", "/v2/models/half/infer", b"", ()),
+    ("GET", "/elsewhere", b"", ()),
+]
+
+
+def _starlette_request(method: str, path: str, body: bytes, headers: tuple[tuple[bytes, bytes], ...]) -> Any:
+    """The request Ray's proxy hands a replica: an ASGI scope and its body."""
+    from starlette.requests import Request
+
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": urllib.parse.unquote(path),
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [(b"content-length", str(len(body)).encode()), *headers],
+        "client": ("127.0.0.1", 40000),
+        "server": ("127.0.0.1", PORT),
+        "scheme": "http",
+        "root_path": "",
+        "http_version": "1.1",
+    }
+    parts = [{"type": "http.request", "body": body, "more_body": False}]
+
+    async def receive() -> dict[str, Any]:
+        return parts.pop(0) if parts else {"type": "http.disconnect"}
+
+    return Request(scope, receive)
+
+
+async def _replica_answers(flags: list[str], requests: list[tuple[str, str, bytes, tuple]]) -> list[tuple]:
+    from modelserve.ray import ModelServe
+
+    replica = ModelServe.__new__(ModelServe)
+    await ModelServe.__init__(replica, flags)  # as Ray awaits an async constructor
+    try:
+        answers = []
+        for request in requests:
+            response = await replica(_starlette_request(*request))
+            answers.append((response.status_code, response.headers.get("content-type"), response.body))
+        return answers
+    finally:
+        stopping = replica.__del__()  # as Ray's graceful shutdown does
+        assert stopping is not None
+        await stopping
+
+
+def _server_answers(flags: list[str], requests: list[tuple[str, str, bytes, tuple]]) -> list[tuple]:
+    answers = []
+    with running_server(*flags) as server:
+        for method, path, body, headers in requests:
+            conn = http.client.HTTPConnection("127.0.0.1", server.server.rest_port, timeout=30)
+            conn.request(method, path, body or None, {k.decode(): v.decode() for k, v in headers})
+            response = conn.getresponse()
+            answers.append((response.status, response.getheader("content-type"), response.read()))
+            conn.close()
+    return answers
+
+
+def test_a_replica_answers_as_the_server(tmp_path: Path) -> None:
+    """Formats, errors and limits: a replica's answers are the REST port's, byte for byte."""
+    onnx_models.write(tmp_path / "half", 1, onnx_models.half_plus_two())
+    flags = [f"--model_base_path={tmp_path / 'half'}", "--model_name=half", "--rest_api_max_body_bytes=100"]
+    assert asyncio.run(_replica_answers(flags, SAME_AS_SERVER)) == _server_answers(flags, SAME_AS_SERVER)
+
+
+def test_a_replica_keeps_the_token_guard(tmp_path: Path) -> None:
+    onnx_models.write(tmp_path / "half", 1, onnx_models.half_plus_two())
+    (tmp_path / "tokens").write_text(f"{TOKEN} infer\n")
+    flags = [f"--model_base_path={tmp_path / 'half'}", "--model_name=half", f"--auth_token_file={tmp_path / 'tokens'}"]
+    predict = ("POST", "/v1/models/half:predict", b'{"instances": [1.0]}')
+    requests = [(*predict, ()), (*predict, ((b"authorization", f"Bearer {TOKEN}".encode()),))]
+    answers = asyncio.run(_replica_answers(flags, requests))
+    assert [a[0] for a in answers] == [401, 200]
+    assert answers == _server_answers(flags, requests)
 
 
 # ---- the cluster ----------------------------------------------------------------------------------
