@@ -169,6 +169,21 @@ def grpc_protocol(method: str) -> Front:
     return "v2_grpc" if method.startswith("/inference.") else "tfs_grpc"
 
 
+def rest_options(options: ServerOptions) -> RestOptions:
+    """The REST front ends' timeout and body limits, from the --rest_api_* flags."""
+    return RestOptions(
+        timeout_ms=options.rest_api_timeout_in_ms,
+        enable_cors=options.rest_api_enable_cors_support or options.rest_api_enable_cors_headers,
+        max_body_bytes=options.rest_api_max_body_bytes,
+        max_gzip_ratio=options.rest_api_max_gzip_ratio,
+    )
+
+
+def api_routes(core: Core, rest: TfsRestApp) -> list[tuple[str, Handler]]:
+    """TF Serving REST under /v1/ and V2 REST under /v2/, with the same limits (also modelserve.ray's routes)."""
+    return [("/v1/", rest), ("/v2/", V2RestApp(core, rest.options))]
+
+
 class FrontEnds:
     """gRPC, REST and the metrics port of one process, around ``core``; ``budget`` is what this process's
     requests may hold (a front-end process's share of --memory_budget_bytes)."""
@@ -252,32 +267,27 @@ class FrontEnds:
 
     def rest_handler(self) -> tuple[Handler, TfsRestApp]:
         """The REST port's routes behind the token guard, and its TF Serving app (whose answers the listener uses)."""
-        o = self.options
-        rest = TfsRestApp(
-            self.core,
-            RestOptions(
-                timeout_ms=o.rest_api_timeout_in_ms,
-                enable_cors=o.rest_api_enable_cors_support or o.rest_api_enable_cors_headers,
-                max_body_bytes=o.rest_api_max_body_bytes,
-                max_gzip_ratio=o.rest_api_max_gzip_ratio,
-            ),
-        )
+        rest = TfsRestApp(self.core, rest_options(self.options))
         docs = openapi.OpenApiApp(self.rest_tls is not None)
         health = HealthApp(self.core)
         routes: list[tuple[str, Handler]] = [
-            ("/v1/", rest),
-            ("/v2/", V2RestApp(self.core, rest.options)),
+            *api_routes(self.core, rest),
             *((path, health) for path in HEALTH_PATHS),
             (openapi.SPEC_PATH, docs),
             (openapi.DOCS_PATH + "/", docs),
         ]
         routes += self._metrics_routes()
         routes += self._dashboard_routes()
-        router = Router(routes)
+        return self.guarded(Router(routes)), rest
+
+    def guarded(self, router: Router) -> Handler:
+        """``router`` behind --auth_token_file's tokens and the management switch, when configured
+        (also modelserve.ray's replicas, in front of ``api_routes``)."""
+        if self.guard is None:
+            return router
         tf_path = self.pages.tf_metrics_path
         open_paths = (*auth.REST_OPEN_PATHS, *((tf_path.lower(),) if tf_path else ()))
-        handler: Handler = router if self.guard is None else auth.RestGuard(router, self.guard, open_paths)
-        return handler, rest
+        return auth.RestGuard(router, self.guard, open_paths)
 
     # ---- metrics ------------------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from . import budget, platforms, storage
 from .api.grpc_server import GrpcServer
+from .api.http import Handler, Router
 from .api.httpd import HttpServer
 from .api.metrics import tf_metrics_path
 from .errors import InvalidArgument, ServingError
@@ -252,6 +253,13 @@ class Server:
                 self.metrics.thread_pool_name = self._batching.params.thread_pool_name
 
     async def start(self) -> None:
+        """Load the models, then open the ports."""
+        await self.start_core()
+        await self.frontends.start()
+
+    async def start_core(self) -> None:
+        """Everything but the listeners: flags checked, security and readers configured, models loaded
+        and polled (also how a modelserve.ray replica starts, whose requests come through Ray's proxy)."""
         check_options(self.options)
         warn_ignored_flags(self.options)
         log_thread_choices(self.options)
@@ -274,7 +282,10 @@ class Server:
         self.pages.depths = self._batching.scheduler.depths if self._batching is not None else (lambda: ())
         self.pages.batching = None if self._batching is None else self._batching.params
         self.pages.reload = self._reload_config_file
-        await self.frontends.start()
+
+    def guarded(self, router: Router) -> Handler:
+        """``router`` behind this server's tokens and management switch (``FrontEnds.guarded``)."""
+        return self.frontends.guarded(router)
 
     def _configure_security(self) -> None:
         """Storage allow-list and timeouts, tokens, management, REST's TLS: from the flags, each logged
