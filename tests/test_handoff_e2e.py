@@ -53,7 +53,7 @@ def repository(root: Path) -> Path:
     om.write(root / "ids", 1, om.identity(TensorProto.FLOAT, None))
     om.write(root / "strings", 1, om.identity(TensorProto.STRING, None))
     om.write(root / "swap", 1, om.identity(TensorProto.FLOAT, None))  # v2 (int64) comes in the swap test
-    om.write(root / "slow", 1, om.slow(steps=60, size=512))
+    om.write(root / "slow", 1, om.slow(steps=400, size=512))  # seconds on an idle machine too
     entries = "\n".join(f'config {{ name: "{n}" base_path: "{root / n}" model_platform: "onnx" }}' for n in MODELS)
     config = root / "models.config"
     config.write_text("model_config_list {\n" + entries + "\n}\n")
@@ -215,7 +215,7 @@ def test_errors_cross_with_their_codes_and_texts(fe: FrontEnd) -> None:
 def test_a_deadline_crosses_to_the_engine(fe: FrontEnd) -> None:
     x = np.ones((512, 512), np.float32)
     status, doc = rest_json(fe.rest, "/v1/models/slow:predict", {"instances": x.tolist()})
-    # --rest_api_timeout_in_ms=300 on a model that takes about a second: the engine's worker gives up
+    # --rest_api_timeout_in_ms=300 on a model that takes seconds: the engine's worker gives up
     assert (status, doc) == (504, {"error": "Deadline exceeded"})
 
 
