@@ -32,6 +32,14 @@ pip install -q --upgrade pip
 pip install -q "torch==2.13.0"
 pip install -q -e ".[dev,test,bench,tensorflow,torch,tflite,convert,otel]"
 
+# Container images (tests/test_image.py, marked slow): debootstrap makes the base image from the Debian mirror,
+# buildah builds the Dockerfile, podman runs it with runc, hadolint lints both Dockerfiles. Where the tools
+# cannot be installed those tests skip, saying so.
+{ command -v buildah && command -v podman && command -v runc && command -v debootstrap; } >/dev/null \
+  || { apt-get update -qq && apt-get install -y -qq buildah podman runc debootstrap; } \
+  || echo "scripts/test.sh: buildah/podman/runc/debootstrap could not be installed; tests/test_image.py will skip" >&2
+pip install -q -e ".[image]"
+
 # The gate: lint, format and types, before any test runs; a finding fails the suite.
 ruff check .
 ruff format --check .
