@@ -16,13 +16,15 @@ ARG DEBIAN_FRONTEND=noninteractive
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && apt-get clean && rm -rf /var/lib/apt/lists/*
-# The build stage's pip cache is thrown away with the stage; only /opt/modelserve is carried over.
 RUN python3 -m venv /opt/modelserve
-COPY pyproject.toml README.md LICENSE /src/
-COPY modelserve /src/modelserve
-# Extras from pyproject.toml, comma-separated (tensorflow, torch, tflite, otel, nvml, s3, gcs, ...).
+# Dependencies first, in a layer that only pyproject.toml decides (the package is an empty stand-in here), so
+# that a change to modelserve's code rebuilds only the last, small layer. The build stage is not shipped.
 ARG EXTRAS=""
-RUN /opt/modelserve/bin/pip install --no-warn-script-location "/src${EXTRAS:+[$EXTRAS]}"
+COPY pyproject.toml README.md LICENSE /src/
+RUN mkdir /src/modelserve && touch /src/modelserve/__init__.py \
+    && /opt/modelserve/bin/pip install --no-warn-script-location "/src${EXTRAS:+[$EXTRAS]}"
+COPY modelserve /src/modelserve
+RUN /opt/modelserve/bin/pip install --no-warn-script-location --no-deps --force-reinstall /src
 
 FROM ${BASE_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
