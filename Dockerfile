@@ -18,11 +18,13 @@ RUN apt-get update \
     && apt-get clean && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/modelserve
 # Dependencies first, in a layer that only pyproject.toml decides (the package is an empty stand-in here), so
-# that a change to modelserve's code rebuilds only the last, small layer. The build stage is not shipped.
+# that a change to modelserve's code rebuilds only the last, small layer. The build stage is not shipped. The
+# stand-in's build folder goes too: setuptools would otherwise keep its empty __init__.py (newer than the real one).
 ARG EXTRAS=""
 COPY pyproject.toml README.md LICENSE /src/
 RUN mkdir /src/modelserve && touch /src/modelserve/__init__.py \
-    && /opt/modelserve/bin/pip install --no-warn-script-location "/src${EXTRAS:+[$EXTRAS]}"
+    && /opt/modelserve/bin/pip install --no-warn-script-location "/src${EXTRAS:+[$EXTRAS]}" \
+    && rm -rf /src/modelserve /src/build /src/*.egg-info
 COPY modelserve /src/modelserve
 RUN /opt/modelserve/bin/pip install --no-warn-script-location --no-deps --force-reinstall /src
 
