@@ -17,16 +17,20 @@ RUN apt-get update \
     && apt-get install -y --no-install-recommends python3 python3-venv \
     && apt-get clean && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/modelserve
-# Dependencies first, in a layer that only pyproject.toml decides (the package is an empty stand-in here), so
-# that a change to modelserve's code rebuilds only the last, small layer. The build stage is not shipped. The
-# stand-in's build folder goes too: setuptools would otherwise keep its empty __init__.py (newer than the real one).
+# Dependencies first, into the virtual environment, in a layer that only pyproject.toml decides (the package
+# is an empty stand-in here, removed again with its build folder); modelserve itself then goes into
+# /opt/modelserve-app, which a .pth file puts on the environment's path. A change to modelserve's code so
+# rebuilds, and ships, only that small folder. The build stage itself is not shipped.
 ARG EXTRAS=""
 COPY pyproject.toml README.md LICENSE /src/
 RUN mkdir /src/modelserve && touch /src/modelserve/__init__.py \
     && /opt/modelserve/bin/pip install --no-warn-script-location "/src${EXTRAS:+[$EXTRAS]}" \
-    && rm -rf /src/modelserve /src/build /src/*.egg-info
+    && /opt/modelserve/bin/pip uninstall -y modelserve \
+    && rm -rf /src/modelserve /src/build /src/*.egg-info \
+    && /opt/modelserve/bin/python3 -c "import pathlib, sysconfig; \
+pathlib.Path(sysconfig.get_path('purelib'), 'modelserve-app.pth').write_text('/opt/modelserve-app\n')"
 COPY modelserve /src/modelserve
-RUN /opt/modelserve/bin/pip install --no-warn-script-location --no-deps --force-reinstall /src
+RUN /opt/modelserve/bin/pip install --no-warn-script-location --no-deps --target /opt/modelserve-app /src
 
 FROM ${BASE_IMAGE}
 ARG DEBIAN_FRONTEND=noninteractive
@@ -38,9 +42,10 @@ RUN apt-get update \
     && useradd --uid 1000 --gid 1000 --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin modelserve \
     && mkdir -p /models
 COPY --from=build /opt/modelserve /opt/modelserve
+COPY --from=build /opt/modelserve-app /opt/modelserve-app
 COPY deploy/docker/tf_serving_entrypoint.sh /usr/bin/tf_serving_entrypoint.sh
 COPY deploy/docker/healthcheck.py /usr/lib/modelserve/healthcheck.py
-ENV PATH=/opt/modelserve/bin:$PATH \
+ENV PATH=/opt/modelserve-app/bin:/opt/modelserve/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     MODEL_BASE_PATH=/models \
     MODEL_NAME=model
