@@ -9,7 +9,7 @@ machine's cgroups) and `--network=host`, on free ports of 127.0.0.1.
 Slow the first time (debootstrap and pip: minutes), so the root file system's tar is kept under
 ~/.cache/modelserve-image-test (MODELSERVE_IMAGE_CACHE moves it), keyed by the base image's inputs, and the
 base image in podman's storage; buildah's layer cache keeps the built layers, the dependencies' layer keyed by
-pyproject.toml alone (pip's own HTTP cache stays empty here: this machine's proxy forbids storing). The tests
+pyproject.toml alone (a pip cache mounted into the RUN steps stayed empty here, so none is used). The tests
 that build or run the image are marked `slow`.
 """
 
