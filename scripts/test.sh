@@ -57,6 +57,13 @@ fi
 pip install -q -e ".[ray]"
 command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; } \
   || echo "scripts/test.sh: iproute2 could not be installed; tests/test_ray.py's cluster tests will skip" >&2
+# Container images (tests/test_image.py, marked slow): debootstrap makes the base image from the Debian mirror,
+# buildah builds the Dockerfile, podman runs it with runc, hadolint lints both Dockerfiles. Where the tools
+# cannot be installed those tests skip, saying so.
+{ command -v buildah && command -v podman && command -v runc && command -v debootstrap; } >/dev/null \
+  || { apt-get update -qq && apt-get install -y -qq buildah podman runc debootstrap; } \
+  || echo "scripts/test.sh: buildah/podman/runc/debootstrap could not be installed; tests/test_image.py will skip" >&2
+pip install -q -e ".[image]"
 
 # The gate: lint, format and types, before any test runs; a finding fails the suite.
 ruff check .
