@@ -1,7 +1,7 @@
 # modelserve, CPU image. TF Serving's image conventions (tensorflow_serving/tools/docker/Dockerfile): gRPC on
 # 8500, REST on 8501, the model at ${MODEL_BASE_PATH}/${MODEL_NAME} (defaults /models and model), and the
 # arguments after the image name appended as flags. Unlike TF Serving's image it runs as a non-root user
-# (uid 1000) under tini, so that `docker stop` drains the server. docs/deploy-i.md shows how to use it.
+# (uid 1000) under tini, so that `docker stop` drains the server. docs/deploy.md, "Container images" shows how to use it.
 #
 #   docker build -t modelserve .                                   # ONNX models (onnxruntime)
 #   docker build -t modelserve:tf --build-arg EXTRAS=tensorflow .  # + TF SavedModels

@@ -7,7 +7,7 @@ options (``RAY_OPTIONS``). A replica builds itself as ``server.Server`` does (``
 config files, platforms, batching, version pollers and memory budget, no listener) and answers through
 the REST port's own front ends (``api.tfs_rest``, ``api.v2_rest`` behind the token guard), so errors,
 formats and limits are the server's. Ray's proxy owns what modelserve's listener would: connections,
-HTTP parsing, URL and header limits, keep-alive (docs/deploy-r.md).
+HTTP parsing, URL and header limits, keep-alive (docs/deploy.md, "Ray Serve").
 """
 
 from __future__ import annotations

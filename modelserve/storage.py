@@ -19,7 +19,7 @@ read from the environment as the cloud's own tools do: ``AWS_ENDPOINT_URL``,
 ``STORAGE_EMULATOR_HOST``, ``GOOGLE_APPLICATION_CREDENTIALS`` or the
 metadata server for gcsfs; ``AZURE_STORAGE_CONNECTION_STRING`` (or
 ``AZURE_STORAGE_ACCOUNT_NAME`` with a key, SAS token or service principal)
-for adlfs (docs/deploy-st.md).
+for adlfs (docs/deploy.md, "Models in object stores").
 
 ``hide_paths`` is how texts shown to callers drop local paths.
 """

@@ -52,7 +52,7 @@ if [ ! -x .tools/azurite/node_modules/.bin/azurite-blob ]; then
     && npm install --silent --no-audit --no-fund --prefix .tools/azurite azurite \
     || echo "scripts/test.sh: Azurite could not be installed; the Azure tests of tests/test_object_stores.py will skip" >&2
 fi
-# Ray Serve (tests/test_ray.py, docs/deploy-r.md): the ray extra, and iproute2's `ip` for the network
+# Ray Serve (tests/test_ray.py, docs/deploy.md, "Ray Serve"): the ray extra, and iproute2's `ip` for the network
 # namespace its two-node cluster runs in; without root or `ip` those tests skip, saying so.
 pip install -q -e ".[ray]"
 command -v ip >/dev/null || { apt-get update -qq && apt-get install -y -qq iproute2; } \

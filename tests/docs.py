@@ -1,4 +1,4 @@
-"""Reading the docs the tests run: one page's ``## `` sections, and their fenced blocks."""
+"""Reading the docs the tests run: one page's sections, and their fenced blocks."""
 
 from __future__ import annotations
 
@@ -8,11 +8,15 @@ from pathlib import Path
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 
 
-def section(page: str, *headings: str) -> str:
-    """The text of the ``## `` sections of ``docs/<page>`` whose headings start with one of ``headings``,
-    each up to the next ``## `` heading, in page order."""
-    parts = re.split(r"(?m)^(?=## )", (DOCS / page).read_text())
-    chosen = [part for part in parts if part.startswith(tuple(f"## {h}" for h in headings))]
+def section(page: str, *headings: str, level: int = 2, under: str | None = None) -> str:
+    """The text of the sections of ``docs/<page>`` at heading ``level`` (2: ``## ``) whose headings start
+    with one of ``headings``, each up to the next heading of that level or above, in page order; with
+    ``under``, only those inside the ``## `` section of that name (a part of a long page)."""
+    text = section(page, under) if under is not None else (DOCS / page).read_text()
+    # Never split on "# ": shell comments inside fenced blocks start that way.
+    parts = re.split(rf"(?m)^(?=#{{2,{level}}} )", text)
+    marks = tuple(f"{'#' * level} {h}" for h in headings)
+    chosen = [part for part in parts if part.startswith(marks)]
     assert len(chosen) == len(headings), f"docs/{page}: sections {headings} not all found"
     return "".join(chosen)
 

@@ -1,4 +1,4 @@
-"""docs/deploy-k.md run as written, as far as a machine without a cluster can.
+"""docs/deploy.md's "Kubernetes: the Helm chart and KServe" run as written, as far as a machine without a cluster can.
 
 Each fenced block is either commands (one per line: helm, kubectl, curl) or a YAML file the commands use.
 ``helm lint``/``helm template`` lines run as printed; ``helm install``/``helm upgrade`` lines run as
@@ -27,7 +27,7 @@ import yaml
 
 from modelserve.options import parse_flags
 
-from .docs import DOCS, fenced
+from .docs import fenced, section
 from .test_deploy_k8s import (
     CHART,
     HELM,
@@ -41,7 +41,7 @@ from .test_deploy_k8s import (
     values_args,
 )
 
-DOC = DOCS / "deploy-k.md"
+PAGE, PART = "deploy.md", "Kubernetes: the Helm chart and KServe"
 KUBECTL = shutil.which("kubectl") or next(
     (str(p) for p in [Path(sys.executable).with_name("kubectl")] if p.exists()), None
 )
@@ -53,7 +53,7 @@ CLUSTER_ONLY = {"get", "rollout", "port-forward"}
 
 
 def blocks() -> list[str]:
-    return fenced(DOC.read_text())
+    return fenced(section(PAGE, PART))
 
 
 def yaml_files() -> dict[str, str]:

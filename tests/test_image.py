@@ -1,4 +1,5 @@
-"""The container images (Dockerfile, Dockerfile.gpu, deploy/docker/), and docs/deploy-i.md run as written.
+"""The container images (Dockerfile, Dockerfile.gpu, deploy/docker/), and docs/deploy.md's "Container images"
+run as written.
 
 Docker Hub cannot be reached here, so the base image is made from scratch: debootstrap writes a Debian
 bookworm `minbase` root file system (python3, python3-venv) from this machine's Debian mirror, and buildah
@@ -42,7 +43,7 @@ from . import onnx_models
 from .docs import fenced, section
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = "deploy-i.md"
+PAGE, PART = "deploy.md", "Container images"
 CACHE = Path(os.environ.get("MODELSERVE_IMAGE_CACHE", Path.home() / ".cache" / "modelserve-image-test"))
 TAG = "localhost/modelserve-image-test:latest"
 SUITE, VARIANT, INCLUDE = "bookworm", "minbase", "python3,python3-venv"
@@ -125,10 +126,10 @@ def test_healthcheck_follows_the_rest_port() -> None:
 
 def test_every_block_is_run() -> None:
     """Each fenced block of the page is one that a test below runs, or the GPU block (linted, not run)."""
-    run = [*fenced(section(PAGE, "Build", "Run a model", "Flags", "Health"))]
-    gpu = fenced(section(PAGE, "GPU image"))
+    run = [*fenced(section(PAGE, "Build", "Run a model", "Flags", "Health", level=3, under=PART))]
+    gpu = fenced(section(PAGE, "GPU image", level=3, under=PART))
     assert len(gpu) == 1 and "Dockerfile.gpu" in gpu[0]
-    assert sorted(fenced((REPO / "docs" / PAGE).read_text())) == sorted(run + gpu)
+    assert sorted(fenced(section(PAGE, PART))) == sorted(run + gpu)
     assert len(run) == 7
 
 
@@ -218,7 +219,7 @@ def image() -> str:
     if os.geteuid() != 0:
         pytest.skip("debootstrap and rootful podman need root")
     CACHE.mkdir(parents=True, exist_ok=True)
-    (line,) = fenced(section(PAGE, "Build"))
+    (line,) = fenced(section(PAGE, "Build", level=3, under=PART))
     started = time.monotonic()
     sh(build_line(line.strip()), cwd=REPO)
     print(f"\nimage built in {time.monotonic() - started:.0f} s", file=sys.stderr)
@@ -334,7 +335,7 @@ def expected_comment(block: str) -> object:
 @pytest.mark.timeout(1800)  # the first run debootstraps and pip-installs (minutes)
 def test_tutorial_half_plus_two(page: Page) -> None:
     """TF Serving's docker tutorial with the image name changed, then `podman stop`: exit status 0."""
-    prepare, launch, predict = fenced(section(PAGE, "Run a model"))
+    prepare, launch, predict = fenced(section(PAGE, "Run a model", level=3, under=PART))
     page.run(prepare)
     assert (page.folder / "half_plus_two/1/model.onnx").read_bytes() == half_plus_two()
     page.run(launch)
@@ -371,14 +372,14 @@ print(json.dumps(procs))
 @pytest.mark.timeout(1800)  # the first run debootstraps and pip-installs (minutes)
 def test_flags_config_health_and_shutdown(page: Page) -> None:
     """TF Serving's models.config line with --mount and flags appended; healthy; `docker stop` drains."""
-    page.run(fenced(section(PAGE, "Run a model"))[0])
-    (launch,) = fenced(section(PAGE, "Flags"))
+    page.run(fenced(section(PAGE, "Run a model", level=3, under=PART))[0])
+    (launch,) = fenced(section(PAGE, "Flags", level=3, under=PART))
     page.run(launch)
     page.ready()
     (name,) = page.names
     status = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{page.rest}/v1/models/half_plus_two").read())
     assert [v["state"] for v in status["model_version_status"]] == ["AVAILABLE"]
-    shutdown, log_lines = fenced(section(PAGE, "Health"))
+    shutdown, log_lines = fenced(section(PAGE, "Health", level=3, under=PART))
     sh(["podman", "healthcheck", "run", name])  # podman runs health checks through systemd, absent here
     commands = [line for line in shutdown.splitlines() if line.strip()]
     for command in commands:

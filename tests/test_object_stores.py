@@ -2,7 +2,7 @@
 for S3, gcp-storage-emulator for GCS, Azurite for Azure Blob.
 
 For each store:
-- docs/deploy-st.md's section run as printed (its launch block in bash, the server as a subprocess
+- docs/deploy.md's "Models in object stores" run as printed (its launch block in bash, the server as a subprocess
   configured only through the environment variables of the standard credential chains), then a new
   version uploaded while one client thread keeps predicting: every request succeeds, and the
   answers move from version 1 to version 2 once; the cache then holds version 2 only.
@@ -34,9 +34,10 @@ from modelserve.lifecycle.sources import Uploads
 from modelserve.testing import running_server, server_process
 
 from . import onnx_models as om
-from .docs import DOCS, fenced, section
+from .docs import fenced, section
 from .object_stores import Emulator, emulator
 
+PAGE, PART = "deploy.md", "Models in object stores"
 SECTIONS = {"s3": "Amazon S3", "gs": "Google Cloud Storage", "az": "Azure Blob Storage"}
 DOC_PORTS = {"s3": "9000", "gs": "9023", "az": "10000"}  # the endpoints' ports as the doc prints them
 HALF_PLUS_TWO = [2.5, 3.0, 4.5]  # y = 0.5 x + 2 on [1, 2, 5]: version 1
@@ -72,14 +73,14 @@ def cache_bytes(cache: Path) -> int:
     return sum(p.stat().st_size for p in cache.rglob("*") if p.is_file())
 
 
-# ---- docs/deploy-st.md as printed, and a version uploaded under load --------------------------------
+# ---- docs/deploy.md's "Models in object stores" as printed, and a version uploaded under load ------
 
 
 def test_every_block_of_the_doc_is_run() -> None:
-    """The three store sections hold every fenced block of docs/deploy-st.md, two each (launch, curl),
+    """The three store sections hold every fenced block of that part, two each (launch, curl),
     and test_doc_section_... runs them."""
-    whole = fenced((DOCS / "deploy-st.md").read_text())
-    assert whole == fenced(section("deploy-st.md", *SECTIONS.values())) and len(whole) == 2 * len(SECTIONS)
+    whole = fenced(section(PAGE, PART))
+    assert whole == fenced(section(PAGE, *SECTIONS.values(), level=3, under=PART)) and len(whole) == 2 * len(SECTIONS)
 
 
 def launch(block: str, store: Emulator, cwd: Path) -> tuple[list[str], dict[str, str]]:
@@ -98,7 +99,7 @@ def launch(block: str, store: Emulator, cwd: Path) -> tuple[list[str], dict[str,
 
 
 def test_doc_section_serves_from_the_store_and_a_new_version_loads_under_load(store: Emulator, tmp_path: Path) -> None:
-    launch_block, curl_block = fenced(section("deploy-st.md", SECTIONS[store.scheme]))
+    launch_block, curl_block = fenced(section(PAGE, SECTIONS[store.scheme], level=3, under=PART))
     store.put({"half_plus_two/1/model.onnx": om.half_plus_two()})
     flags, env = launch(launch_block, store, tmp_path)
     with server_process(*flags, cwd=tmp_path, env=env) as server:

@@ -1,4 +1,4 @@
-"""modelserve.ray on a two-node Ray cluster on loopback, and docs/deploy-r.md run as written.
+"""modelserve.ray on a two-node Ray cluster on loopback, and docs/deploy.md's "Ray Serve" run as written.
 
 Ray binds every interface and rewrites 127.0.0.1 to the machine's address, and this machine allows
 no traffic but loopback's: the cluster runs in a network namespace of its own with only ``lo`` up.
@@ -41,7 +41,7 @@ from modelserve.testing import running_server
 from . import docs, onnx_models
 
 REPO = Path(__file__).resolve().parents[1]
-PAGE = "deploy-r.md"
+PAGE, PART = "deploy.md", "Ray Serve"
 PORT = 8000  # the doc's proxy port, inside the namespace
 CONCURRENCY = 4  # load-test clients
 PROXY_FAILURE = (500, b"Internal Server Error")  # Ray's proxy, for a request its replica died with
@@ -323,7 +323,7 @@ def namespace() -> Iterator[Cluster]:
 @pytest.fixture(scope="module")
 def cluster(namespace: Cluster) -> Cluster:
     """The doc's cluster (two nodes, the proxy on the head) running its `serve run` line."""
-    for block in (docs.section(PAGE, "Start a cluster"), _serve_run_line()):
+    for block in (docs.section(PAGE, "Start a cluster", level=3, under=PART), _serve_run_line()):
         for line in _commands(block):
             namespace.sh(line)
     namespace.wait(lambda: len(namespace.replicas()) == 2, "two replicas")
@@ -335,7 +335,7 @@ def _commands(block: str) -> list[str]:
 
 
 def _serve_run_line() -> str:
-    (line,) = [c for c in _commands(docs.section(PAGE, "serve run")) if c.startswith("serve run")]
+    (line,) = [c for c in _commands(docs.section(PAGE, "serve run", level=3, under=PART)) if c.startswith("serve run")]
     return f"```\n{line}\n```"
 
 
@@ -344,7 +344,7 @@ def _serve_run_line() -> str:
 
 @pytest.mark.slow
 def test_serve_run_answers_as_the_doc_says(cluster: Cluster) -> None:
-    section = docs.section(PAGE, "serve run")
+    section = docs.section(PAGE, "serve run", level=3, under=PART)
     curls = [c for c in _commands(section) if c.startswith("curl")]
     answers = docs.fenced(section)[2].splitlines()
     assert len(curls) == len(answers) == 4
@@ -363,7 +363,7 @@ def test_serve_run_answers_as_the_doc_says(cluster: Cluster) -> None:
 @dataclass
 class Load:
     """Clients predicting on ``marker`` until ``stop``; each request is retried on the proxy's 500
-    (what docs/deploy-r.md tells a client to do), every try recorded."""
+    (what docs/deploy.md tells a client to do), every try recorded."""
 
     cluster: Cluster
     tries: list[tuple[int, bytes]] = field(default_factory=list)  # list.append is atomic
@@ -449,7 +449,7 @@ def test_serve_deploy_config(cluster: Cluster) -> None:
     config["applications"][0]["args"]["model_config_file"] = str(cluster.models / "models.config")
     mine = cluster.folder / "modelserve.yaml"
     mine.write_text(yaml.safe_dump(config))
-    for line in _commands(docs.section(PAGE, "serve deploy")):
+    for line in _commands(docs.section(PAGE, "serve deploy", level=3, under=PART)):
         cluster.sh(line.replace("deploy/ray/modelserve.yaml", shlex.quote(str(mine))))
 
     seen: list[str] = [""]
@@ -469,10 +469,10 @@ def test_serve_deploy_config(cluster: Cluster) -> None:
 
 def test_every_block_is_run() -> None:
     """Each fenced block of the page is one that a test above runs or compares."""
-    text = (docs.DOCS / PAGE).read_text()
+    text = docs.section(PAGE, PART)
     run = {
-        *docs.fenced(docs.section(PAGE, "Start a cluster")),
-        *docs.fenced(docs.section(PAGE, "serve run")),
-        *docs.fenced(docs.section(PAGE, "serve deploy")),
+        *docs.fenced(docs.section(PAGE, "Start a cluster", level=3, under=PART)),
+        *docs.fenced(docs.section(PAGE, "serve run", level=3, under=PART)),
+        *docs.fenced(docs.section(PAGE, "serve deploy", level=3, under=PART)),
     }
     assert set(docs.fenced(text)) == run
