@@ -92,6 +92,7 @@ async def serve(
         options, core, memory, pages, Listening(reuse_port=True, grpc_on_loop=True, announce=False, watch=watch)
     )
     frontends.configure_security()
+    core.on_drain = frontends.drain  # the engine's drain: this process's gRPC health follows at once
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

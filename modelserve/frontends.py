@@ -411,9 +411,7 @@ def rest_port_taken(port: int, exc: OSError) -> Unavailable:
     )
 
 
-def reserve(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """A bound socket, not listening: it holds the port (0: any free one) and receives no connection.
-    ``reuse_port``: the front-end processes' listeners may bind the same port (SO_REUSEPORT)."""
+def _bound(host: str, port: int, reuse_port: bool) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -427,10 +425,20 @@ def reserve(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     return sock
 
 
+def reserve(host: str, port: int) -> socket.socket:
+    """A bound socket that holds the port (0: any free one) for the front-end processes and receives no
+    connection (it never listens). Bound alone first, so that a port another process holds fails here
+    even if that process shares it with SO_REUSEPORT (a second server must not join this one's
+    connections); then opened to the processes' listeners (SO_REUSEPORT)."""
+    sock = _bound(host, port, reuse_port=False)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    return sock
+
+
 def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
     """A listening socket; ``reuse_port``: shared with the other front-end processes (the kernel spreads
     connections among them)."""
-    sock = reserve(host, port, reuse_port)
+    sock = _bound(host, port, reuse_port)
     sock.listen(2048)
     sock.setblocking(False)
     return sock

@@ -388,11 +388,17 @@ def _convert(flag: Flag, text: str) -> bool | int | float | str:
 
 
 def command_line(options: ServerOptions) -> list[str]:
-    """The flags that parse back into ``options``: the ones set explicitly, as ``--name=value``."""
+    """The flags that parse back into ``options``: the ones set explicitly, as ``--name=value``. Each is
+    written as its kind parses it: an int flag given a float in code (tests poll every 0.05 s) is
+    written as an int."""
     args = []
     for name in sorted(options.explicit):
         value = getattr(options, name)
-        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        kind = FLAGS_BY_NAME[name].kind
+        if kind == "bool":
+            text = "true" if value else "false"
+        else:
+            text = str(int(value) if kind == "int" else value)
         args.append(f"--{name}={text}")
     return args
 

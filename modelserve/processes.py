@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from . import budget
-from .errors import Unavailable
+from .errors import Unavailable, Unknown
 from .execution.handoff import wire
 from .frontends import reserve, rest_port_taken
 from .options import ServerOptions, command_line
@@ -183,19 +183,28 @@ class FrontEndProcesses:
         self._announce()
 
     def _reserve(self) -> None:
+        """Hold each port the children serve, with the single process's errors when one is taken."""
         o = self.options
         if o.port != 0:
-            self.ports.grpc = self._hold(o.port)
+            try:
+                self.ports.grpc = self._hold(o.port)
+            except OSError as exc:
+                raise Unknown(
+                    f"Failed to BuildAndStart gRPC server: cannot listen on {o.host}:{o.port}: {exc.strerror or exc}"
+                ) from None
         if o.rest_api_port != 0 and not (o.rest_api_port == o.port > 0):  # the same port: REST is skipped
             try:
                 self.ports.rest = self._hold(o.rest_api_port)
             except OSError as exc:
                 raise rest_port_taken(o.rest_api_port, exc) from None
         if o.enable_metrics and o.metrics_port != 0:
-            self.ports.metrics = self._hold(o.metrics_port)
+            try:
+                self.ports.metrics = self._hold(o.metrics_port)
+            except OSError as exc:
+                raise Unavailable(f"--metrics_port {o.metrics_port}: {exc.strerror or exc}") from None
 
     def _hold(self, port: int) -> int:
-        sock = reserve(self.options.host, max(port, 0), reuse_port=True)
+        sock = reserve(self.options.host, max(port, 0))
         self._held.append(sock)
         return int(sock.getsockname()[1])
 
@@ -254,10 +263,10 @@ class FrontEndProcesses:
             os.close(child.ready_fd)
         if line.done() and line.result() == READY:
             return
-        if not child.exited.done():
+        if not line.done() and not child.exited.done():
             child.proc.kill()
             raise Unavailable(f"front-end process {child.slot} did not serve within {READY_SECONDS:g} s")
-        status = await child.exited
+        status = await child.exited  # the pipe's end came first: the exit is on its way
         raise Unavailable(f"front-end process {child.slot} exited ({describe(status)}) before it served")
 
     def _exited(self, child: Child, pidfd: int) -> None:

@@ -44,6 +44,8 @@ from .serving.warmup import ReplayWarmup
 
 log = logging.getLogger("modelserve")
 
+DRAIN_PUBLISH_SECONDS = 10.0  # how long a drain waits for every front-end process to report not ready
+
 
 def check_options(options: ServerOptions) -> None:
     """TF Serving's start-up validation, with its messages."""
@@ -325,9 +327,14 @@ class Server:
         self.observers = self.watch.observers = Observers(readers)
 
     async def drain(self) -> None:
-        """Start a drain: readiness is false at once on every probe (REST, V2, gRPC health); requests are
-        still served until ``stop``."""
+        """Start a drain: readiness is false at once on every probe (REST, V2, gRPC health) of every
+        front-end process; requests are still served until ``stop``."""
         await self.frontends.drain()
+        if self.engine is not None:
+            try:
+                await self.engine.publish(DRAIN_PUBLISH_SECONDS)
+            except asyncio.TimeoutError:
+                log.warning("A front-end process did not take the drain within %g s", DRAIN_PUBLISH_SECONDS)
 
     async def _reload_config_file(self) -> None:
         """The dashboard's reload button: read --model_config_file again and apply it, as its poller does."""

@@ -52,6 +52,12 @@ class ServerThread:
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.server.grpc_port}"
 
+    def settle(self) -> None:
+        """With front-end processes: wait until each has the engine's lifecycle state, so that what a test
+        changed in-process (a reload, a drain) is what every client sees; in one process, at once."""
+        if self.server.engine is not None:
+            self.call(self.server.engine.publish(30.0))
+
     def call(self, coro: Any, timeout: float = 60.0) -> Any:
         """Run a coroutine on the server's loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

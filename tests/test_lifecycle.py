@@ -50,7 +50,10 @@ def states(server: ServerThread, name: str = "m") -> dict[int, str]:
 
 
 def wait(server: ServerThread, predicate: Callable[[], bool], timeout: float = 60) -> None:
+    """Until ``predicate`` holds in the server, and (front-end processes answer status from the engine's
+    state, pushed within ``engine.STATE_SECONDS``) every front end has that state."""
     assert server.server.manager.wait_for(predicate, timeout), "condition not reached"
+    server.settle()
 
 
 def rest(server: ServerThread, path: str, doc: Any = None) -> tuple[int, Any]:
