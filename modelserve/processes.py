@@ -228,8 +228,13 @@ class FrontEndProcesses:
         args = ChildArgs(child_end.fileno(), self.count, ready_w, os.getpid(), self._flags(slot))
         path = os.pathsep.join(p for p in (str(PACKAGE_ROOT), os.environ.get("PYTHONPATH", "")) if p)
         try:
+            # A session of its own: a terminal's Ctrl-C reaches the parent alone, which drains and stops
+            # the children in order.
             proc = subprocess.Popen(
-                command(args), pass_fds=(child_end.fileno(), ready_w), env={**os.environ, "PYTHONPATH": path}
+                command(args),
+                pass_fds=(child_end.fileno(), ready_w),
+                env={**os.environ, "PYTHONPATH": path},
+                start_new_session=True,
             )
         except BaseException:
             engine_end.close()

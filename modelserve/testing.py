@@ -28,10 +28,14 @@ CHECKOUT = Path(__file__).resolve().parent.parent
 FRONTEND_PROCESSES_ENV = "MODELSERVE_TEST_FRONTEND_PROCESSES"
 
 
-def frontend_processes_flag() -> str:
+def default_frontend_processes() -> int:
     """The test servers' --frontend_processes: one (not the machine's default, so tests do not depend on
     its CPUs) unless MODELSERVE_TEST_FRONTEND_PROCESSES says otherwise."""
-    return f"--frontend_processes={os.environ.get(FRONTEND_PROCESSES_ENV) or 1}"
+    return int(os.environ.get(FRONTEND_PROCESSES_ENV) or 1)
+
+
+def frontend_processes_flag() -> str:
+    return f"--frontend_processes={default_frontend_processes()}"
 
 
 class ServerThread:

@@ -25,6 +25,7 @@ from modelserve.platforms.cpus import CpuBudget
 from modelserve.testing import running_server, server_process
 
 from . import onnx_models as om
+from .docs import fenced, section
 
 
 @pytest.mark.parametrize(
@@ -74,10 +75,10 @@ def wait_until(predicate: Callable[[], bool], seconds: float = 60.0) -> None:
         time.sleep(0.05)
 
 
-def predict_rest(port: int) -> list[float]:
-    """One REST predict of "hpt" on a connection of its own (the kernel picks the front end for each)."""
+def predict_rest(port: int, model: str = "hpt") -> list[float]:
+    """One REST predict of half plus two on a connection of its own (the kernel picks the front end for each)."""
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/models/hpt:predict", b'{"instances": [1.0, 2.0]}', method="POST"
+        f"http://127.0.0.1:{port}/v1/models/{model}:predict", b'{"instances": [1.0, 2.0]}', method="POST"
     )
     with urllib.request.urlopen(request, timeout=60) as answer:
         return list(json.loads(answer.read())["predictions"])
@@ -193,3 +194,16 @@ def test_sigkill_of_the_parent_under_load_leaves_no_process_and_no_shared_memory
             for thread in threads:
                 thread.join(60)
     assert set(os.listdir("/dev/shm")) <= shm
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
+def test_the_docs_command_runs_as_printed(tmp_path: Path) -> None:
+    """docs/architecture.md's command, in a folder holding models/half: two front ends, said in the log."""
+    (line,) = [block.strip() for block in fenced(section("architecture.md", "Every core")) if "modelserve " in block]
+    program, *flags = line.split()
+    assert program == "modelserve"
+    om.write(tmp_path / "models" / "half", 1, om.half_plus_two())
+    with server_process(*flags, cwd=tmp_path) as server:
+        assert len(children_of(server.proc.pid)) == 2
+        assert predict_rest(server.rest_port, "half") == [2.5, 3.0]
+        assert "Front ends: 2 processes (--frontend_processes)" in server.text()
