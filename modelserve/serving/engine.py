@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..budget import UNMETERED
-from ..errors import Internal, NotFound, ServingError
+from ..errors import Internal, NotFound, ServingError, Unknown
 from ..execution.batching.params import BatchingParameters
 from ..execution.handoff.arena import Arena, Block, Mapped
 from ..execution.handoff.wire import Connection
@@ -62,6 +62,7 @@ log = logging.getLogger(__name__)
 STATE_SECONDS = 0.05  # how often the engine looks for a lifecycle change to push
 METRICS_SECONDS = 1.0
 # What a front end may ask of the core besides requests (model management; reload answers when done).
+INTERNAL = "Internal error"  # what a client reads of a bug in the engine, as of one in a front end (UNKNOWN)
 CALLS = frozenset({"load_model", "unload_model", "reload_config", "reload_file"})
 
 
@@ -326,9 +327,9 @@ class Link:
         except ServingError as exc:
             self.send("err", rid, failure(exc, trace))
             return
-        except Exception as exc:  # a bug: the front end answers INTERNAL, the engine logs it
+        except Exception:  # a bug: the client reads UNKNOWN "Internal error", the engine logs it
             log.exception("hand-off: predict failed")
-            self.send("err", rid, failure(Internal(f"{type(exc).__name__}: {exc}"), trace))
+            self.send("err", rid, failure(Unknown(INTERNAL), trace))  # no Python text reaches a client
             return
         self._announce()
         self.send("ok", rid, Answer(response.version, response.signature_name, block, refs, inline, times(trace)))
@@ -353,9 +354,9 @@ class Link:
         except ServingError as exc:
             self.send("err", rid, failure(exc, trace))
             return
-        except Exception as exc:
+        except Exception:
             log.exception("hand-off: %s failed", call.kind)
-            self.send("err", rid, failure(Internal(f"{type(exc).__name__}: {exc}"), trace))
+            self.send("err", rid, failure(Unknown(INTERNAL), trace))
             return
         self.send("exok", rid, ExamplesAnswer(response.version, list(response.results), times(trace)))
 
