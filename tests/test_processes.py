@@ -84,6 +84,13 @@ def predict_rest(port: int, model: str = "hpt") -> list[float]:
         return list(json.loads(answer.read())["predictions"])
 
 
+def serves(port: int) -> bool:
+    try:
+        return predict_rest(port) == [2.5, 3.0]
+    except OSError:
+        return False
+
+
 def children_of(pid: int) -> set[int]:
     found: set[int] = set()
     for task in Path(f"/proc/{pid}/task").iterdir():
@@ -207,3 +214,31 @@ def test_the_docs_command_runs_as_printed(tmp_path: Path) -> None:
         assert len(children_of(server.proc.pid)) == 2
         assert predict_rest(server.rest_port, "half") == [2.5, 3.0]
         assert "Front ends: 2 processes (--frontend_processes)" in server.text()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
+def test_a_crash_loop_is_given_up_and_with_every_slot_down_the_server_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(processes, "FIRST_BACKOFF_SECONDS", 0.05)
+    monkeypatch.setattr(processes, "MOST_EXITS", 1)  # the second exit within the window is a loop
+    config = model_folder(tmp_path)
+    with running_server(f"--model_config_file={config}", frontend_processes=2) as st:
+        pool = st.server.processes
+        assert pool is not None
+
+        def kill(slot: int) -> None:
+            child = pool.children[slot]
+            os.kill(child.proc.pid, signal.SIGKILL)
+            wait_until(lambda: pool.children.get(slot) is not child)
+
+        kill(0)
+        wait_until(lambda: 0 in pool.children)  # started again
+        assert predict_rest(st.server.rest_port) == [2.5, 3.0]
+        kill(0)  # again within the window: given up
+        kill(1)  # now no front end listens until slot 1 is back
+        wait_until(lambda: serves(st.server.rest_port))
+        assert not pool.failed.is_set() and list(pool.children) == [1]
+        kill(1)
+        wait_until(pool.failed.is_set)
+        assert pool.children == {}
