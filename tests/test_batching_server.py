@@ -63,12 +63,13 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[ServerThread]:
+def server(repo: Path, frontend_processes: int) -> Iterator[ServerThread]:
     with running_server(
         "--enable_batching",
         f"--batching_parameters_file={repo / 'batching.txt'}",
         f"--model_config_file={repo / 'models.config'}",
         "--grpc_max_threads=64",
+        frontend_processes=frontend_processes,
     ) as handle:
         yield handle
 

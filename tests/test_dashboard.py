@@ -117,6 +117,7 @@ def test_state_shows_a_failed_version_and_one_model_without_batching(repository:
         manager = server.server.manager
         manager.poll(["mlp"])
         manager.wait_until_settled(["mlp"], 60)
+        server.settle()
         doc = state(server.rest_url)
     mlp = next(m for m in doc["models"] if m["name"] == "mlp")
     assert [(v["version"], v["state"]) for v in mlp["versions"]] == [(2, "END"), (1, "AVAILABLE")]

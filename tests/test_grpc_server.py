@@ -17,7 +17,7 @@ from modelserve.api.grpc_calls import status_details
 from modelserve.api.grpc_server import parse_channel_arguments, server_channel_options
 from modelserve.client import ClientError, GrpcClient, make_tensor_proto
 from modelserve.errors import Code, ServingError
-from modelserve.testing import running_server
+from modelserve.testing import default_frontend_processes, running_server
 
 from . import onnx_models as om
 from .pki import make_pki, ssl_config
@@ -30,15 +30,22 @@ def half(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return base
 
 
-@pytest.fixture(params=["threaded", "asyncio"])
+@pytest.fixture(params=["threaded", "asyncio", "processes"])
 def server_model(request: pytest.FixtureRequest) -> str:
-    """The gRPC server model: grpcio's threaded server, or grpc.aio (which --enable_batching picks)."""
+    """The gRPC server model: grpcio's threaded server, grpc.aio (which --enable_batching picks), or
+    grpc.aio in two front-end processes (--frontend_processes=2)."""
     return str(request.param)
 
 
 def flags(half: Path, server_model: str, *more: str) -> tuple[str, ...]:
-    batching = ("--enable_batching",) if server_model == "asyncio" else ()
-    return (f"--model_base_path={half}", "--model_name=half", *batching, *more)
+    model = {"threaded": (), "asyncio": ("--enable_batching",), "processes": ("--frontend_processes=2",)}
+    return (f"--model_base_path={half}", "--model_name=half", *model[server_model], *more)
+
+
+def single_process(server_model: str) -> None:
+    """For a test of the single process's gRPC server itself (its threads, its servicers called in place)."""
+    if server_model == "processes" or default_frontend_processes() > 1:
+        pytest.skip("about the single process's own gRPC server")
 
 
 def test_health_service_reports_tf_serving_names(half: Path, server_model: str) -> None:
@@ -243,6 +250,7 @@ def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, 
     from modelserve.api.tfs_grpc import PredictionServicer
     from modelserve.protos import pb
 
+    single_process(server_model)
     with running_server(*flags(half, server_model)) as s:
         servicer = PredictionServicer(s.server.core)
         faults = FaultLog(logging.getLogger(__name__))
@@ -286,6 +294,7 @@ def test_each_server_model_runs_the_model_where_it_should(
         threads.append(threading.current_thread().name)
         return predict(self, *args, **kwargs)
 
+    single_process(server_model)
     monkeypatch.setattr(OnnxServable, "predict", recording)
     with running_server(*flags(half, server_model)) as s, GrpcClient(s.grpc_target) as client:
         server = s.server._grpc._server

@@ -65,10 +65,10 @@ def known(target: str, service: str) -> int | None:
         raise
 
 
-@pytest.mark.parametrize("server_model", ["threaded", "asyncio"])
+@pytest.mark.parametrize("server_model", ["threaded", "asyncio", "processes"])
 def test_probes_agree_and_a_drain_turns_them_not_ready_at_once(half: Path, server_model: str) -> None:
-    batching = ("--enable_batching",) if server_model == "asyncio" else ()
-    with running_server(f"--model_base_path={half}", "--model_name=half", *batching) as s:
+    model = {"threaded": (), "asyncio": ("--enable_batching",), "processes": ("--frontend_processes=2",)}
+    with running_server(f"--model_base_path={half}", "--model_name=half", *model[server_model]) as s:
         url = s.rest_url
         assert get(f"{url}/healthz") == (200, b"ok\n")
         assert get(f"{url}/readyz") == (200, b'{"ready":true}\n')
@@ -96,6 +96,7 @@ def test_readyz_names_the_model_that_is_not_ready_and_why(half: Path, tmp_path: 
         models = [ModelConfig("half", str(half)), ModelConfig("broken", str(broken))]
         with pytest.raises(ServingError, match="did not become available"):
             s.call(s.server.core.reload_config(models))  # applied all the same (TF Serving's ReloadConfig)
+        s.settle()
         status, body = get(f"{s.rest_url}/readyz")
         assert status == 503
         doc = json.loads(body)
@@ -130,10 +131,12 @@ def test_health_paths_refuse_other_methods_and_neighbours(half: Path) -> None:
         assert get(f"{s.rest_url}/healthzz")[0] == 404
 
 
-def test_sigterm_turns_readiness_false_while_requests_are_still_served(half: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2])
+def test_sigterm_turns_readiness_false_while_requests_are_still_served(half: Path, processes: int) -> None:
     """SIGTERM with --drain_delay_seconds: /readyz 503 and gRPC NOT_SERVING at once, predict still 200;
-    a second SIGTERM ends the delay early and the process exits cleanly."""
-    with server_process(f"--model_base_path={half}", "--model_name=half", "--drain_delay_seconds=120") as p:
+    a second SIGTERM ends the delay early and the process exits cleanly (with every front-end process)."""
+    flags = (f"--model_base_path={half}", "--model_name=half", "--drain_delay_seconds=120")
+    with server_process(*flags, f"--frontend_processes={processes}") as p:
         url, target = f"http://127.0.0.1:{p.rest_port}", f"127.0.0.1:{p.grpc_port}"
         assert get(f"{url}/readyz")[0] == 200 and health_check(target, "") == SERVING
         p.proc.send_signal(signal.SIGTERM)

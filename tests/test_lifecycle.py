@@ -50,7 +50,10 @@ def states(server: ServerThread, name: str = "m") -> dict[int, str]:
 
 
 def wait(server: ServerThread, predicate: Callable[[], bool], timeout: float = 60) -> None:
+    """Until ``predicate`` holds in the server, and (front-end processes answer status from the engine's
+    state, pushed within ``engine.STATE_SECONDS``) every front end has that state."""
     assert server.server.manager.wait_for(predicate, timeout), "condition not reached"
+    server.settle()
 
 
 def rest(server: ServerThread, path: str, doc: Any = None) -> tuple[int, Any]:
@@ -400,11 +403,12 @@ class Clients:
                 yield int(y[0]), ""
 
 
-def test_zero_failed_requests_while_versions_swap(tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", [1, 2], ids=["1-process", "2-frontend-processes"])
+def test_zero_failed_requests_while_versions_swap(tmp_path: Path, processes: int) -> None:
     stage(tmp_path, 1)
     flags = (f"--model_base_path={tmp_path}", "--model_name=m", "--max_num_load_retries=0")
     good = [1]
-    with running_server(*flags, **FAST) as server, Clients(server) as clients:
+    with running_server(*flags, **FAST, frontend_processes=processes) as server, Clients(server) as clients:
         assert clients.wait_until_all_saw(1)
         for version in range(2, 14):
             if version == 7:  # a broken version in the middle: never served, nothing fails
@@ -462,7 +466,11 @@ def cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
-@pytest.mark.parametrize("batching", [(), ("--enable_batching",)], ids=["threaded-grpc", "asyncio-grpc"])
+@pytest.mark.parametrize(
+    "batching",
+    [(), ("--enable_batching",), ("--frontend_processes=2",)],
+    ids=["threaded-grpc", "asyncio-grpc", "2-frontend-processes"],
+)
 def test_sigterm_lets_in_flight_requests_finish(tmp_path: Path, batching: tuple[str, ...]) -> None:
     import signal
 

@@ -65,8 +65,12 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[ServerThread]:
-    with running_server(f"--model_config_file={repo / 'models.config'}", "--rest_api_max_body_bytes=1000000") as s:
+def server(repo: Path, frontend_processes: int) -> Iterator[ServerThread]:
+    with running_server(
+        f"--model_config_file={repo / 'models.config'}",
+        "--rest_api_max_body_bytes=1000000",
+        frontend_processes=frontend_processes,
+    ) as s:
         yield s
 
 

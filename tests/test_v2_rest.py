@@ -70,8 +70,8 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(repo: Path) -> Iterator[ServerThread]:
-    with running_server(f"--model_config_file={repo / 'models.config'}") as s:
+def server(repo: Path, frontend_processes: int) -> Iterator[ServerThread]:
+    with running_server(f"--model_config_file={repo / 'models.config'}", frontend_processes=frontend_processes) as s:
         yield s
 
 
@@ -379,12 +379,14 @@ def test_readiness_follows_the_models(tmp_path: Path) -> None:
         # A model whose base path holds no version yet: configured, not ready, and so the server neither.
         config.write_text(f"model_config_list {{ {ok} {empty} }}")
         s.server.manager.apply_config(read_model_config_file(str(config)))
+        s.settle()
         assert request(s, "GET", "/v2/models/empty/ready")[0] == 400
         assert request(s, "GET", "/v2/health/ready")[0] == 400
         assert request(s, "GET", "/v2/health/live")[0] == 200
         om.write(tmp_path / "empty", 1, om.simple())
         s.server.manager.poll(["empty"])
         assert s.server.manager.wait_for(lambda: s.server.core.ready(), timeout=30)
+        s.settle()
         assert request(s, "GET", "/v2/health/ready")[0] == 200
 
 

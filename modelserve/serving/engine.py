@@ -12,7 +12,9 @@ end that goes away (its socket closes: a crash, a SIGKILL) has its requests canc
 and its arenas' descriptors closed at once (their memory goes with the last view of it).
 
 The engine also pushes its state (``serving.handoff.EngineState``) to every front end
-whenever it changes, and the merge of the other processes' metrics every second.
+whenever it changes, and the merge of the other processes' metrics every second. A front end's
+management call is answered after the state it caused (frames on one socket keep their order);
+``publish`` pushes at once and waits until every front end has the state (a drain).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from ..budget import UNMETERED
-from ..errors import Internal, NotFound, ServingError
+from ..errors import Internal, NotFound, ServingError, Unknown
 from ..execution.batching.params import BatchingParameters
 from ..execution.handoff.arena import Arena, Block, Mapped
 from ..execution.handoff.wire import Connection
@@ -60,6 +62,7 @@ log = logging.getLogger(__name__)
 STATE_SECONDS = 0.05  # how often the engine looks for a lifecycle change to push
 METRICS_SECONDS = 1.0
 # What a front end may ask of the core besides requests (model management; reload answers when done).
+INTERNAL = "Internal error"  # what a client reads of a bug in the engine, as of one in a front end (UNKNOWN)
 CALLS = frozenset({"load_model", "unload_model", "reload_config", "reload_file"})
 
 
@@ -109,6 +112,8 @@ class Engine:
         self._state = EngineState()
         self._signatures: dict[tuple[str, int], tuple[Mapping[str, Signature], str]] = {}
         self._pusher: asyncio.Task[None] | None = None
+        self._pushes = 0  # the number of the last state push whose receipt is awaited
+        self._seen = asyncio.Event()  # set when a front end says "seen" or goes away
         self.cancelled = 0  # requests a front end cancelled while they ran here (their clients went away)
 
     def attach(self, sock: socket.socket) -> Link:
@@ -133,15 +138,32 @@ class Engine:
                 merged.merge(link.snapshot)
         return merged
 
+    def push_state(self, receipt: int = 0) -> None:
+        """Send the state to every front end if it changed (``receipt``: always, each to answer "seen")."""
+        state = self.state()
+        if state != self._state or receipt:
+            self._state = state
+            for link in list(self.links):
+                link.send("state", receipt, state)
+
+    async def publish(self, timeout: float) -> None:
+        """Push the state now and wait (at most ``timeout`` seconds) until every front end has it."""
+        self._pushes += 1
+        receipt = self._pushes
+        self.push_state(receipt)
+
+        async def seen_by_all() -> None:
+            while not all(link.seen >= receipt for link in list(self.links)):
+                self._seen.clear()
+                await self._seen.wait()
+
+        await asyncio.wait_for(seen_by_all(), timeout)
+
     async def _push(self) -> None:
         last_metrics = 0.0
         while True:
             await asyncio.sleep(STATE_SECONDS)
-            state = self.state()
-            if state != self._state:
-                self._state = state
-                for link in list(self.links):
-                    link.send("state", 0, state)
+            self.push_state()
             if time.monotonic() - last_metrics >= METRICS_SECONDS:
                 last_metrics = time.monotonic()
                 for link in list(self.links):
@@ -207,6 +229,7 @@ class Link:
         self.outputs = Arena("out", engine.output_limit)
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.snapshot: Snapshot | None = None
+        self.seen = 0  # the last state push this front end said it has
         self._released: list[Block] = []
         self._lock = threading.Lock()
         self.conn = Connection(sock, self._message, self._closed)
@@ -261,6 +284,9 @@ class Link:
             self._spawn(rid, self._call(rid, *payload))
         elif kind == "metrics":
             self.snapshot = payload
+        elif kind == "seen":
+            self.seen = rid
+            self._engine._seen.set()
 
     def _free(self, block: Block) -> None:
         dropped = self.outputs.free(block)
@@ -301,9 +327,9 @@ class Link:
         except ServingError as exc:
             self.send("err", rid, failure(exc, trace))
             return
-        except Exception as exc:  # a bug: the front end answers INTERNAL, the engine logs it
+        except Exception:  # a bug: the client reads UNKNOWN "Internal error", the engine logs it
             log.exception("hand-off: predict failed")
-            self.send("err", rid, failure(Internal(f"{type(exc).__name__}: {exc}"), trace))
+            self.send("err", rid, failure(Unknown(INTERNAL), trace))  # no Python text reaches a client
             return
         self._announce()
         self.send("ok", rid, Answer(response.version, response.signature_name, block, refs, inline, times(trace)))
@@ -328,9 +354,9 @@ class Link:
         except ServingError as exc:
             self.send("err", rid, failure(exc, trace))
             return
-        except Exception as exc:
+        except Exception:
             log.exception("hand-off: %s failed", call.kind)
-            self.send("err", rid, failure(Internal(f"{type(exc).__name__}: {exc}"), trace))
+            self.send("err", rid, failure(Unknown(INTERNAL), trace))
             return
         self.send("exok", rid, ExamplesAnswer(response.version, list(response.results), times(trace)))
 
@@ -347,6 +373,7 @@ class Link:
         except ServingError as exc:
             self.send("err", rid, failure(exc, RequestTrace("")))
             return
+        self._engine.push_state()  # before "done": the caller answers its client with the new state
         self.send("done", rid, None)
 
     def _closed(self) -> None:
@@ -356,6 +383,7 @@ class Link:
         self.inputs.close()
         self.outputs.close()
         self._engine.links.discard(self)
+        self._engine._seen.set()  # a publish waits for it no more
 
     def close(self) -> None:
         self.conn.close()

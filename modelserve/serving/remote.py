@@ -29,7 +29,7 @@ import logging
 import socket
 import threading
 import time
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
@@ -120,6 +120,10 @@ class RemoteCore:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread = 0
         self._state_seen = asyncio.Event()
+        # What this process does once it knows the engine drains (its gRPC health turns NOT_SERVING),
+        # before it tells the engine it has the state.
+        self.on_drain: Callable[[], Awaitable[None]] | None = None
+        self._acks: set[asyncio.Task[None]] = set()
         self.closed = asyncio.Event()
 
     async def connect(self, sock: socket.socket) -> None:
@@ -192,7 +196,9 @@ class RemoteCore:
             signatures = self.manager.signatures(request.model)
             for attempt in range(DECODES):
                 signature = None if signatures is None else signatures.get(name)
-                if signatures is None or signature is None:  # nothing to decode by here: ask the engine
+                # Nothing to decode by here: ask the engine. Its signatures (after a RETRY) are decoded by
+                # even without this one, so that the decoder says what TF Serving says.
+                if signatures is None or (signature is None and attempt == 0):
                     inputs: Mapping[str, np.ndarray] = {}
                     probe = True
                 else:
@@ -349,12 +355,21 @@ class RemoteCore:
         elif kind == "state":
             self.manager.state = payload
             self._state_seen.set()
+            if rid:  # the engine waits until every front end has this state (a drain)
+                task = asyncio.get_running_loop().create_task(self._seen(rid))
+                self._acks.add(task)  # held until done (the loop keeps only a weak reference)
+                task.add_done_callback(self._acks.discard)
         elif kind == "metrics":
             self._others = payload
         elif kind == "seg":
             self._outputs.add(rid, fds[0], payload)
         elif kind == "drop":
             self._outputs.drop(rid)
+
+    async def _seen(self, receipt: int) -> None:
+        if self.manager.state.draining and self.on_drain is not None:
+            await self.on_drain()
+        self._send("seen", receipt, None)
 
     def _release(self, block: Block) -> None:
         """An output block's last view is gone (any thread): tell the engine, with the next frame."""

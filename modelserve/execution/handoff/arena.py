@@ -46,7 +46,7 @@ Block = tuple[int, int, int]
 
 TensorRef = tuple[int, int, int, str, tuple[int, ...]]
 """Where one tensor lies in an arena: (segment, offset, nbytes, dtype, shape); dtype is numpy's
-``dtype.str`` or ``STRING``."""
+``dtype.str`` (``dtype.name`` for ml_dtypes' kinds) or ``STRING``."""
 
 
 def tensor_nbytes(array: np.ndarray) -> int:
@@ -200,7 +200,10 @@ def _fill(
 
 
 def _dtype(array: np.ndarray) -> str:
-    return STRING if array.dtype == object else array.dtype.str
+    if array.dtype == object:
+        return STRING
+    # ml_dtypes' bfloat16 has the ``str`` of any two raw bytes ("<V2"); its name finds it again
+    return str(array.dtype.name if array.dtype.kind == "V" else array.dtype.str)
 
 
 class _Holder:
