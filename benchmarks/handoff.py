@@ -32,7 +32,7 @@ from common import ROOT, ensure_tools, wait_http, wrk
 
 sys.path.insert(0, str(ROOT))
 from modelserve.execution.handoff import wire
-from modelserve.frontend import command
+from modelserve.processes import ChildArgs, command
 from modelserve.serving.engine import Engine
 from modelserve.testing import running_server
 from tests import onnx_models as om
@@ -77,9 +77,10 @@ def main() -> None:
         port = held.getsockname()[1]
         grpc_port = reserve()
         argv = command(
-            child_end.fileno(),
-            1,
-            [f"--rest_api_port={port}", f"--port={grpc_port.getsockname()[1]}", "--host=127.0.0.1", *flags],
+            ChildArgs(
+                child_end.fileno(),
+                flags=[f"--rest_api_port={port}", f"--port={grpc_port.getsockname()[1]}", "--host=127.0.0.1", *flags],
+            )
         )
         grpc_port.close()
         proc = subprocess.Popen(

@@ -1,9 +1,11 @@
 """A front-end process of ``--frontend_processes``: the REST and gRPC front ends over the hand-off.
 
-    python -m modelserve.frontend --handoff_fd=FD --frontend_share=N [the server's flags]
+    python -m modelserve.frontend --handoff_fd=FD --frontend_share=N --ready_fd=R --parent_pid=P [the server's flags]
 
 ``FD`` is this process's end of the socket pair to the engine (``execution.handoff.wire.pair``,
-inherited); ``N`` the number of front-end processes, each getting 1/N of the memory budget.
+inherited); ``N`` the number of front-end processes, each getting 1/N of the memory budget;
+``R`` a pipe on which it writes ``processes.READY`` once its listeners serve (-1: none); ``P``
+the parent it dies with (0: none). ``processes.command`` builds this argv.
 The listeners are ``frontends.FrontEnds``, as in the single process, around a
 ``serving.remote.RemoteCore``; the ports are the ones the flags name (the parent resolves
 ``-1``), bound with SO_REUSEPORT so the kernel spreads connections over the processes.
@@ -11,18 +13,20 @@ This process logs no "Exporting"/"Running gRPC" lines: the parent does, once all
 
 It runs until SIGTERM/SIGINT (drain: not ready, then in-flight requests finish within
 --drain_grace_seconds) or until the engine's socket closes (the engine is gone: exit at once).
-Starting, restarting and stopping these processes is ``server``'s job.
+Starting, restarting and stopping these processes is ``processes.FrontEndProcesses``'s job.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import os
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from . import budget
 from .api.metrics import tf_metrics_path
@@ -33,6 +37,7 @@ from .observe.metrics import Metrics
 from .observe.requests import Watch
 from .observe.trace import Observers
 from .options import ServerOptions, parse_flags
+from .processes import READY, child_args, share_of
 from .server import _event_loop_runner, memory_budget
 from .serving.remote import RemoteCore
 
@@ -41,19 +46,34 @@ log = logging.getLogger("modelserve")
 METRICS_PUSH_SECONDS = 1.0
 
 
-def command(fd: int, share: int, flags: Sequence[str]) -> list[str]:
-    """The argv that starts one front-end process on inherited descriptor ``fd``."""
-    return [sys.executable, "-m", "modelserve.frontend", f"--handoff_fd={fd}", f"--frontend_share={share}", *flags]
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
-def share_of(total: budget.MemoryBudget, share: int) -> budget.MemoryBudget:
-    """One front end's part of the memory budget: 1/``share`` of the total, the same per-request cap
-    (but never more than its part)."""
-    part = max(total.total // max(share, 1), 1)
-    return budget.MemoryBudget(part, min(total.per_request, part))
+def die_with_parent(parent_pid: int) -> None:
+    """SIGKILL this process when its parent dies (Linux), and exit now if the parent already did: it may
+    have gone between the fork and this call, and then no signal will come."""
+    if parent_pid <= 0:
+        return
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+            log.warning(
+                "PR_SET_PDEATHSIG failed (errno %d): only the engine socket's end stops this process",
+                ctypes.get_errno(),
+            )
+    if os.getppid() != parent_pid:
+        raise SystemExit(f"modelserve.frontend: the parent (pid {parent_pid}) is gone")
 
 
-async def serve(options: ServerOptions, sock: socket.socket, share: int) -> None:
+def announce_ready(fd: int) -> None:
+    if fd >= 0:
+        os.write(fd, READY)
+        os.close(fd)
+
+
+async def serve(
+    options: ServerOptions, sock: socket.socket, share: int, ready: Callable[[], None] = lambda: None
+) -> None:
     recording = options.enable_metrics or bool(options.monitoring_config_file)
     metrics = Metrics() if recording else None
     readers, closers = request_observers(options, [metrics] if metrics is not None else [])
@@ -78,6 +98,7 @@ async def serve(options: ServerOptions, sock: socket.socket, share: int) -> None
         loop.add_signal_handler(sig, stop.set)
     try:
         await frontends.start()
+        ready()
         engine_gone = loop.create_task(core.closed.wait())
         stopped = loop.create_task(stop.wait())
         pushing = loop.create_task(_push_metrics(core))
@@ -103,27 +124,14 @@ async def _push_metrics(core: RemoteCore) -> None:
         core.push_metrics()
 
 
-def _own_flags(argv: Sequence[str]) -> tuple[int, int, list[str]]:
-    fd, share, rest = -1, 1, []
-    for arg in argv:
-        if arg.startswith("--handoff_fd="):
-            fd = int(arg.split("=", 1)[1])
-        elif arg.startswith("--frontend_share="):
-            share = int(arg.split("=", 1)[1])
-        else:
-            rest.append(arg)
-    if fd < 0:
-        raise SystemExit("modelserve.frontend: --handoff_fd is required")
-    return fd, share, rest
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    fd, share, flags = _own_flags(sys.argv[1:] if argv is None else argv)
-    options = parse_flags(flags)
+    args = child_args(sys.argv[1:] if argv is None else argv)
+    die_with_parent(args.parent_pid)
+    options = parse_flags(args.flags)
     logs.configure(options.log_level, options.log_format)
-    sock = socket.socket(fileno=fd)
+    sock = socket.socket(fileno=args.handoff_fd)
     try:
-        _event_loop_runner()(serve(options, sock, share))
+        _event_loop_runner()(serve(options, sock, args.share, lambda: announce_ready(args.ready_fd)))
     except ServingError as exc:
         log.error("A front-end process failed to start: %s: %s", exc.code.name, exc)
         return 255

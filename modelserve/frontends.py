@@ -233,6 +233,7 @@ class FrontEnds:
                 max_receive_bytes=self.budget.per_request,
                 watch=self.watch,
                 announce=self.listening.announce,
+                reuse_port=self.listening.reuse_port,
             ),
         )
         await self.grpc.start()
@@ -251,12 +252,7 @@ class FrontEnds:
         try:
             sock = bind(self.options.host, max(port, 0), self.listening.reuse_port)
         except OSError as exc:
-            # TF Serving logs this and serves gRPC alone; failing is kinder: otherwise a REST client
-            # reaches whatever else holds the port.
-            raise Unavailable(
-                f"Failed to start HTTP Server at localhost:{port}: {exc.strerror or exc}; "
-                f"another process holds port {port}? Choose a free --rest_api_port (or -1 for any free port)."
-            ) from None
+            raise rest_port_taken(port, exc) from None
         self.rest_port = sock.getsockname()[1]
         handler, rest = self.rest_handler()
         self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self.rest_tls, self.watch))
@@ -406,15 +402,35 @@ def _loopback(host: str) -> bool:
         return False
 
 
-def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
-    """A listening socket; ``reuse_port``: shared with the other front-end processes (the kernel spreads
-    connections among them)."""
+def rest_port_taken(port: int, exc: OSError) -> Unavailable:
+    # TF Serving logs this and serves gRPC alone; failing is kinder: otherwise a REST client
+    # reaches whatever else holds the port.
+    return Unavailable(
+        f"Failed to start HTTP Server at localhost:{port}: {exc.strerror or exc}; "
+        f"another process holds port {port}? Choose a free --rest_api_port (or -1 for any free port)."
+    )
+
+
+def reserve(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A bound socket, not listening: it holds the port (0: any free one) and receives no connection.
+    ``reuse_port``: the front-end processes' listeners may bind the same port (SO_REUSEPORT)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     if reuse_port:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket:
+    """A listening socket; ``reuse_port``: shared with the other front-end processes (the kernel spreads
+    connections among them)."""
+    sock = reserve(host, port, reuse_port)
     sock.listen(2048)
     sock.setblocking(False)
     return sock

@@ -243,6 +243,14 @@ class ServerOptions:
     num_tflite_interpreters_per_pool: int = flag(
         1, "Runtime", "TF Serving batches inside each TF Lite pool; here batching is --enable_batching's.", effect=False
     )
+    frontend_processes: int = flag(
+        0,
+        "Runtime",
+        "Processes answering REST and gRPC on the same ports (SO_REUSEPORT), in front of one engine that holds "
+        "each model once with its batch queue; tensors cross in shared memory (0: chosen from the CPUs this "
+        "process may use: 1 below 4 CPUs, else half of them, at most 8; logged).",
+        tf=False,
+    )
     memory_budget_bytes: int = flag(
         0,
         "Runtime",
@@ -377,6 +385,16 @@ def _convert(flag: Flag, text: str) -> bool | int | float | str:
         kind = "true or false" if flag.kind == "bool" else f"a{'n' if flag.kind == 'int' else ''} {flag.kind}"
         raise UsageError(f"--{flag.name}: expected {kind}, got {text!r}") from None
     return text
+
+
+def command_line(options: ServerOptions) -> list[str]:
+    """The flags that parse back into ``options``: the ones set explicitly, as ``--name=value``."""
+    args = []
+    for name in sorted(options.explicit):
+        value = getattr(options, name)
+        text = ("true" if value else "false") if isinstance(value, bool) else str(value)
+        args.append(f"--{name}={text}")
+    return args
 
 
 def parse_flags(argv: Sequence[str]) -> ServerOptions:

@@ -16,12 +16,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import budget, platforms, storage
+from . import budget, platforms, processes, storage
 from .api.grpc_server import GrpcServer
 from .api.http import Handler, Router
 from .api.httpd import HttpServer
 from .api.metrics import tf_metrics_path
-from .errors import InvalidArgument, ServingError
+from .errors import InvalidArgument, ServingError, Unavailable
 from .execution.batching import NO_METRICS, BatchingRunners, BatchMetrics
 from .execution.instances import PlacedLoader
 from .execution.runner import DirectRunner, Runner, RunnerFactory
@@ -39,6 +39,7 @@ from .options import FLAGS, ServerOptions
 from .platforms import cpus, devices
 from .platforms.servable import Servable
 from .serving.core import ServingCore
+from .serving.engine import Engine
 from .serving.warmup import ReplayWarmup
 
 log = logging.getLogger("modelserve")
@@ -205,18 +206,22 @@ class Server:
             self.pages,
             Listening(grpc_on_loop=options.enable_batching, watch=self.watch),
         )
+        # With two front-end processes or more (chosen in start()), this process is their engine and
+        # ``frontends`` never listens.
+        self.engine: Engine | None = None
+        self.processes: processes.FrontEndProcesses | None = None
 
     @property
     def rest_port(self) -> int | None:
-        return self.frontends.rest_port
+        return self.frontends.rest_port if self.processes is None else self.processes.ports.rest
 
     @property
     def grpc_port(self) -> int | None:
-        return self.frontends.grpc_port
+        return self.frontends.grpc_port if self.processes is None else self.processes.ports.grpc
 
     @property
     def metrics_port(self) -> int | None:
-        return self.frontends.metrics_port
+        return self.frontends.metrics_port if self.processes is None else self.processes.ports.metrics
 
     @property
     def http(self) -> HttpServer | None:
@@ -253,9 +258,22 @@ class Server:
                 self.metrics.thread_pool_name = self._batching.params.thread_pool_name
 
     async def start(self) -> None:
-        """Load the models, then open the ports."""
+        """Load the models, then open the ports: here, or in the front-end processes (``processes``)."""
         await self.start_core()
-        await self.frontends.start()
+        count, why = processes.count(self.options.frontend_processes, cpus.budget())
+        log.info("Front ends: %d process%s (%s)", count, "" if count == 1 else "es", why)
+        if count == 1:
+            await self.frontends.start()
+            return
+        self.engine = Engine(
+            self.core,
+            processes.share_of(self.budget, count).total,  # each front end's outputs: as much as its inputs
+            self.metrics.snapshot if self.metrics is not None else None,
+            self.pages.batching,
+            self._reload_config_file,
+        )
+        self.processes = processes.FrontEndProcesses(self.options, self.engine, count)
+        await self.processes.start()
 
     async def start_core(self) -> None:
         """Everything but the listeners: flags checked, security and readers configured, models loaded
@@ -317,10 +335,15 @@ class Server:
         await self.core.reload_config(models)
 
     async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish (both front ends at once), unload every model."""
+        """Stop accepting, let in-flight requests finish (both front ends at once, or every front-end
+        process, whose requests the engine serves meanwhile), unload every model."""
         self.core.drain()  # not ready from here on, if a drain did not already say so
         if self._watcher is not None:
             self._watcher.close()
+        if self.processes is not None:
+            await self.processes.stop(self.options.drain_grace_seconds)
+        if self.engine is not None:
+            self.engine.close()
         await asyncio.gather(*self.frontends.stopping(self.options.drain_grace_seconds))
         await asyncio.to_thread(self.manager.close)
         if self._batching is not None:
@@ -344,7 +367,15 @@ async def serve(options: ServerOptions, started: Callable[[Server], None] = lamb
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    failed = server.processes.failed if server.processes is not None else asyncio.Event()
+    waits = [loop.create_task(event.wait()) for event in (stop, failed)]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
+    if failed.is_set():
+        log.error("Shutting down: no front-end process serves any more")
+        await server.stop()
+        raise Unavailable("every front-end process exited again and again (see above)")
     stop.clear()
     delay = options.drain_delay_seconds
     # Load balancers take a while to see the readiness change and stop sending: serve on meanwhile.

@@ -4,7 +4,9 @@
 ports chosen by the OS, waits until it is ready (no sleeps), and stops it
 cleanly afterwards. ``server_process`` starts ``python -m modelserve`` as a
 subprocess instead (optionally under ``prlimit`` and ``taskset``) and finds its
-ports in its log.
+ports in its log. Both run ``--frontend_processes=1`` unless the flags say otherwise or the environment
+variable ``MODELSERVE_TEST_FRONTEND_PROCESSES`` names another count (how a whole suite is run with
+front-end processes: ``MODELSERVE_TEST_FRONTEND_PROCESSES=2 pytest tests/test_rest.py``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ from typing import IO, Any
 
 # The checkout this package was imported from: a server subprocess runs the same code by default.
 CHECKOUT = Path(__file__).resolve().parent.parent
+FRONTEND_PROCESSES_ENV = "MODELSERVE_TEST_FRONTEND_PROCESSES"
+
+
+def frontend_processes_flag() -> str:
+    """The test servers' --frontend_processes: one (not the machine's default, so tests do not depend on
+    its CPUs) unless MODELSERVE_TEST_FRONTEND_PROCESSES says otherwise."""
+    return f"--frontend_processes={os.environ.get(FRONTEND_PROCESSES_ENV) or 1}"
 
 
 class ServerThread:
@@ -57,7 +66,13 @@ def running_server(*flags: str, **values: Any) -> Iterator[ServerThread]:
     from .options import parse_flags
     from .server import Server
 
-    base = ["--port=-1", "--rest_api_port=-1", "--file_system_poll_wait_seconds=0", "--host=127.0.0.1"]
+    base = [
+        "--port=-1",
+        "--rest_api_port=-1",
+        "--file_system_poll_wait_seconds=0",
+        "--host=127.0.0.1",
+        frontend_processes_flag(),
+    ]
     options = parse_flags([*base, *flags])
     if values:
         options = options.replace(**values)
@@ -141,6 +156,7 @@ def server_process(
         "--rest_api_port=-1",
         "--host=127.0.0.1",
         "--file_system_poll_wait_seconds=0",
+        frontend_processes_flag(),
         *flags,
     ]
     environment = {**os.environ, "PYTHONPATH": str(checkout), **(env or {})}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from modelserve.cli import UsageError, parse_flags, usage
-from modelserve.options import FLAGS, FLAGS_BY_NAME, GROUPS, ServerOptions
+from modelserve.options import FLAGS, FLAGS_BY_NAME, GROUPS, ServerOptions, command_line
 from modelserve.testing import server_process
 
 from . import onnx_models as om
@@ -79,6 +79,20 @@ def test_replace_and_explicit() -> None:
         options.replace(no_such_flag=1)
     with pytest.raises(KeyError, match="explicit"):
         options.replace(explicit=frozenset())
+
+
+def test_command_line_parses_back_into_the_same_options() -> None:
+    options = parse_flags(["--port=9000", "--enable_batching", "--model_name=a=b c", "--drain_grace_seconds=0.25"])
+    options = options.replace(enable_metrics=False)
+    again = parse_flags(command_line(options))
+    assert again == options
+    assert command_line(options) == [
+        "--drain_grace_seconds=0.25",
+        "--enable_batching=true",
+        "--enable_metrics=false",
+        "--model_name=a=b c",
+        "--port=9000",
+    ]
 
 
 def test_every_tf_serving_flag_is_known() -> None:

@@ -36,7 +36,7 @@ from modelserve.codecs.tensor_util import make_tensor_proto
 from modelserve.dtypes import to_numpy
 from modelserve.errors import Code
 from modelserve.execution.handoff import wire
-from modelserve.frontend import command
+from modelserve.processes import ChildArgs, command
 from modelserve.protos import PREDICTION_SERVICE, pb
 from modelserve.serving.engine import Engine
 from modelserve.serving.remote import RemoteCore
@@ -109,12 +109,10 @@ def front_end(st: ServerThread, *flags: str) -> Iterator[FrontEnd]:
     engine = asyncio.run_coroutine_threadsafe(_call(attach), st.loop).result(30)
     rest, grpc_sock = free_port(), free_port()
     ports = (rest.getsockname()[1], grpc_sock.getsockname()[1])
-    # gRPC binds a dual-stack IPv6 socket, which shares no SO_REUSEPORT group with this IPv4 one: let go of it
-    grpc_sock.close()
     argv = command(
-        child_end.fileno(),
-        1,
-        [f"--rest_api_port={ports[0]}", f"--port={ports[1]}", "--host=127.0.0.1", *flags],
+        ChildArgs(
+            child_end.fileno(), flags=[f"--rest_api_port={ports[0]}", f"--port={ports[1]}", "--host=127.0.0.1", *flags]
+        )
     )
     env = {**os.environ, "PYTHONPATH": str(CHECKOUT)}
     proc = subprocess.Popen(argv, pass_fds=(child_end.fileno(),), env=env, cwd=CHECKOUT)

@@ -36,7 +36,19 @@ RANKS = {
     "convert": 6,
     "bench": 6,
 }
-ENTRY = {"__init__", "__main__", "cli", "server", "options", "demo", "testing", "frontends", "frontend", "ray"}
+ENTRY = {
+    "__init__",
+    "__main__",
+    "cli",
+    "server",
+    "options",
+    "demo",
+    "testing",
+    "frontends",
+    "frontend",
+    "processes",
+    "ray",
+}
 # What users run beside the server: the client uses the foundation only; convert also loads what
 # it wrote with the platforms, to check it.
 BESIDE = {"client": 1, "convert": 2, "bench": 1}

@@ -73,6 +73,7 @@ class GrpcOptions:
     # size): the server passes its per-request memory budget, so a 1 KB gzip bomb cannot grow to 2 GiB.
     max_receive_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     announce: bool = True  # log "Running gRPC ModelServer at ..." (a front-end process leaves it to its parent)
+    reuse_port: bool = False  # SO_REUSEPORT: the front-end processes of --frontend_processes share the port
 
 
 def parse_channel_arguments(text: str) -> list[tuple[str, int | str]]:
@@ -97,15 +98,15 @@ def _int32_or_text(value: str) -> int | str:
 
 
 def server_channel_options(
-    channel_arguments: str, max_receive_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+    channel_arguments: str, max_receive_bytes: int = DEFAULT_MAX_MESSAGE_BYTES, reuse_port: bool = False
 ) -> list[tuple[str, int | str]]:
-    """Defaults (TF's INT32_MAX message size, or less to receive, no SO_REUSEPORT), then the user's
-    arguments on top."""
+    """Defaults (TF's INT32_MAX message size, or less to receive, SO_REUSEPORT only when ``reuse_port``),
+    then the user's arguments on top."""
     options: dict[str, int | str] = {
         "grpc.max_receive_message_length": min(max_receive_bytes, DEFAULT_MAX_MESSAGE_BYTES),
         "grpc.max_send_message_length": DEFAULT_MAX_MESSAGE_BYTES,
-        # Without this, a second server could bind the same port silently.
-        "grpc.so_reuseport": 0,
+        # Off unless the front-end processes share the port: else a second server could bind it silently.
+        "grpc.so_reuseport": int(reuse_port),
     }
     options.update(parse_channel_arguments(channel_arguments))
     return list(options.items())
@@ -139,7 +140,9 @@ class GrpcServer:
     async def start(self) -> None:
         """Bind, register the services and start serving; Unknown if a listener cannot bind."""
         options = self._options
-        channel_options = server_channel_options(options.channel_arguments, options.max_receive_bytes)
+        channel_options = server_channel_options(
+            options.channel_arguments, options.max_receive_bytes, options.reuse_port
+        )
         server: grpc.Server | grpc.aio.Server
         guard = options.guard
         if options.asyncio:

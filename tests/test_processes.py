@@ -1,0 +1,195 @@
+"""--frontend_processes: how many are chosen, and (with a real server) how they are started, supervised
+and stopped."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from modelserve import processes
+from modelserve.client import ClientError, GrpcClient
+from modelserve.errors import Code
+from modelserve.platforms.cpus import CpuBudget
+from modelserve.testing import running_server, server_process
+
+from . import onnx_models as om
+
+
+@pytest.mark.parametrize(
+    ("requested", "cpus", "chosen"),
+    [
+        (0, 1, 1),
+        (0, 2, 1),
+        (0, 3, 1),
+        (0, 4, 2),
+        (0, 6, 3),
+        (0, 16, 8),
+        (0, 64, 8),
+        (2, 1, 2),  # asked for: as asked, whatever the CPUs
+        (12, 64, 12),
+    ],
+)
+def test_the_default_follows_the_cpus_really_available(requested: int, cpus: int, chosen: int) -> None:
+    count, why = processes.count(requested, CpuBudget(cpus, cpus, None))
+    assert count == chosen
+    assert (why == "--frontend_processes") if requested else (f"{cpus} CPU(s) available" in why)
+
+
+def test_a_cgroup_quota_counts_not_the_affinity() -> None:
+    count, why = processes.count(0, CpuBudget(2, 32, 1.5, "/sys/fs/cgroup/cpu.max"))
+    assert count == 1
+    assert "cgroup quota 1.5 CPUs" in why and "one process below 4 CPUs" in why
+
+
+# ---- a real server with two front-end processes -------------------------------------------------------
+
+
+def model_folder(root: Path) -> Path:
+    om.write(root / "hpt", 1, om.half_plus_two())
+    om.write(root / "slow", 1, om.slow(steps=400, size=512))  # seconds on an idle machine too
+    entries = "\n".join(
+        f'config {{ name: "{n}" base_path: "{root / n}" model_platform: "onnx" }}' for n in ("hpt", "slow")
+    )
+    config = root / "models.config"
+    config.write_text("model_config_list {\n" + entries + "\n}\n")
+    return config
+
+
+def wait_until(predicate: Callable[[], bool], seconds: float = 60.0) -> None:
+    end = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < end, "timed out waiting"
+        time.sleep(0.05)
+
+
+def predict_rest(port: int) -> list[float]:
+    """One REST predict of "hpt" on a connection of its own (the kernel picks the front end for each)."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/v1/models/hpt:predict", b'{"instances": [1.0, 2.0]}', method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=60) as answer:
+        return list(json.loads(answer.read())["predictions"])
+
+
+def children_of(pid: int) -> set[int]:
+    found: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(p) for p in (task / "children").read_text().split()}
+    return found
+
+
+def gone(pid: int) -> bool:
+    """No such process any more (or only its zombie, which cannot run)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+def rest_requests_total(text: str, model: str) -> float:
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == "modelserve_requests_total"
+        and sample.labels.get("model") == model
+        and sample.labels.get("protocol") == "tfs_rest"
+    )
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
+def test_two_processes_share_the_ports_announce_once_and_report_the_whole_server(tmp_path: Path) -> None:
+    config = model_folder(tmp_path)
+    with server_process(f"--model_config_file={config}", "--frontend_processes=2") as server:
+        assert len(children_of(server.proc.pid)) == 2
+        for _ in range(20):
+            assert predict_rest(server.rest_port) == [2.5, 3.0]
+        with GrpcClient(f"127.0.0.1:{server.grpc_port}") as client:
+            assert client.predict("hpt", {"x": np.array([1.0], np.float32)})["y"].tolist() == [2.5]
+
+        def every_scrape_counts_all() -> bool:  # each on a new connection: either front end answers
+            for _ in range(6):
+                with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}/metrics", timeout=30) as page:
+                    if rest_requests_total(page.read().decode(), "hpt") != 20:
+                        return False
+            return True
+
+        wait_until(every_scrape_counts_all)
+        log = server.text()
+    assert "Front ends: 2 processes (--frontend_processes)" in log
+    assert log.count("Exporting HTTP/REST API at:localhost:") == 1
+    assert log.count("Running gRPC ModelServer at ") == 1
+    assert log.count("Front-end process ") >= 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
+def test_a_killed_front_end_fails_its_request_cleanly_and_is_started_again(tmp_path: Path) -> None:
+    config = model_folder(tmp_path)
+    with running_server(f"--model_config_file={config}", frontend_processes=2) as st:
+        pool, engine = st.server.processes, st.server.engine
+        assert pool is not None and engine is not None
+        outcome: list[BaseException | None] = []
+
+        def slow_call() -> None:
+            try:
+                with GrpcClient(st.grpc_target, timeout=120) as client:
+                    client.predict("slow", {"x": np.ones((512, 512), np.float32)})
+                outcome.append(None)
+            except BaseException as exc:
+                outcome.append(exc)
+
+        call = threading.Thread(target=slow_call)
+        call.start()
+        wait_until(lambda: any(c.link.tasks for c in list(pool.children.values())))
+        (busy,) = [c for c in list(pool.children.values()) if c.link.tasks]
+        os.kill(busy.proc.pid, signal.SIGKILL)
+        call.join(60)
+        assert not call.is_alive(), "the request of a killed front end hangs"
+        (error,) = outcome
+        assert isinstance(error, ClientError) and error.code == Code.UNAVAILABLE, error
+        wait_until(lambda: busy.slot in pool.children and pool.children[busy.slot] is not busy)
+        wait_until(lambda: engine.inflight() == 0)  # the engine cancelled the killed one's request
+        for _ in range(10):
+            assert predict_rest(st.server.rest_port) == [2.5, 3.0]
+        assert len(engine.links) == 2
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
+def test_sigkill_of_the_parent_under_load_leaves_no_process_and_no_shared_memory(tmp_path: Path) -> None:
+    config = model_folder(tmp_path)
+    shm = set(os.listdir("/dev/shm"))
+    with server_process(f"--model_config_file={config}", "--frontend_processes=2") as server:
+        children = children_of(server.proc.pid)
+        assert len(children) == 2
+        stop = threading.Event()
+
+        def load() -> None:
+            while not stop.is_set():
+                with contextlib.suppress(OSError):  # the server goes away under it
+                    predict_rest(server.rest_port)
+
+        threads = [threading.Thread(target=load) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        try:
+            time.sleep(0.5)  # load, not a wait for a state: requests in flight when the kill comes
+            server.proc.kill()
+            server.proc.wait(30)
+            wait_until(lambda: all(gone(pid) for pid in children), 10)
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(60)
+    assert set(os.listdir("/dev/shm")) <= shm
