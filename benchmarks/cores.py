@@ -208,7 +208,7 @@ def measure(srv: Server, protocol: str, c: int, seconds: int, work: Path) -> Run
         cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
         result = wrk(f"http://127.0.0.1:{srv.rest}/v1/models/{work.name}:predict", work / "body.json", c, seconds, cpus)
     else:
-        result = h2load(srv.grpc, work / "body.bin", c, seconds, GRPC_PATH)
+        result = h2load(srv.grpc, work / "body.bin", c, seconds, GRPC_PATH, log=work / "h2load.log")
     used = [cpu_seconds(p) - b for p, b in zip(pids, before, strict=True)]
     if result.errors:
         raise RuntimeError(f"{result.errors} failed requests ({protocol}, N={srv.processes}, c={c})")
@@ -282,11 +282,15 @@ def requests_part(work: Path, seconds: int, rounds: int, c: int, protocols: Sequ
         for n in (1, 2):
             key = (protocol, n)
             rps = cells.median(key, "rps")
+            loop = cells.median(key, "loop_us")
+            # N = 1's gRPC handlers are grpcio threads: its main thread does none of that work.
+            loop_text = f" ({loop:.0f})" if loop >= 0.5 else ""
+            p99 = cells.median(key, "p99")
             print(
                 f"| {protocol} | {n} | {rps:,.0f} | {rps / r1:.2f}× | {cells.median(key, 'cpu_us'):.0f} | "
-                f"{cells.median(key, 'engine_us'):.0f} ({cells.median(key, 'loop_us'):.0f}) | "
+                f"{cells.median(key, 'engine_us'):.0f}{loop_text} | "
                 f"{cells.median(key, 'front_us'):.0f} | {cells.median(key, 'gen_cores'):.2f} | "
-                f"{cells.median(key, 'p99'):.1f} |"
+                f"{f'{p99:.1f}' if p99 else '–'} |"
             )
     print(f"\nCeiling for N = 2 / N = 1 (this run's figures; {CPUS} CPUs here, and 16 by the same arithmetic):\n")
     print(
