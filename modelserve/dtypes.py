@@ -8,8 +8,9 @@ DT_STRING tensors are numpy object arrays whose elements are ``bytes``.
 from __future__ import annotations
 
 import enum
+import functools
+import importlib
 
-import ml_dtypes
 import numpy as np
 
 from .errors import Unimplemented
@@ -100,22 +101,11 @@ _NUMPY: dict[DType, np.dtype] = {
     DType.DT_COMPLEX64: np.dtype(np.complex64),
     DType.DT_INT64: np.dtype(np.int64),
     DType.DT_BOOL: np.dtype(np.bool_),
-    DType.DT_BFLOAT16: np.dtype(ml_dtypes.bfloat16),
     DType.DT_UINT16: np.dtype(np.uint16),
     DType.DT_COMPLEX128: np.dtype(np.complex128),
     DType.DT_HALF: np.dtype(np.float16),
     DType.DT_UINT32: np.dtype(np.uint32),
     DType.DT_UINT64: np.dtype(np.uint64),
-    DType.DT_FLOAT8_E5M2: np.dtype(ml_dtypes.float8_e5m2),
-    DType.DT_FLOAT8_E4M3FN: np.dtype(ml_dtypes.float8_e4m3fn),
-    DType.DT_FLOAT8_E4M3FNUZ: np.dtype(ml_dtypes.float8_e4m3fnuz),
-    DType.DT_FLOAT8_E4M3B11FNUZ: np.dtype(ml_dtypes.float8_e4m3b11fnuz),
-    DType.DT_FLOAT8_E5M2FNUZ: np.dtype(ml_dtypes.float8_e5m2fnuz),
-    DType.DT_INT4: np.dtype(ml_dtypes.int4),
-    DType.DT_UINT4: np.dtype(ml_dtypes.uint4),
-    DType.DT_INT2: np.dtype(ml_dtypes.int2),
-    DType.DT_UINT2: np.dtype(ml_dtypes.uint2),
-    DType.DT_FLOAT4_E2M1FN: np.dtype(ml_dtypes.float4_e2m1fn),
 }
 # Quantized types share the bit layout of their plain integer counterparts.
 _NUMPY_QUANTIZED: dict[DType, np.dtype] = {
@@ -124,6 +114,21 @@ _NUMPY_QUANTIZED: dict[DType, np.dtype] = {
     DType.DT_QINT16: np.dtype(np.int16),
     DType.DT_QUINT16: np.dtype(np.uint16),
     DType.DT_QINT32: np.dtype(np.int32),
+}
+# ml_dtypes' types by their names there. Importing ml_dtypes costs about 0.7 s (it registers its casts with
+# numpy), most of a server's cold start, and most models never see one of its types: imported on first use.
+_ML_DTYPES: dict[DType, str] = {
+    DType.DT_BFLOAT16: "bfloat16",
+    DType.DT_FLOAT8_E5M2: "float8_e5m2",
+    DType.DT_FLOAT8_E4M3FN: "float8_e4m3fn",
+    DType.DT_FLOAT8_E4M3FNUZ: "float8_e4m3fnuz",
+    DType.DT_FLOAT8_E4M3B11FNUZ: "float8_e4m3b11fnuz",
+    DType.DT_FLOAT8_E5M2FNUZ: "float8_e5m2fnuz",
+    DType.DT_INT4: "int4",
+    DType.DT_UINT4: "uint4",
+    DType.DT_INT2: "int2",
+    DType.DT_UINT2: "uint2",
+    DType.DT_FLOAT4_E2M1FN: "float4_e2m1fn",
 }
 _FROM_NUMPY = {v: k for k, v in _NUMPY.items()}
 _FROM_NUMPY[np.dtype(np.str_)] = DType.DT_STRING
@@ -139,9 +144,19 @@ def to_numpy(dtype: DType) -> np.dtype:
     found = _NUMPY.get(dtype)
     if found is None:
         found = _NUMPY_QUANTIZED.get(dtype)
+    if found is None and dtype in _ML_DTYPES:
+        found = _ml_dtype(_ML_DTYPES[dtype])
     if found is None:
         raise Unimplemented(f"Tensors of type {tf_name(DType(dtype))} are not supported")
     return found
+
+
+def itemsize(dtype: DType) -> int:
+    """Bytes per element of ``to_numpy(dtype)``, without importing ml_dtypes for its types (one byte each
+    but bfloat16's two); Unimplemented as ``to_numpy``."""
+    if dtype in _ML_DTYPES:
+        return 2 if dtype == DType.DT_BFLOAT16 else 1
+    return int(to_numpy(dtype).itemsize)
 
 
 def from_numpy(dtype: np.dtype) -> DType:
@@ -150,6 +165,17 @@ def from_numpy(dtype: np.dtype) -> DType:
     if dtype.kind in "USO":
         return DType.DT_STRING
     found = _FROM_NUMPY.get(dtype)
+    if found is None and dtype.type.__module__ == "ml_dtypes":  # an array of it exists: ml_dtypes is imported
+        found = _FROM_ML_DTYPES.get(dtype.name)
     if found is None:
         raise Unimplemented(f"numpy dtype {dtype} has no TensorFlow equivalent")
+    return found
+
+
+_FROM_ML_DTYPES = {name: dtype for dtype, name in _ML_DTYPES.items()}
+
+
+@functools.cache
+def _ml_dtype(name: str) -> np.dtype:
+    found: np.dtype = np.dtype(getattr(importlib.import_module("ml_dtypes"), name))
     return found

@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 from ..budget import Account
 from ..codecs.tensor_proto import from_ndarray, shape_to_proto, to_ndarrays
 from ..codecs.tensor_wire import tensor_entry
-from ..dtypes import DType, to_numpy
+from ..dtypes import DType, itemsize
 from ..errors import Code, InvalidArgument, Unimplemented
 from ..lifecycle.config import model_configs
 from ..observe.requests import Watch
@@ -210,7 +210,7 @@ def _decodes_big(tensors: Mapping[str, Message]) -> bool:
 
 def _width(dtype: DType) -> int:
     try:
-        return int(to_numpy(dtype).itemsize)
+        return itemsize(dtype)
     except Unimplemented:
         return _STRING_WIDTH
 

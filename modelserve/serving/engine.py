@@ -272,7 +272,7 @@ class Link:
         elif kind == "examples":
             self._spawn(rid, self._examples(rid, payload))
         elif kind == "cancel":
-            task = self.tasks.get(rid)
+            task = self.tasks.pop(rid, None)
             if task is not None:
                 task.cancel()
                 self._engine.cancelled += 1
@@ -294,9 +294,14 @@ class Link:
             self.send("drop", dropped, None)
 
     def _spawn(self, rid: int, work: Coroutine[Any, Any, None]) -> None:
-        task = self._loop.create_task(work)
-        self.tasks[rid] = task
-        task.add_done_callback(lambda _: self.tasks.pop(rid, None))
+        # A task leaves ``tasks`` as it sends its answer (``_answer``), not through a done callback: that
+        # would be one more loop callback per request. One that ends without an answer was cancelled (the
+        # "cancel" message pops it) or its front end is gone (every task goes with the link).
+        self.tasks[rid] = self._loop.create_task(work)
+
+    def _answer(self, kind: str, rid: int, payload: object) -> None:
+        self.tasks.pop(rid, None)
+        self.send(kind, rid, payload)
 
     async def _predict(self, rid: int, call: PredictCall) -> None:
         trace = RequestTrace(call.protocol, "predict")
@@ -322,17 +327,17 @@ class Link:
                 return
             block, refs, inline = self.outputs.write(response.outputs, INLINE_BYTES)
         except _Retry as retry:
-            self.send("retry", rid, Retry(retry.signatures))
+            self._answer("retry", rid, Retry(retry.signatures))
             return
         except ServingError as exc:
-            self.send("err", rid, failure(exc, trace))
+            self._answer("err", rid, failure(exc, trace))
             return
         except Exception:  # a bug: the client reads UNKNOWN "Internal error", the engine logs it
             log.exception("hand-off: predict failed")
-            self.send("err", rid, failure(Unknown(INTERNAL), trace))  # no Python text reaches a client
+            self._answer("err", rid, failure(Unknown(INTERNAL), trace))  # no Python text reaches a client
             return
         self._announce()
-        self.send("ok", rid, Answer(response.version, response.signature_name, block, refs, inline, times(trace)))
+        self._answer("ok", rid, Answer(response.version, response.signature_name, block, refs, inline, times(trace)))
 
     async def _examples(self, rid: int, call: ExamplesCall) -> None:
         trace = RequestTrace("", call.kind)
@@ -352,13 +357,13 @@ class Link:
             run = getattr(self._core, call.kind)
             response = await run(request)
         except ServingError as exc:
-            self.send("err", rid, failure(exc, trace))
+            self._answer("err", rid, failure(exc, trace))
             return
         except Exception:
             log.exception("hand-off: %s failed", call.kind)
-            self.send("err", rid, failure(Unknown(INTERNAL), trace))
+            self._answer("err", rid, failure(Unknown(INTERNAL), trace))
             return
-        self.send("exok", rid, ExamplesAnswer(response.version, list(response.results), times(trace)))
+        self._answer("exok", rid, ExamplesAnswer(response.version, list(response.results), times(trace)))
 
     async def _call(self, rid: int, method: str, *args: Any) -> None:
         try:
@@ -371,10 +376,14 @@ class Link:
             else:
                 await getattr(self._core, method)(*args)
         except ServingError as exc:
-            self.send("err", rid, failure(exc, RequestTrace("")))
+            self._answer("err", rid, failure(exc, RequestTrace("")))
+            return
+        except Exception:  # a bug: answered all the same, or the front end's caller would wait forever
+            log.exception("hand-off: %s failed", method)
+            self._answer("err", rid, failure(Unknown(INTERNAL), RequestTrace("")))
             return
         self._engine.push_state()  # before "done": the caller answers its client with the new state
-        self.send("done", rid, None)
+        self._answer("done", rid, None)
 
     def _closed(self) -> None:
         """The front end went away: cancel its requests, close its arenas' descriptors."""

@@ -49,7 +49,7 @@ class PredictCall(NamedTuple):
     dtypes: Mapping[str, DType] | None = None
     probe: bool = False
     protocol: Front = ""
-    inline: bytearray | None = None  # the tensors themselves, when small (``Arena.write``)
+    inline: bytes | None = None  # the tensors themselves, when small (``Arena.write``)
 
 
 class ExamplesCall(NamedTuple):
@@ -63,7 +63,7 @@ class ExamplesCall(NamedTuple):
     tasks: tuple[tuple[str, str, str], ...] = ()
     remaining: float | None = None
     options: RequestOptions | None = None
-    inline: bytearray | None = None
+    inline: bytes | None = None
 
 
 class Times(NamedTuple):
@@ -86,7 +86,7 @@ class Answer(NamedTuple):
     signature_name: str
     block: Block | None
     refs: Mapping[str, TensorRef]
-    inline: bytearray | None
+    inline: bytes | None
     times: Times
 
 

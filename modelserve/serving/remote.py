@@ -307,7 +307,7 @@ class RemoteCore:
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(work, self._loop)
         return future.result()
 
-    def _write(self, arrays: Mapping[str, np.ndarray]) -> tuple[Block | None, dict[str, TensorRef], bytearray | None]:
+    def _write(self, arrays: Mapping[str, np.ndarray]) -> tuple[Block | None, dict[str, TensorRef], bytes | None]:
         written = self._inputs.write(arrays, INLINE_BYTES)
         for index, fd, size in self._inputs.take_new():
             self._send("seg", index, size, (fd,))

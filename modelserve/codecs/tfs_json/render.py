@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import orjson
 
-from ...dtypes import DType, from_numpy, tf_name, to_numpy
+from ...dtypes import DType, from_numpy, tf_name
 from ...errors import InvalidArgument, ServingError
 from .float_matrix import f32_texts, join_matrix
 from .floats import join_double, join_float32
@@ -54,6 +54,8 @@ def render_output(name: str, array: Array, *, split: bool) -> list[bytes]:
     renderer = _RENDERERS.get(array.dtype)
     if renderer is not None:
         return renderer(array, split)
+    if array.dtype.type.__module__ == "ml_dtypes" and from_numpy(array.dtype) == DType.DT_BFLOAT16:
+        return _render_as_float32(array, split)  # not in the table: that would import ml_dtypes at start-up
     if array.dtype.kind in "OSU":
         return _render_strings(array, split, as_bytes=name.endswith("_bytes"))
     if not array.dtype.isnative:
@@ -156,11 +158,10 @@ def _b64_value(value: Any) -> dict[str, str]:
 
 
 _Renderer = Callable[[Array, bool], list[bytes]]
-# The supported output dtypes but DT_STRING (any object, bytes or str array).
+# The supported output dtypes but DT_STRING (any object, bytes or str array) and bfloat16.
 _RENDERERS: dict[np.dtype[Any], _Renderer] = {
     np.dtype(np.float32): _render_float32,
     np.dtype(np.float16): _render_as_float32,
-    to_numpy(DType.DT_BFLOAT16): _render_as_float32,
     np.dtype(np.float64): _render_float64,
     **{
         np.dtype(t): _render_plain

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...dtypes import DType, to_numpy
+from ...dtypes import DType, itemsize, to_numpy
 from ...errors import InvalidArgument, Unimplemented
 
 # Every V2 datatype (the protocol's table), with the DType a signature declares for it.
@@ -31,7 +31,7 @@ V2_TO_DTYPE: dict[str, DType] = {
 }
 DTYPE_TO_V2: dict[DType, str] = {dtype: name for name, dtype in V2_TO_DTYPE.items()}
 # Bytes per element of the fixed-size datatypes (BYTES is length-prefixed on the wire).
-ITEM_SIZE: dict[str, int] = {name: to_numpy(dtype).itemsize for name, dtype in V2_TO_DTYPE.items() if name != "BYTES"}
+ITEM_SIZE: dict[str, int] = {name: itemsize(dtype) for name, dtype in V2_TO_DTYPE.items() if name != "BYTES"}
 
 
 def dtype_of(name: str) -> DType:

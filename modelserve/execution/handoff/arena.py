@@ -24,6 +24,7 @@ message (``write(inline_bytes=...)``), cheaper than a block's allocation, views 
 
 from __future__ import annotations
 
+import functools
 import mmap
 import os
 import threading
@@ -51,7 +52,7 @@ TensorRef = tuple[int, int, int, str, tuple[int, ...]]
 
 def tensor_nbytes(array: np.ndarray) -> int:
     """The bytes ``array`` takes in an arena."""
-    if array.dtype == object:
+    if array.dtype.hasobject:
         return 8 * array.size + sum(len(_as_bytes(item)) for item in array.flat)
     return array.nbytes
 
@@ -132,15 +133,14 @@ class Arena:
 
     def write(
         self, arrays: Mapping[str, np.ndarray], inline_bytes: int = 0
-    ) -> tuple[Block | None, dict[str, TensorRef], bytearray | None]:
+    ) -> tuple[Block | None, dict[str, TensorRef], bytes | None]:
         """Copy ``arrays`` into one new block: (block, refs, None). Tensors of ``inline_bytes`` or less in all
         go in a buffer of their own instead (None, refs, buffer), to travel in the control message: for a
         few bytes, an arena's block, its views and its release cost more than copying them (~20 µs)."""
         sizes = [tensor_nbytes(array) for array in arrays.values()]
         total = sum(aligned(n) for n in sizes)
         if total <= inline_bytes:
-            inline = bytearray(total)
-            return None, _fill(np.frombuffer(inline, np.uint8), -1, 0, arrays, sizes), inline
+            return (None, *_inline(arrays, sizes))
         block = self._allocate(total)
         segment = self._segments[block[0]].array
         assert segment is not None
@@ -190,7 +190,7 @@ def _fill(
     refs: dict[str, TensorRef] = {}
     for (name, array), nbytes in zip(arrays.items(), sizes, strict=True):
         target = into[offset : offset + nbytes]
-        if array.dtype == object:
+        if array.dtype.hasobject:
             encode_strings(array, memoryview(target))  # type: ignore[arg-type]
         elif nbytes:
             target.view(array.dtype).reshape(array.shape)[...] = array
@@ -199,8 +199,29 @@ def _fill(
     return refs
 
 
+def _inline(arrays: Mapping[str, np.ndarray], sizes: list[int]) -> tuple[dict[str, TensorRef], bytes]:
+    """``_fill``'s layout as bytes of their own, made by ``tobytes`` and one join: every request of a few
+    bytes comes here, and views of a buffer cost several numpy calls per tensor."""
+    parts: list[bytes | bytearray] = []
+    refs: dict[str, TensorRef] = {}
+    offset = 0
+    for (name, array), nbytes in zip(arrays.items(), sizes, strict=True):
+        if array.dtype.hasobject:
+            data = bytearray(nbytes)
+            encode_strings(array, memoryview(data))
+            parts.append(data)
+        else:
+            parts.append(array.tobytes())
+        padded = aligned(nbytes)
+        if padded > nbytes:
+            parts.append(bytes(padded - nbytes))
+        refs[name] = (-1, offset, nbytes, _dtype(array), array.shape)
+        offset += padded
+    return refs, b"".join(parts)
+
+
 def _dtype(array: np.ndarray) -> str:
-    if array.dtype == object:
+    if array.dtype.hasobject:
         return STRING
     # ml_dtypes' bfloat16 has the ``str`` of any two raw bytes ("<V2"); its name finds it again
     return str(array.dtype.name if array.dtype.kind == "V" else array.dtype.str)
@@ -247,7 +268,8 @@ class Mapped:
         garbage. Tensors that came ``inline`` (no block) are views of that buffer."""
         if block is None:
             whole = np.frombuffer(inline if inline is not None else b"", np.uint8)
-            whole.flags.writeable = False  # as the arena's views
+            if whole.flags.writeable:  # a bytearray: read-only, as the arena's views
+                whole.flags.writeable = False
             return _views(whole, 0, refs)
         segment, start, size = block
         holder = _Holder(self._segments[segment], start, size)
@@ -267,10 +289,11 @@ def _views(whole: np.ndarray, start: int, refs: Mapping[str, TensorRef]) -> dict
         if dtype == STRING:
             out[name] = decode_strings(memoryview(data), shape)  # type: ignore[arg-type]
         else:
-            out[name] = data.view(np.dtype(dtype)).reshape(shape)
+            out[name] = data.view(_numpy_dtype(dtype)).reshape(shape)
     return out
 
 
+@functools.lru_cache(maxsize=64)  # parsing a dtype string costs more than the view it is for
 def _numpy_dtype(dtype: str) -> np.dtype[Any]:
     return np.dtype(object) if dtype == STRING else np.dtype(dtype)
 

@@ -29,6 +29,8 @@ HEADER = struct.Struct("<II")
 MAX_FRAME = 64 << 20  # control data only: a bigger frame is a bug, and ends the connection
 MAX_FDS = 16  # descriptors per frame
 _READ_BYTES = 1 << 18
+_ANCILLARY = socket.CMSG_SPACE(MAX_FDS * 4)
+_CTRUNC = int(socket.MSG_CTRUNC)  # a plain int: testing an IntFlag goes through enum's Python code
 
 
 def pair() -> tuple[socket.socket, socket.socket]:
@@ -49,27 +51,43 @@ class FrameReader:
         self._fds: collections.deque[int] = collections.deque()
 
     def feed(self, data: bytes, fds: Sequence[int] = ()) -> list[tuple[Any, list[int]]]:
-        self._buffer += data
-        self._fds.extend(fds)
+        buffer = self._buffer
+        buffer += data
+        if fds:
+            self._fds.extend(fds)
         out = []
-        while len(self._buffer) >= HEADER.size:
-            size, count = HEADER.unpack_from(self._buffer)
-            if size > MAX_FRAME or count > MAX_FDS:
-                raise ValueError(f"a hand-off frame of {size} bytes and {count} descriptors")
-            end = HEADER.size + size
-            if len(self._buffer) < end:
-                break
-            if len(self._fds) < count:
-                raise ValueError("a hand-off frame arrived without its descriptors")
-            message = pickle.loads(memoryview(self._buffer)[HEADER.size : end])
-            del self._buffer[:end]
-            out.append((message, [self._fds.popleft() for _ in range(count)]))
+        start = 0  # frames are read from ``start`` on and the whole run cut off once: one move, not one each
+        try:
+            while len(buffer) - start >= HEADER.size:
+                size, count = HEADER.unpack_from(buffer, start)
+                if size > MAX_FRAME or count > MAX_FDS:
+                    raise ValueError(f"a hand-off frame of {size} bytes and {count} descriptors")
+                end = start + HEADER.size + size
+                if len(buffer) < end:
+                    break
+                if len(self._fds) < count:
+                    raise ValueError("a hand-off frame arrived without its descriptors")
+                with memoryview(buffer) as view:
+                    message = pickle.loads(view[start + HEADER.size : end])
+                out.append((message, [self._fds.popleft() for _ in range(count)] if count else []))
+                start = end
+        finally:
+            del buffer[:start]
         return out
 
     def close(self) -> None:
         """Close descriptors received that no frame claimed."""
         while self._fds:
             os.close(self._fds.popleft())
+
+
+def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors of SCM_RIGHTS ancillary data (``socket.recv_fds``'s parsing, without its per-call set-up)."""
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += struct.unpack(f"{len(data) // 4}i", data[: len(data) - len(data) % 4])
+    return fds
 
 
 Handler = Callable[[Any, list[int]], None]
@@ -86,6 +104,7 @@ class Connection:
         self._on_close = on_close
         self._reader = FrameReader()
         self._out: collections.deque[tuple[memoryview, list[int]]] = collections.deque()
+        self._joining: list[bytes] = []  # frames sent since the last flush, in order, after those in ``_out``
         self._loop = asyncio.get_running_loop()
         self._writing = False
         self._scheduled = False
@@ -99,20 +118,29 @@ class Connection:
             return
         data = frame(message, fds)
         self.sent_bytes += len(data)
-        if fds or not self._out or self._out[-1][1]:
+        if fds:
+            self._join()
             self._out.append((memoryview(data), list(fds)))
-        else:  # joined to the frames before it: one send for all, and one wake-up of the peer
-            self._out[-1] = (memoryview(bytes(self._out[-1][0]) + data), [])
+        else:  # joined to the frames around it at the flush: one send for all, and one wake-up of the peer
+            self._joining.append(data)
         if not self._writing and not self._scheduled:
             # Sent at the end of this loop iteration: the frames of every request this iteration
             # handled go in one system call.
             self._scheduled = True
             self._loop.call_soon(self._flush)
 
+    def _join(self) -> None:
+        """Frames without descriptors sent since the last flush, queued as one buffer (one copy, at the end)."""
+        joining = self._joining
+        if joining:
+            self._out.append((memoryview(joining[0] if len(joining) == 1 else b"".join(joining)), []))
+            joining.clear()
+
     def _flush(self) -> None:
         self._scheduled = False
         if self.closed:
             return
+        self._join()
         while self._out:
             data, fds = self._out[0]
             try:
@@ -141,17 +169,20 @@ class Connection:
 
     def _readable(self) -> None:
         try:
-            data, fds, flags, _ = socket.recv_fds(self._sock, _READ_BYTES, MAX_FDS)
+            data, ancillary, flags, _ = self._sock.recvmsg(_READ_BYTES, _ANCILLARY)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
-            data, fds, flags = b"", [], 0
+            data, ancillary, flags = b"", [], 0
+        fds = _descriptors(ancillary) if ancillary else []
         if not data:
             for fd in fds:
                 os.close(fd)
             self.close()
             return
-        if flags & socket.MSG_CTRUNC:
+        if flags & _CTRUNC:
+            for fd in fds:
+                os.close(fd)
             log.error("hand-off: descriptors were cut off; closing the connection")
             self.close()
             return
@@ -177,4 +208,5 @@ class Connection:
         self._sock.close()
         self._reader.close()
         self._out.clear()
+        self._joining.clear()
         self._on_close()
