@@ -4,11 +4,13 @@ The parent holds the models, the lifecycle and the batch queues (``serving.engin
 its ``ServingCore``); each child (``python -m modelserve.frontend``, see ``command``) answers REST
 and gRPC on the same ports and hands its tensors to the engine through shared memory.
 
-start: the parent binds each port without listening, with SO_REUSEPORT (a port of -1 becomes a
-real one that every child binds too, and stays reserved while a child restarts), spawns the
-children with their socket pair and a readiness pipe, and counts as started once every child
-serves. Then it logs TF Serving's "Running gRPC ModelServer" and "Exporting HTTP/REST API" lines,
-once.
+spawn, then start: the parent binds each port without listening, with SO_REUSEPORT (a port of -1
+becomes a real one that every child binds too, and stays reserved while a child restarts) and
+spawns the children with their socket pair and a readiness pipe before it loads the models, so
+that their interpreters start while the models load (half a second of imports each); a child
+waits for the engine's first state before it opens a port. ``start`` attaches each child to the
+engine once the models serve, and the server counts as started once every child serves. Then it
+logs TF Serving's "Running gRPC ModelServer" and "Exporting HTTP/REST API" lines, once.
 
 supervision: a child that exits while the server runs is logged and started again after a
 backoff; its clients' connections were closed with it (they see a reset, never a hang) and the
@@ -142,23 +144,25 @@ class Ports:
 
 @dataclass(eq=False)
 class Child:
-    """One front-end process: its slot (0..N-1), the process, the engine's link to it, its readiness pipe's
-    reading end, and its exit status once it exited."""
+    """One front-end process: its slot (0..N-1), the process, the engine's end of its socket pair and,
+    once attached, the engine's link over it, its readiness pipe's reading end, and its exit status once
+    it exited."""
 
     slot: int
     proc: subprocess.Popen[bytes]
-    link: Link
+    engine_end: socket.socket
     ready_fd: int
     exited: asyncio.Future[int]
+    link: Link | None = None
 
 
 class FrontEndProcesses:
-    """``count`` front-end processes around ``engine``, started, restarted and stopped on the running loop.
+    """``count`` front-end processes around an engine, started, restarted and stopped on the running loop.
     The constructor does no I/O."""
 
-    def __init__(self, options: ServerOptions, engine: Engine, count: int) -> None:
+    def __init__(self, options: ServerOptions, count: int) -> None:
         self.options = options
-        self.engine = engine
+        self.engine: Engine | None = None  # given by start, once the models serve
         self.count = count
         self.ports = Ports()
         self.children: dict[int, Child] = {}  # by slot: the processes running now
@@ -169,12 +173,20 @@ class FrontEndProcesses:
         self._given_up: set[int] = set()
         self._supervising = False
 
-    async def start(self) -> None:
-        """Reserve the ports, start every child and wait until each serves; Unavailable if one does not
+    def spawn(self) -> None:
+        """Reserve the ports and start every child's process: each imports, then waits for the engine."""
+        self._reserve()
+        for slot in range(self.count):
+            self._spawn(slot)
+
+    async def start(self, engine: Engine) -> None:
+        """Attach every child spawned to ``engine`` and wait until each serves; Unavailable if one does not
         (the ones started are stopped)."""
+        self.engine = engine
         try:
-            self._reserve()
-            children = [self._spawn(slot) for slot in range(self.count)]
+            children = list(self.children.values())
+            for child in children:
+                self._attach(child)
             await asyncio.gather(*(self._ready(child) for child in children))
         except BaseException:
             await self.stop(0)
@@ -243,12 +255,16 @@ class FrontEndProcesses:
         finally:
             child_end.close()
             os.close(ready_w)
-        child = Child(slot, proc, self.engine.attach(engine_end), ready_r, loop.create_future())
+        child = Child(slot, proc, engine_end, ready_r, loop.create_future())
         pidfd = os.pidfd_open(proc.pid)
         loop.add_reader(pidfd, self._exited, child, pidfd)
         self.children[slot] = child
         log.info("Front-end process %d started (pid %d)", slot, proc.pid)
         return child
+
+    def _attach(self, child: Child) -> None:
+        assert self.engine is not None, "start gives the engine"
+        child.link = self.engine.attach(child.engine_end)
 
     async def _ready(self, child: Child) -> None:
         """Wait for ``child``'s READY; Unavailable (and the child killed) if it exits or takes too long."""
@@ -281,7 +297,10 @@ class FrontEndProcesses:
         loop.remove_reader(pidfd)
         os.close(pidfd)
         status = child.proc.wait()
-        child.link.close()
+        if child.link is not None:
+            child.link.close()
+        else:  # it ended before the engine took it
+            child.engine_end.close()
         if self.children.get(child.slot) is child:
             del self.children[child.slot]
         if not child.exited.done():
@@ -321,6 +340,7 @@ class FrontEndProcesses:
     async def _restart(self, slot: int, delay: float) -> None:
         await asyncio.sleep(delay)
         child = self._spawn(slot)
+        self._attach(child)
         try:
             await self._ready(child)
         except Unavailable as exc:  # its exit comes through _exited, which tries again

@@ -261,10 +261,16 @@ class Server:
 
     async def start(self) -> None:
         """Load the models, then open the ports: here, or in the front-end processes (``processes``)."""
-        await self.start_core()
         count, why = processes.count(self.options.frontend_processes, cpus.budget())
+        if count > 1:
+            check_options(self.options)  # before the children read the same flags
+            # Started before the models load, so their imports overlap the loading; they open their
+            # ports only once the engine below is attached to them.
+            self.processes = processes.FrontEndProcesses(self.options, count)
+            self.processes.spawn()
+        await self.start_core()
         log.info("Front ends: %d process%s (%s)", count, "" if count == 1 else "es", why)
-        if count == 1:
+        if self.processes is None:
             await self.frontends.start()
             return
         self.engine = Engine(
@@ -274,8 +280,7 @@ class Server:
             self.pages.batching,
             self._reload_config_file,
         )
-        self.processes = processes.FrontEndProcesses(self.options, self.engine, count)
-        await self.processes.start()
+        await self.processes.start(self.engine)
 
     async def start_core(self) -> None:
         """Everything but the listeners: flags checked, security and readers configured, models loaded

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -242,3 +243,49 @@ def test_a_crash_loop_is_given_up_and_with_every_slot_down_the_server_fails(
         kill(1)
         wait_until(pool.failed.is_set)
         assert pool.children == {}
+
+
+def front_ends_of(parent: int) -> list[int]:
+    """Every live process started as a front end of ``parent`` (its command line names it), wherever it
+    was reparented to."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+            if (
+                b"modelserve.frontend" in argv
+                and f"--parent_pid={parent}".encode() in argv
+                and not gone(int(proc.name))
+            ):
+                found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
+def test_a_failed_start_stops_the_front_ends_started_while_the_models_loaded(tmp_path: Path) -> None:
+    """The front ends start before the models load (their imports overlap the loading); a model that
+    fails to load fails the start as in the single process (255), and takes them with it."""
+    (tmp_path / "bad" / "1").mkdir(parents=True)
+    (tmp_path / "bad" / "1" / "model.onnx").write_bytes(b"not a model")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "modelserve",
+            "--frontend_processes=2",
+            "--port=-1",
+            "--rest_api_port=-1",
+            "--max_num_load_retries=0",
+            "--model_name=bad",
+            f"--model_base_path={tmp_path / 'bad'}",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()  # only if the test failed: it exited
+    assert proc.returncode == 255, err
+    assert "Front-end process 0 started" in err and "Failed to start server" in err
+    wait_until(lambda: front_ends_of(proc.pid) == [], 10)
