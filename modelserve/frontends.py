@@ -16,7 +16,6 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import __version__, budget
 from .api import auth, dashboard, openapi, tls
@@ -30,8 +29,8 @@ from .api.v2_rest import V2RestApp
 from .errors import NotFound, ServingError, Unavailable
 from .execution.batching.params import BatchingParameters
 from .observe import logs
-from .observe.metrics import Metrics, Snapshot
-from .observe.prometheus import ModelserveCollector, Sources, registry
+from .observe.metrics import Metrics, Scrape, Snapshot
+from .observe.prometheus import MetricsPage, Sources
 from .observe.requests import Watch
 from .observe.trace import Front, Observer
 from .options import FLAGS, ServerOptions
@@ -40,14 +39,20 @@ from .serving.contract import Core
 log = logging.getLogger("modelserve")
 
 
+async def _alone(own: Scrape) -> Scrape:
+    return own
+
+
 @dataclass
 class Pages:
     """What the metrics pages and the dashboard read besides the core: this process's recording (None:
-    none), the other processes' snapshots, the batch queues' depths, the TF metrics page's path (None:
-    off), the batching parameters (None: off), and how the dashboard reloads the config file."""
+    none), how a scrape gets the whole server's figures from this process's own (``whole``: they are the
+    whole server's in the single process; a front-end process asks the engine, ``RemoteCore.scrape``), the
+    batch queues' depths (the process that runs them), the TF metrics page's path (None: off), the
+    batching parameters (None: off), and how the dashboard reloads the config file."""
 
     metrics: Metrics | None = None
-    others: Callable[[], Iterable[Snapshot]] = lambda: ()
+    whole: Callable[[Scrape], Awaitable[Scrape]] = _alone
     depths: Callable[[], Iterable[tuple[str, int, str, int]]] = lambda: ()
     tf_metrics_path: str | None = None
     batching: BatchingParameters | None = None
@@ -293,39 +298,33 @@ class FrontEnds:
         routes: list[tuple[str, Handler]] = []
         o = self.options
         if o.enable_metrics and o.metrics_port == 0:
-            routes.append(("/metrics", metrics_page(self._registry())))
+            routes.append(("/metrics", metrics_page(self._metrics_page(), self.scrape)))
             log.info("modelserve metrics at /metrics on the REST port (--enable_metrics)")
         elif not o.enable_metrics:
             log.info("modelserve metrics are off (--enable_metrics=false)")
         path, metrics = self.pages.tf_metrics_path, self.pages.metrics
         if path and metrics is not None:
-            routes.append((path, tf_metrics_page(path, self._snapshot, self.pages.batching is not None)))
+            routes.append((path, tf_metrics_page(path, self.scrape, self.pages.batching is not None)))
             log.info("TF Serving metrics at %s on the REST port (--monitoring_config_file)", path)
         return routes
 
-    def _snapshot(self) -> Snapshot:
-        assert self.pages.metrics is not None
-        merged = self.pages.metrics.snapshot()
-        for other in self.pages.others():
-            merged.merge(other)
-        return merged
-
-    def _registry(self) -> Any:
-        """modelserve's metrics registry: the recording, and what a scrape asks the server."""
-        assert self.pages.metrics is not None
-        return registry(
-            ModelserveCollector(
-                self.pages.metrics,
-                Sources(
-                    states=self._version_states,
-                    depths=self.pages.depths,
-                    budget=lambda: (self.budget.total, self.budget.used),
-                    inflight=self.watch.inflight,
-                    version=__version__,
-                    others=self.pages.others,
-                ),
-            )
+    def figures(self) -> Scrape:
+        """This process's own figures now (with front-end processes the engine adds every process's up)."""
+        metrics = self.pages.metrics
+        return Scrape(
+            metrics.snapshot() if metrics is not None else Snapshot(),
+            self.watch.inflight(),
+            self.budget.total,
+            self.budget.used,
+            tuple(self.pages.depths()),
         )
+
+    async def scrape(self) -> Scrape:
+        """The whole server's figures at this moment (what a metrics page shows)."""
+        return await self.pages.whole(self.figures())
+
+    def _metrics_page(self) -> MetricsPage:
+        return MetricsPage(Sources(states=self._version_states, version=__version__))
 
     def _version_states(self) -> list[tuple[str, int, str]]:
         states = []
@@ -345,7 +344,8 @@ class FrontEnds:
             return
         sock = bind(o.host, max(o.metrics_port, 0), self.listening.reuse_port)
         self.metrics_port = sock.getsockname()[1]
-        self._metrics_http = HttpServer(Router([("/metrics", metrics_page(self._registry()))]), HttpOptions())
+        page = metrics_page(self._metrics_page(), self.scrape)
+        self._metrics_http = HttpServer(Router([("/metrics", page)]), HttpOptions())
         await self._metrics_http.start(sock)
         log.info("modelserve metrics at /metrics on port %d (--metrics_port)", self.metrics_port)
 

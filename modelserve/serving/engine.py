@@ -12,9 +12,15 @@ end that goes away (its socket closes: a crash, a SIGKILL) has its requests canc
 and its arenas' descriptors closed at once (their memory goes with the last view of it).
 
 The engine also pushes its state (``serving.handoff.EngineState``) to every front end
-whenever it changes, and the merge of the other processes' metrics every second. A front end's
-management call is answered after the state it caused (frames on one socket keep their order);
-``publish`` pushes at once and waits until every front end has the state (a drain).
+whenever it changes. A front end's management call is answered after the state it caused (frames on
+one socket keep their order); ``publish`` pushes at once and waits until every front end has the
+state (a drain).
+
+A metrics scrape on any front end asks the engine (``scrape``), which asks every other front end for
+its figures of that moment and adds them to its own (``observe.metrics.Scrape``): the page counts
+every request any client saw answered. A front end that does not answer within ``SCRAPE_SECONDS``
+counts with the last figures it sent (each also pushes them every second); one that went away
+counts with its last figures for good, so no count ever goes backwards.
 """
 
 from __future__ import annotations
@@ -36,13 +42,14 @@ from ..execution.batching.params import BatchingParameters
 from ..execution.handoff.arena import Arena, Block, Mapped
 from ..execution.handoff.wire import Connection
 from ..execution.request_options import DEFAULT
-from ..observe.metrics import Snapshot
+from ..observe.metrics import Scrape, Snapshot
 from ..observe.trace import RequestTrace
 from ..platforms.servable import Named
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .core import ServingCore, input_dtypes
 from .handoff import (
     INLINE_BYTES,
+    SCRAPE_SECONDS,
     Answer,
     EngineState,
     ExamplesAnswer,
@@ -60,7 +67,6 @@ from .request import ExamplesRequest, InferenceRequest, ModelSpec
 log = logging.getLogger(__name__)
 
 STATE_SECONDS = 0.05  # how often the engine looks for a lifecycle change to push
-METRICS_SECONDS = 1.0
 # What a front end may ask of the core besides requests (model management; reload answers when done).
 INTERNAL = "Internal error"  # what a client reads of a bug in the engine, as of one in a front end (UNKNOWN)
 CALLS = frozenset({"load_model", "unload_model", "reload_config", "reload_file"})
@@ -91,15 +97,15 @@ def failure(exc: ServingError, trace: RequestTrace) -> Failure:
 
 class Engine:
     """Serves front-end sockets on the running loop. ``output_limit``: each front end's output arena's bound;
-    ``metrics``: the engine's own recording (batches, loads), merged with the front ends' snapshots;
-    ``batching``: the batching parameters the dashboards show; ``reload_file``: the dashboard's reload of
-    --model_config_file."""
+    ``figures``: the engine's own metrics figures (batches, loads, batch queues, the budget), added to the
+    front ends' at a scrape; ``batching``: the batching parameters the dashboards show; ``reload_file``: the
+    dashboard's reload of --model_config_file."""
 
     def __init__(
         self,
         core: ServingCore,
         output_limit: int,
-        metrics: Callable[[], Snapshot] | None = None,
+        figures: Callable[[], Scrape] = Scrape,
         batching: BatchingParameters | None = None,
         reload_file: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -107,7 +113,8 @@ class Engine:
         self.batching = batching
         self.reload_file = reload_file
         self.output_limit = output_limit
-        self._metrics = metrics
+        self._figures = figures
+        self._departed = Snapshot()  # the last figures of the front ends that went away
         self.links: set[Link] = set()
         self._state = EngineState()
         self._signatures: dict[tuple[str, int], tuple[Mapping[str, Signature], str]] = {}
@@ -130,13 +137,26 @@ class Engine:
         """Requests running for all front ends."""
         return sum(len(link.tasks) for link in self.links)
 
-    def metrics_snapshot(self, leave_out: Link | None = None) -> Snapshot:
-        """The engine's recording merged with every front end's latest snapshot (but ``leave_out``'s)."""
-        merged = Snapshot() if self._metrics is None else self._metrics()
+    async def scrape(self, asker: Link | None = None) -> Scrape:
+        """The whole server's figures now: every front end's (but ``asker``'s, which came with its question)
+        asked for now, the engine's own, and the last ones of front ends gone."""
+        asks = [asyncio.ensure_future(link.fresh_figures()) for link in list(self.links) if link is not asker]
+        if asks:
+            _, late = await asyncio.wait(asks, timeout=SCRAPE_SECONDS)
+            for ask in late:  # that front end counts with the figures it sent last
+                ask.cancel()
+        whole = self._figures()
+        whole.snapshot.merge(self._departed)
         for link in self.links:
-            if link is not leave_out and link.snapshot is not None:
-                merged.merge(link.snapshot)
-        return merged
+            if link.figures is not None:
+                whole.add(link.figures)
+        return whole
+
+    def departed(self, link: Link) -> None:
+        """``link``'s front end went away: its counts stay in the totals (its last figures)."""
+        if link.figures is not None:
+            self._departed.merge(link.figures.snapshot)
+        self.links.discard(link)
 
     def push_state(self, receipt: int = 0) -> None:
         """Send the state to every front end if it changed (``receipt``: always, each to answer "seen")."""
@@ -160,14 +180,9 @@ class Engine:
         await asyncio.wait_for(seen_by_all(), timeout)
 
     async def _push(self) -> None:
-        last_metrics = 0.0
         while True:
             await asyncio.sleep(STATE_SECONDS)
             self.push_state()
-            if time.monotonic() - last_metrics >= METRICS_SECONDS:
-                last_metrics = time.monotonic()
-                for link in list(self.links):
-                    link.send("metrics", 0, self.metrics_snapshot(leave_out=link))
 
     def state(self) -> EngineState:
         """The lifecycle now, with each AVAILABLE version's signatures (a loaded version's never change)."""
@@ -228,7 +243,9 @@ class Link:
         self.inputs = Mapped()
         self.outputs = Arena("out", engine.output_limit)
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.snapshot: Snapshot | None = None
+        self.figures: Scrape | None = None  # this front end's metrics figures, as it sent them last
+        self._asks: dict[int, asyncio.Future[None]] = {}  # the engine's questions for fresh figures
+        self._ask_ids = 0
         self.seen = 0  # the last state push this front end said it has
         self._released: list[Block] = []
         self._lock = threading.Lock()
@@ -282,11 +299,31 @@ class Link:
             self.inputs.drop(rid)
         elif kind == "call":
             self._spawn(rid, self._call(rid, *payload))
-        elif kind == "metrics":
-            self.snapshot = payload
+        elif kind == "figures":  # pushed (rid 0) or the answer to ``fresh_figures``
+            self.figures = payload
+            asked = self._asks.pop(rid, None)
+            if asked is not None and not asked.done():
+                asked.set_result(None)
+        elif kind == "scrape":
+            self.figures = payload  # the asker's own, of this moment
+            self._spawn(rid, self._scrape(rid))
         elif kind == "seen":
             self.seen = rid
             self._engine._seen.set()
+
+    async def fresh_figures(self) -> None:
+        """Ask this front end for its figures of this moment; returns once they are in (``figures``)."""
+        self._ask_ids += 1
+        rid = self._ask_ids
+        asked = self._asks[rid] = self._loop.create_future()
+        self.send("figures", rid, None)
+        try:
+            await asked
+        finally:
+            self._asks.pop(rid, None)
+
+    async def _scrape(self, rid: int) -> None:
+        self.send("scraped", rid, await self._engine.scrape(self))
 
     def _free(self, block: Block) -> None:
         dropped = self.outputs.free(block)
@@ -322,7 +359,7 @@ class Link:
                 return
             block, refs, inline = self.outputs.write(response.outputs, INLINE_BYTES)
         except _Retry as retry:
-            self.send("retry", rid, Retry(retry.signatures))
+            self.send("retry", rid, Retry(retry.signatures, times(trace)))
             return
         except ServingError as exc:
             self.send("err", rid, failure(exc, trace))
@@ -380,9 +417,12 @@ class Link:
         """The front end went away: cancel its requests, close its arenas' descriptors."""
         for task in list(self.tasks.values()):
             task.cancel()
+        for asked in self._asks.values():  # a scrape waits for it no more
+            if not asked.done():
+                asked.set_result(None)
         self.inputs.close()
         self.outputs.close()
-        self._engine.links.discard(self)
+        self._engine.departed(self)
         self._engine._seen.set()  # a publish waits for it no more
 
     def close(self) -> None:
