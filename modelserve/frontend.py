@@ -88,9 +88,8 @@ async def serve(
         batching=core.manager.state.batching,
         reload=core.reload_config_file,
     )
-    frontends = FrontEnds(
-        options, core, memory, pages, Listening(reuse_port=True, grpc_on_loop=True, announce=False, watch=watch)
-    )
+    listening = Listening(reuse_port=True, grpc_on_loop=True, announce=False, share=share, watch=watch)
+    frontends = FrontEnds(options, core, memory, pages, listening)
     frontends.configure_security()
     core.figures = frontends.figures  # what the engine asks of this process when another one is scraped
     core.on_drain = frontends.drain  # the engine's drain: this process's gRPC health follows at once

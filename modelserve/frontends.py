@@ -63,9 +63,11 @@ class Pages:
 class Listening:
     """How this process binds: ``reuse_port`` (front-end processes share the ports, SO_REUSEPORT);
     ``grpc_on_loop``: grpc.aio instead of the threaded server; ``announce``: log the "Exporting" and
-    "Running gRPC" lines (a front-end process leaves them to its parent)."""
+    "Running gRPC" lines (a front-end process leaves them to its parent); ``share``: the number of
+    processes that share the ports (server-wide limits are split among them)."""
 
     reuse_port: bool = False
+    share: int = 1
     grpc_on_loop: bool = False
     announce: bool = True
     watch: Watch = field(default_factory=Watch)
@@ -125,15 +127,28 @@ def security(options: ServerOptions) -> tuple[auth.Guard | None, ssl.SSLContext 
     return guard, rest_tls
 
 
-def rest_connection_cap(options: ServerOptions) -> int:
-    """--rest_api_max_connections, or (0) the file descriptor limit less a reserve; the choice is logged.
+def rest_connection_cap(options: ServerOptions, share: int = 1) -> int:
+    """This process's cap on REST connections; the choice is logged. --rest_api_max_connections is the
+    server's total: with ``share`` front-end processes each gets 1/share of it (as of the memory budget).
+    Else (0) the file descriptor limit less a reserve, which is each process's own (each has its own
+    descriptors).
 
     The reserve (a quarter of the limit, at least 64) keeps descriptors for what must go on working when
     REST is at its cap: gRPC connections, the version poller, model files, logs. With no limit known
     (unlimited) the cap is off."""
-    if options.rest_api_max_connections > 0:
-        log.info("REST connections: at most %d (--rest_api_max_connections)", options.rest_api_max_connections)
-        return options.rest_api_max_connections
+    total = options.rest_api_max_connections
+    if total > 0:
+        if share <= 1:
+            log.info("REST connections: at most %d (--rest_api_max_connections)", total)
+            return total
+        cap = max(total // share, 1)
+        log.info(
+            "REST connections: at most %d in this process (--rest_api_max_connections %d across %d processes)",
+            cap,
+            total,
+            share,
+        )
+        return cap
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         log.info("REST connections: no cap (no file descriptor limit)")
@@ -141,8 +156,9 @@ def rest_connection_cap(options: ServerOptions) -> int:
     reserve = max(64, soft // 4)
     cap = max(soft - reserve, 1)
     log.info(
-        "REST connections: at most %d (file descriptor limit %d less %d kept for gRPC, polling, models and logs)",
+        "REST connections: at most %d%s (file descriptor limit %d less %d kept for gRPC, polling, models and logs)",
         cap,
+        " per process" if share > 1 else "",
         soft,
         reserve,
     )
@@ -150,7 +166,11 @@ def rest_connection_cap(options: ServerOptions) -> int:
 
 
 def http_options(
-    options: ServerOptions, rest: TfsRestApp, memory: budget.MemoryBudget, tls: ssl.SSLContext | None, watch: Watch
+    options: ServerOptions,
+    rest: TfsRestApp,
+    memory: budget.MemoryBudget,
+    tls: ssl.SSLContext | None,
+    listening: Listening,
 ) -> HttpOptions:
     """The REST listener's limits, from the --rest_api_* flags."""
     return HttpOptions(
@@ -164,9 +184,9 @@ def http_options(
         max_headers=options.rest_api_max_headers,
         header_timeout_seconds=options.rest_api_header_timeout_seconds,
         body_timeout_seconds=options.rest_api_body_timeout_seconds,
-        max_connections=rest_connection_cap(options),
+        max_connections=rest_connection_cap(options, listening.share),
         tls=tls,
-        watch=watch,
+        watch=listening.watch,
     )
 
 
@@ -260,7 +280,7 @@ class FrontEnds:
             raise rest_port_taken(port, exc) from None
         self.rest_port = sock.getsockname()[1]
         handler, rest = self.rest_handler()
-        self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self.rest_tls, self.watch))
+        self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self.rest_tls, self.listening))
         await self.http.start(sock)
         if self.listening.announce:
             log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
