@@ -37,11 +37,12 @@ from typing import Any
 import numpy as np
 
 from ..budget import UNMETERED
-from ..errors import Internal, NotFound, ServingError, Unknown
+from ..errors import Internal, NotFound, ServingError
 from ..execution.batching.params import BatchingParameters
 from ..execution.handoff.arena import Arena, Block, Mapped
 from ..execution.handoff.wire import Connection
 from ..execution.request_options import DEFAULT
+from ..observe.faults import FaultLog
 from ..observe.metrics import Scrape, Snapshot
 from ..observe.trace import RequestTrace
 from ..platforms.servable import Named
@@ -68,7 +69,7 @@ log = logging.getLogger(__name__)
 
 STATE_SECONDS = 0.05  # how often the engine looks for a lifecycle change to push
 # What a front end may ask of the core besides requests (model management; reload answers when done).
-INTERNAL = "Internal error"  # what a client reads of a bug in the engine, as of one in a front end (UNKNOWN)
+PUBLISH_SECONDS = 10.0  # how long a management call's answer waits for every front end to have its state
 CALLS = frozenset({"load_model", "unload_model", "reload_config", "reload_file"})
 
 
@@ -121,6 +122,9 @@ class Engine:
         self._pusher: asyncio.Task[None] | None = None
         self._pushes = 0  # the number of the last state push whose receipt is awaited
         self._seen = asyncio.Event()  # set when a front end says "seen" or goes away
+        # A bug's traceback, at most PER_MINUTE a minute per protocol (as each front end's), so that a
+        # client that triggers one cannot flood the log.
+        self.faults = FaultLog(log)
         self.cancelled = 0  # requests a front end cancelled while they ran here (their clients went away)
 
     def attach(self, sock: socket.socket) -> Link:
@@ -189,11 +193,15 @@ class Engine:
         manager = self.core.manager
         configs = manager.aspired.configs()
         models: dict[str, ModelState] = {}
-        for name in manager.model_names():
+        # A model the config no longer names keeps its status history (TF Serving never forgets): it was in
+        # the last state pushed, and stays, with no config, while it has versions to report.
+        for name in sorted({*manager.model_names(), *self._state.models}):
             try:
                 rows = tuple(manager.status(name))
             except NotFound:
                 rows = ()
+            if name not in configs and not rows:
+                continue
             available = manager.available_versions(name)
             signatures: dict[int, Mapping[str, Signature]] = {}
             platforms: dict[int, str] = {}
@@ -364,9 +372,9 @@ class Link:
         except ServingError as exc:
             self.send("err", rid, failure(exc, trace))
             return
-        except Exception:  # a bug: the client reads UNKNOWN "Internal error", the engine logs it
-            log.exception("hand-off: predict failed")
-            self.send("err", rid, failure(Unknown(INTERNAL), trace))  # no Python text reaches a client
+        except Exception as exc:  # a bug: logged (rate-limited); the client reads no Python text
+            error = self._engine.faults.answer(call.protocol or "hand-off", exc, "hand-off: predict failed")
+            self.send("err", rid, failure(error, trace))
             return
         self._announce()
         self.send("ok", rid, Answer(response.version, response.signature_name, block, refs, inline, times(trace)))
@@ -391,9 +399,9 @@ class Link:
         except ServingError as exc:
             self.send("err", rid, failure(exc, trace))
             return
-        except Exception:
-            log.exception("hand-off: %s failed", call.kind)
-            self.send("err", rid, failure(Unknown(INTERNAL), trace))
+        except Exception as exc:
+            error = self._engine.faults.answer(call.kind, exc, "hand-off: %s failed", call.kind)
+            self.send("err", rid, failure(error, trace))
             return
         self.send("exok", rid, ExamplesAnswer(response.version, list(response.results), times(trace)))
 
@@ -410,7 +418,12 @@ class Link:
         except ServingError as exc:
             self.send("err", rid, failure(exc, RequestTrace("")))
             return
-        self._engine.push_state()  # before "done": the caller answers its client with the new state
+        # Before "done": the caller answers its client with the new state, and whatever front end that client
+        # (or another it tells) asks next has it too.
+        try:
+            await self._engine.publish(PUBLISH_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("A front-end process did not take the state of a %s within %g s", method, PUBLISH_SECONDS)
         self.send("done", rid, None)
 
     def _closed(self) -> None:

@@ -122,7 +122,7 @@ class Retry(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ModelState:
-    config: ModelConfig | None
+    config: ModelConfig | None  # None: no longer configured (its status history is still reported)
     rows: tuple[VersionReport, ...]  # every version seen, highest first; empty: none yet
     available: tuple[int, ...]
     labels: Mapping[str, int]
@@ -153,7 +153,8 @@ class StateView:
         return self.state.models.get(name)
 
     def model_names(self) -> list[str]:
-        return sorted(self.state.models)
+        """The configured models (a model no longer configured is in the state for its status alone)."""
+        return sorted(name for name, model in self.state.models.items() if model.config is not None)
 
     def configs(self) -> dict[str, ModelConfig]:
         return {name: m.config for name, m in self.state.models.items() if m.config is not None}
