@@ -12,9 +12,9 @@ end that goes away (its socket closes: a crash, a SIGKILL) has its requests canc
 and its arenas' descriptors closed at once (their memory goes with the last view of it).
 
 The engine also pushes its state (``serving.handoff.EngineState``) to every front end
-whenever it changes. A front end's management call is answered after the state it caused (frames on
-one socket keep their order); ``publish`` pushes at once and waits until every front end has the
-state (a drain).
+whenever it changes. ``publish`` pushes at once and waits until every front end has the state: a
+drain, and a front end's management call, answered only then (whatever front end its client asks
+next agrees).
 
 A metrics scrape on any front end asks the engine (``scrape``), which asks every other front end for
 its figures of that moment and adds them to its own (``observe.metrics.Scrape``): the page counts
