@@ -178,6 +178,27 @@ def test_a_killed_front_end_fails_its_request_cleanly_and_is_started_again(tmp_p
         assert scraped_rest_requests(st.server.rest_port) == 20
 
 
+def rest_state(port: int, model: str) -> str:
+    """The state of ``model``'s highest version, on a connection of its own (either front end answers)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/{model}", timeout=30) as answer:
+        return str(json.loads(answer.read())["model_version_status"][0]["state"])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
+def test_a_reload_is_answered_once_every_front_end_has_its_state(tmp_path: Path) -> None:
+    config = model_folder(tmp_path)
+    both = config.read_text()
+    hpt_only = both.replace(f'config {{ name: "slow" base_path: "{tmp_path / "slow"}" model_platform: "onnx" }}', "")
+    assert hpt_only != both
+    with running_server(f"--model_config_file={config}", frontend_processes=2) as st:
+        port = st.server.rest_port
+        with GrpcClient(st.grpc_target) as client:
+            for text, state in ((hpt_only, "END"), (both, "AVAILABLE"), (hpt_only, "END")):
+                client.reload_config(text)
+                # at once, whichever front end each connection reaches (a removed model keeps its status)
+                assert [rest_state(port, "slow") for _ in range(8)] == [state] * 8
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
 def test_sigkill_of_the_parent_under_load_leaves_no_process_and_no_shared_memory(tmp_path: Path) -> None:
     config = model_folder(tmp_path)
