@@ -79,19 +79,19 @@ async def serve(
     readers, closers = request_observers(options, [metrics] if metrics is not None else [])
     watch = Watch(Observers(readers))
     memory = share_of(memory_budget(options, budget.available_memory()), share)
-    core = RemoteCore(memory, memory.total, metrics)
+    core = RemoteCore(memory, memory.total)
     await core.connect(sock)
     pages = Pages(
         metrics,
-        others=core.others,
+        whole=core.scrape,
         tf_metrics_path=tf_metrics_path(options.monitoring_config_file),
         batching=core.manager.state.batching,
         reload=core.reload_config_file,
     )
-    frontends = FrontEnds(
-        options, core, memory, pages, Listening(reuse_port=True, grpc_on_loop=True, announce=False, watch=watch)
-    )
+    listening = Listening(reuse_port=True, grpc_on_loop=True, announce=False, share=share, watch=watch)
+    frontends = FrontEnds(options, core, memory, pages, listening)
     frontends.configure_security()
+    core.figures = frontends.figures  # what the engine asks of this process when another one is scraped
     core.on_drain = frontends.drain  # the engine's drain: this process's gRPC health follows at once
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -102,7 +102,7 @@ async def serve(
         ready()
         engine_gone = loop.create_task(core.closed.wait())
         stopped = loop.create_task(stop.wait())
-        pushing = loop.create_task(_push_metrics(core))
+        pushing = loop.create_task(_push_figures(core))
         await asyncio.wait([engine_gone, stopped], return_when=asyncio.FIRST_COMPLETED)
         pushing.cancel()
         if stop.is_set():
@@ -119,10 +119,10 @@ async def serve(
             close()
 
 
-async def _push_metrics(core: RemoteCore) -> None:
+async def _push_figures(core: RemoteCore) -> None:
     while True:
         await asyncio.sleep(METRICS_PUSH_SECONDS)
-        core.push_metrics()
+        core.push_figures()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

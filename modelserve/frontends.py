@@ -16,7 +16,6 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from . import __version__, budget
 from .api import auth, dashboard, openapi, tls
@@ -30,8 +29,8 @@ from .api.v2_rest import V2RestApp
 from .errors import NotFound, ServingError, Unavailable
 from .execution.batching.params import BatchingParameters
 from .observe import logs
-from .observe.metrics import Metrics, Snapshot
-from .observe.prometheus import ModelserveCollector, Sources, registry
+from .observe.metrics import Metrics, Scrape, Snapshot
+from .observe.prometheus import MetricsPage, Sources
 from .observe.requests import Watch
 from .observe.trace import Front, Observer
 from .options import FLAGS, ServerOptions
@@ -40,14 +39,20 @@ from .serving.contract import Core
 log = logging.getLogger("modelserve")
 
 
+async def _alone(own: Scrape) -> Scrape:
+    return own
+
+
 @dataclass
 class Pages:
     """What the metrics pages and the dashboard read besides the core: this process's recording (None:
-    none), the other processes' snapshots, the batch queues' depths, the TF metrics page's path (None:
-    off), the batching parameters (None: off), and how the dashboard reloads the config file."""
+    none), how a scrape gets the whole server's figures from this process's own (``whole``: they are the
+    whole server's in the single process; a front-end process asks the engine, ``RemoteCore.scrape``), the
+    batch queues' depths (the process that runs them), the TF metrics page's path (None: off), the
+    batching parameters (None: off), and how the dashboard reloads the config file."""
 
     metrics: Metrics | None = None
-    others: Callable[[], Iterable[Snapshot]] = lambda: ()
+    whole: Callable[[Scrape], Awaitable[Scrape]] = _alone
     depths: Callable[[], Iterable[tuple[str, int, str, int]]] = lambda: ()
     tf_metrics_path: str | None = None
     batching: BatchingParameters | None = None
@@ -58,9 +63,11 @@ class Pages:
 class Listening:
     """How this process binds: ``reuse_port`` (front-end processes share the ports, SO_REUSEPORT);
     ``grpc_on_loop``: grpc.aio instead of the threaded server; ``announce``: log the "Exporting" and
-    "Running gRPC" lines (a front-end process leaves them to its parent)."""
+    "Running gRPC" lines (a front-end process leaves them to its parent); ``share``: the number of
+    processes that share the ports (server-wide limits are split among them)."""
 
     reuse_port: bool = False
+    share: int = 1
     grpc_on_loop: bool = False
     announce: bool = True
     watch: Watch = field(default_factory=Watch)
@@ -120,15 +127,28 @@ def security(options: ServerOptions) -> tuple[auth.Guard | None, ssl.SSLContext 
     return guard, rest_tls
 
 
-def rest_connection_cap(options: ServerOptions) -> int:
-    """--rest_api_max_connections, or (0) the file descriptor limit less a reserve; the choice is logged.
+def rest_connection_cap(options: ServerOptions, share: int = 1) -> int:
+    """This process's cap on REST connections; the choice is logged. --rest_api_max_connections is the
+    server's total: with ``share`` front-end processes each gets 1/share of it (as of the memory budget).
+    Else (0) the file descriptor limit less a reserve, which is each process's own (each has its own
+    descriptors).
 
     The reserve (a quarter of the limit, at least 64) keeps descriptors for what must go on working when
     REST is at its cap: gRPC connections, the version poller, model files, logs. With no limit known
     (unlimited) the cap is off."""
-    if options.rest_api_max_connections > 0:
-        log.info("REST connections: at most %d (--rest_api_max_connections)", options.rest_api_max_connections)
-        return options.rest_api_max_connections
+    total = options.rest_api_max_connections
+    if total > 0:
+        if share <= 1:
+            log.info("REST connections: at most %d (--rest_api_max_connections)", total)
+            return total
+        cap = max(total // share, 1)
+        log.info(
+            "REST connections: at most %d in this process (--rest_api_max_connections %d across %d processes)",
+            cap,
+            total,
+            share,
+        )
+        return cap
     soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
     if soft == resource.RLIM_INFINITY:
         log.info("REST connections: no cap (no file descriptor limit)")
@@ -136,8 +156,9 @@ def rest_connection_cap(options: ServerOptions) -> int:
     reserve = max(64, soft // 4)
     cap = max(soft - reserve, 1)
     log.info(
-        "REST connections: at most %d (file descriptor limit %d less %d kept for gRPC, polling, models and logs)",
+        "REST connections: at most %d%s (file descriptor limit %d less %d kept for gRPC, polling, models and logs)",
         cap,
+        " per process" if share > 1 else "",
         soft,
         reserve,
     )
@@ -145,7 +166,11 @@ def rest_connection_cap(options: ServerOptions) -> int:
 
 
 def http_options(
-    options: ServerOptions, rest: TfsRestApp, memory: budget.MemoryBudget, tls: ssl.SSLContext | None, watch: Watch
+    options: ServerOptions,
+    rest: TfsRestApp,
+    memory: budget.MemoryBudget,
+    tls: ssl.SSLContext | None,
+    listening: Listening,
 ) -> HttpOptions:
     """The REST listener's limits, from the --rest_api_* flags."""
     return HttpOptions(
@@ -159,9 +184,9 @@ def http_options(
         max_headers=options.rest_api_max_headers,
         header_timeout_seconds=options.rest_api_header_timeout_seconds,
         body_timeout_seconds=options.rest_api_body_timeout_seconds,
-        max_connections=rest_connection_cap(options),
+        max_connections=rest_connection_cap(options, listening.share),
         tls=tls,
-        watch=watch,
+        watch=listening.watch,
     )
 
 
@@ -255,7 +280,7 @@ class FrontEnds:
             raise rest_port_taken(port, exc) from None
         self.rest_port = sock.getsockname()[1]
         handler, rest = self.rest_handler()
-        self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self.rest_tls, self.watch))
+        self.http = HttpServer(handler, http_options(self.options, rest, self.budget, self.rest_tls, self.listening))
         await self.http.start(sock)
         if self.listening.announce:
             log.info("Exporting HTTP/REST API at:localhost:%d ...", self.rest_port)
@@ -293,39 +318,33 @@ class FrontEnds:
         routes: list[tuple[str, Handler]] = []
         o = self.options
         if o.enable_metrics and o.metrics_port == 0:
-            routes.append(("/metrics", metrics_page(self._registry())))
+            routes.append(("/metrics", metrics_page(self._metrics_page(), self.scrape)))
             log.info("modelserve metrics at /metrics on the REST port (--enable_metrics)")
         elif not o.enable_metrics:
             log.info("modelserve metrics are off (--enable_metrics=false)")
         path, metrics = self.pages.tf_metrics_path, self.pages.metrics
         if path and metrics is not None:
-            routes.append((path, tf_metrics_page(path, self._snapshot, self.pages.batching is not None)))
+            routes.append((path, tf_metrics_page(path, self.scrape, self.pages.batching is not None)))
             log.info("TF Serving metrics at %s on the REST port (--monitoring_config_file)", path)
         return routes
 
-    def _snapshot(self) -> Snapshot:
-        assert self.pages.metrics is not None
-        merged = self.pages.metrics.snapshot()
-        for other in self.pages.others():
-            merged.merge(other)
-        return merged
-
-    def _registry(self) -> Any:
-        """modelserve's metrics registry: the recording, and what a scrape asks the server."""
-        assert self.pages.metrics is not None
-        return registry(
-            ModelserveCollector(
-                self.pages.metrics,
-                Sources(
-                    states=self._version_states,
-                    depths=self.pages.depths,
-                    budget=lambda: (self.budget.total, self.budget.used),
-                    inflight=self.watch.inflight,
-                    version=__version__,
-                    others=self.pages.others,
-                ),
-            )
+    def figures(self) -> Scrape:
+        """This process's own figures now (with front-end processes the engine adds every process's up)."""
+        metrics = self.pages.metrics
+        return Scrape(
+            metrics.snapshot() if metrics is not None else Snapshot(),
+            self.watch.inflight(),
+            self.budget.total,
+            self.budget.used,
+            tuple(self.pages.depths()),
         )
+
+    async def scrape(self) -> Scrape:
+        """The whole server's figures at this moment (what a metrics page shows)."""
+        return await self.pages.whole(self.figures())
+
+    def _metrics_page(self) -> MetricsPage:
+        return MetricsPage(Sources(states=self._version_states, version=__version__))
 
     def _version_states(self) -> list[tuple[str, int, str]]:
         states = []
@@ -345,7 +364,8 @@ class FrontEnds:
             return
         sock = bind(o.host, max(o.metrics_port, 0), self.listening.reuse_port)
         self.metrics_port = sock.getsockname()[1]
-        self._metrics_http = HttpServer(Router([("/metrics", metrics_page(self._registry()))]), HttpOptions())
+        page = metrics_page(self._metrics_page(), self.scrape)
+        self._metrics_http = HttpServer(Router([("/metrics", page)]), HttpOptions())
         await self._metrics_http.start(sock)
         log.info("modelserve metrics at /metrics on port %d (--metrics_port)", self.metrics_port)
 

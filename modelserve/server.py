@@ -276,7 +276,7 @@ class Server:
         self.engine = Engine(
             self.core,
             processes.share_of(self.budget, count).total,  # each front end's outputs: as much as its inputs
-            self.metrics.snapshot if self.metrics is not None else None,
+            self.frontends.figures,  # this process's: batches, loads, batch queues, the budget
             self.pages.batching,
             self._reload_config_file,
         )

@@ -23,6 +23,7 @@ def broken_version(base: Path, s: ServerThread) -> None:
     (base / "2" / "model.onnx").write_bytes(b"not an onnx model")
     s.server.manager.poll()
     s.server.manager.wait_for(lambda: s.server.manager.status("m", 2)[0].state.name == "END", 60)
+    s.settle()  # a change the poll made: every front-end process has it (at once in one process)
 
 
 def rest_message(s: ServerThread, version: int) -> str:

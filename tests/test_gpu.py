@@ -243,6 +243,7 @@ def test_a_model_that_does_not_fit_fails_cleanly_and_the_others_keep_serving(ser
     with pytest.raises(Exception, match="RESOURCE_EXHAUSTED: Model big does not fit on cuda:0"):
         server.server.core.reload_and_wait(read_model_config_file(str(path)))
     assert torch.cuda.memory_allocated(0) == allocated  # the failed load left nothing behind
+    server.settle()  # a reload made in-process: every front-end process has its state
     with urllib.request.urlopen(f"{server.rest_url}/v1/models/big", timeout=60) as answer:
         (row,) = json.loads(answer.read())["model_version_status"]
     assert row["state"] == "END" and row["status"]["error_code"] == "RESOURCE_EXHAUSTED"

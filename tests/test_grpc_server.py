@@ -245,9 +245,9 @@ class _AsyncContext:
 
 
 def test_a_spent_deadline_is_deadline_exceeded_and_bugs_are_unknown(half: Path, server_model: str) -> None:
-    from modelserve.api.faults import FaultLog
     from modelserve.api.grpc_calls import async_rpc, inline_rpc
     from modelserve.api.tfs_grpc import PredictionServicer
+    from modelserve.observe.faults import FaultLog
     from modelserve.protos import pb
 
     single_process(server_model)

@@ -150,6 +150,7 @@ def test_the_not_ready_answer_is_the_servers(folder: Path) -> None:
                     [ModelConfig("half_plus_two", str(model)), ModelConfig("broken", str(broken))]
                 )
             )
+        s.settle()  # a reload made in-process: every front-end process has its state
         with pytest.raises(urllib.error.HTTPError) as info:
             urllib.request.urlopen(f"{s.rest_url}/readyz", timeout=10)
         assert info.value.code == 503

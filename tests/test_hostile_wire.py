@@ -39,7 +39,7 @@ import pytest
 from onnx import TensorProto
 
 from modelserve.protos import pb
-from modelserve.testing import server_process
+from modelserve.testing import default_frontend_processes, server_process
 
 from . import onnx_models as om
 
@@ -635,9 +635,19 @@ H2_CASES: dict[str, tuple[list[bytes], list[tuple[str, str]], set[str]]] = {
 }
 
 
+# A unary call whose stream ends without a whole message: the threaded server answers UNIMPLEMENTED;
+# grpc.aio's (front-end processes, --enable_batching) never dispatches it, and the client's deadline
+# ends it (docs/security.md).
+NO_WHOLE_MESSAGE = {"no message", "prefix cut short", "message cut short"}
+
+
 @pytest.mark.parametrize("case", sorted(H2_CASES))
 def test_grpc_frames(guarded: Server, case: str) -> None:
     messages, extra, expected = H2_CASES[case]
+    if case in NO_WHOLE_MESSAGE and default_frontend_processes() > 1:
+        with pytest.raises(TimeoutError):  # no answer; assert_bounded then checks the server serves on
+            h2_call(guarded, messages, extra)
+        return
     seen = h2_call(guarded, messages, extra)
     assert seen.get("grpc-status") in expected, seen
 

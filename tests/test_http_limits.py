@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import gzip
 import json
+import resource
 import select
 import socket
 import threading
@@ -25,7 +26,9 @@ import numpy as np
 import pytest
 
 from modelserve.client import GrpcClient
-from modelserve.testing import ServerThread, running_server, server_process
+from modelserve.frontends import rest_connection_cap
+from modelserve.options import parse_flags
+from modelserve.testing import ServerThread, default_frontend_processes, running_server, server_process
 
 from . import onnx_models as om
 from .test_http_wire import Reader, connect, expected, predict_request, predictions
@@ -382,6 +385,15 @@ def test_at_the_cap_the_oldest_client_waiting_makes_room_for_a_new_one() -> None
             sock.close()
 
 
+def test_an_explicit_connection_cap_is_the_server_s_split_across_front_end_processes() -> None:
+    options = parse_flags(["--rest_api_max_connections=1000"])
+    assert [rest_connection_cap(options, share) for share in (1, 2, 3)] == [1000, 500, 333]
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    if soft != resource.RLIM_INFINITY:  # from the descriptor limit: each process's own, whatever the share
+        default = parse_flags([])
+        assert rest_connection_cap(default, 1) == rest_connection_cap(default, 4) > 0
+
+
 def test_at_ulimit_256_rest_refuses_over_its_cap_while_grpc_and_the_poller_go_on(tmp_path: Path) -> None:
     base = tmp_path / "m"
     om.write(base, 1, om.version_marker(1))
@@ -391,7 +403,8 @@ def test_at_ulimit_256_rest_refuses_over_its_cap_while_grpc_and_the_poller_go_on
     with server_process(*flags, address_space=3_000_000_000, nofile=256, log=log) as server:
         rest, grpc_port = server.rest_port, server.grpc_port
         try:
-            for _ in range(300):  # more than the 256 descriptors the server may open
+            # more than the 256 descriptors each process may open (each front-end process has its own)
+            for _ in range(300 * default_frontend_processes()):
                 held.append(socket.create_connection(("127.0.0.1", rest), timeout=10))
             refusals = 0
             deadline = time.monotonic() + GUARD

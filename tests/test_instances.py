@@ -361,6 +361,7 @@ def test_a_model_that_does_not_fit_fails_alone(server: ServerThread, repo: Path)
     with pytest.raises(Exception, match="big") as caught:
         server.server.core.reload_and_wait(read_model_config_file(str(models)))
     assert "RESOURCE_EXHAUSTED: Model big does not fit on cpu: its weights" in str(caught.value)
+    server.settle()  # a reload made in-process: every front-end process has its state
     status, body = get(server, "/v1/models/big")
     assert status == 200
     (row,) = body["model_version_status"]

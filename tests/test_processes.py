@@ -118,6 +118,11 @@ def rest_requests_total(text: str, model: str) -> float:
     )
 
 
+def scraped_rest_requests(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as page:
+        return rest_requests_total(page.read().decode(), "hpt")
+
+
 @pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
 def test_two_processes_share_the_ports_announce_once_and_report_the_whole_server(tmp_path: Path) -> None:
     config = model_folder(tmp_path)
@@ -128,14 +133,8 @@ def test_two_processes_share_the_ports_announce_once_and_report_the_whole_server
         with GrpcClient(f"127.0.0.1:{server.grpc_port}") as client:
             assert client.predict("hpt", {"x": np.array([1.0], np.float32)})["y"].tolist() == [2.5]
 
-        def every_scrape_counts_all() -> bool:  # each on a new connection: either front end answers
-            for _ in range(6):
-                with urllib.request.urlopen(f"http://127.0.0.1:{server.rest_port}/metrics", timeout=30) as page:
-                    if rest_requests_total(page.read().decode(), "hpt") != 20:
-                        return False
-            return True
-
-        wait_until(every_scrape_counts_all)
+        for _ in range(6):  # each on a new connection: either front end answers, with every count at once
+            assert scraped_rest_requests(server.rest_port) == 20
         log = server.text()
     assert "Front ends: 2 processes (--frontend_processes)" in log
     assert log.count("Exporting HTTP/REST API at:localhost:") == 1
@@ -149,6 +148,9 @@ def test_a_killed_front_end_fails_its_request_cleanly_and_is_started_again(tmp_p
     with running_server(f"--model_config_file={config}", frontend_processes=2) as st:
         pool, engine = st.server.processes, st.server.engine
         assert pool is not None and engine is not None
+        for _ in range(10):  # on either front end
+            assert predict_rest(st.server.rest_port) == [2.5, 3.0]
+        assert scraped_rest_requests(st.server.rest_port) == 10
         outcome: list[BaseException | None] = []
 
         def slow_call() -> None:
@@ -173,6 +175,29 @@ def test_a_killed_front_end_fails_its_request_cleanly_and_is_started_again(tmp_p
         for _ in range(10):
             assert predict_rest(st.server.rest_port) == [2.5, 3.0]
         assert len(engine.links) == 2
+        # the killed front end's counts stay in the totals: no counter goes back, none counts twice
+        assert scraped_rest_requests(st.server.rest_port) == 20
+
+
+def rest_state(port: int, model: str) -> str:
+    """The state of ``model``'s highest version, on a connection of its own (either front end answers)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/{model}", timeout=30) as answer:
+        return str(json.loads(answer.read())["model_version_status"][0]["state"])
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
+def test_a_reload_is_answered_once_every_front_end_has_its_state(tmp_path: Path) -> None:
+    config = model_folder(tmp_path)
+    both = config.read_text()
+    hpt_only = both.replace(f'config {{ name: "slow" base_path: "{tmp_path / "slow"}" model_platform: "onnx" }}', "")
+    assert hpt_only != both
+    with running_server(f"--model_config_file={config}", frontend_processes=2) as st:
+        port = st.server.rest_port
+        with GrpcClient(st.grpc_target) as client:
+            for text, state in ((hpt_only, "END"), (both, "AVAILABLE"), (hpt_only, "END")):
+                client.reload_config(text)
+                # at once, whichever front end each connection reaches (a removed model keeps its status)
+                assert [rest_state(port, "slow") for _ in range(8)] == [state] * 8
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")

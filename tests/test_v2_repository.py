@@ -153,7 +153,11 @@ def test_server_readiness_through_unload_and_a_slow_load(config: Path, monkeypat
         loader.start()
         try:
             manager = s.server.manager
-            assert manager.wait_for(lambda: not manager.unloaded("spare") and not manager.settled("spare"), 30)
+            # the load asked for, and its version loading (not its old END still, before the scan)
+            assert manager.wait_for(
+                lambda: not manager.unloaded("spare") and manager.status("spare", 1)[0].state.name == "LOADING", 30
+            )
+            s.settle()  # seen in the engine: now in every front-end process too
             assert index(s)[("spare", "1")][0] == "LOADING"
             assert ready() == (False, False)
             assert not stub.ModelReady(pb.ModelReadyRequest(name="spare"), timeout=10).ready

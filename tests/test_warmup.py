@@ -180,6 +180,7 @@ def test_server_serves_a_version_only_after_its_warm_up(tmp_path: Path) -> None:
         stage(tmp_path, 2, om.version_marker(2), [predict_record({"x": X.astype(np.float64)})])
         manager.poll()
         manager.wait_until_settled(["m"])
+        server.settle()  # a change the poll made: every front-end process has it
         state, error = statuses(server, "m")[2]
         assert state == "END" and "Expects arg[0] to be float but double is provided" in error
         [status] = server.server.manager.status("m", 2)

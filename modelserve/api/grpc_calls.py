@@ -24,9 +24,9 @@ from ..errors import Cancelled, Code, InvalidArgument
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
 from ..execution.runner import run_inline
+from ..observe.faults import FaultLog, release
 from ..observe.requests import Watch
 from ..observe.trace import Front, RequestTrace
-from .faults import FaultLog, release
 from .http import failed
 
 T = TypeVar("T")

@@ -63,9 +63,9 @@ import httptools
 
 from ..budget import UNMETERED, Account, MemoryBudget
 from ..errors import Code, ServingError, TooLarge
+from ..observe.faults import FaultLog, release
 from ..observe.requests import Watch
 from ..observe.trace import RequestTrace
-from .faults import FaultLog, release
 from .http import Handler, Request, Response, code_of_status, rest_protocol
 
 log = logging.getLogger(__name__)

@@ -1,18 +1,19 @@
 """The metrics pages on the REST port: modelserve's ``/metrics`` and TF Serving's (``--monitoring_config_file``).
 
-Both render at scrape time from the one recording (``observe.metrics``); see
+Both render at scrape time from the figures of that moment (``observe.metrics.Scrape``: with front-end
+processes, the whole server's, which the engine adds up); see
 ``observe.prometheus`` for the two formats and docs/observability.md for the list.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
+from prometheus_client import CONTENT_TYPE_LATEST
 
-from ..errors import InvalidArgument
-from ..observe.metrics import Snapshot
-from ..observe.prometheus import page, tf_page
+from ..errors import InvalidArgument, ServingError
+from ..observe.metrics import Scrape
+from ..observe.prometheus import MetricsPage, tf_page
 from ..protos import pb
 from ..protos.text import read_text_proto
 from .http import Headers, Request, Response, not_found_html
@@ -43,10 +44,14 @@ def tf_metrics_path(config_file: str) -> str | None:
 
 
 class _Page:
-    """One exact path, GET or HEAD; anything else there is the listener's usual 404 or a 405."""
+    """One exact path, GET or HEAD, rendered from the figures of that moment; anything else there is the
+    listener's usual 404 or a 405."""
 
-    def __init__(self, path: str, render: Callable[[], bytes], headers: Headers) -> None:
+    def __init__(
+        self, path: str, scrape: Callable[[], Awaitable[Scrape]], render: Callable[[Scrape], bytes], headers: Headers
+    ) -> None:
         self.path = path
+        self._scrape = scrape
         self._render = render
         self._headers = headers
 
@@ -55,14 +60,18 @@ class _Page:
             return Response(404, not_found_html(request.path), _HTML)
         if request.method not in ("GET", "HEAD"):
             return Response(405, b"Method Not Allowed", _TF_TEXT)
-        return Response(200, self._render(), self._headers)
+        try:
+            scrape = await self._scrape()
+        except ServingError as exc:  # the engine did not answer (front-end processes): no partial page
+            return Response(503, f"{exc}\n".encode(), _TF_TEXT)
+        return Response(200, self._render(scrape), self._headers)
 
 
-def metrics_page(registry: CollectorRegistry, path: str = "/metrics") -> _Page:
+def metrics_page(page: MetricsPage, scrape: Callable[[], Awaitable[Scrape]], path: str = "/metrics") -> _Page:
     """modelserve's own metrics, in Prometheus's text format (prometheus-client's)."""
-    return _Page(path, lambda: page(registry), _PROMETHEUS)
+    return _Page(path, scrape, page.render, _PROMETHEUS)
 
 
-def tf_metrics_page(path: str, snapshot: Callable[[], Snapshot], batching: bool) -> _Page:
+def tf_metrics_page(path: str, scrape: Callable[[], Awaitable[Scrape]], batching: bool) -> _Page:
     """TF Serving's exposition at ``path``."""
-    return _Page(path, lambda: tf_page(snapshot(), batching), _TF_TEXT)
+    return _Page(path, scrape, lambda figures: tf_page(figures.snapshot, batching), _TF_TEXT)

@@ -32,6 +32,7 @@ from ..codecs.tensor_wire import tensor_entry
 from ..dtypes import DType, itemsize
 from ..errors import Code, InvalidArgument, Unimplemented
 from ..lifecycle.config import model_configs
+from ..observe.faults import FaultLog
 from ..observe.requests import Watch
 from ..observe.trace import RequestTrace
 from ..protos import MODEL_SERVICE, PREDICTION_SERVICE, message_class, pb, service_descriptor
@@ -39,7 +40,6 @@ from ..serving import example_tasks
 from ..serving.contract import Core
 from ..serving.request import ExamplesRequest, ExamplesResponse, InferenceRequest, InferenceResponse, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature, TensorSpec
-from .faults import FaultLog
 from .grpc_calls import (
     OFFLOAD_BYTES,
     Answer,

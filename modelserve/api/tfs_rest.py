@@ -24,13 +24,13 @@ from ..dtypes import DType
 from ..errors import Code, InvalidArgument, ServingError, TooLarge
 from ..execution import request_options
 from ..execution.request_options import RequestOptions
+from ..observe.faults import FaultLog, release
 from ..observe.trace import RequestTrace
 from ..serving import example_tasks
 from ..serving.contract import Core
 from ..serving.core import input_dtypes
 from ..serving.request import ExamplesRequest, InferenceRequest, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
-from .faults import FaultLog, release
 from .http import (
     JSON_HEADERS,
     OFFLOAD_BYTES,

@@ -38,13 +38,13 @@ from ..codecs.v2.metadata import EXTENSIONS, SERVER_NAME, described_signature, t
 from ..errors import Code, InvalidArgument
 from ..execution import request_options
 from ..execution.runner import run_inline
+from ..observe.faults import FaultLog, release
 from ..observe.requests import Watch
 from ..observe.trace import RequestTrace
 from ..protos import INFERENCE_SERVICE, message_class, pb, service_descriptor
 from ..serving.contract import Core
 from ..serving.request import InferenceRequest, InferenceResponse, ModelSpec
 from ..signatures import DEFAULT_SIGNATURE, Signature
-from .faults import FaultLog, release
 from .grpc_calls import (
     OFFLOAD_BYTES,
     Answer,

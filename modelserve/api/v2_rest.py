@@ -31,13 +31,13 @@ from ..codecs.v2.metadata import EXTENSIONS, SERVER_NAME, TensorMetadata, descri
 from ..dtypes import from_numpy
 from ..errors import Code, InvalidArgument, ServingError, TooLarge
 from ..execution import request_options
+from ..observe.faults import FaultLog, release
 from ..observe.trace import RequestTrace
 from ..serving.contract import Core
 from ..serving.core import find_signature
 from ..serving.request import InferenceRequest, ModelSpec, RepositoryEntry
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from . import tfs_rest
-from .faults import FaultLog, release
 from .http import (
     JSON_HEADERS,
     OFFLOAD_BYTES,

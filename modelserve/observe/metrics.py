@@ -164,6 +164,27 @@ class Snapshot:
         self.wrapped_runs += other.wrapped_runs
 
 
+@dataclass
+class Scrape:
+    """What a metrics page shows at one scrape: the recording, the requests in flight by protocol, the memory
+    budget (total and in use, bytes) and the batch queues' depths ((model, version, signature, waiting)).
+    With front-end processes each process has its own figures and the engine adds them up (``add``) into
+    the whole server's: counts and what is in flight add; the total and the depths are the engine's."""
+
+    snapshot: Snapshot = field(default_factory=Snapshot)
+    inflight: dict[str, int] = field(default_factory=dict)
+    budget_total: int = 0
+    budget_used: int = 0
+    depths: tuple[tuple[str, int, str, int], ...] = ()
+
+    def add(self, other: Scrape) -> None:
+        """Another process's figures, into these (its total and depths are not: they are the server's)."""
+        self.snapshot.merge(other.snapshot)
+        for protocol, n in other.inflight.items():
+            self.inflight[protocol] = self.inflight.get(protocol, 0) + n
+        self.budget_used += other.budget_used
+
+
 _K = TypeVar("_K")
 _S = TypeVar("_S", RequestSeries, BatchSeries)
 

@@ -1,8 +1,8 @@
-"""The two metrics pages, rendered at scrape time from one recording (``observe.metrics``).
+"""The two metrics pages, rendered at scrape time from the figures of that moment (``observe.metrics.Scrape``).
 
-``ModelserveCollector``: modelserve's own metrics (``modelserve_*``, with HELP lines), a
-prometheus-client ``Collector``, so the page is prometheus-client's text format
-(``page``), next to its ``process_*`` metrics. ``tf_page``: TF Serving's
+``MetricsPage``: modelserve's own metrics (``modelserve_*``, with HELP lines) through a
+prometheus-client collector, so the page is prometheus-client's text format, next to its
+``process_*`` metrics. ``tf_page``: TF Serving's
 exposition as ``util/prometheus_exporter.cc`` writes it (``# TYPE`` lines only,
 ``:tensorflow:serving:*`` names, µs buckets), so existing boards and alerts keep working.
 """
@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
-from .metrics import Histogram, Metrics, RequestKey, Snapshot
+from .metrics import Histogram, RequestKey, Scrape, Snapshot
 
 log = logging.getLogger(__name__)
 
@@ -27,56 +27,58 @@ STATES = ("START", "LOADING", "AVAILABLE", "UNLOADING", "END")
 
 @dataclass(frozen=True)
 class Sources:
-    """What a scrape reads from the server itself (not recorded: asked at scrape time)."""
+    """What a scrape reads from this process besides the figures (``Scrape``): the version states (known to
+    every process) and modelserve's version."""
 
     # (model, version, state name) of every version the manager knows
     states: Callable[[], Iterable[tuple[str, int, str]]] = lambda: ()
-    # (model, version, signature, requests waiting) per batch queue
-    depths: Callable[[], Iterable[tuple[str, int, str, int]]] = lambda: ()
-    # (total, in use) bytes of the memory budget
-    budget: Callable[[], tuple[int, int]] = lambda: (0, 0)
-    # requests in flight by protocol
-    inflight: Callable[[], Mapping[str, int]] = lambda: {}
     version: str = ""
-    # with more processes (issue 20): the snapshots of the others, merged into this one's
-    others: Callable[[], Iterable[Snapshot]] = field(default=lambda: ())
 
 
-class ModelserveCollector:
-    """modelserve's own metrics, built from a snapshot of ``Metrics`` and ``Sources`` at each scrape."""
+class MetricsPage:
+    """modelserve's ``/metrics``: rendered at each scrape from that scrape's figures, next to
+    prometheus-client's ``process_*`` metrics (of the process that serves the page)."""
 
-    def __init__(self, metrics: Metrics, sources: Sources) -> None:
-        self._metrics = metrics
+    def __init__(self, sources: Sources) -> None:
         self._sources = sources
         self._gpus = _Nvml.open()
 
-    def snapshot(self) -> Snapshot:
-        data = self._metrics.snapshot()
-        for other in self._sources.others():
-            data.merge(other)
-        return data
+    def render(self, scrape: Scrape) -> bytes:
+        reg = CollectorRegistry(auto_describe=False)
+        reg.register(_Collector(scrape, self._sources, self._gpus))  # a Collector by shape (collect)
+        ProcessCollector(registry=reg)
+        return generate_latest(reg)
+
+
+class _Collector:
+    """One scrape's collector (registries key collectors by identity)."""
+
+    def __init__(self, scrape: Scrape, sources: Sources, gpus: _Nvml | None) -> None:
+        self.scrape = scrape
+        self.sources = sources
+        self.gpus = gpus
 
     def collect(self) -> Iterator[Metric]:
-        data = self.snapshot()
+        data = self.scrape.snapshot
         yield from _requests(data)
         yield from _batches(data)
         yield from _lifecycle(data)
         yield from self._gauges()
-        if self._gpus is not None:
-            yield from self._gpus.collect()
+        if self.gpus is not None:
+            yield from self.gpus.collect()
 
     def _gauges(self) -> Iterator[Metric]:
-        s = self._sources
+        s = self.scrape
         depth = GaugeMetricFamily(
             "modelserve_queue_depth", "Requests waiting in a batch queue.", labels=["model", "version", "signature"]
         )
-        for model, version, signature, n in s.depths():
+        for model, version, signature, n in s.depths:
             depth.add_metric([model, str(version), signature], n)
         yield depth
         inflight = GaugeMetricFamily(
             "modelserve_inflight_requests", "Requests being answered, by protocol.", labels=["protocol"]
         )
-        for protocol, n in sorted(s.inflight().items()):
+        for protocol, n in sorted(s.inflight.items()):
             inflight.add_metric([protocol], n)
         yield inflight
         states = GaugeMetricFamily(
@@ -84,21 +86,20 @@ class ModelserveCollector:
             "1 for each version's current state (START LOADING AVAILABLE UNLOADING END), 0 for the others.",
             labels=["model", "version", "state"],
         )
-        for model, version, current in s.states():
+        for model, version, current in self.sources.states():
             for state in STATES:
                 states.add_metric([model, str(version), state], 1 if state == current else 0)
         yield states
-        total, used = s.budget()
         budget = GaugeMetricFamily(
             "modelserve_memory_budget_bytes",
             "The memory budget for requests in flight (--memory_budget_bytes): total and in use.",
             labels=["kind"],
         )
-        budget.add_metric(["total"], total)
-        budget.add_metric(["in_use"], used)
+        budget.add_metric(["total"], s.budget_total)
+        budget.add_metric(["in_use"], s.budget_used)
         yield budget
         info = GaugeMetricFamily("modelserve_build_info", "modelserve's version (always 1).", labels=["version"])
-        info.add_metric([s.version], 1)
+        info.add_metric([self.sources.version], 1)
         yield info
 
 
@@ -245,18 +246,6 @@ class _Nvml:
             memory.add_metric([device, "total"], info.total)
             utilization.add_metric([device], rates.gpu / 100)
         yield from (memory, utilization)
-
-
-def registry(collector: ModelserveCollector) -> CollectorRegistry:
-    """modelserve's metrics and prometheus-client's ``process_*`` ones, on a registry of their own."""
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(collector)  # a Collector by shape (collect)
-    ProcessCollector(registry=reg)
-    return reg
-
-
-def page(reg: CollectorRegistry) -> bytes:
-    return generate_latest(reg)
 
 
 # ---- TF Serving's exposition -----------------------------------------------------------------------

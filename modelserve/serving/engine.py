@@ -12,9 +12,15 @@ end that goes away (its socket closes: a crash, a SIGKILL) has its requests canc
 and its arenas' descriptors closed at once (their memory goes with the last view of it).
 
 The engine also pushes its state (``serving.handoff.EngineState``) to every front end
-whenever it changes, and the merge of the other processes' metrics every second. A front end's
-management call is answered after the state it caused (frames on one socket keep their order);
-``publish`` pushes at once and waits until every front end has the state (a drain).
+whenever it changes. ``publish`` pushes at once and waits until every front end has the state: a
+drain, and a front end's management call, answered only then (whatever front end its client asks
+next agrees).
+
+A metrics scrape on any front end asks the engine (``scrape``), which asks every other front end for
+its figures of that moment and adds them to its own (``observe.metrics.Scrape``): the page counts
+every request any client saw answered. A front end that does not answer within ``SCRAPE_SECONDS``
+counts with the last figures it sent (each also pushes them every second); one that went away
+counts with its last figures for good, so no count ever goes backwards.
 """
 
 from __future__ import annotations
@@ -31,18 +37,20 @@ from typing import Any
 import numpy as np
 
 from ..budget import UNMETERED
-from ..errors import Internal, NotFound, ServingError, Unknown
+from ..errors import Internal, NotFound, ServingError
 from ..execution.batching.params import BatchingParameters
 from ..execution.handoff.arena import Arena, Block, Mapped
 from ..execution.handoff.wire import Connection
 from ..execution.request_options import DEFAULT
-from ..observe.metrics import Snapshot
+from ..observe.faults import FaultLog
+from ..observe.metrics import Scrape, Snapshot
 from ..observe.trace import RequestTrace
 from ..platforms.servable import Named
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .core import ServingCore, input_dtypes
 from .handoff import (
     INLINE_BYTES,
+    SCRAPE_SECONDS,
     Answer,
     EngineState,
     ExamplesAnswer,
@@ -60,9 +68,8 @@ from .request import ExamplesRequest, InferenceRequest, ModelSpec
 log = logging.getLogger(__name__)
 
 STATE_SECONDS = 0.05  # how often the engine looks for a lifecycle change to push
-METRICS_SECONDS = 1.0
 # What a front end may ask of the core besides requests (model management; reload answers when done).
-INTERNAL = "Internal error"  # what a client reads of a bug in the engine, as of one in a front end (UNKNOWN)
+PUBLISH_SECONDS = 10.0  # how long a management call's answer waits for every front end to have its state
 CALLS = frozenset({"load_model", "unload_model", "reload_config", "reload_file"})
 
 
@@ -91,15 +98,15 @@ def failure(exc: ServingError, trace: RequestTrace) -> Failure:
 
 class Engine:
     """Serves front-end sockets on the running loop. ``output_limit``: each front end's output arena's bound;
-    ``metrics``: the engine's own recording (batches, loads), merged with the front ends' snapshots;
-    ``batching``: the batching parameters the dashboards show; ``reload_file``: the dashboard's reload of
-    --model_config_file."""
+    ``figures``: the engine's own metrics figures (batches, loads, batch queues, the budget), added to the
+    front ends' at a scrape; ``batching``: the batching parameters the dashboards show; ``reload_file``: the
+    dashboard's reload of --model_config_file."""
 
     def __init__(
         self,
         core: ServingCore,
         output_limit: int,
-        metrics: Callable[[], Snapshot] | None = None,
+        figures: Callable[[], Scrape] = Scrape,
         batching: BatchingParameters | None = None,
         reload_file: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
@@ -107,13 +114,17 @@ class Engine:
         self.batching = batching
         self.reload_file = reload_file
         self.output_limit = output_limit
-        self._metrics = metrics
+        self._figures = figures
+        self._departed = Snapshot()  # the last figures of the front ends that went away
         self.links: set[Link] = set()
         self._state = EngineState()
         self._signatures: dict[tuple[str, int], tuple[Mapping[str, Signature], str]] = {}
         self._pusher: asyncio.Task[None] | None = None
         self._pushes = 0  # the number of the last state push whose receipt is awaited
         self._seen = asyncio.Event()  # set when a front end says "seen" or goes away
+        # A bug's traceback, at most PER_MINUTE a minute per protocol (as each front end's), so that a
+        # client that triggers one cannot flood the log.
+        self.faults = FaultLog(log)
         self.cancelled = 0  # requests a front end cancelled while they ran here (their clients went away)
 
     def attach(self, sock: socket.socket) -> Link:
@@ -130,13 +141,26 @@ class Engine:
         """Requests running for all front ends."""
         return sum(len(link.tasks) for link in self.links)
 
-    def metrics_snapshot(self, leave_out: Link | None = None) -> Snapshot:
-        """The engine's recording merged with every front end's latest snapshot (but ``leave_out``'s)."""
-        merged = Snapshot() if self._metrics is None else self._metrics()
+    async def scrape(self, asker: Link | None = None) -> Scrape:
+        """The whole server's figures now: every front end's (but ``asker``'s, which came with its question)
+        asked for now, the engine's own, and the last ones of front ends gone."""
+        asks = [asyncio.ensure_future(link.fresh_figures()) for link in list(self.links) if link is not asker]
+        if asks:
+            _, late = await asyncio.wait(asks, timeout=SCRAPE_SECONDS)
+            for ask in late:  # that front end counts with the figures it sent last
+                ask.cancel()
+        whole = self._figures()
+        whole.snapshot.merge(self._departed)
         for link in self.links:
-            if link is not leave_out and link.snapshot is not None:
-                merged.merge(link.snapshot)
-        return merged
+            if link.figures is not None:
+                whole.add(link.figures)
+        return whole
+
+    def departed(self, link: Link) -> None:
+        """``link``'s front end went away: its counts stay in the totals (its last figures)."""
+        if link.figures is not None:
+            self._departed.merge(link.figures.snapshot)
+        self.links.discard(link)
 
     def push_state(self, receipt: int = 0) -> None:
         """Send the state to every front end if it changed (``receipt``: always, each to answer "seen")."""
@@ -160,25 +184,24 @@ class Engine:
         await asyncio.wait_for(seen_by_all(), timeout)
 
     async def _push(self) -> None:
-        last_metrics = 0.0
         while True:
             await asyncio.sleep(STATE_SECONDS)
             self.push_state()
-            if time.monotonic() - last_metrics >= METRICS_SECONDS:
-                last_metrics = time.monotonic()
-                for link in list(self.links):
-                    link.send("metrics", 0, self.metrics_snapshot(leave_out=link))
 
     def state(self) -> EngineState:
         """The lifecycle now, with each AVAILABLE version's signatures (a loaded version's never change)."""
         manager = self.core.manager
         configs = manager.aspired.configs()
         models: dict[str, ModelState] = {}
-        for name in manager.model_names():
+        # A model the config no longer names keeps its status history (TF Serving never forgets): it was in
+        # the last state pushed, and stays, with no config, while it has versions to report.
+        for name in sorted({*manager.model_names(), *self._state.models}):
             try:
                 rows = tuple(manager.status(name))
             except NotFound:
                 rows = ()
+            if name not in configs and not rows:
+                continue
             available = manager.available_versions(name)
             signatures: dict[int, Mapping[str, Signature]] = {}
             platforms: dict[int, str] = {}
@@ -228,7 +251,9 @@ class Link:
         self.inputs = Mapped()
         self.outputs = Arena("out", engine.output_limit)
         self.tasks: dict[int, asyncio.Task[None]] = {}
-        self.snapshot: Snapshot | None = None
+        self.figures: Scrape | None = None  # this front end's metrics figures, as it sent them last
+        self._asks: dict[int, asyncio.Future[None]] = {}  # the engine's questions for fresh figures
+        self._ask_ids = 0
         self.seen = 0  # the last state push this front end said it has
         self._released: list[Block] = []
         self._lock = threading.Lock()
@@ -282,11 +307,31 @@ class Link:
             self.inputs.drop(rid)
         elif kind == "call":
             self._spawn(rid, self._call(rid, *payload))
-        elif kind == "metrics":
-            self.snapshot = payload
+        elif kind == "figures":  # pushed (rid 0) or the answer to ``fresh_figures``
+            self.figures = payload
+            asked = self._asks.pop(rid, None)
+            if asked is not None and not asked.done():
+                asked.set_result(None)
+        elif kind == "scrape":
+            self.figures = payload  # the asker's own, of this moment
+            self._spawn(rid, self._scrape(rid))
         elif kind == "seen":
             self.seen = rid
             self._engine._seen.set()
+
+    async def fresh_figures(self) -> None:
+        """Ask this front end for its figures of this moment; returns once they are in (``figures``)."""
+        self._ask_ids += 1
+        rid = self._ask_ids
+        asked = self._asks[rid] = self._loop.create_future()
+        self.send("figures", rid, None)
+        try:
+            await asked
+        finally:
+            self._asks.pop(rid, None)
+
+    async def _scrape(self, rid: int) -> None:
+        self.send("scraped", rid, await self._engine.scrape(self))
 
     def _free(self, block: Block) -> None:
         dropped = self.outputs.free(block)
@@ -327,14 +372,14 @@ class Link:
                 return
             block, refs, inline = self.outputs.write(response.outputs, INLINE_BYTES)
         except _Retry as retry:
-            self._answer("retry", rid, Retry(retry.signatures))
+            self._answer("retry", rid, Retry(retry.signatures, times(trace)))
             return
         except ServingError as exc:
             self._answer("err", rid, failure(exc, trace))
             return
-        except Exception:  # a bug: the client reads UNKNOWN "Internal error", the engine logs it
-            log.exception("hand-off: predict failed")
-            self._answer("err", rid, failure(Unknown(INTERNAL), trace))  # no Python text reaches a client
+        except Exception as exc:  # a bug: logged (rate-limited); the client reads no Python text
+            error = self._engine.faults.answer(call.protocol or "hand-off", exc, "hand-off: predict failed")
+            self._answer("err", rid, failure(error, trace))
             return
         self._announce()
         self._answer("ok", rid, Answer(response.version, response.signature_name, block, refs, inline, times(trace)))
@@ -359,9 +404,9 @@ class Link:
         except ServingError as exc:
             self._answer("err", rid, failure(exc, trace))
             return
-        except Exception:
-            log.exception("hand-off: %s failed", call.kind)
-            self._answer("err", rid, failure(Unknown(INTERNAL), trace))
+        except Exception as exc:
+            error = self._engine.faults.answer(call.kind, exc, "hand-off: %s failed", call.kind)
+            self._answer("err", rid, failure(error, trace))
             return
         self._answer("exok", rid, ExamplesAnswer(response.version, list(response.results), times(trace)))
 
@@ -378,20 +423,28 @@ class Link:
         except ServingError as exc:
             self._answer("err", rid, failure(exc, RequestTrace("")))
             return
-        except Exception:  # a bug: answered all the same, or the front end's caller would wait forever
-            log.exception("hand-off: %s failed", method)
-            self._answer("err", rid, failure(Unknown(INTERNAL), RequestTrace("")))
+        except Exception as exc:  # a bug: answered all the same, or the front end's caller would wait forever
+            error = self._engine.faults.answer("hand-off", exc, "hand-off: %s failed", method)
+            self._answer("err", rid, failure(error, RequestTrace("")))
             return
-        self._engine.push_state()  # before "done": the caller answers its client with the new state
+        # Before "done": the caller answers its client with the new state, and whatever front end that client
+        # (or another it tells) asks next has it too.
+        try:
+            await self._engine.publish(PUBLISH_SECONDS)
+        except asyncio.TimeoutError:
+            log.warning("A front-end process did not take the state of a %s within %g s", method, PUBLISH_SECONDS)
         self._answer("done", rid, None)
 
     def _closed(self) -> None:
         """The front end went away: cancel its requests, close its arenas' descriptors."""
         for task in list(self.tasks.values()):
             task.cancel()
+        for asked in self._asks.values():  # a scrape waits for it no more
+            if not asked.done():
+                asked.set_result(None)
         self.inputs.close()
         self.outputs.close()
-        self._engine.links.discard(self)
+        self._engine.departed(self)
         self._engine._seen.set()  # a publish waits for it no more
 
     def close(self) -> None:

@@ -6,11 +6,13 @@ of plain values, which pickle fast); tensors cross as
 
 front end → engine: ``predict`` PredictCall, ``examples`` ExamplesCall, ``call`` (method, args),
 ``cancel``, ``rel`` [Block] (output blocks it no longer views), ``seg``/``drop`` (its input
-arena's segments, the fd attached), ``metrics`` Snapshot.
+arena's segments, the fd attached), ``figures`` Scrape (its own metrics figures: every second, and
+as the answer to the engine's ``figures``), ``scrape`` Scrape (a metrics page asks for the whole
+server's, with its own figures).
 
 engine → front end: ``ok`` Answer, ``exok`` ExamplesAnswer, ``done`` (a call's result), ``err``
 Failure, ``retry`` Retry, ``state`` EngineState, ``rel`` [Block] (input blocks), ``seg``/``drop``
-(its output arena's segments).
+(its output arena's segments), ``figures`` (send yours now), ``scraped`` Scrape (the whole server's).
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ from .request import ModelSpec
 
 # A request's (or an answer's) tensors up to this size in all travel in its control message.
 INLINE_BYTES = 4096
+# A scrape: how long the engine waits for a front end's figures (then it takes the last ones sent), and
+# how long a front end waits for the engine's answer (then its metrics page says 503, never half the counts).
+SCRAPE_SECONDS = 2.0
+SCRAPE_ANSWER_SECONDS = 10.0
 
 
 class PredictCall(NamedTuple):
@@ -107,14 +113,16 @@ class Failure(NamedTuple):
 
 class Retry(NamedTuple):
     """The engine resolved a version whose inputs differ from those the body was decoded by: decode by
-    its ``signatures`` and send again."""
+    its ``signatures`` and send again. ``times``: what the engine filled of the trace (the model and version
+    resolved: a body that then fails to decode is counted under them, as in one process)."""
 
     signatures: Mapping[str, Signature]
+    times: Times = Times()
 
 
 @dataclass(frozen=True, slots=True)
 class ModelState:
-    config: ModelConfig | None
+    config: ModelConfig | None  # None: no longer configured (its status history is still reported)
     rows: tuple[VersionReport, ...]  # every version seen, highest first; empty: none yet
     available: tuple[int, ...]
     labels: Mapping[str, int]
@@ -145,7 +153,8 @@ class StateView:
         return self.state.models.get(name)
 
     def model_names(self) -> list[str]:
-        return sorted(self.state.models)
+        """The configured models (a model no longer configured is in the state for its status alone)."""
+        return sorted(name for name, model in self.state.models.items() if model.config is not None)
 
     def configs(self) -> dict[str, ModelConfig]:
         return {name: m.config for name, m in self.state.models.items() if m.config is not None}
@@ -215,9 +224,9 @@ _MESSAGES: dict[str, Any] = {
 
 
 def to_wire(payload: object) -> object:
-    if isinstance(payload, (PredictCall, ExamplesCall, Retry)):
+    if isinstance(payload, (PredictCall, ExamplesCall)):
         return tuple(payload)
-    if isinstance(payload, (Answer, ExamplesAnswer, Failure)):
+    if isinstance(payload, (Answer, ExamplesAnswer, Failure, Retry)):
         return (*payload[:-1], tuple(payload[-1]))
     return payload
 
@@ -226,6 +235,6 @@ def from_wire(kind: str, payload: Any) -> Any:
     cls = _MESSAGES.get(kind)
     if cls is None:
         return payload
-    if cls in (Answer, ExamplesAnswer, Failure):
+    if cls in (Answer, ExamplesAnswer, Failure, Retry):
         return cls(*payload[:-1], Times(*payload[-1]))
     return cls(*payload)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import copy
 import itertools
 import logging
 import socket
@@ -41,12 +40,13 @@ from ..execution.handoff.wire import Connection
 from ..execution.request_options import DEFAULT
 from ..lifecycle.config import ModelConfig
 from ..lifecycle.versions import VersionReport
-from ..observe.metrics import Metrics, Snapshot
+from ..observe.metrics import Scrape
 from ..observe.trace import UNTRACED, RequestTrace
 from ..signatures import DEFAULT_SIGNATURE, Signature
 from .core import input_dtypes, repository_entries
 from .handoff import (
     INLINE_BYTES,
+    SCRAPE_ANSWER_SECONDS,
     Answer,
     ExamplesAnswer,
     ExamplesCall,
@@ -104,11 +104,11 @@ class RemoteCore:
     """The ``Core`` of a front-end process. Its coroutines run on the loop ``connect`` ran on; called from
     a thread with no loop (the threaded gRPC server), they are handed to that loop and waited for."""
 
-    def __init__(self, budget: MemoryBudget, input_limit: int, metrics: Metrics | None = None) -> None:
+    def __init__(self, budget: MemoryBudget, input_limit: int) -> None:
         self.manager = StateView()
         self.budget = budget
-        self._metrics = metrics
-        self._others = Snapshot()  # the engine's and the other front ends' metrics, pushed each second
+        # This process's own metrics figures now (``frontends.FrontEnds.figures``), which the engine asks for.
+        self.figures: Callable[[], Scrape] = Scrape
         self._inputs = Arena("in", input_limit)
         self._outputs = Mapped()
         self._pending: dict[int, asyncio.Future[tuple[str, Any]]] = {}
@@ -171,16 +171,17 @@ class RemoteCore:
         """As ``ServingCore.repository_index``."""
         return repository_entries(self.manager, ready_only)
 
-    def others(self) -> list[Snapshot]:
-        """The other processes' metrics (the engine's and the other front ends'), as last pushed."""
-        return [self._others]
-
-    def metrics_snapshot(self) -> Snapshot:
-        """The whole server's metrics: this process's own now, the others' as last pushed."""
-        merged = copy.deepcopy(self._others)
-        if self._metrics is not None:
-            merged.merge(self._metrics.snapshot())
-        return merged
+    async def scrape(self, own: Scrape) -> Scrape:
+        """The whole server's metrics figures of this moment, from the engine (``own``: this process's);
+        Unavailable if the engine does not answer in time."""
+        try:
+            _, whole = await asyncio.wait_for(self._ask("scrape", own, UNTRACED), SCRAPE_ANSWER_SECONDS)
+        except asyncio.TimeoutError:
+            raise Unavailable(
+                f"The engine did not answer a metrics scrape within {SCRAPE_ANSWER_SECONDS:g} s"
+            ) from None
+        assert isinstance(whole, Scrape)
+        return whole
 
     # ---- requests ------------------------------------------------------------------------------
 
@@ -346,7 +347,7 @@ class RemoteCore:
             dropped = self._inputs.free(block)
             if dropped is not None:
                 self._send("drop", dropped, None)
-        if kind in ("ok", "exok", "err", "retry", "done"):
+        if kind in ("ok", "exok", "err", "retry", "done", "scraped"):
             future = self._pending.pop(rid, None)
             if future is not None and not future.done():
                 future.set_result((kind, payload))
@@ -359,8 +360,8 @@ class RemoteCore:
                 task = asyncio.get_running_loop().create_task(self._seen(rid))
                 self._acks.add(task)  # held until done (the loop keeps only a weak reference)
                 task.add_done_callback(self._acks.discard)
-        elif kind == "metrics":
-            self._others = payload
+        elif kind == "figures":  # the engine adds them to the others' for a scrape on another front end
+            self._send("figures", rid, self.figures())
         elif kind == "seg":
             self._outputs.add(rid, fds[0], payload)
         elif kind == "drop":
@@ -387,10 +388,11 @@ class RemoteCore:
         if self._released and self._conn is not None and not self._conn.closed:
             self._send("rel", 0, None)
 
-    def push_metrics(self) -> None:
-        """Send this process's metrics to the engine (the front-end process does, every second)."""
-        if self._metrics is not None and self._conn is not None and not self._conn.closed:
-            self._send("metrics", 0, self._metrics.snapshot())
+    def push_figures(self) -> None:
+        """Send this process's metrics figures to the engine (the front-end process does, every second: a
+        front end that dies counts with them)."""
+        if self._conn is not None and not self._conn.closed:
+            self._send("figures", 0, self.figures())
 
     def _lost(self) -> None:
         """The engine went away: every request waiting fails, and nothing more is sent."""
