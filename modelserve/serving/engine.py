@@ -331,7 +331,7 @@ class Link:
             self._asks.pop(rid, None)
 
     async def _scrape(self, rid: int) -> None:
-        self.send("scraped", rid, await self._engine.scrape(self))
+        self._answer("scraped", rid, await self._engine.scrape(self))
 
     def _free(self, block: Block) -> None:
         dropped = self.outputs.free(block)
