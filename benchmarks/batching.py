@@ -60,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (
     ROOT,
     LoadResult,
+    cpu_seconds,
     ensure_tools,
     frame_file,
     free_port,
@@ -252,12 +253,6 @@ def check_v2_answer(port: int, x: np.ndarray, expected: np.ndarray) -> None:
         output = json.loads(answer.read())["outputs"][0]
     got = np.array(output["data"], dtype=np.float32).reshape(expected.shape)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def wait_idle(pids: Sequence[int], timeout: float = 30.0) -> None:

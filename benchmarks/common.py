@@ -81,6 +81,16 @@ def pinned(
             proc.wait()
 
 
+def cpu_seconds(pid: int, tid: int | None = None) -> float:
+    """User + system CPU of a process (all threads), or of its thread ``tid``; 0 once it is gone."""
+    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
+    try:
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class LoadResult:
     rps: float

@@ -49,7 +49,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batching import BATCHING, RAW_SIZES, SIZES, raw_layouts, raw_rows_per_second
-from common import ROOT, LoadResult, ensure_tools, frame_file, free_port, h2load, python, wrk
+from common import ROOT, LoadResult, cpu_seconds, ensure_tools, frame_file, free_port, h2load, pinned, python, wrk
 
 sys.path.insert(0, str(ROOT))
 from modelserve.codecs.tensor_proto import from_ndarray
@@ -61,7 +61,6 @@ MEMORY_SIZES = [256, 5000, 5000, 16]  # 26.4M float32 weights: a 106 MB file
 START_SIZES = [784, 128, 10]
 SERVER_IMPORTS = "import modelserve.server, modelserve.platforms.onnx"
 CPUS = len(os.sched_getaffinity(0))
-TICK = os.sysconf("SC_CLK_TCK")
 
 
 # ---- processes --------------------------------------------------------------------------------------
@@ -81,16 +80,6 @@ def family(pid: int) -> list[int]:
         found.append(current)
         todo += children.get(current, [])
     return found
-
-
-def cpu_seconds(pid: int, tid: int | None = None) -> float:
-    """User + system CPU of a process (all threads), or of its thread ``tid``; 0 once it is gone."""
-    path = f"/proc/{pid}/stat" if tid is None else f"/proc/{pid}/task/{tid}/stat"
-    try:
-        fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
 
 
 def memory_kib(pid: int) -> tuple[int, int]:
@@ -149,24 +138,13 @@ def server(processes: int, config: Path, work: Path, flags: Sequence[str] = ()) 
     it once every front end serves)."""
     rest, grpc = free_port(), free_port()
     log = work / f"server-{processes}-{rest}.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            command(processes, config, rest, grpc, flags), cwd=ROOT, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
+    with pinned(command(processes, config, rest, grpc, flags), None, log=log) as proc:
         deadline = time.monotonic() + 300
         while "Exporting HTTP/REST API" not in log.read_text(errors="replace"):
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the server did not start:\n{log.read_text(errors='replace')[-3000:]}")
             time.sleep(0.05)
         yield Server(processes, rest, grpc, proc.pid, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def wait_idle(pids: Sequence[int], timeout: float = 20.0) -> None:

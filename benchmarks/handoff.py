@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import socket
@@ -25,22 +26,36 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, ensure_tools, wait_http, wrk
+from common import ROOT, cpu_seconds, ensure_tools, wait_http, wrk
 
 sys.path.insert(0, str(ROOT))
 from modelserve.execution.handoff import wire
 from modelserve.processes import ChildArgs, command
 from modelserve.serving.engine import Engine
-from modelserve.testing import running_server
+from modelserve.testing import ServerThread, running_server
 from tests import onnx_models as om
 
+FLAGS = ["--tensorflow_intra_op_parallelism=1", "--num_inference_threads=1", "--enable_metrics=false"]
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+@contextlib.contextmanager
+def hpt_engine(work: Path) -> Iterator[tuple[ServerThread, Engine, socket.socket]]:
+    """A server in this process holding half_plus_two ("hpt": one inference thread, no metrics) and an
+    ``Engine`` on one end of a socket pair: yields them and the other end, for a front end to inherit."""
+    om.write(work / "hpt", 1, om.half_plus_two())
+    with running_server("--model_name=hpt", f"--model_base_path={work / 'hpt'}", *FLAGS) as st:
+        engine_end, child_end = wire.pair()
+
+        async def attach() -> Engine:
+            engine = Engine(st.server.core, 1 << 30)
+            engine.attach(engine_end)
+            return engine
+
+        yield st, asyncio.run_coroutine_threadsafe(attach(), st.loop).result(30), child_end
 
 
 def reserve() -> socket.socket:
@@ -60,26 +75,16 @@ def main() -> None:
     ensure_tools("wrk")
     os.sched_setaffinity(0, {1})  # this process (the engine) and the front end it starts
     work = Path(tempfile.mkdtemp(prefix="bench-handoff-"))
-    om.write(work / "hpt", 1, om.half_plus_two())
     body = work / "body.json"
     body.write_text(json.dumps({"instances": [1.0]}))
-    flags = ["--tensorflow_intra_op_parallelism=1", "--num_inference_threads=1", "--enable_metrics=false"]
-    with running_server("--model_name=hpt", f"--model_base_path={work / 'hpt'}", *flags) as st:
-        engine_end, child_end = wire.pair()
-
-        async def attach() -> Engine:
-            engine = Engine(st.server.core, 1 << 30)
-            engine.attach(engine_end)
-            return engine
-
-        engine = asyncio.run_coroutine_threadsafe(attach(), st.loop).result(30)
+    with hpt_engine(work) as (st, engine, child_end):
         held = reserve()
         port = held.getsockname()[1]
         grpc_port = reserve()
         argv = command(
             ChildArgs(
                 child_end.fileno(),
-                flags=[f"--rest_api_port={port}", f"--port={grpc_port.getsockname()[1]}", "--host=127.0.0.1", *flags],
+                flags=[f"--rest_api_port={port}", f"--port={grpc_port.getsockname()[1]}", "--host=127.0.0.1", *FLAGS],
             )
         )
         grpc_port.close()

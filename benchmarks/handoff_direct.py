@@ -28,14 +28,14 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import cpu_seconds
+from handoff import hpt_engine
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.budget import UNMETERED
-from modelserve.execution.handoff import wire
 from modelserve.execution.request_options import DEFAULT
-from modelserve.serving.engine import Engine
 from modelserve.serving.request import InferenceRequest, ModelSpec
-from modelserve.testing import running_server
-from tests import onnx_models as om
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,11 +68,6 @@ uvloop.run(main())
 """
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20000)
@@ -83,17 +78,7 @@ def main() -> None:
     count, c = args.requests, args.concurrency
     os.sched_setaffinity(0, {1})
     work = Path(tempfile.mkdtemp(prefix="bench-handoff-direct-"))
-    om.write(work / "hpt", 1, om.half_plus_two())
-    flags = ["--tensorflow_intra_op_parallelism=1", "--num_inference_threads=1", "--enable_metrics=false"]
-    with running_server("--model_name=hpt", f"--model_base_path={work / 'hpt'}", *flags) as st:
-        engine_end, child_end = wire.pair()
-
-        async def attach() -> Engine:
-            engine = Engine(st.server.core, 1 << 30)
-            engine.attach(engine_end)
-            return engine
-
-        engine = asyncio.run_coroutine_threadsafe(attach(), st.loop).result(30)
+    with hpt_engine(work) as (st, engine, child_end):
         child = subprocess.Popen(
             [sys.executable, "-c", CHILD, str(child_end.fileno()), str(count), str(c)],
             pass_fds=(child_end.fileno(),),

@@ -33,7 +33,19 @@ import onnxruntime as ort
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from batching import v2_body
-from common import ROOT, LoadResult, ensure_tools, free_port, median, mlserver_command, pinned, python, wait_http, wrk
+from common import (
+    ROOT,
+    LoadResult,
+    cpu_seconds,
+    ensure_tools,
+    free_port,
+    median,
+    mlserver_command,
+    pinned,
+    python,
+    wait_http,
+    wrk,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from modelserve.demo import mlp
@@ -55,12 +67,6 @@ def raw_onnxruntime(model: Path, x: np.ndarray, seconds: float) -> float:
         n += 500
     os.sched_setaffinity(0, {0, 1})
     return n / elapsed
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of process ``pid`` so far (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def main() -> None:

@@ -118,17 +118,20 @@ _NUMPY_QUANTIZED: dict[DType, np.dtype] = {
 # ml_dtypes' types by their names there. Importing ml_dtypes costs about 0.7 s (it registers its casts with
 # numpy), most of a server's cold start, and most models never see one of its types: imported on first use.
 _ML_DTYPES: dict[DType, str] = {
-    DType.DT_BFLOAT16: "bfloat16",
-    DType.DT_FLOAT8_E5M2: "float8_e5m2",
-    DType.DT_FLOAT8_E4M3FN: "float8_e4m3fn",
-    DType.DT_FLOAT8_E4M3FNUZ: "float8_e4m3fnuz",
-    DType.DT_FLOAT8_E4M3B11FNUZ: "float8_e4m3b11fnuz",
-    DType.DT_FLOAT8_E5M2FNUZ: "float8_e5m2fnuz",
-    DType.DT_INT4: "int4",
-    DType.DT_UINT4: "uint4",
-    DType.DT_INT2: "int2",
-    DType.DT_UINT2: "uint2",
-    DType.DT_FLOAT4_E2M1FN: "float4_e2m1fn",
+    dtype: _TF_NAMES[dtype]  # the same names in ml_dtypes
+    for dtype in (
+        DType.DT_BFLOAT16,
+        DType.DT_FLOAT8_E5M2,
+        DType.DT_FLOAT8_E4M3FN,
+        DType.DT_FLOAT8_E4M3FNUZ,
+        DType.DT_FLOAT8_E4M3B11FNUZ,
+        DType.DT_FLOAT8_E5M2FNUZ,
+        DType.DT_INT4,
+        DType.DT_UINT4,
+        DType.DT_INT2,
+        DType.DT_UINT2,
+        DType.DT_FLOAT4_E2M1FN,
+    )
 }
 _FROM_NUMPY = {v: k for k, v in _NUMPY.items()}
 _FROM_NUMPY[np.dtype(np.str_)] = DType.DT_STRING
