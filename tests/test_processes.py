@@ -26,7 +26,7 @@ from modelserve.platforms.cpus import CpuBudget
 from modelserve.testing import running_server, server_process
 
 from . import onnx_models as om
-from .docs import fenced, section
+from .docs import DOCS, fenced, section
 
 
 @pytest.mark.parametrize(
@@ -314,3 +314,23 @@ def test_a_failed_start_stops_the_front_ends_started_while_the_models_loaded(tmp
     assert proc.returncode == 255, err
     assert "Front-end process 0 started" in err and "Failed to start server" in err
     wait_until(lambda: front_ends_of(proc.pid) == [], 10)
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="front-end processes need Linux (memfd, pidfd, SO_REUSEPORT)")
+def test_the_cores_page_command_runs_as_printed(tmp_path: Path) -> None:
+    """docs/cores.md's command, in a folder holding its models.config, on free ports instead of 8500/8501:
+    as many front ends as it asks, each answering."""
+    line = fenced((DOCS / "cores.md").read_text())[0].strip()
+    program, *flags = line.split()
+    assert program == "modelserve"
+    om.write(tmp_path / "half", 1, om.half_plus_two())
+    (tmp_path / "models.config").write_text(
+        f'model_config_list {{ config {{ name: "half" base_path: "{tmp_path / "half"}" model_platform: "onnx" }} }}\n'
+    )
+    ports = {"--port=8500", "--rest_api_port=8501"}
+    assert ports <= set(flags)
+    asked = int(next(f for f in flags if f.startswith("--frontend_processes=")).split("=")[1])
+    with server_process(*(f for f in flags if f not in ports), cwd=tmp_path) as server:
+        assert len(children_of(server.proc.pid)) == asked
+        for _ in range(2 * asked):  # new connections: the kernel spreads them over the front ends
+            assert predict_rest(server.rest_port, "half") == [2.5, 3.0]
