@@ -336,10 +336,7 @@ class Server:
         front-end process; requests are still served until ``stop``."""
         await self.frontends.drain()
         if self.engine is not None:
-            try:
-                await self.engine.publish(DRAIN_PUBLISH_SECONDS)
-            except asyncio.TimeoutError:
-                log.warning("A front-end process did not take the drain within %g s", DRAIN_PUBLISH_SECONDS)
+            await self.engine.publish(DRAIN_PUBLISH_SECONDS, "the drain")
 
     async def _reload_config_file(self) -> None:
         """The dashboard's reload button: read --model_config_file again and apply it, as its poller does."""

@@ -60,7 +60,7 @@ class ServerThread:
         """With front-end processes: wait until each has the engine's lifecycle state, so that what a test
         changed in-process (a reload, a drain) is what every client sees; in one process, at once."""
         if self.server.engine is not None:
-            self.call(self.server.engine.publish(30.0))
+            assert self.call(self.server.engine.publish(30.0, "a test's change")), "a front end did not settle"
 
     def call(self, coro: Any, timeout: float = 60.0) -> Any:
         """Run a coroutine on the server's loop and wait for its result."""

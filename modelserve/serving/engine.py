@@ -170,8 +170,9 @@ class Engine:
             for link in list(self.links):
                 link.send("state", receipt, state)
 
-    async def publish(self, timeout: float) -> None:
-        """Push the state now and wait (at most ``timeout`` seconds) until every front end has it."""
+    async def publish(self, timeout: float, what: str) -> bool:
+        """Push the state now and wait (at most ``timeout`` seconds) until every front end has it; False
+        (and a warning naming ``what`` changed) if one did not say so in time."""
         self._pushes += 1
         receipt = self._pushes
         self.push_state(receipt)
@@ -181,7 +182,16 @@ class Engine:
                 self._seen.clear()
                 await self._seen.wait()
 
-        await asyncio.wait_for(seen_by_all(), timeout)
+        try:
+            await asyncio.wait_for(seen_by_all(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("A front-end process did not take the state of %s within %g s", what, timeout)
+            return False
+        return True
+
+    def acknowledged(self) -> None:
+        """A front end said "seen" or went away: a ``publish`` looks again."""
+        self._seen.set()
 
     async def _push(self) -> None:
         while True:
@@ -317,7 +327,7 @@ class Link:
             self._spawn(rid, self._scrape(rid))
         elif kind == "seen":
             self.seen = rid
-            self._engine._seen.set()
+            self._engine.acknowledged()
 
     async def fresh_figures(self) -> None:
         """Ask this front end for its figures of this moment; returns once they are in (``figures``)."""
@@ -429,10 +439,7 @@ class Link:
             return
         # Before "done": the caller answers its client with the new state, and whatever front end that client
         # (or another it tells) asks next has it too.
-        try:
-            await self._engine.publish(PUBLISH_SECONDS)
-        except asyncio.TimeoutError:
-            log.warning("A front-end process did not take the state of a %s within %g s", method, PUBLISH_SECONDS)
+        await self._engine.publish(PUBLISH_SECONDS, f"a {method}")
         self._answer("done", rid, None)
 
     def _closed(self) -> None:
@@ -445,7 +452,7 @@ class Link:
         self.inputs.close()
         self.outputs.close()
         self._engine.departed(self)
-        self._engine._seen.set()  # a publish waits for it no more
+        self._engine.acknowledged()  # a publish waits for it no more
 
     def close(self) -> None:
         self.conn.close()
